@@ -1,0 +1,93 @@
+//! Reading the counter maps: per-interface packets and bytes, and bookkeeping faults.
+
+use aya::maps::{PerCpuArray, PerCpuHashMap};
+use datapath_common::{Direction, FAULTS_MAP, Fault, IF_COUNTERS_MAP, IfCounterKey, IfCounters};
+
+use super::{Datapath, DatapathError};
+
+/// Packets and bytes one hook of one interface has seen, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    pub ifindex: u32,
+    pub direction: Direction,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// How often the programs hit one [`Fault`], summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultCount {
+    pub fault: Fault,
+    pub count: u64,
+}
+
+impl Datapath {
+    /// Every interface counter in the map.
+    pub fn interface_counters(&self) -> Result<Vec<InterfaceCounters>, DatapathError> {
+        let map = self.map(IF_COUNTERS_MAP)?;
+        let map: PerCpuHashMap<_, IfCounterKey, IfCounters> =
+            PerCpuHashMap::try_from(map).map_err(|e| map_error(IF_COUNTERS_MAP, e))?;
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (key, per_cpu) = entry.map_err(|e| map_error(IF_COUNTERS_MAP, e))?;
+            // A key with an unknown direction can only come from a newer program; skip it
+            // rather than misreport it.
+            let Some(direction) = Direction::from_u32(key.direction) else {
+                continue;
+            };
+            let total = IfCounters::sum(per_cpu.iter());
+            out.push(InterfaceCounters {
+                ifindex: key.ifindex,
+                direction,
+                packets: total.packets,
+                bytes: total.bytes,
+            });
+        }
+        out.sort_by_key(|c| (c.ifindex, c.direction as u32));
+        Ok(out)
+    }
+
+    /// The counters of one hook of one interface, if it has seen a packet.
+    pub fn interface_counter(
+        &self,
+        ifindex: u32,
+        direction: Direction,
+    ) -> Result<Option<InterfaceCounters>, DatapathError> {
+        Ok(self
+            .interface_counters()?
+            .into_iter()
+            .find(|c| c.ifindex == ifindex && c.direction == direction))
+    }
+
+    /// Every bookkeeping fault with its count (zero included, so metrics show the series).
+    pub fn faults(&self) -> Result<Vec<FaultCount>, DatapathError> {
+        let map = self.map(FAULTS_MAP)?;
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|e| map_error(FAULTS_MAP, e))?;
+        Fault::ALL
+            .iter()
+            .map(|&fault| {
+                let per_cpu = map
+                    .get(&(fault as u32), 0)
+                    .map_err(|e| map_error(FAULTS_MAP, e))?;
+                Ok(FaultCount {
+                    fault,
+                    count: per_cpu.iter().copied().fold(0u64, u64::wrapping_add),
+                })
+            })
+            .collect()
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
+        self.ebpf
+            .map(name)
+            .ok_or(DatapathError::MissingMap { name })
+    }
+}
+
+fn map_error(name: &'static str, source: aya::maps::MapError) -> DatapathError {
+    DatapathError::Map {
+        name,
+        source: Box::new(source),
+    }
+}

@@ -1,0 +1,153 @@
+//! The eBPF datapath as the agent sees it: find the object, load it through the verifier,
+//! attach programs to interfaces, read the maps.
+//!
+//! A failure here never takes the node down: the caller keeps the node on OVS (the slow path is
+//! always complete) and reports the error.
+
+mod counters;
+mod object;
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, TcAttachType, tc},
+};
+use datapath_common::{Direction, programs};
+
+pub use counters::{FaultCount, InterfaceCounters};
+pub use object::{BPF_OBJECT_ENV, locate_object};
+
+/// Errors of the datapath loader; each says which step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(
+        "no eBPF object found (looked in: {}); build it with `cargo xtask build-ebpf` or set {BPF_OBJECT_ENV}",
+        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    ObjectNotFound { searched: Vec<PathBuf> },
+    #[error("loading eBPF object {path}: {source}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("program {name} is not in the eBPF object")]
+    MissingProgram { name: &'static str },
+    #[error("map {name} is not in the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("attaching {name} to {interface} ({direction}): {source}")]
+    Attach {
+        name: &'static str,
+        interface: String,
+        direction: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+/// Options of [`Datapath::load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// aya-log level inside the programs; `None` compiles the log statements out at load time
+    /// (they cost a ring-buffer reservation each, so they are off unless someone is debugging).
+    pub log_level: Option<aya_log::Level>,
+}
+
+/// The loaded datapath object. Dropping it detaches every program it attached (nothing is
+/// pinned yet).
+pub struct Datapath {
+    ebpf: Ebpf,
+    object: PathBuf,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("object", &self.object)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Loads the object at `path` and runs every program through the verifier, so a rejection
+    /// is found at start, not at the first pod.
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Datapath, DatapathError> {
+        let level: u8 = options.log_level.map_or(0, |l| l as u8);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &level, false)
+            .load_file(path)
+            .map_err(|source| DatapathError::Load {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+        for name in [programs::COUNT_INGRESS, programs::COUNT_EGRESS] {
+            classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(Datapath {
+            ebpf,
+            object: path.to_owned(),
+        })
+    }
+
+    /// Where the object was loaded from.
+    pub fn object(&self) -> &Path {
+        &self.object
+    }
+
+    /// Attaches the packet/byte counter to one hook of `interface`, which is looked up in the
+    /// calling thread's network namespace. Uses TCX on kernels that have it (the program hands
+    /// packets on with "next"), a clsact filter otherwise.
+    pub fn attach_counters(
+        &mut self,
+        interface: &str,
+        direction: Direction,
+    ) -> Result<(), DatapathError> {
+        let (name, attach_type) = match direction {
+            Direction::Ingress => (programs::COUNT_INGRESS, TcAttachType::Ingress),
+            Direction::Egress => (programs::COUNT_EGRESS, TcAttachType::Egress),
+        };
+        // On kernels without TCX, aya attaches through netlink and needs the clsact qdisc; it
+        // may already be there (EEXIST), which is fine.
+        let _ = tc::qdisc_add_clsact(interface);
+        classifier(&mut self.ebpf, name)?
+            .attach(interface, attach_type)
+            .map_err(|source| DatapathError::Attach {
+                name,
+                interface: interface.to_owned(),
+                direction: direction.as_str(),
+                source: Box::new(source),
+            })?;
+        Ok(())
+    }
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram { name })?;
+    program.try_into().map_err(|source| DatapathError::Program {
+        name,
+        source: Box::new(source),
+    })
+}

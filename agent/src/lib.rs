@@ -1,0 +1,4 @@
+//! kovn-agent, the node agent. So far it owns the eBPF datapath loader; the CNI server, OVS
+//! plumbing and the Kubernetes side follow (see DESIGN.md).
+
+pub mod datapath;

@@ -1,0 +1,40 @@
+//! kovn's eBPF datapath. One program per job; the map ABI lives in `datapath-common`.
+//!
+//! Every program hands the packet on with `TC_ACT_UNSPEC`: under TCX that is "next", so other
+//! programs on the same hook still run; under a clsact direct-action filter it continues with
+//! the next filter and then the default action. kovn never drops a packet because of its own
+//! bookkeeping.
+#![no_std]
+#![no_main]
+
+mod counters;
+
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
+use datapath_common::Direction;
+
+/// Counts packets and bytes at the TC ingress hook of the interface it is attached to.
+#[classifier]
+pub fn kovn_count_ingress(ctx: TcContext) -> i32 {
+    counters::count_interface(&ctx, Direction::Ingress);
+    TC_ACT_UNSPEC
+}
+
+/// Counts packets and bytes at the TC egress hook of the interface it is attached to.
+#[classifier]
+pub fn kovn_count_egress(ctx: TcContext) -> i32 {
+    counters::count_interface(&ctx, Direction::Egress);
+    TC_ACT_UNSPEC
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach this; it exists to satisfy no_std.
+    loop {}
+}
+
+/// License of the object: GPL-compatible, so the programs may call GPL-only helpers
+/// (bpf_redirect_peer and friends, later).
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,426 @@
+//! The sandbox: OVN central and N nodes in network namespaces on a shared fabric, the default
+//! logical topology, fixture pods, and teardown that leaves nothing behind.
+//!
+//! ```text
+//!  ks<id>-central  (NB, SB, northd)        ks<id>-n0 … ks<id>-n<N-1>  (OVS, ovn-controller)
+//!        eth0 172.18.0.2                        eth0 ∈ br-phy, br-phy 172.18.0.1x
+//!          │                                      │
+//!  ks<id>-fabric:  f-central ─┬─ br0 ─┬─ f-n0 … f-n<N-1>   (a Linux bridge: the "switch")
+//! ```
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::central::Central;
+use crate::cmd::Cmd;
+use crate::error::{Result, SandboxError, io_error};
+use crate::netns;
+use crate::node::{Node, UNDERLAY_IF};
+use crate::pod::{Pod, PodSpec};
+use crate::registry::{self, Registration};
+use crate::supervisor::Supervisor;
+
+/// The fabric's subnet (inside the sandbox's own namespaces only).
+const FABRIC_PREFIX: &str = "172.18.0";
+const FABRIC_PREFIX_LEN: u8 = 24;
+const FABRIC_BRIDGE: &str = "br0";
+
+/// Kube-OVN's default names and ranges.
+pub const DEFAULT_SUBNET: &str = "ovn-default";
+pub const DEFAULT_SUBNET_CIDR: &str = "10.16.0.0/16";
+pub const DEFAULT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 16, 0, 1);
+pub const CLUSTER_ROUTER: &str = "ovn-cluster";
+
+/// How long a node gets to come up (ovn-controller connects through the userspace datapath).
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub nodes: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig { nodes: 2 }
+    }
+}
+
+/// A running sandbox. Dropping it tears it down; if the thread is panicking (a failed test),
+/// it prints every daemon's last log lines first and keeps the directory.
+#[derive(Debug)]
+pub struct Sandbox {
+    registration: Registration,
+    supervisor: Supervisor,
+    namespaces: Vec<String>,
+    central: Option<Central>,
+    nodes: Vec<Node>,
+    pods: Vec<Pod>,
+    next_host: u32,
+    torn_down: bool,
+}
+
+/// What teardown removed, so a test can check nothing is left.
+#[derive(Debug, Clone, Default)]
+pub struct TeardownReport {
+    pub namespaces: Vec<String>,
+    pub pids: Vec<u32>,
+    pub bpffs_dir: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    /// Cleans up stale sandboxes of dead runs, then starts a new one and waits until every
+    /// node's chassis is registered.
+    pub fn start(config: SandboxConfig) -> Result<Sandbox> {
+        if config.nodes == 0 || config.nodes > 200 {
+            return Err(SandboxError::Invalid(format!(
+                "a sandbox has 1 to 200 nodes, not {}",
+                config.nodes
+            )));
+        }
+        let stale = registry::cleanup_stale()?;
+        if !stale.is_empty() {
+            eprintln!("sandbox: cleaned up stale sandboxes {stale:?}");
+        }
+        let mut sandbox = Sandbox {
+            registration: registry::register()?,
+            supervisor: Supervisor::default(),
+            namespaces: Vec::new(),
+            central: None,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            next_host: 2,
+            torn_down: false,
+        };
+        if let Err(e) = sandbox.bring_up(&config) {
+            eprintln!(
+                "\n==== sandbox {} failed to start: {e}; daemon logs (kept in {}) ====\n{}",
+                sandbox.id(),
+                sandbox.dir().display(),
+                sandbox.log_tails(30)
+            );
+            if let Err(teardown) = sandbox.teardown_inner(true) {
+                eprintln!("sandbox {}: teardown incomplete: {teardown}", sandbox.id());
+            }
+            return Err(e);
+        }
+        Ok(sandbox)
+    }
+
+    fn bring_up(&mut self, config: &SandboxConfig) -> Result<()> {
+        let fabric = self.add_namespace("fabric")?;
+        Cmd::new("ip")
+            .args([
+                "-n",
+                &fabric,
+                "link",
+                "add",
+                FABRIC_BRIDGE,
+                "type",
+                "bridge",
+            ])
+            .run()?;
+        Cmd::new("ip")
+            .args(["-n", &fabric, "link", "set", FABRIC_BRIDGE, "up"])
+            .run()?;
+
+        let central_ns = self.add_namespace("central")?;
+        self.plug_into_fabric(&fabric, &central_ns, "central")?;
+        let central_address = format!("{FABRIC_PREFIX}.2");
+        Cmd::new("ip")
+            .args([
+                "-n",
+                &central_ns,
+                "addr",
+                "add",
+                &format!("{central_address}/{FABRIC_PREFIX_LEN}"),
+                "dev",
+                UNDERLAY_IF,
+            ])
+            .run()?;
+        let dir = self.dir().join("central");
+        let central = Central::start(&mut self.supervisor, &central_ns, &dir, &central_address)?;
+        self.central = Some(central.clone());
+
+        for i in 0..config.nodes {
+            let name = format!("n{i}");
+            let ns = self.add_namespace(&name)?;
+            self.plug_into_fabric(&fabric, &ns, &name)?;
+            let address = format!("{FABRIC_PREFIX}.{}", 10 + i);
+            let dir = self.dir().join(&name);
+            let node = Node::start(
+                &mut self.supervisor,
+                &name,
+                &ns,
+                &dir,
+                &address,
+                FABRIC_PREFIX_LEN,
+                &central.sb_remote(),
+            )?;
+            self.nodes.push(node);
+        }
+        for node in &self.nodes {
+            node.wait_ready(&central.sbctl(), NODE_READY_TIMEOUT)?;
+        }
+        self.resolve_underlay_neighbours()?;
+        self.create_default_topology()?;
+        self.supervisor.check()
+    }
+
+    /// The userspace datapath drops the packet that makes it ARP for a tunnel endpoint it has
+    /// not resolved yet, so the first packet between two pods on different nodes would be lost.
+    /// OVS fills its tunnel neighbour cache by snooping ARP on `br-phy`; one ping between every
+    /// pair of nodes through `br-phy` resolves them all before any test traffic.
+    fn resolve_underlay_neighbours(&self) -> Result<()> {
+        for from in &self.nodes {
+            for to in self.nodes.iter().filter(|n| n.name != from.name) {
+                from.cmd("ping")
+                    .args(["-n", "-c", "1", "-W", "2", &to.address])
+                    .run()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster router and the default subnet's switch, named as Kube-OVN names them.
+    fn create_default_topology(&self) -> Result<()> {
+        let nbctl = self.central().nbctl();
+        let router_port = format!("{CLUSTER_ROUTER}-{DEFAULT_SUBNET}");
+        let switch_port = format!("{DEFAULT_SUBNET}-{CLUSTER_ROUTER}");
+        let gateway_mac = crate::pod::mac_for(DEFAULT_GATEWAY);
+        nbctl.run([
+            "lr-add",
+            CLUSTER_ROUTER,
+            "--",
+            "ls-add",
+            DEFAULT_SUBNET,
+            "--",
+            "set",
+            "Logical_Switch",
+            DEFAULT_SUBNET,
+            &format!("other_config:subnet={DEFAULT_SUBNET_CIDR}"),
+            "--",
+            "lrp-add",
+            CLUSTER_ROUTER,
+            &router_port,
+            &gateway_mac,
+            &format!("{DEFAULT_GATEWAY}/16"),
+            "--",
+            "lsp-add",
+            DEFAULT_SUBNET,
+            &switch_port,
+            "--",
+            "lsp-set-type",
+            &switch_port,
+            "router",
+            "--",
+            "lsp-set-addresses",
+            &switch_port,
+            "router",
+            "--",
+            "lsp-set-options",
+            &switch_port,
+            &format!("router-port={router_port}"),
+        ])?;
+        Ok(())
+    }
+
+    fn add_namespace(&mut self, suffix: &str) -> Result<String> {
+        let name = format!("{}{suffix}", registry::netns_prefix(self.id()));
+        netns::add(&name)?;
+        self.namespaces.push(name.clone());
+        Ok(name)
+    }
+
+    /// A veth from `ns` (`eth0`) to the fabric bridge (`f-<label>`).
+    fn plug_into_fabric(&self, fabric: &str, ns: &str, label: &str) -> Result<()> {
+        let fabric_end = format!("f-{label}");
+        Cmd::new("ip")
+            .args([
+                "-n",
+                fabric,
+                "link",
+                "add",
+                &fabric_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                UNDERLAY_IF,
+                "netns",
+                ns,
+            ])
+            .run()?;
+        Cmd::new("ip")
+            .args([
+                "-n",
+                fabric,
+                "link",
+                "set",
+                &fabric_end,
+                "master",
+                FABRIC_BRIDGE,
+                "up",
+            ])
+            .run()?;
+        Cmd::new("ip")
+            .args(["-n", ns, "link", "set", UNDERLAY_IF, "up"])
+            .run()?;
+        Ok(())
+    }
+
+    /// Adds a fixture pod on node `node` with the next free address of the default subnet.
+    pub fn add_pod(&mut self, node: usize, name: &str) -> Result<Pod> {
+        let node = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| SandboxError::Invalid(format!("no node {node} in this sandbox")))?
+            .clone();
+        if self.pods.iter().any(|p| p.name == name) {
+            return Err(SandboxError::Invalid(format!("pod {name} exists already")));
+        }
+        let host = self.next_host;
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 16, 0, 0)) + host);
+        let netns = format!("{}pod-{name}", registry::netns_prefix(self.id()));
+        // Record the namespace before creating it, so a half-made pod is still torn down.
+        self.namespaces.push(netns.clone());
+        let pod = Pod::create(
+            PodSpec {
+                name: name.to_owned(),
+                netns,
+                ip,
+                prefix_len: 16,
+                gateway: DEFAULT_GATEWAY,
+                logical_switch: DEFAULT_SUBNET.to_owned(),
+            },
+            &node,
+            &self.central().nbctl(),
+        )?;
+        self.next_host += 1;
+        self.pods.push(pod.clone());
+        Ok(pod)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.registration.id
+    }
+
+    /// The sandbox directory (per-component run, db and log files).
+    pub fn dir(&self) -> &Path {
+        &self.registration.dir
+    }
+
+    /// Where this sandbox's agents pin BPF objects (removed at teardown).
+    pub fn bpffs_dir(&self) -> PathBuf {
+        Path::new(registry::BPFFS_ROOT).join(self.id())
+    }
+
+    pub fn central(&self) -> &Central {
+        // Set in bring_up before anything can observe the sandbox.
+        self.central
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("central is started before the sandbox is returned"))
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn node(&self, index: usize) -> &Node {
+        &self.nodes[index]
+    }
+
+    pub fn pods(&self) -> &[Pod] {
+        &self.pods
+    }
+
+    /// The fabric namespace (where tests can watch underlay traffic).
+    pub fn fabric_netns(&self) -> String {
+        format!("{}fabric", registry::netns_prefix(self.id()))
+    }
+
+    /// The fabric bridge's interface name inside [`Self::fabric_netns`].
+    pub fn fabric_bridge(&self) -> &'static str {
+        FABRIC_BRIDGE
+    }
+
+    /// Every namespace this sandbox created.
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
+    }
+
+    /// Pids of the supervised daemons.
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        self.supervisor.daemons().iter().map(|d| d.pid()).collect()
+    }
+
+    /// An error if any daemon has died.
+    pub fn check_daemons(&mut self) -> Result<()> {
+        self.supervisor.check()
+    }
+
+    /// Last log lines of every daemon.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.supervisor.log_tails(lines)
+    }
+
+    /// Stops everything and removes namespaces, pins and (unless `keep_dir`) the directory.
+    fn teardown_inner(&mut self, keep_dir: bool) -> Result<TeardownReport> {
+        self.torn_down = true;
+        let report = TeardownReport {
+            namespaces: self.namespaces.clone(),
+            pids: self.daemon_pids(),
+            bpffs_dir: self.bpffs_dir(),
+            dir: self.dir().to_owned(),
+        };
+        self.supervisor.stop_all(Duration::from_secs(3));
+        let mut first_error = None;
+        // Pods first, then nodes, central and the fabric last.
+        for ns in self.namespaces.iter().rev() {
+            if !Path::new(netns::NETNS_DIR).join(ns).exists() {
+                continue;
+            }
+            if let Err(e) = netns::delete(ns) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let pins = self.bpffs_dir();
+        if pins.exists()
+            && let Err(e) = std::fs::remove_dir_all(&pins).map_err(io_error(&pins))
+        {
+            first_error.get_or_insert(e);
+        }
+        registry::release(&self.registration, keep_dir);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Tears the sandbox down now and reports what it removed.
+    pub fn teardown(mut self) -> Result<TeardownReport> {
+        self.teardown_inner(false)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        let failing = std::thread::panicking();
+        if failing {
+            eprintln!(
+                "\n==== sandbox {} failed; daemon logs (kept in {}) ====\n{}",
+                self.id(),
+                self.dir().display(),
+                self.log_tails(30)
+            );
+        }
+        if let Err(e) = self.teardown_inner(failing) {
+            eprintln!("sandbox {}: teardown incomplete: {e}", self.id());
+        }
+    }
+}

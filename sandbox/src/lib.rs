@@ -1,0 +1,45 @@
+//! A local kovn cluster for tests, the demo and the benchmark: OVN central and N nodes (own
+//! OVS with the userspace datapath and own ovn-controller each) in network namespaces on a
+//! shared fabric, fixture pods as namespaces, supervision of every process, and teardown that
+//! leaves nothing behind. A test fixture, never shipped.
+
+mod central;
+mod cluster;
+pub mod cmd;
+mod error;
+pub mod netns;
+mod node;
+mod ovs;
+mod pod;
+pub mod registry;
+mod supervisor;
+pub mod traffic;
+
+pub use central::{Central, NB_PORT, SB_PORT};
+pub use cluster::{
+    CLUSTER_ROUTER, DEFAULT_GATEWAY, DEFAULT_SUBNET, DEFAULT_SUBNET_CIDR, Sandbox, SandboxConfig,
+    TeardownReport,
+};
+pub use cmd::Cmd;
+pub use error::{Result, SandboxError};
+pub use node::{INTEGRATION_BRIDGE, Node, PHYSICAL_BRIDGE};
+pub use ovs::{Ctl, wait_until};
+pub use pod::{POD_MTU, POD_NAMESPACE, Pod, mac_for};
+
+/// Gate for privileged tests (netns, BPF, OVS). Returns true when the test may run.
+///
+/// As root it returns true. Without root it fails the test when `CI=true` (CI must run every
+/// privileged test), and otherwise prints a loud notice and returns false so the caller skips.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: privileged test needs root, and CI=true forbids skipping it");
+    }
+    eprintln!(
+        "\n!!!!!!!! SKIPPED {test}: privileged test (netns, BPF, OVS) needs root; \
+         run `sudo cargo xtask test` !!!!!!!!\n"
+    );
+    false
+}

@@ -1,0 +1,347 @@
+//! Real traffic between pods with the standard tools: ping, iperf3, sockperf, and tcpdump to
+//! see what crosses a link. Every run is bounded in count and time.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::cmd::Cmd;
+use crate::error::{Result, SandboxError};
+use crate::pod::Pod;
+
+/// What `ping` reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PingReport {
+    pub transmitted: u32,
+    pub received: u32,
+    /// Replies received more than once (`DUP!`): a forwarding loop or a doubled path.
+    pub duplicates: u32,
+    pub rtt_avg_ms: Option<f64>,
+}
+
+/// Pings `target` from `from`: `count` echo requests, 0.2 s apart, bounded by a deadline.
+pub fn ping(from: &Pod, target: Ipv4Addr, count: u32) -> Result<PingReport> {
+    let deadline = (count / 5 + 5).to_string();
+    let cmd = from
+        .cmd("ping")
+        .args([
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-w",
+            &deadline,
+        ])
+        .arg(target.to_string())
+        .timeout(Duration::from_secs(u64::from(count / 5 + 15)));
+    let output = cmd.output()?;
+    parse_ping(&output.stdout).ok_or_else(|| SandboxError::Parse {
+        command: cmd.display(),
+        detail: format!("{}{}", output.stdout, output.stderr),
+    })
+}
+
+fn parse_ping(out: &str) -> Option<PingReport> {
+    let duplicates = out.lines().filter(|l| l.contains("DUP!")).count() as u32;
+    let summary = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut numbers = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    let transmitted = numbers.next()?.parse().ok()?;
+    let received = numbers.next()?.parse().ok()?;
+    let rtt_avg_ms = out
+        .lines()
+        .find(|l| l.starts_with("rtt") || l.starts_with("round-trip"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok());
+    Some(PingReport {
+        transmitted,
+        received,
+        duplicates,
+        rtt_avg_ms,
+    })
+}
+
+/// A server process in a pod, killed when dropped.
+#[derive(Debug)]
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(cmd: &Cmd) -> Result<Server> {
+    let child = cmd
+        .to_command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| SandboxError::Spawn {
+            command: cmd.display(),
+            source,
+        })?;
+    Ok(Server(child))
+}
+
+/// Waits until something in `pod` listens on TCP `port`.
+fn wait_listening(pod: &Pod, port: u16) -> Result<()> {
+    crate::ovs::wait_until(
+        &format!("a listener on TCP port {port} in pod {}", pod.name),
+        Duration::from_secs(10),
+        || {
+            let out = pod
+                .cmd("ss")
+                .args(["-Htln", &format!("sport = :{port}")])
+                .run()?;
+            Ok(!out.trim().is_empty())
+        },
+    )
+}
+
+/// Throughput of one TCP stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThroughputReport {
+    /// What the receiver got, in bits per second.
+    pub bits_per_second: f64,
+    pub retransmits: u64,
+    pub seconds: f64,
+}
+
+impl ThroughputReport {
+    pub fn gbit_per_second(&self) -> f64 {
+        self.bits_per_second / 1e9
+    }
+}
+
+/// One iperf3 TCP stream from `client` to `server` for `seconds`.
+pub fn iperf3(client: &Pod, server: &Pod, seconds: u32) -> Result<ThroughputReport> {
+    const PORT: u16 = 5201;
+    let _server = start_server(&server.cmd("iperf3").args([
+        "-s",
+        "-1",
+        "-p",
+        &PORT.to_string(),
+        "-B",
+        &server.ip.to_string(),
+    ]))?;
+    wait_listening(server, PORT)?;
+    let cmd = client
+        .cmd("iperf3")
+        .args(["-c", &server.ip.to_string(), "-p", &PORT.to_string()])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-J",
+            "--connect-timeout",
+            "3000",
+        ])
+        .timeout(Duration::from_secs(u64::from(seconds) + 30));
+    let output = cmd.output()?;
+    parse_iperf3(&output.stdout).map_err(|detail| SandboxError::Parse {
+        command: cmd.display(),
+        detail: format!("{detail}; stderr: {}", output.stderr.trim()),
+    })
+}
+
+fn parse_iperf3(json: &str) -> Result<ThroughputReport, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("not JSON ({e}): {json:.400}"))?;
+    if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
+        return Err(format!("iperf3 error: {error}"));
+    }
+    let end = &value["end"];
+    let bits_per_second = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .ok_or("no end.sum_received.bits_per_second")?;
+    Ok(ThroughputReport {
+        bits_per_second,
+        retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        seconds: end["sum_received"]["seconds"].as_f64().unwrap_or(0.0),
+    })
+}
+
+/// Round-trip latency of a TCP ping-pong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyReport {
+    pub avg_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub observations: u64,
+}
+
+/// sockperf TCP ping-pong from `client` to `server` for `seconds`. sockperf reports half the
+/// round trip as "latency"; this reports it as sockperf does.
+pub fn sockperf_ping_pong(client: &Pod, server: &Pod, seconds: u32) -> Result<LatencyReport> {
+    const PORT: u16 = 11111;
+    let _server = start_server(&server.cmd("sockperf").args([
+        "server",
+        "--tcp",
+        "-i",
+        &server.ip.to_string(),
+        "-p",
+        &PORT.to_string(),
+    ]))?;
+    wait_listening(server, PORT)?;
+    let cmd = client
+        .cmd("sockperf")
+        .args(["ping-pong", "--tcp", "-i", &server.ip.to_string()])
+        .args(["-p", &PORT.to_string(), "-t", &seconds.to_string()])
+        .timeout(Duration::from_secs(u64::from(seconds) + 30));
+    let output = cmd.run()?;
+    parse_sockperf(&output).ok_or_else(|| SandboxError::Parse {
+        command: cmd.display(),
+        detail: output,
+    })
+}
+
+fn parse_sockperf(out: &str) -> Option<LatencyReport> {
+    let value_after = |line: &str, key: &str| -> Option<f64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.trim_start_matches([' ', '='])
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut report = LatencyReport {
+        avg_us: f64::NAN,
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+        observations: 0,
+    };
+    for line in out.lines() {
+        if line.contains("avg-latency=") || line.contains("avg-rtt=") {
+            report.avg_us =
+                value_after(line, "avg-latency").or_else(|| value_after(line, "avg-rtt"))?;
+        } else if line.contains("percentile 50.000") {
+            report.p50_us = value_after(line, "percentile 50.000")?;
+        } else if line.contains("percentile 99.000") {
+            report.p99_us = value_after(line, "percentile 99.000")?;
+        } else if line.contains("observations") && line.contains("--->") {
+            report.observations = line
+                .split_whitespace()
+                .find_map(|w| w.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    (!report.avg_us.is_nan()).then_some(report)
+}
+
+/// A tcpdump capture running in a namespace; [`Capture::stop`] returns the packet count.
+#[derive(Debug)]
+pub struct Capture {
+    child: Option<Child>,
+    file: PathBuf,
+    netns: String,
+}
+
+impl Capture {
+    /// Starts capturing on `interface` in `netns` with BPF filter `filter`, into `file`.
+    pub fn start(netns: &str, interface: &str, filter: &str, file: PathBuf) -> Result<Capture> {
+        let cmd = Cmd::new("tcpdump")
+            .args(["-i", interface, "-nn", "-U", "-s", "128", "-w"])
+            .arg(file.display().to_string())
+            .arg(filter)
+            .netns(netns);
+        let child = cmd
+            .to_command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| SandboxError::Spawn {
+                command: cmd.display(),
+                source,
+            })?;
+        // tcpdump creates the file once it is capturing.
+        crate::ovs::wait_for_path(&file, Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(Capture {
+            child: Some(child),
+            file,
+            netns: netns.to_owned(),
+        })
+    }
+
+    /// Stops the capture and counts the packets it holds.
+    pub fn stop(mut self) -> Result<u64> {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+            let _ = child.wait();
+        }
+        let out = Cmd::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(self.file.display().to_string())
+            .netns(&self.netns)
+            .run()?;
+        Ok(out.lines().filter(|l| !l.trim().is_empty()).count() as u64)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_summary_and_duplicates_are_parsed() {
+        let out = "PING 10.16.0.3 (10.16.0.3) 56(84) bytes of data.\n\
+64 bytes from 10.16.0.3: icmp_seq=1 ttl=64 time=0.5 ms\n\
+64 bytes from 10.16.0.3: icmp_seq=1 ttl=64 time=0.6 ms (DUP!)\n\
+\n--- 10.16.0.3 ping statistics ---\n\
+2 packets transmitted, 2 received, +1 duplicates, 0% packet loss, time 201ms\n\
+rtt min/avg/max/mdev = 0.311/0.452/0.601/0.121 ms\n";
+        let report = parse_ping(out).unwrap();
+        assert_eq!(report.transmitted, 2);
+        assert_eq!(report.received, 2);
+        assert_eq!(report.duplicates, 1);
+        assert_eq!(report.rtt_avg_ms, Some(0.452));
+    }
+
+    #[test]
+    fn iperf3_errors_are_reported_not_read_as_zero() {
+        assert!(parse_iperf3(r#"{"error": "unable to connect"}"#).is_err());
+        let ok = r#"{"end":{"sum_received":{"bits_per_second":1.5e9,"seconds":1.0},
+                    "sum_sent":{"retransmits":3}}}"#;
+        let report = parse_iperf3(ok).unwrap();
+        assert_eq!(report.retransmits, 3);
+        assert!((report.gbit_per_second() - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sockperf_summary_is_parsed() {
+        let out = "sockperf: ====> avg-latency=31.402 (std-dev=5.1, mean-ad=2.0)\n\
+sockperf: # dropped messages = 0; # duplicated messages = 0; # out-of-order messages = 0\n\
+sockperf: Summary: Latency is 31.402 usec\n\
+sockperf: Total 31717 observations; each percentile contains 317.17 observations\n\
+sockperf: ---> <MAX> observation =  120.113\n\
+sockperf: ---> percentile 99.000 =   47.250\n\
+sockperf: ---> percentile 50.000 =   30.020\n";
+        let report = parse_sockperf(out).unwrap();
+        assert_eq!(report.avg_us, 31.402);
+        assert_eq!(report.p99_us, 47.25);
+        assert_eq!(report.p50_us, 30.02);
+    }
+}
