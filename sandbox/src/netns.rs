@@ -93,3 +93,50 @@ pub fn ifindex(netns: &str, ifname: &str) -> Result<u32> {
         detail: out,
     })
 }
+
+/// Network namespaces for a test that needs a few hosts but no OVN: registered like a sandbox
+/// (so a killed run is cleaned up by the next one) and deleted on drop.
+#[derive(Debug)]
+pub struct ScratchNamespaces {
+    registration: crate::registry::Registration,
+    names: Vec<String>,
+}
+
+impl ScratchNamespaces {
+    /// Creates one namespace per label, named `ks<id>-<label>`.
+    pub fn new(labels: &[&str]) -> Result<ScratchNamespaces> {
+        crate::registry::cleanup_stale()?;
+        let mut scratch = ScratchNamespaces {
+            registration: crate::registry::register()?,
+            names: Vec::new(),
+        };
+        for label in labels {
+            let name = format!(
+                "{}{label}",
+                crate::registry::netns_prefix(&scratch.registration.id)
+            );
+            // Recorded first: a half-created namespace is still deleted.
+            scratch.names.push(name.clone());
+            add(&name)?;
+        }
+        Ok(scratch)
+    }
+
+    /// The namespace created for `labels[index]`.
+    pub fn name(&self, index: usize) -> &str {
+        &self.names[index]
+    }
+}
+
+impl Drop for ScratchNamespaces {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            if std::path::Path::new(NETNS_DIR).join(name).exists()
+                && let Err(e) = delete(name)
+            {
+                eprintln!("scratch namespace {name}: {e}");
+            }
+        }
+        crate::registry::release(&self.registration, false);
+    }
+}

@@ -1,1 +1,75 @@
-fn main() {}
+//! `cargo xtask …`: the commands a developer and CI run. Each is idempotent, prints progress,
+//! and fails with a message that says what to do.
+
+mod demo;
+mod ebpf;
+mod progress;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "kovn developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what is missing: Debian packages, rust-src, bpf-linker; mount bpffs.
+    Setup,
+    /// Build the eBPF datapath object into target/bpf/kovn-datapath.o.
+    BuildEbpf {
+        /// Optimised release build (the default build is optimised too; release drops
+        /// debug assertions).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build (the eBPF object included), lint, and run every test.
+    Test {
+        /// Skip `cargo xtask setup` (when you know the machine is ready).
+        #[arg(long)]
+        no_setup: bool,
+        /// Extra arguments for `cargo test` (a filter, `--nocapture`, …).
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Set up, build, start a 2-node sandbox, show pods talking, print a comparison table.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::BuildEbpf { release } => ebpf::build(release).map(|_| ()),
+        Command::Test {
+            no_setup,
+            cargo_test_args,
+        } => test::run(!no_setup, &cargo_test_args),
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nerror: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

@@ -1,0 +1,58 @@
+//! `cargo xtask build-ebpf`: the datapath object for bpfel-unknown-none, with BTF.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::progress::stream;
+use crate::workspace_root;
+
+/// Where the agent (and the tests) find the object; see agent::datapath::locate_object.
+pub const OBJECT: &str = "target/bpf/kovn-datapath.o";
+
+/// Builds the object and copies it to [`OBJECT`]; returns its path.
+pub fn build(release: bool) -> Result<PathBuf> {
+    let root = workspace_root();
+    let target_dir = root.join("target/ebpf");
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root.join("datapath-ebpf"))
+        .args(["+nightly", "build", "-Z", "build-std=core"])
+        .args(["--target", "bpfel-unknown-none"])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if release {
+        cmd.arg("--release");
+    }
+    // BTF makes the maps and programs self-describing (bpftool, CO-RE later).
+    cmd.env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf");
+    // The outer `cargo xtask` runs on stable; do not let its settings leak into the nightly
+    // build of another target.
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO",
+    ] {
+        cmd.env_remove(var);
+    }
+    println!(
+        "    building datapath-ebpf ({})",
+        if release { "release" } else { "dev" }
+    );
+    stream(
+        &mut cmd,
+        "run `cargo xtask setup` (nightly rust-src and bpf-linker are needed)",
+    )?;
+    let profile = if release { "release" } else { "debug" };
+    let built = target_dir.join(format!("bpfel-unknown-none/{profile}/kovn-datapath"));
+    let object = root.join(OBJECT);
+    if let Some(dir) = object.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::copy(&built, &object)
+        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    println!("    eBPF object: {}", object.display());
+    Ok(object)
+}

@@ -1,0 +1,228 @@
+//! `cargo xtask setup`: make this machine able to build and run kovn. Idempotent: when
+//! everything is present it only checks (well under 2 seconds). A failing step names itself
+//! and what to do; nothing is left half-done silently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::progress::{Step, stream};
+
+/// Debian packages the sandbox, tests and demo use.
+pub const PACKAGES: &[&str] = &[
+    "openvswitch-switch",
+    "ovn-central",
+    "ovn-host",
+    "iproute2",
+    "procps",
+    "ethtool",
+    "iperf3",
+    "sockperf",
+    "iputils-ping",
+    "tcpdump",
+    "bpftool",
+    "containernetworking-plugins",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// bpf-linker must use the LLVM of the nightly rustc that emits the bitcode.
+const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+const BPFFS: &str = "/sys/fs/bpf";
+
+pub fn run() -> Result<()> {
+    const STEPS: usize = 4;
+    let step = Step::start(1, STEPS, "Debian packages");
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        step.done("all present");
+    } else {
+        require_root(&format!("installing {}", missing.join(" ")))?;
+        install_packages(&missing)?;
+        let still = missing_packages()?;
+        if !still.is_empty() {
+            bail!(
+                "apt-get finished but {} still missing; install them by hand",
+                still.join(" ")
+            );
+        }
+        step.done(&format!("installed {}", missing.join(" ")));
+    }
+
+    let step = Step::start(2, STEPS, "bpffs on /sys/fs/bpf");
+    if bpffs_mounted()? {
+        step.done("mounted");
+    } else {
+        require_root("mounting bpffs")?;
+        stream(
+            Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]),
+            "mount bpffs by hand: mount -t bpf bpf /sys/fs/bpf",
+        )?;
+        step.done("mounted now");
+    }
+
+    let step = Step::start(3, STEPS, "nightly toolchain with rust-src");
+    let sysroot = nightly_sysroot()?;
+    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        step.done("present");
+    } else {
+        stream(
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+            "run `rustup component add rust-src --toolchain nightly` by hand",
+        )?;
+        step.done("rust-src installed");
+    }
+
+    let step = Step::start(4, STEPS, "bpf-linker (against rustc's own libLLVM)");
+    if bpf_linker_works() {
+        step.done("present");
+    } else {
+        install_bpf_linker(&sysroot)?;
+        if !bpf_linker_works() {
+            bail!("bpf-linker was built but does not run; see the cargo install output above");
+        }
+        step.done("built and installed");
+    }
+    Ok(())
+}
+
+/// Runs setup's checks quietly and reports whether anything is missing (for `test`/`demo`,
+/// which only run the full setup when needed).
+pub fn needed() -> bool {
+    !matches!(missing_packages(), Ok(m) if m.is_empty())
+        || !matches!(bpffs_mounted(), Ok(true))
+        || !nightly_sysroot().is_ok_and(|s| s.join("lib/rustlib/src/rust/library/core").is_dir())
+        || !bpf_linker_works()
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !crate::is_root() {
+        bail!("{what} needs root: run this command as root (sudo -E cargo xtask setup)");
+    }
+    Ok(())
+}
+
+fn missing_packages() -> Result<Vec<String>> {
+    // dpkg-query exits 1 when some package is unknown; the status lines still tell.
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${db:Status-Abbrev}\\n"])
+        .args(PACKAGES)
+        .output()
+        .context("dpkg-query not found: the setup assumes a Debian-like system")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let installed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let name = parts.next()?;
+            (parts.next()? == "ii").then_some(name)
+        })
+        .collect();
+    Ok(PACKAGES
+        .iter()
+        .filter(|p| !installed.contains(p))
+        .map(|p| (*p).to_owned())
+        .collect())
+}
+
+fn install_packages(missing: &[String]) -> Result<()> {
+    let what_to_do = "check the network access to the Debian mirrors and `apt-get` output above";
+    println!("    apt-get update");
+    stream(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        what_to_do,
+    )?;
+    println!("    apt-get install {}", missing.join(" "));
+    stream(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        what_to_do,
+    )
+}
+
+fn bpffs_mounted() -> Result<bool> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    Ok(mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let _source = f.next();
+        f.next() == Some(BPFFS) && f.next() == Some("bpf")
+    }))
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let out = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .context("running `rustc +nightly`: is rustup installed?")?;
+    if !out.status.success() {
+        bail!(
+            "no nightly toolchain ({}); install one: rustup toolchain install nightly \
+             --component rust-src",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn bpf_linker_works() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The recipe of ENVIRONMENT.md: no LLVM 22 is packaged, but rustc ships its own libLLVM. A
+/// directory with `lib/libLLVM.so` pointing at it serves as LLVM_PREFIX; the linker keeps an
+/// rpath to it, so it lives in a stable place (one per nightly LLVM build), not in target/.
+fn install_bpf_linker(sysroot: &Path) -> Result<()> {
+    let lib_dir = sysroot.join("lib");
+    let libllvm = std::fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in {}: this nightly does not ship LLVM as a shared library",
+                lib_dir.display()
+            )
+        })?;
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let prefix = home
+        .join(".local/share/kovn")
+        .join(libllvm.trim_start_matches("libLLVM.so."));
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
+    for name in ["libLLVM.so", libllvm.as_str()] {
+        let link = prefix_lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib_dir.join(&libllvm), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    println!(
+        "    cargo install bpf-linker {BPF_LINKER_VERSION} (LLVM_PREFIX={}; about a minute)",
+        prefix.display()
+    );
+    stream(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                BPF_LINKER_LLVM_FEATURE,
+            ])
+            .env("LLVM_PREFIX", &prefix),
+        "check the cargo output above (crates.io reachable? a C compiler installed?)",
+    )
+}
