@@ -7,9 +7,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
-use datapath_common::{
-    Fault, Direction, IF_COUNTERS_MAX_ENTRIES, IfCounterKey, IfCounters,
-};
+use datapath_common::{Direction, Fault, IF_COUNTERS_MAX_ENTRIES, IfCounterKey, IfCounters};
 
 #[map(name = "KOVN_IF_COUNTERS")]
 static IF_COUNTERS: PerCpuHashMap<IfCounterKey, IfCounters> =
@@ -41,7 +39,9 @@ pub(crate) fn count_interface(ctx: &TcContext, direction: Direction) {
     let first = IfCounters { packets: 1, bytes };
     // BPF_NOEXIST: if another CPU created the entry meanwhile, our insert fails with EEXIST and
     // this packet is lost from the count; that race happens once per interface, ever.
-    if IF_COUNTERS.insert(&key, &first, u64::from(BPF_NOEXIST)).is_err()
+    if IF_COUNTERS
+        .insert(&key, &first, u64::from(BPF_NOEXIST))
+        .is_err()
         && IF_COUNTERS.get_ptr(&key).is_none()
     {
         record_fault(Fault::CounterMapFull);

@@ -107,6 +107,13 @@ impl Datapath {
         })
     }
 
+    /// Names of the programs in the object.
+    pub fn program_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.ebpf.programs().map(|(n, _)| n.to_owned()).collect();
+        names.sort();
+        names
+    }
+
     /// Where the object was loaded from.
     pub fn object(&self) -> &Path {
         &self.object

@@ -27,7 +27,7 @@ pub fn locate_object() -> Result<PathBuf, DatapathError> {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../{WORKSPACE_OBJECT}"));
     for path in [PathBuf::from(INSTALLED_OBJECT), workspace] {
         if path.is_file() {
-            return Ok(path);
+            return Ok(path.canonicalize().unwrap_or(path));
         }
         searched.push(path);
     }
