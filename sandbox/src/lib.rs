@@ -43,3 +43,15 @@ pub fn privileged(test: &str) -> bool {
     );
     false
 }
+
+/// True when process `pid` no longer runs: it is gone, or it is a zombie waiting for its parent
+/// (an orphaned daemon is reaped by init, a moment after it was killed).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}

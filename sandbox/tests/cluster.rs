@@ -1,8 +1,6 @@
 //! The sandbox with real OVN/OVS: pods reach each other on one node and across nodes (over
 //! Geneve on the fabric), without duplicates, and teardown leaves nothing behind.
 
-use std::path::Path;
-
 use sandbox::traffic::{self, Capture};
 use sandbox::{Sandbox, SandboxConfig, netns};
 

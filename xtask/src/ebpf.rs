@@ -25,7 +25,8 @@ pub fn build(release: bool) -> Result<PathBuf> {
         cmd.arg("--release");
     }
     // BTF makes the maps and programs self-describing (bpftool, CO-RE later).
-    cmd.env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf");
+    cmd.env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .env("PATH", crate::setup::path_with_cargo_bin());
     // The outer `cargo xtask` runs on stable; do not let its settings leak into the nightly
     // build of another target.
     for var in [

@@ -168,8 +168,27 @@ fn nightly_sysroot() -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+/// Where `cargo install` puts binaries (bpf-linker among them).
+pub fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+/// `PATH` with cargo's bin directory first, so rustc finds the bpf-linker setup installed even
+/// where that directory is not on the caller's `PATH`.
+pub fn path_with_cargo_bin() -> std::ffi::OsString {
+    let mut dirs = vec![cargo_bin_dir()];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
 fn bpf_linker_works() -> bool {
-    Command::new("bpf-linker")
+    Command::new(cargo_bin_dir().join("bpf-linker"))
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
