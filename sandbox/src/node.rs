@@ -175,6 +175,12 @@ impl Node {
             .run()
     }
 
+    /// Runs `ip <line>` in this node's namespace; `line` is split on whitespace (interface and
+    /// namespace names never contain any).
+    pub fn ip_line(&self, line: &str) -> Result<String> {
+        self.ip(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
     /// A command to run inside this node's namespace.
     pub fn cmd(&self, program: &str) -> Cmd {
         Cmd::new(program).netns(&self.netns)

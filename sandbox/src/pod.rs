@@ -112,94 +112,46 @@ impl Pod {
     fn wire(&self, node: &Node) -> Result<()> {
         let mtu = POD_MTU.to_string();
         // The pod's veth: eth0 inside the pod, <pod>_h on the node.
-        node.ip(&[
-            "link",
-            "add",
-            &self.host_veth,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "mtu",
-            &mtu,
-            "netns",
-            &self.netns,
-        ])?;
+        node.ip_line(&format!(
+            "link add {} mtu {mtu} type veth peer name eth0 mtu {mtu} netns {}",
+            self.host_veth, self.netns
+        ))?;
         // The OVS port pair.
-        node.ip(&[
-            "link",
-            "add",
-            &self.ovs_port,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.ovs_peer,
-            "mtu",
-            &mtu,
-        ])?;
-        let pod_ip = |args: &[&str]| {
+        node.ip_line(&format!(
+            "link add {} mtu {mtu} type veth peer name {} mtu {mtu}",
+            self.ovs_port, self.ovs_peer
+        ))?;
+        let pod_ip = |line: String| {
             Cmd::new("ip")
                 .arg("-n")
                 .arg(&self.netns)
-                .args(args.iter().copied())
+                .args(line.split_whitespace())
                 .run()
         };
-        pod_ip(&["link", "set", "eth0", "address", &self.mac])?;
-        pod_ip(&[
-            "addr",
-            "add",
-            &format!("{}/{}", self.ip, self.prefix_len),
-            "dev",
-            "eth0",
-        ])?;
-        pod_ip(&["link", "set", "eth0", "up"])?;
-        pod_ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &self.gateway.to_string(),
-            "dev",
-            "eth0",
-        ])?;
+        pod_ip(format!("link set eth0 address {}", self.mac))?;
+        pod_ip(format!("addr add {}/{} dev eth0", self.ip, self.prefix_len))?;
+        pod_ip("link set eth0 up".to_owned())?;
+        pod_ip(format!("route add default via {} dev eth0", self.gateway))?;
         for link in [&self.host_veth, &self.ovs_port, &self.ovs_peer] {
-            node.ip(&["link", "set", link, "up"])?;
+            node.ip_line(&format!("link set {link} up"))?;
         }
         // The kernel must finish checksums and segment what is handed to OVS: OVS 3.1's
         // userspace datapath cannot encapsulate partial checksums (ENVIRONMENT.md). The pod
         // keeps its offloads for the fast path.
         node.cmd("ethtool")
-            .args([
-                "-K",
-                &self.ovs_peer,
-                "tx",
-                "off",
-                "tso",
-                "off",
-                "gso",
-                "off",
-            ])
+            .args(format!("-K {} tx off tso off gso off", self.ovs_peer).split_whitespace())
             .run()?;
         // Split-port hand-off in both directions (the eBPF programs take this over later).
         for (from, to) in [
             (&self.host_veth, &self.ovs_peer),
             (&self.ovs_peer, &self.host_veth),
         ] {
-            node.cmd("tc")
-                .args(["qdisc", "add", "dev", from, "clsact"])
-                .run()?;
-            node.cmd("tc")
-                .args([
-                    "filter", "add", "dev", from, "ingress", "protocol", "all", "u32", "match",
-                    "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
-                ])
-                .run()?;
+            let tc = |line: String| node.cmd("tc").args(line.split_whitespace()).run();
+            tc(format!("qdisc add dev {from} clsact"))?;
+            tc(format!(
+                "filter add dev {from} ingress protocol all u32 match u32 0 0 \
+                 action mirred egress redirect dev {to}"
+            ))?;
         }
         node.vsctl().run([
             "add-port",

@@ -1,11 +1,28 @@
 //! The sandbox with real OVN/OVS: pods reach each other on one node and across nodes (over
-//! Geneve on the fabric), without duplicates, and teardown leaves nothing behind.
+//! Geneve on the fabric), without loss or duplicates, and teardown leaves nothing behind.
 
 use sandbox::traffic::{self, Capture};
-use sandbox::{Sandbox, SandboxConfig, netns};
+use sandbox::{Pod, Sandbox, SandboxConfig, netns};
 
 /// Geneve's UDP port.
 const GENEVE_PORT: u16 = 6081;
+const PINGS: u32 = 10;
+
+/// ICMP without loss or duplicates, then one second of TCP.
+fn assert_pods_talk(from: &Pod, to: &Pod, label: &str) {
+    let ping = traffic::ping(from, to.ip, PINGS).expect("ping");
+    assert_eq!(
+        ping.transmitted, PINGS,
+        "{label}: ping needed retries: {ping:?}"
+    );
+    assert_eq!(ping.received, PINGS, "{label}: ping lost packets: {ping:?}");
+    assert_eq!(ping.duplicates, 0, "{label}: ping saw duplicates: {ping:?}");
+    let tcp = traffic::iperf3(from, to, 1).expect("iperf3");
+    assert!(
+        tcp.bits_per_second > 1e6,
+        "{label}: TCP barely moved: {tcp:?}"
+    );
+}
 
 #[test]
 fn pods_connect_on_one_node_and_across_nodes_over_geneve() {
@@ -16,50 +33,33 @@ fn pods_connect_on_one_node_and_across_nodes_over_geneve() {
     let a = sb.add_pod(0, "a").expect("pod a on n0");
     let b = sb.add_pod(0, "b").expect("pod b on n0");
     let c = sb.add_pod(1, "c").expect("pod c on n1");
+    let geneve_capture = |file: &str| {
+        Capture::start(
+            &sb.fabric_netns(),
+            sb.fabric_bridge(),
+            &format!("udp port {GENEVE_PORT}"),
+            sb.dir().join(file),
+        )
+        .expect("capture on the fabric")
+    };
 
-    // Same node: ICMP without loss or duplicates, then TCP.
-    let same = traffic::ping(&a, b.ip, 10).expect("ping a -> b");
-    assert_eq!(
-        same.received, same.transmitted,
-        "same-node ping lost packets: {same:?}"
-    );
-    assert_eq!(
-        same.duplicates, 0,
-        "same-node ping saw duplicates: {same:?}"
-    );
-    let tcp = traffic::iperf3(&a, &b, 1).expect("iperf3 a -> b");
-    assert!(
-        tcp.bits_per_second > 1e6,
-        "same-node TCP barely moved: {tcp:?}"
-    );
-
-    // Across nodes: the traffic must cross the fabric as Geneve.
-    let capture_file = sb.dir().join("fabric-geneve.pcap");
-    let capture = Capture::start(
-        &sb.fabric_netns(),
-        sb.fabric_bridge(),
-        &format!("udp port {GENEVE_PORT}"),
-        capture_file,
-    )
-    .expect("capture on the fabric");
-    let cross = traffic::ping(&a, c.ip, 10).expect("ping a -> c");
-    assert_eq!(
-        cross.received, cross.transmitted,
-        "cross-node ping lost packets: {cross:?}"
-    );
-    assert_eq!(
-        cross.duplicates, 0,
-        "cross-node ping saw duplicates: {cross:?}"
-    );
-    let tcp = traffic::iperf3(&c, &a, 1).expect("iperf3 c -> a");
-    assert!(
-        tcp.bits_per_second > 1e6,
-        "cross-node TCP barely moved: {tcp:?}"
-    );
+    // Same node: never touches the fabric.
+    let capture = geneve_capture("same-node.pcap");
+    assert_pods_talk(&a, &b, "same node a -> b");
     let geneve = capture.stop().expect("capture stops");
-    // 10 echo requests and 10 replies at least, plus the TCP stream.
+    assert_eq!(
+        geneve, 0,
+        "same-node traffic crossed the fabric ({geneve} Geneve packets)"
+    );
+
+    // Across nodes: crosses the fabric as Geneve, in both directions.
+    let capture = geneve_capture("cross-node.pcap");
+    assert_pods_talk(&a, &c, "cross node a -> c");
+    assert_pods_talk(&c, &a, "cross node c -> a");
+    let geneve = capture.stop().expect("capture stops");
+    // Echo requests and replies of both pings at least, plus the TCP streams.
     assert!(
-        geneve >= 20,
+        geneve >= u64::from(4 * PINGS),
         "only {geneve} Geneve packets crossed the fabric"
     );
 
@@ -71,10 +71,7 @@ fn pods_connect_on_one_node_and_across_nodes_over_geneve() {
         assert!(!left.contains(ns), "namespace {ns} left behind");
     }
     for pid in &report.pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "process {pid} left behind"
-        );
+        assert!(sandbox::process_gone(*pid), "process {pid} left behind");
     }
     assert!(
         !report.dir.exists(),

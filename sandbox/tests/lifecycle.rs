@@ -39,7 +39,10 @@ fn two_sandboxes_in_parallel_do_not_collide() {
         .run(["ls-add", "only-in-first"])
         .expect("ls-add");
     let other = second.central().nbctl().run(["ls-list"]).expect("ls-list");
-    assert!(!other.contains("only-in-first"), "the sandboxes share a database: {other}");
+    assert!(
+        !other.contains("only-in-first"),
+        "the sandboxes share a database: {other}"
+    );
     first.teardown().expect("teardown first");
     second.teardown().expect("teardown second");
 }
@@ -93,8 +96,15 @@ fn a_run_killed_half_way_is_cleaned_up_by_the_next() {
     for pid in &pids {
         assert!(sandbox::process_gone(*pid), "daemon {pid} still runs");
     }
-    assert!(!pins.exists(), "pinned BPF directory {} left behind", pins.display());
-    assert!(!registry::root().join(&id).exists(), "sandbox directory left behind");
+    assert!(
+        !pins.exists(),
+        "pinned BPF directory {} left behind",
+        pins.display()
+    );
+    assert!(
+        !registry::root().join(&id).exists(),
+        "sandbox directory left behind"
+    );
 }
 
 /// Not a test on its own: started by `a_run_killed_half_way_is_cleaned_up_by_the_next`.

@@ -23,12 +23,7 @@ pub fn run() -> Result<()> {
         );
     }
     let step = Step::start(1, STEPS, "setup");
-    if setup::needed() {
-        setup::run()?;
-        step.done("machine ready");
-    } else {
-        step.done("nothing missing");
-    }
+    step.done(setup::run_if_needed()?);
 
     let step = Step::start(2, STEPS, "build the eBPF datapath");
     let object = ebpf::build(true)?;

@@ -86,9 +86,18 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// Runs setup's checks quietly and reports whether anything is missing (for `test`/`demo`,
-/// which only run the full setup when needed).
-pub fn needed() -> bool {
+/// For `test` and `demo`: runs the full setup only when a quiet check finds something
+/// missing; returns what happened.
+pub fn run_if_needed() -> Result<&'static str> {
+    if needed() {
+        run()?;
+        Ok("machine ready")
+    } else {
+        Ok("nothing missing")
+    }
+}
+
+fn needed() -> bool {
     !matches!(missing_packages(), Ok(m) if m.is_empty())
         || !matches!(bpffs_mounted(), Ok(true))
         || !nightly_sysroot().is_ok_and(|s| s.join("lib/rustlib/src/rust/library/core").is_dir())

@@ -28,11 +28,8 @@ pub fn run(with_setup: bool, cargo_test_args: &[String]) -> Result<()> {
     let step = Step::start(1, STEPS, "setup");
     if !with_setup {
         step.done("skipped (--no-setup)");
-    } else if setup::needed() {
-        setup::run()?;
-        step.done("machine ready");
     } else {
-        step.done("nothing missing");
+        step.done(setup::run_if_needed()?);
     }
 
     let step = Step::start(2, STEPS, "build the eBPF datapath");
