@@ -2,11 +2,19 @@
 //! Open_vSwitch database).
 
 pub mod codec;
+pub mod connection;
 pub mod datum;
 pub mod error;
+pub mod row;
 pub mod schema;
+pub mod transact;
 
+pub use connection::{Connection, ConnectionOptions, Notification, Remote};
 pub use datum::{Atom, Datum};
 pub use error::{Error, Result};
+pub use row::{Columns, Row};
 pub use schema::{ColumnType, DatabaseSchema, TableSchema};
+pub use transact::{
+    Condition, Function, Mutation, Mutator, Transaction, TransactionResult, WaitUntil,
+};
 pub use uuid::Uuid;

@@ -6,6 +6,7 @@
 mod central;
 mod cluster;
 pub mod cmd;
+mod db_server;
 mod error;
 pub mod netns;
 mod node;
@@ -21,6 +22,7 @@ pub use cluster::{
     TeardownReport,
 };
 pub use cmd::Cmd;
+pub use db_server::StandaloneDb;
 pub use error::{Result, SandboxError};
 pub use node::{INTEGRATION_BRIDGE, Node, PHYSICAL_BRIDGE};
 pub use ovs::{Ctl, wait_until};

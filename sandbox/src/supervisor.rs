@@ -106,6 +106,32 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Stops the daemon called `name` (SIGTERM, then SIGKILL after `grace`) and forgets it;
+    /// `kill` sends SIGKILL at once, as a crash would.
+    pub fn stop(&mut self, name: &str, grace: Duration, kill_now: bool) {
+        let Some(index) = self.daemons.iter().position(|d| d.name == name) else {
+            return;
+        };
+        let mut daemon = self.daemons.remove(index);
+        if let Ok(pid) = i32::try_from(daemon.child.id()) {
+            let signal = if kill_now {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            };
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+        let deadline = Instant::now() + grace;
+        while matches!(daemon.child.try_wait(), Ok(None)) {
+            if Instant::now() >= deadline {
+                let _ = daemon.child.kill();
+                let _ = daemon.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Stops every daemon, newest first: SIGTERM, then SIGKILL after `grace`.
     pub fn stop_all(&mut self, grace: Duration) {
         for daemon in self.daemons.iter_mut().rev() {
