@@ -158,7 +158,7 @@ impl From<Uuid> for Atom {
 
 /// The value of a column: a set of atoms (a scalar is a set of one, an optional value a set of
 /// zero or one) or a map.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Datum {
     Set(BTreeSet<Atom>),
     Map(BTreeMap<Atom, Atom>),

@@ -1,6 +1,8 @@
 //! An OVSDB (RFC 7047) client for kovn's controller (OVN Northbound) and agent (the node's
 //! Open_vSwitch database).
 
+pub mod cache;
+pub mod client;
 pub mod codec;
 pub mod connection;
 pub mod datum;
@@ -9,6 +11,8 @@ pub mod row;
 pub mod schema;
 pub mod transact;
 
+pub use cache::{Cache, Change, ChangeKind, IndexSpec, TableCache};
+pub use client::{Client, ClientConfig, ClientMetrics, ClientStats, MonitorRequest};
 pub use connection::{Connection, ConnectionOptions, Notification, Remote};
 pub use datum::{Atom, Datum};
 pub use error::{Error, Result};

@@ -2,20 +2,14 @@
 //! atomic and their errors carry the server's words, and a broken peer yields errors, not
 //! panics.
 
-use std::path::PathBuf;
-
 use ovsdb::{
     Condition, Connection, ConnectionOptions, Datum, Error, Mutation, Remote, Transaction,
     WaitUntil,
 };
 use sandbox::StandaloneDb;
 
-pub fn kinds_schema() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/kinds.ovsschema")
-        .display()
-        .to_string()
-}
+mod common;
+use common::kinds_schema;
 
 async fn connect(db: &StandaloneDb) -> Connection {
     let (conn, _notifications) = Connection::connect(

@@ -1,0 +1,320 @@
+//! The client's copy of the monitored part of the database: rows by UUID per table, unique
+//! lookups by the schema's indexes, and client-defined indexes (columns or map keys).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::datum::{Atom, Datum};
+use crate::row::{Columns, Row};
+use crate::schema::{DatabaseSchema, TableSchema};
+
+/// One part of an index key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexColumn {
+    /// A column's whole value.
+    Column(String),
+    /// The value of one key of a map column (`external_ids:pod`); absent keys index as an
+    /// empty set.
+    MapKey(String, String),
+}
+
+impl IndexColumn {
+    /// Parses `column` or `column:key`.
+    pub fn parse(spec: &str) -> IndexColumn {
+        match spec.split_once(':') {
+            Some((column, key)) => IndexColumn::MapKey(column.to_owned(), key.to_owned()),
+            None => IndexColumn::Column(spec.to_owned()),
+        }
+    }
+
+    fn value(&self, row: &Row) -> Datum {
+        match self {
+            IndexColumn::Column(c) => row.get(c).cloned().unwrap_or_else(Datum::empty_set),
+            IndexColumn::MapKey(c, k) => row
+                .get(c)
+                .and_then(Datum::as_map)
+                .and_then(|m| m.get(&Atom::from(k.as_str())))
+                .map_or_else(Datum::empty_set, |v| Datum::atom(v.clone())),
+        }
+    }
+}
+
+/// A client-defined index of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSpec {
+    pub table: String,
+    pub columns: Vec<IndexColumn>,
+}
+
+impl IndexSpec {
+    /// `IndexSpec::new("Logical_Switch_Port", &["external_ids:pod"])`.
+    pub fn new(table: &str, columns: &[&str]) -> IndexSpec {
+        IndexSpec {
+            table: table.to_owned(),
+            columns: columns.iter().map(|c| IndexColumn::parse(c)).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Index {
+    columns: Vec<IndexColumn>,
+    entries: BTreeMap<Vec<Datum>, BTreeSet<Uuid>>,
+}
+
+impl Index {
+    fn key(&self, row: &Row) -> Vec<Datum> {
+        self.columns.iter().map(|c| c.value(row)).collect()
+    }
+
+    fn add(&mut self, row: &Row) {
+        let key = self.key(row);
+        self.entries.entry(key).or_default().insert(row.uuid);
+    }
+
+    fn remove(&mut self, row: &Row) {
+        let key = self.key(row);
+        if let Some(set) = self.entries.get_mut(&key) {
+            set.remove(&row.uuid);
+            if set.is_empty() {
+                self.entries.remove(&key);
+            }
+        }
+    }
+}
+
+/// One table of the cache.
+#[derive(Debug, Clone)]
+pub struct TableCache {
+    rows: HashMap<Uuid, Row>,
+    indexes: Vec<Index>,
+}
+
+impl TableCache {
+    fn new(schema: &TableSchema, extra: &[IndexSpec]) -> TableCache {
+        let mut indexes: Vec<Index> = schema
+            .indexes
+            .iter()
+            .map(|cols| Index {
+                columns: cols
+                    .iter()
+                    .map(|c| IndexColumn::Column(c.clone()))
+                    .collect(),
+                entries: BTreeMap::new(),
+            })
+            .collect();
+        indexes.extend(
+            extra
+                .iter()
+                .filter(|s| s.table == schema.name)
+                .map(|s| Index {
+                    columns: s.columns.clone(),
+                    entries: BTreeMap::new(),
+                }),
+        );
+        TableCache {
+            rows: HashMap::new(),
+            indexes,
+        }
+    }
+
+    pub fn get(&self, uuid: &Uuid) -> Option<&Row> {
+        self.rows.get(uuid)
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.rows.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Rows whose index columns equal `values`. `columns` must name a schema index or a
+    /// client-defined index exactly (`name`, `external_ids:pod`).
+    pub fn find(&self, columns: &[&str], values: &[Datum]) -> Vec<&Row> {
+        let wanted: Vec<IndexColumn> = columns.iter().map(|c| IndexColumn::parse(c)).collect();
+        let Some(index) = self.indexes.iter().find(|i| i.columns == wanted) else {
+            return Vec::new();
+        };
+        index
+            .entries
+            .get(values)
+            .map(|uuids| uuids.iter().filter_map(|u| self.rows.get(u)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether an index over exactly these columns exists.
+    pub fn has_index(&self, columns: &[&str]) -> bool {
+        let wanted: Vec<IndexColumn> = columns.iter().map(|c| IndexColumn::parse(c)).collect();
+        self.indexes.iter().any(|i| i.columns == wanted)
+    }
+
+    /// The row whose string column `column` (an index) equals `value`.
+    pub fn find_one(&self, column: &str, value: &str) -> Option<&Row> {
+        self.find(&[column], &[Datum::atom(value)])
+            .into_iter()
+            .next()
+    }
+
+    fn put(&mut self, row: Row) -> Option<Row> {
+        let old = self.rows.remove(&row.uuid);
+        if let Some(old) = &old {
+            for index in &mut self.indexes {
+                index.remove(old);
+            }
+        }
+        for index in &mut self.indexes {
+            index.add(&row);
+        }
+        self.rows.insert(row.uuid, row);
+        old
+    }
+
+    fn take(&mut self, uuid: &Uuid) -> Option<Row> {
+        let old = self.rows.remove(uuid)?;
+        for index in &mut self.indexes {
+            index.remove(&old);
+        }
+        Some(old)
+    }
+}
+
+/// What happened to one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Insert,
+    Modify,
+    Delete,
+}
+
+/// A change to the cache, as the change stream delivers it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub table: String,
+    pub uuid: Uuid,
+    pub kind: ChangeKind,
+    /// The row before (modify, delete).
+    pub old: Option<Row>,
+    /// The row after (insert, modify).
+    pub new: Option<Row>,
+}
+
+/// The cache of every monitored table.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    schema: Arc<DatabaseSchema>,
+    tables: BTreeMap<String, TableCache>,
+}
+
+impl Cache {
+    pub(crate) fn new(
+        schema: Arc<DatabaseSchema>,
+        tables: &[String],
+        indexes: &[IndexSpec],
+    ) -> Cache {
+        let tables = tables
+            .iter()
+            .filter_map(|t| schema.tables.get(t))
+            .map(|t| (t.name.clone(), TableCache::new(t, indexes)))
+            .collect();
+        Cache { schema, tables }
+    }
+
+    pub fn schema(&self) -> &DatabaseSchema {
+        &self.schema
+    }
+
+    /// A monitored table (`None` if it is not monitored).
+    pub fn table(&self, name: &str) -> Option<&TableCache> {
+        self.tables.get(name)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = (&str, &TableCache)> {
+        self.tables.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub(crate) fn insert(&mut self, table: &str, row: Row) -> Option<Change> {
+        let t = self.tables.get_mut(table)?;
+        let new = row.clone();
+        let old = t.put(row);
+        Some(Change {
+            table: table.to_owned(),
+            uuid: new.uuid,
+            kind: if old.is_some() {
+                ChangeKind::Modify
+            } else {
+                ChangeKind::Insert
+            },
+            old,
+            new: Some(new),
+        })
+    }
+
+    pub(crate) fn modify(&mut self, table: &str, uuid: Uuid, diff: Columns) -> Option<Change> {
+        let schema = self.schema.tables.get(table)?;
+        let t = self.tables.get_mut(table)?;
+        let old = t.take(&uuid)?;
+        let mut new = old.clone();
+        for (column, value) in diff {
+            let Some(col) = schema.columns.get(&column) else {
+                continue;
+            };
+            new.columns
+                .entry(column)
+                .or_insert_with(|| Datum::default_for(&col.ty))
+                .apply_diff(value, &col.ty);
+        }
+        t.put(new.clone());
+        Some(Change {
+            table: table.to_owned(),
+            uuid,
+            kind: ChangeKind::Modify,
+            old: Some(old),
+            new: Some(new),
+        })
+    }
+
+    pub(crate) fn delete(&mut self, table: &str, uuid: Uuid) -> Option<Change> {
+        let old = self.tables.get_mut(table)?.take(&uuid)?;
+        Some(Change {
+            table: table.to_owned(),
+            uuid,
+            kind: ChangeKind::Delete,
+            old: Some(old),
+            new: None,
+        })
+    }
+
+    /// Replaces the contents of `table` with `rows`, returning the changes that turn the old
+    /// contents into the new (used after a resync that could not resume).
+    pub(crate) fn replace_table(&mut self, table: &str, rows: Vec<Row>) -> Vec<Change> {
+        let Some(t) = self.tables.get(table) else {
+            return Vec::new();
+        };
+        let mut gone: BTreeSet<Uuid> = t.rows.keys().copied().collect();
+        let mut changes = Vec::new();
+        for row in rows {
+            gone.remove(&row.uuid);
+            if self.tables[table].get(&row.uuid) == Some(&row) {
+                continue;
+            }
+            changes.extend(self.insert(table, row));
+        }
+        for uuid in gone {
+            changes.extend(self.delete(table, uuid));
+        }
+        changes
+    }
+
+    /// Total rows cached.
+    pub fn row_count(&self) -> usize {
+        self.tables.values().map(TableCache::len).sum()
+    }
+}
