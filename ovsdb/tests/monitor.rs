@@ -2,18 +2,16 @@
 //! monitors hold exactly the matching rows, indexes find rows, and after a server restart (clean
 //! or crash) the client reconnects and its cache equals `ovsdb-client dump` with no update lost.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ovsdb::{
     ChangeKind, Client, ClientConfig, Condition, Datum, Error, Function, IndexSpec, MonitorRequest,
-    Mutation, Transaction, Uuid, WaitUntil,
+    Mutation, Transaction, WaitUntil,
 };
 use sandbox::StandaloneDb;
-use serde_json::Value;
 
 mod common;
-use common::kinds_schema;
+use common::{cache_contents, dump_contents, kinds_schema};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -34,65 +32,11 @@ fn insert_thing(t: &mut Transaction, name: &str, count: i64) -> usize {
     )
 }
 
-/// The server's contents per table, from `ovsdb-client dump`, decoded with the schema.
-fn server_contents(
-    db: &StandaloneDb,
-    client: &Client,
-) -> BTreeMap<String, BTreeMap<Uuid, BTreeMap<String, Datum>>> {
-    let dump = db.dump("json").expect("ovsdb-client dump");
-    let mut out = BTreeMap::new();
-    for line in dump.lines().filter(|l| !l.trim().is_empty()) {
-        let table: Value = serde_json::from_str(line).expect("dump JSON");
-        let name = table["caption"]
-            .as_str()
-            .unwrap()
-            .trim_end_matches(" table")
-            .to_owned();
-        let schema = client.schema().table(&name).unwrap();
-        let headings: Vec<&str> = table["headings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h.as_str().unwrap())
-            .collect();
-        let mut rows = BTreeMap::new();
-        for data in table["data"].as_array().unwrap() {
-            let mut uuid = Uuid::nil();
-            let mut columns = BTreeMap::new();
-            for (heading, value) in headings.iter().zip(data.as_array().unwrap()) {
-                if *heading == "_uuid" {
-                    uuid = Uuid::parse_str(value[1].as_str().unwrap()).unwrap();
-                } else {
-                    let ty = &schema.column(heading).unwrap().ty;
-                    columns.insert((*heading).to_owned(), Datum::from_json(value, ty).unwrap());
-                }
-            }
-            rows.insert(uuid, columns);
-        }
-        out.insert(name, rows);
-    }
-    out
-}
-
-fn cache_contents(client: &Client) -> BTreeMap<String, BTreeMap<Uuid, BTreeMap<String, Datum>>> {
-    client.read(|cache| {
-        cache
-            .tables()
-            .map(|(name, t)| {
-                (
-                    name.to_owned(),
-                    t.rows().map(|r| (r.uuid, r.columns.clone())).collect(),
-                )
-            })
-            .collect()
-    })
-}
-
 async fn assert_cache_equals_server(db: &StandaloneDb, client: &Client) {
     // The cache may lag the server by one notification; give it a moment to settle.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let server = server_contents(db, client);
+        let server = dump_contents(&db.dump("json").expect("dump"), client.schema());
         let cache = cache_contents(client);
         if server == cache {
             return;

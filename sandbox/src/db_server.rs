@@ -104,3 +104,143 @@ impl Drop for StandaloneDb {
         registry::release(&self.registration, failing);
     }
 }
+
+/// A Raft cluster of ovsdb-servers for one database, talking Raft over unix sockets (so
+/// parallel tests need no port allocation). Stopped and removed on drop.
+#[derive(Debug)]
+pub struct RaftCluster {
+    registration: Registration,
+    supervisor: Supervisor,
+    database: String,
+    members: Vec<DbServer>,
+}
+
+impl RaftCluster {
+    /// Creates a cluster of `size` members for the database of `schema` (named `database`)
+    /// and waits until every member has joined and a leader is elected.
+    pub fn start(schema: &str, database: &str, size: usize) -> Result<RaftCluster> {
+        registry::cleanup_stale()?;
+        let registration = registry::register()?;
+        let dir = registration.dir.clone();
+        let members: Vec<DbServer> = (1..=size)
+            .map(|i| DbServer::new(&dir, &format!("m{i}")))
+            .collect();
+        let raft = |i: usize| format!("unix:{}", dir.join(format!("m{}.raft", i + 1)).display());
+        Cmd::new("ovsdb-tool")
+            .arg("create-cluster")
+            .arg(members[0].db.display().to_string())
+            .arg(schema)
+            .arg(raft(0))
+            .run()?;
+        for (i, member) in members.iter().enumerate().skip(1) {
+            Cmd::new("ovsdb-tool")
+                .arg("join-cluster")
+                .arg(member.db.display().to_string())
+                .arg(database)
+                .arg(raft(i))
+                .arg(raft(0))
+                .run()?;
+        }
+        let mut cluster = RaftCluster {
+            registration,
+            supervisor: Supervisor::default(),
+            database: database.to_owned(),
+            members,
+        };
+        for i in 0..size {
+            cluster.start_member(i)?;
+        }
+        crate::ovs::wait_until(
+            "every member to join the cluster",
+            Duration::from_secs(30),
+            || {
+                Ok((0..size).all(|i| {
+                    cluster
+                        .status(i)
+                        .is_ok_and(|s| s.contains("Status: cluster member"))
+                }) && cluster.leader().is_some())
+            },
+        )?;
+        Ok(cluster)
+    }
+
+    fn name(i: usize) -> String {
+        format!("ovsdb-server-m{}", i + 1)
+    }
+
+    /// Starts (or restarts) member `i` on its existing database file.
+    pub fn start_member(&mut self, i: usize) -> Result<()> {
+        let member = self.members[i].clone();
+        let _ = std::fs::remove_file(&member.socket);
+        self.supervisor.spawn(
+            &Self::name(i),
+            &member.command(&[]),
+            &self.registration.dir,
+            Some(member.log.clone()),
+        )?;
+        wait_for_path(&member.socket, Duration::from_secs(10))
+    }
+
+    /// Kills member `i` (SIGKILL, as a crash).
+    pub fn kill_member(&mut self, i: usize) {
+        self.supervisor
+            .stop(&Self::name(i), Duration::from_secs(3), true);
+    }
+
+    /// `cluster/status` of member `i`.
+    pub fn status(&self, i: usize) -> Result<String> {
+        Cmd::new("ovs-appctl")
+            .arg(format!("--target={}", self.members[i].ctl.display()))
+            .args(["cluster/status", &self.database])
+            .timeout(Duration::from_secs(5))
+            .run()
+    }
+
+    /// The member that is leader now, if any (members that are down are skipped).
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.members.len()).find(|&i| {
+            self.status(i)
+                .is_ok_and(|s| s.lines().any(|l| l.trim() == "Role: leader"))
+        })
+    }
+
+    /// `unix:<socket>` of every member, in member order.
+    pub fn remotes(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("unix:{}", m.socket.display()))
+            .collect()
+    }
+
+    /// `ovsdb-client dump` of the database through member `i`.
+    pub fn dump(&self, i: usize, format: &str) -> Result<String> {
+        Cmd::new("ovsdb-client")
+            .args(["dump", &format!("--format={format}")])
+            .arg(format!("unix:{}", self.members[i].socket.display()))
+            .arg(&self.database)
+            .run()
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+impl Drop for RaftCluster {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        if failing {
+            eprintln!(
+                "\n==== ovsdb Raft cluster (kept in {}) ====\n{}",
+                self.registration.dir.display(),
+                self.supervisor.log_tails(30)
+            );
+        }
+        self.supervisor.stop_all(Duration::from_secs(3));
+        registry::release(&self.registration, failing);
+    }
+}

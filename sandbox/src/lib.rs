@@ -22,7 +22,7 @@ pub use cluster::{
     TeardownReport,
 };
 pub use cmd::Cmd;
-pub use db_server::StandaloneDb;
+pub use db_server::{RaftCluster, StandaloneDb};
 pub use error::{Result, SandboxError};
 pub use node::{INTEGRATION_BRIDGE, Node, PHYSICAL_BRIDGE};
 pub use ovs::{Ctl, wait_until};

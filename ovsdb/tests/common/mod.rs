@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses a different part
 //! Shared by the integration tests.
 
 use std::path::PathBuf;
@@ -8,4 +9,65 @@ pub fn kinds_schema() -> String {
         .join("tests/kinds.ovsschema")
         .display()
         .to_string()
+}
+
+use std::collections::BTreeMap;
+
+use ovsdb::{Client, DatabaseSchema, Datum, Uuid};
+use serde_json::Value;
+
+/// Table → row UUID → columns.
+pub type Contents = BTreeMap<String, BTreeMap<Uuid, BTreeMap<String, Datum>>>;
+
+/// Decodes `ovsdb-client dump --format=json` output with the schema.
+pub fn dump_contents(dump: &str, schema: &DatabaseSchema) -> Contents {
+    let mut out = BTreeMap::new();
+    for line in dump.lines().filter(|l| !l.trim().is_empty()) {
+        let table: Value = serde_json::from_str(line).expect("dump JSON");
+        let name = table["caption"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches(" table")
+            .to_owned();
+        let Ok(table_schema) = schema.table(&name) else {
+            continue;
+        };
+        let headings: Vec<&str> = table["headings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        let mut rows = BTreeMap::new();
+        for data in table["data"].as_array().unwrap() {
+            let mut uuid = Uuid::nil();
+            let mut columns = BTreeMap::new();
+            for (heading, value) in headings.iter().zip(data.as_array().unwrap()) {
+                if *heading == "_uuid" {
+                    uuid = Uuid::parse_str(value[1].as_str().unwrap()).unwrap();
+                } else {
+                    let ty = &table_schema.column(heading).unwrap().ty;
+                    columns.insert((*heading).to_owned(), Datum::from_json(value, ty).unwrap());
+                }
+            }
+            rows.insert(uuid, columns);
+        }
+        out.insert(name, rows);
+    }
+    out
+}
+
+/// The client's cache in the same shape.
+pub fn cache_contents(client: &Client) -> Contents {
+    client.read(|cache| {
+        cache
+            .tables()
+            .map(|(name, t)| {
+                (
+                    name.to_owned(),
+                    t.rows().map(|r| (r.uuid, r.columns.clone())).collect(),
+                )
+            })
+            .collect()
+    })
 }
