@@ -4,9 +4,12 @@
 pub mod cache;
 pub mod client;
 pub mod codec;
+pub mod codegen;
 pub mod connection;
 pub mod datum;
 pub mod error;
+pub mod model;
+pub mod models;
 pub mod row;
 pub mod schema;
 pub mod transact;
@@ -16,6 +19,7 @@ pub use client::{Client, ClientConfig, ClientMetrics, ClientStats, MonitorReques
 pub use connection::{Connection, ConnectionOptions, Notification, Remote};
 pub use datum::{Atom, Datum};
 pub use error::{Error, Result};
+pub use model::Model;
 pub use row::{Columns, Row};
 pub use schema::{ColumnType, DatabaseSchema, TableSchema};
 pub use transact::{

@@ -3,6 +3,7 @@
 
 mod demo;
 mod ebpf;
+mod gen_models;
 mod progress;
 mod setup;
 mod test;
@@ -39,6 +40,8 @@ enum Command {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
+    /// Regenerate ovsdb's typed models from the schemas in ovsdb/schemas/.
+    GenOvsdbModels,
     /// Set up, build, start a 2-node sandbox, show pods talking, print a comparison table.
     Demo,
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
             cargo_test_args,
         } => test::run(!no_setup, &cargo_test_args),
         Command::Demo => demo::run(),
+        Command::GenOvsdbModels => gen_models::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
