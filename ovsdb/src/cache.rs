@@ -2,6 +2,7 @@
 //! lookups by the schema's indexes, and client-defined indexes (columns or map keys).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -34,8 +35,7 @@ impl IndexColumn {
             IndexColumn::Column(c) => row.get(c).cloned().unwrap_or_else(Datum::empty_set),
             IndexColumn::MapKey(c, k) => row
                 .get(c)
-                .and_then(Datum::as_map)
-                .and_then(|m| m.get(&Atom::from(k.as_str())))
+                .and_then(|m| m.map_get(&Atom::from(k.as_str())))
                 .map_or_else(Datum::empty_set, |v| Datum::atom(v.clone())),
         }
     }
@@ -58,10 +58,29 @@ impl IndexSpec {
     }
 }
 
+/// The rows that have one index key. Unique (schema) indexes hold one row per key, so the
+/// common case needs no allocation.
+#[derive(Debug, Clone)]
+enum IndexSlot {
+    One(Uuid),
+    Many(Vec<Uuid>),
+}
+
+/// An index maps the hash of a row's key to the rows with that hash; lookups check the
+/// candidates' actual key, so hash collisions cost a comparison, never a wrong answer. Storing
+/// hashes instead of key copies keeps the index small.
 #[derive(Debug, Clone)]
 struct Index {
     columns: Vec<IndexColumn>,
-    entries: BTreeMap<Vec<Datum>, BTreeSet<Uuid>>,
+    entries: HashMap<u64, IndexSlot>,
+}
+
+fn hash_key<'a>(values: impl IntoIterator<Item = &'a Datum>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for value in values {
+        value.hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 impl Index {
@@ -70,17 +89,41 @@ impl Index {
     }
 
     fn add(&mut self, row: &Row) {
-        let key = self.key(row);
-        self.entries.entry(key).or_default().insert(row.uuid);
+        let hash = hash_key(&self.key(row));
+        match self.entries.get_mut(&hash) {
+            None => {
+                self.entries.insert(hash, IndexSlot::One(row.uuid));
+            }
+            Some(IndexSlot::One(other)) => {
+                let other = *other;
+                self.entries
+                    .insert(hash, IndexSlot::Many(vec![other, row.uuid]));
+            }
+            Some(IndexSlot::Many(uuids)) => uuids.push(row.uuid),
+        }
     }
 
     fn remove(&mut self, row: &Row) {
-        let key = self.key(row);
-        if let Some(set) = self.entries.get_mut(&key) {
-            set.remove(&row.uuid);
-            if set.is_empty() {
-                self.entries.remove(&key);
+        let hash = hash_key(&self.key(row));
+        match self.entries.get_mut(&hash) {
+            Some(IndexSlot::One(u)) if *u == row.uuid => {
+                self.entries.remove(&hash);
             }
+            Some(IndexSlot::Many(uuids)) => {
+                uuids.retain(|u| *u != row.uuid);
+                if let [last] = uuids[..] {
+                    self.entries.insert(hash, IndexSlot::One(last));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn candidates(&self, values: &[Datum]) -> &[Uuid] {
+        match self.entries.get(&hash_key(values)) {
+            Some(IndexSlot::One(u)) => std::slice::from_ref(u),
+            Some(IndexSlot::Many(uuids)) => uuids,
+            None => &[],
         }
     }
 }
@@ -102,7 +145,7 @@ impl TableCache {
                     .iter()
                     .map(|c| IndexColumn::Column(c.clone()))
                     .collect(),
-                entries: BTreeMap::new(),
+                entries: HashMap::new(),
             })
             .collect();
         indexes.extend(
@@ -111,7 +154,7 @@ impl TableCache {
                 .filter(|s| s.table == schema.name)
                 .map(|s| Index {
                     columns: s.columns.clone(),
-                    entries: BTreeMap::new(),
+                    entries: HashMap::new(),
                 }),
         );
         TableCache {
@@ -144,10 +187,11 @@ impl TableCache {
             return Vec::new();
         };
         index
-            .entries
-            .get(values)
-            .map(|uuids| uuids.iter().filter_map(|u| self.rows.get(u)).collect())
-            .unwrap_or_default()
+            .candidates(values)
+            .iter()
+            .filter_map(|u| self.rows.get(u))
+            .filter(|row| index.key(row) == values)
+            .collect()
     }
 
     /// Whether an index over exactly these columns exists.
@@ -262,14 +306,17 @@ impl Cache {
         let t = self.tables.get_mut(table)?;
         let old = t.take(&uuid)?;
         let mut new = old.clone();
-        for (column, value) in diff {
+        for (column, diff) in diff {
             let Some(col) = schema.columns.get(&column) else {
                 continue;
             };
-            new.columns
-                .entry(column)
-                .or_insert_with(|| Datum::default_for(&col.ty))
-                .apply_diff(value, &col.ty);
+            let mut value = new
+                .get(&column)
+                .cloned()
+                .unwrap_or_else(|| Datum::default_for(&col.ty));
+            value.apply_diff(diff, &col.ty);
+            let is_default = value.is_default_for(&col.ty);
+            new.set(&col.name, value, is_default);
         }
         t.put(new.clone());
         Some(Change {

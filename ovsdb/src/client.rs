@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use crate::cache::{Cache, Change, IndexSpec};
 use crate::connection::{Connection, ConnectionOptions, Notification, Remote};
-use crate::datum::Datum;
 use crate::error::{Error, Result};
 use crate::row::{Row, decode_columns};
 use crate::schema::{DatabaseSchema, TableSchema};
@@ -144,7 +143,7 @@ enum MonitorMethod {
 struct Inner {
     config: ClientConfig,
     schema: Arc<DatabaseSchema>,
-    /// Monitored columns per table (what a row without a column means: its default).
+    /// Monitored columns per table.
     monitored: BTreeMap<String, Vec<String>>,
     cache: RwLock<Cache>,
     last_txn_id: Mutex<Option<String>>,
@@ -599,18 +598,10 @@ impl Inner {
         self.schema.table(table)
     }
 
-    /// A full row from an insert/initial/new (default values are left out on the wire).
+    /// A full row from an insert/initial/new (default values are left out on the wire, and
+    /// the cache does not store them either).
     fn full_row(&self, table: &TableSchema, uuid: Uuid, json: &Value) -> Result<Row> {
-        let mut row = Row::from_json(uuid, json, table)?;
-        if let Some(columns) = self.monitored.get(&table.name) {
-            for column in columns {
-                if !row.columns.contains_key(column) {
-                    let ty = &table.column(column)?.ty;
-                    row.columns.insert(column.clone(), Datum::default_for(ty));
-                }
-            }
-        }
-        Ok(row)
+        Row::from_json(uuid, json, table)
     }
 
     /// Applies `<table-updates>` (version 1) or `<table-updates2>` (version 2) to the cache.

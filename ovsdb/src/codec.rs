@@ -9,6 +9,9 @@ use crate::error::Error;
 /// tens of MiB for a big database).
 pub const DEFAULT_MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
+/// Buffer capacity kept between messages; more is released once a large message is done.
+const RETAINED_CAPACITY: usize = 256 * 1024;
+
 /// Incremental splitter of concatenated JSON values.
 #[derive(Debug)]
 pub struct JsonSplitter {
@@ -107,6 +110,11 @@ impl JsonSplitter {
         let parsed = serde_json::from_slice(&self.buf[start..end]);
         self.buf.drain(..end);
         self.scanned = 0;
+        // A large message (the initial monitor reply is the size of the database) must not
+        // pin its buffer for the life of the connection.
+        if self.buf.capacity() > RETAINED_CAPACITY && self.buf.len() < RETAINED_CAPACITY / 2 {
+            self.buf.shrink_to(RETAINED_CAPACITY / 2);
+        }
         parsed.map_err(|e| Error::Protocol(format!("malformed JSON message: {e}")))
     }
 }
@@ -138,6 +146,19 @@ mod tests {
         assert_eq!(got[1]["id"][1]["x"], "]");
         assert_eq!(got[2]["id"], 3);
         assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn a_large_message_does_not_pin_its_buffer() {
+        let mut s = JsonSplitter::new(16 << 20);
+        let big = format!("{{\"x\":\"{}\"}}", "y".repeat(4 << 20));
+        s.feed(big.as_bytes());
+        assert!(s.next_message().unwrap().is_some());
+        assert!(
+            s.buf.capacity() <= RETAINED_CAPACITY,
+            "{}",
+            s.buf.capacity()
+        );
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! OVSDB values (RFC 7047 §5.1): atoms, and data that are sets of atoms or maps between atoms,
 //! with their JSON forms. Decoding needs the column type: `1` is an integer in an integer
 //! column and a real in a real column, and a one-element set is sent as its bare element.
+//!
+//! The representation is compact because the monitor cache holds every row of a database:
+//! one atom is stored inline, larger sets and maps as sorted boxed slices, strings as
+//! `Box<str>`.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -16,10 +20,10 @@ pub enum Atom {
     Integer(i64),
     Real(f64),
     Boolean(bool),
-    String(String),
+    String(Box<str>),
     Uuid(Uuid),
     /// A row inserted earlier in the same transaction, by its `uuid-name`.
-    NamedUuid(String),
+    NamedUuid(Box<str>),
 }
 
 impl Atom {
@@ -51,12 +55,14 @@ impl Atom {
             AtomicType::Integer => Atom::Integer(value.as_i64().ok_or_else(bad)?),
             AtomicType::Real => Atom::Real(value.as_f64().ok_or_else(bad)?),
             AtomicType::Boolean => Atom::Boolean(value.as_bool().ok_or_else(bad)?),
-            AtomicType::String => Atom::String(value.as_str().ok_or_else(bad)?.to_owned()),
+            AtomicType::String => Atom::String(value.as_str().ok_or_else(bad)?.into()),
             AtomicType::Uuid => match value.as_array().map(Vec::as_slice) {
                 Some([tag, Value::String(s)]) if tag == "uuid" => {
                     Atom::Uuid(Uuid::parse_str(s).map_err(|_| bad())?)
                 }
-                Some([tag, Value::String(s)]) if tag == "named-uuid" => Atom::NamedUuid(s.clone()),
+                Some([tag, Value::String(s)]) if tag == "named-uuid" => {
+                    Atom::NamedUuid(s.as_str().into())
+                }
                 _ => return Err(bad()),
             },
         })
@@ -91,7 +97,7 @@ impl Atom {
     }
 }
 
-// Total order (reals by `total_cmp`) so atoms can live in sets and be map keys.
+// Total order (reals by `total_cmp`) so atoms can be sorted, deduplicated and be map keys.
 impl Ord for Atom {
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
@@ -120,15 +126,28 @@ impl PartialEq for Atom {
 
 impl Eq for Atom {}
 
+impl Hash for Atom {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.rank().hash(state);
+        match self {
+            Atom::Integer(i) => i.hash(state),
+            Atom::Real(r) => r.to_bits().hash(state),
+            Atom::Boolean(b) => b.hash(state),
+            Atom::String(s) | Atom::NamedUuid(s) => s.hash(state),
+            Atom::Uuid(u) => u.hash(state),
+        }
+    }
+}
+
 impl From<&str> for Atom {
     fn from(s: &str) -> Atom {
-        Atom::String(s.to_owned())
+        Atom::String(s.into())
     }
 }
 
 impl From<String> for Atom {
     fn from(s: String) -> Atom {
-        Atom::String(s)
+        Atom::String(s.into_boxed_str())
     }
 }
 
@@ -157,33 +176,49 @@ impl From<Uuid> for Atom {
 }
 
 /// The value of a column: a set of atoms (a scalar is a set of one, an optional value a set of
-/// zero or one) or a map.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Datum {
-    Set(BTreeSet<Atom>),
-    Map(BTreeMap<Atom, Atom>),
+/// zero or one) or a map. Sets are sorted without duplicates, maps sorted by unique key, so
+/// equal values are equal structurally.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Datum(Repr);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Repr {
+    /// A set of exactly one atom (no allocation beyond the atom's own).
+    One(Atom),
+    /// A set of zero or at least two atoms.
+    Set(Box<[Atom]>),
+    Map(Box<[(Atom, Atom)]>),
 }
 
 impl Datum {
     pub fn empty_set() -> Datum {
-        Datum::Set(BTreeSet::new())
+        Datum(Repr::Set(Box::new([])))
     }
 
     pub fn empty_map() -> Datum {
-        Datum::Map(BTreeMap::new())
+        Datum(Repr::Map(Box::new([])))
     }
 
     /// A scalar (a set of exactly one atom).
     pub fn atom(atom: impl Into<Atom>) -> Datum {
-        Datum::Set(BTreeSet::from([atom.into()]))
+        Datum(Repr::One(atom.into()))
     }
 
     pub fn set<A: Into<Atom>>(atoms: impl IntoIterator<Item = A>) -> Datum {
-        Datum::Set(atoms.into_iter().map(Into::into).collect())
+        Datum::from_atoms(atoms.into_iter().map(Into::into).collect())
+    }
+
+    fn from_atoms(mut atoms: Vec<Atom>) -> Datum {
+        atoms.sort();
+        atoms.dedup();
+        if atoms.len() == 1 {
+            return Datum(Repr::One(atoms.remove(0)));
+        }
+        Datum(Repr::Set(atoms.into_boxed_slice()))
     }
 
     pub fn map<K: Into<Atom>, V: Into<Atom>>(pairs: impl IntoIterator<Item = (K, V)>) -> Datum {
-        Datum::Map(
+        Datum::from_pairs(
             pairs
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
@@ -191,33 +226,74 @@ impl Datum {
         )
     }
 
+    fn from_pairs(mut pairs: Vec<(Atom, Atom)>) -> Datum {
+        // Stable sort, then keep the last value of a repeated key (as a map insert would).
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(Atom, Atom)> = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            match out.last_mut() {
+                Some(last) if last.0 == pair.0 => *last = pair,
+                _ => out.push(pair),
+            }
+        }
+        Datum(Repr::Map(out.into_boxed_slice()))
+    }
+
+    pub fn is_map(&self) -> bool {
+        matches!(self.0, Repr::Map(_))
+    }
+
+    /// Elements (of a set) or pairs (of a map).
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::One(_) => 1,
+            Repr::Set(s) => s.len(),
+            Repr::Map(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The single atom of a scalar or of a one-element set.
     pub fn as_atom(&self) -> Option<&Atom> {
-        match self {
-            Datum::Set(s) if s.len() == 1 => s.iter().next(),
+        match &self.0 {
+            Repr::One(a) => Some(a),
             _ => None,
         }
     }
 
-    pub fn as_set(&self) -> Option<&BTreeSet<Atom>> {
-        match self {
-            Datum::Set(s) => Some(s),
-            Datum::Map(_) => None,
+    /// The elements of a set, sorted.
+    pub fn as_set(&self) -> Option<&[Atom]> {
+        match &self.0 {
+            Repr::One(a) => Some(std::slice::from_ref(a)),
+            Repr::Set(s) => Some(s),
+            Repr::Map(_) => None,
         }
     }
 
-    pub fn as_map(&self) -> Option<&BTreeMap<Atom, Atom>> {
-        match self {
-            Datum::Map(m) => Some(m),
-            Datum::Set(_) => None,
+    /// The pairs of a map, sorted by key.
+    pub fn as_map(&self) -> Option<&[(Atom, Atom)]> {
+        match &self.0 {
+            Repr::Map(m) => Some(m),
+            _ => None,
         }
+    }
+
+    /// The value of `key` in a map.
+    pub fn map_get(&self, key: &Atom) -> Option<&Atom> {
+        let map = self.as_map()?;
+        map.binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|i| &map[i].1)
     }
 
     pub fn to_json(&self) -> Value {
-        match self {
-            Datum::Set(s) if s.len() == 1 => s.iter().next().map_or(Value::Null, Atom::to_json),
-            Datum::Set(s) => json!(["set", s.iter().map(Atom::to_json).collect::<Vec<_>>()]),
-            Datum::Map(m) => json!([
+        match &self.0 {
+            Repr::One(a) => a.to_json(),
+            Repr::Set(s) => json!(["set", s.iter().map(Atom::to_json).collect::<Vec<_>>()]),
+            Repr::Map(m) => json!([
                 "map",
                 m.iter()
                     .map(|(k, v)| json!([k.to_json(), v.to_json()]))
@@ -232,24 +308,24 @@ impl Datum {
                 Some([tag, Value::Array(pairs)]) if tag == "map" => pairs,
                 _ => return Err(format!("{value} is not a map")),
             };
-            let mut map = BTreeMap::new();
+            let mut out = Vec::with_capacity(pairs.len());
             for pair in pairs {
                 let Some([k, v]) = pair.as_array().map(Vec::as_slice) else {
                     return Err(format!("{pair} is not a [key, value] pair"));
                 };
-                map.insert(
+                out.push((
                     Atom::from_json(k, &ty.key)?,
                     Atom::from_json(v, value_type)?,
-                );
+                ));
             }
-            return Ok(Datum::Map(map));
+            return Ok(Datum::from_pairs(out));
         }
         match value.as_array().map(Vec::as_slice) {
             Some([tag, Value::Array(atoms)]) if tag == "set" => atoms
                 .iter()
                 .map(|a| Atom::from_json(a, &ty.key))
-                .collect::<Result<BTreeSet<_>, _>>()
-                .map(Datum::Set),
+                .collect::<Result<Vec<_>, _>>()
+                .map(Datum::from_atoms),
             _ => Ok(Datum::atom(Atom::from_json(value, &ty.key)?)),
         }
     }
@@ -262,27 +338,33 @@ impl Datum {
             *self = diff;
             return;
         }
-        match (self, diff) {
-            (Datum::Set(current), Datum::Set(diff)) => {
-                for atom in diff {
-                    if !current.remove(&atom) {
-                        current.insert(atom);
+        match (self.as_set(), diff.as_set(), self.as_map(), diff.as_map()) {
+            (Some(current), Some(toggles), _, _) => {
+                let mut atoms: Vec<Atom> = current.to_vec();
+                for atom in toggles {
+                    match atoms.binary_search(atom) {
+                        Ok(i) => {
+                            atoms.remove(i);
+                        }
+                        Err(i) => atoms.insert(i, atom.clone()),
                     }
                 }
+                *self = Datum::from_atoms(atoms);
             }
-            (Datum::Map(current), Datum::Map(diff)) => {
-                for (key, value) in diff {
-                    match current.get(&key) {
-                        Some(old) if *old == value => {
-                            current.remove(&key);
+            (_, _, Some(current), Some(changes)) => {
+                let mut pairs: Vec<(Atom, Atom)> = current.to_vec();
+                for (key, value) in changes {
+                    match pairs.binary_search_by(|(k, _)| k.cmp(key)) {
+                        Ok(i) if pairs[i].1 == *value => {
+                            pairs.remove(i);
                         }
-                        _ => {
-                            current.insert(key, value);
-                        }
+                        Ok(i) => pairs[i].1 = value.clone(),
+                        Err(i) => pairs.insert(i, (key.clone(), value.clone())),
                     }
                 }
+                *self = Datum(Repr::Map(pairs.into_boxed_slice()));
             }
-            (current, diff) => *current = diff,
+            _ => *self = diff,
         }
     }
 
@@ -298,9 +380,17 @@ impl Datum {
             AtomicType::Integer => Atom::Integer(0),
             AtomicType::Real => Atom::Real(0.0),
             AtomicType::Boolean => Atom::Boolean(false),
-            AtomicType::String => Atom::String(String::new()),
+            AtomicType::String => Atom::String("".into()),
             AtomicType::Uuid => Atom::Uuid(Uuid::nil()),
         })
+    }
+
+    /// Whether this is the column's default value (the cache does not store those).
+    pub fn is_default_for(&self, ty: &ColumnType) -> bool {
+        if ty.is_map() || ty.min == 0 {
+            return self.is_empty();
+        }
+        *self == Datum::default_for(ty)
     }
 }
 
@@ -382,6 +472,27 @@ mod tests {
         let mut value = Datum::atom("old");
         value.apply_diff(Datum::set(["old", "new"]), &optional);
         assert_eq!(value, Datum::atom("new"));
+    }
+
+    #[test]
+    fn equal_values_are_equal_however_they_were_built() {
+        assert_eq!(Datum::set(["b", "a", "b"]), Datum::set(["a", "b"]));
+        assert_eq!(Datum::set(["a"]), Datum::atom("a"));
+        assert_eq!(
+            Datum::map([("k", "old"), ("a", "1"), ("k", "new")]),
+            Datum::map([("a", "1"), ("k", "new")])
+        );
+        assert_eq!(
+            Datum::map([("a", "1")]).map_get(&Atom::from("a")),
+            Some(&Atom::from("1"))
+        );
+    }
+
+    #[test]
+    fn defaults_are_recognised() {
+        assert!(Datum::empty_set().is_default_for(&ty(AtomicType::String, None, 0, None)));
+        assert!(Datum::atom(0i64).is_default_for(&ty(AtomicType::Integer, None, 1, Some(1))));
+        assert!(!Datum::atom(1i64).is_default_for(&ty(AtomicType::Integer, None, 1, Some(1))));
     }
 
     #[test]

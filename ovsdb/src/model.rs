@@ -65,7 +65,7 @@ impl AtomValue for String {
         atom.as_str().map(str::to_owned)
     }
     fn to_atom(&self) -> Atom {
-        Atom::String(self.clone())
+        Atom::String(self.as_str().into())
     }
 }
 
@@ -87,7 +87,7 @@ macro_rules! string_enum_atom {
                 atom.as_str().and_then(<$ty>::from_str_opt)
             }
             fn to_atom(&self) -> $crate::Atom {
-                $crate::Atom::String(self.as_str().to_owned())
+                $crate::Atom::String(self.as_str().into())
             }
         }
     };
@@ -157,20 +157,15 @@ pub fn scalar<T: AtomValue>(value: &T) -> Datum {
 }
 
 pub fn optional<T: AtomValue>(value: &Option<T>) -> Datum {
-    Datum::Set(value.iter().map(AtomValue::to_atom).collect())
+    Datum::set(value.iter().map(AtomValue::to_atom))
 }
 
 pub fn set<T: AtomValue>(values: &[T]) -> Datum {
-    Datum::Set(values.iter().map(AtomValue::to_atom).collect())
+    Datum::set(values.iter().map(AtomValue::to_atom))
 }
 
 pub fn map<K: AtomValue, V: AtomValue>(values: &BTreeMap<K, V>) -> Datum {
-    Datum::Map(
-        values
-            .iter()
-            .map(|(k, v)| (k.to_atom(), v.to_atom()))
-            .collect(),
-    )
+    Datum::map(values.iter().map(|(k, v)| (k.to_atom(), v.to_atom())))
 }
 
 impl crate::cache::TableCache {

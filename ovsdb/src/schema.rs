@@ -1,6 +1,7 @@
 //! Database schemas (RFC 7047 §3.2): tables, columns and their types, indexes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -139,7 +140,8 @@ impl ColumnType {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnSchema {
-    pub name: String,
+    /// Shared by every cached row that holds this column.
+    pub name: Arc<str>,
     pub ty: ColumnType,
     pub ephemeral: bool,
     pub mutable: bool,
@@ -197,7 +199,7 @@ impl DatabaseSchema {
                 columns.insert(
                     col_name.clone(),
                     ColumnSchema {
-                        name: col_name.clone(),
+                        name: Arc::from(col_name.as_str()),
                         ty,
                         ephemeral: c.get("ephemeral").and_then(Value::as_bool).unwrap_or(false),
                         mutable: c.get("mutable").and_then(Value::as_bool).unwrap_or(true),

@@ -215,7 +215,7 @@ impl Transaction {
         let index = self.push(json!({
             "op": "insert", "table": table, "row": row_json(row), "uuid-name": uuid_name
         }));
-        (index, Atom::NamedUuid(uuid_name.to_owned()))
+        (index, Atom::NamedUuid(uuid_name.into()))
     }
 
     /// Selects rows; `columns: None` selects every column.

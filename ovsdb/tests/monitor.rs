@@ -142,7 +142,10 @@ async fn conditional_monitor_holds_exactly_the_matching_rows() {
     // Only the monitored columns are cached.
     client.read(|c| {
         for row in c.table("Thing").unwrap().rows() {
-            assert_eq!(row.columns.keys().collect::<Vec<_>>(), ["count", "name"]);
+            assert_eq!(
+                row.columns().map(|(k, _)| k).collect::<Vec<_>>(),
+                ["count", "name"]
+            );
         }
     });
     // A row that starts matching appears; one that stops matching disappears.

@@ -46,8 +46,12 @@ pub fn dump_contents(dump: &str, schema: &DatabaseSchema) -> Contents {
                 if *heading == "_uuid" {
                     uuid = Uuid::parse_str(value[1].as_str().unwrap()).unwrap();
                 } else {
+                    // The cache stores only non-default values, as OVSDB's own files do.
                     let ty = &table_schema.column(heading).unwrap().ty;
-                    columns.insert((*heading).to_owned(), Datum::from_json(value, ty).unwrap());
+                    let datum = Datum::from_json(value, ty).unwrap();
+                    if !datum.is_default_for(ty) {
+                        columns.insert((*heading).to_owned(), datum);
+                    }
                 }
             }
             rows.insert(uuid, columns);
@@ -65,7 +69,7 @@ pub fn cache_contents(client: &Client) -> Contents {
             .map(|(name, t)| {
                 (
                     name.to_owned(),
-                    t.rows().map(|r| (r.uuid, r.columns.clone())).collect(),
+                    t.rows().map(|r| (r.uuid, r.to_map())).collect(),
                 )
             })
             .collect()

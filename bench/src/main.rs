@@ -1,0 +1,44 @@
+//! kovn-bench: benchmarks that put kovn side by side with what it replaces, in one run.
+
+mod alloc_counter;
+mod ovsdb_bench;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllocator;
+
+#[derive(Debug, Parser)]
+#[command(name = "kovn-bench", about = "kovn benchmarks")]
+struct Cli {
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The OVSDB client against ovn-nbctl: insert, update and delete Logical_Switch_Ports;
+    /// cache memory for many rows.
+    Ovsdb(ovsdb_bench::Options),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    std::fs::create_dir_all(&cli.out)?;
+    match cli.command {
+        Command::Ovsdb(options) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(ovsdb_bench::run(&options))?;
+            let path = cli.out.join("ovsdb.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            println!("JSON report: {}", path.display());
+        }
+    }
+    Ok(())
+}
