@@ -263,6 +263,13 @@ impl Connection {
         self.call("echo", json!(["kovn"])).await.map(drop)
     }
 
+    /// Cancels the monitor `monitor_id` started on this connection; no update for it follows.
+    pub async fn monitor_cancel(&self, monitor_id: &Value) -> Result<()> {
+        self.call("monitor_cancel", json!([monitor_id]))
+            .await
+            .map(drop)
+    }
+
     /// Acquires the named lock; `true` if granted now (otherwise a `locked` notification
     /// follows when it is).
     pub async fn lock(&self, lock: &str) -> Result<bool> {

@@ -196,3 +196,37 @@ async fn lock_is_exclusive_between_connections() {
     ));
     first.unlock("leader").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cancelled_monitor_sends_no_more_updates() {
+    let db = StandaloneDb::start(&kinds_schema()).expect("ovsdb-server");
+    let (conn, mut notifications) = Connection::connect(
+        &Remote::parse(&db.remote()).unwrap(),
+        ConnectionOptions::default(),
+    )
+    .await
+    .unwrap();
+    let id = serde_json::json!("m1");
+    conn.call(
+        "monitor_cond",
+        serde_json::json!(["Kinds", id, {"Thing": [{"columns": ["name"]}]}]),
+    )
+    .await
+    .expect("monitor_cond");
+    let insert = |name: &'static str| {
+        let conn = conn.clone();
+        async move {
+            let mut t = Transaction::new("Kinds");
+            t.insert("Thing", [("name", Datum::atom(name))]);
+            conn.transact(&t).await.unwrap();
+        }
+    };
+    insert("seen").await;
+    let update = notifications.recv().await.expect("an update");
+    assert_eq!(update.method, "update2");
+    conn.monitor_cancel(&id).await.expect("monitor_cancel");
+    insert("unseen").await;
+    let next =
+        tokio::time::timeout(std::time::Duration::from_millis(300), notifications.recv()).await;
+    assert!(next.is_err(), "update after monitor_cancel: {next:?}");
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the commands a developer and CI run. Each is idempotent, prints progress,
 //! and fails with a message that says what to do.
 
+mod bench;
 mod demo;
 mod ebpf;
 mod gen_models;
@@ -40,6 +41,12 @@ enum Command {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
+    /// Run the benchmarks (release build) and write reports to target/bench/.
+    Bench {
+        /// Run one section only (`ovsdb`).
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Regenerate ovsdb's typed models from the schemas in ovsdb/schemas/.
     GenOvsdbModels,
     /// Set up, build, start a 2-node sandbox, show pods talking, print a comparison table.
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
             cargo_test_args,
         } => test::run(!no_setup, &cargo_test_args),
         Command::Demo => demo::run(),
+        Command::Bench { only } => bench::run(only.as_deref()),
         Command::GenOvsdbModels => gen_models::run(),
     };
     match result {
