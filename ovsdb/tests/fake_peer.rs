@@ -200,3 +200,109 @@ async fn notifications_arrive_in_order() {
         assert_eq!(n.params[1]["seq"], i);
     }
 }
+
+/// A scripted server that knows only the oldest monitor method (`monitor`, RFC 7047 updates):
+/// the client must fall back from `monitor_cond_since` and `monitor_cond`, load the initial
+/// rows, and apply version-1 `update` notifications.
+#[tokio::test]
+async fn the_client_falls_back_to_plain_monitor_and_applies_v1_updates() {
+    use std::sync::{Arc, Mutex};
+
+    use ovsdb::{Client, ClientConfig, MonitorRequest};
+
+    let dir = std::env::temp_dir().join(format!("kovn-fake-ovsdb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("db.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/tests/kinds.ovsschema",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let methods = Arc::new(Mutex::new(Vec::<String>::new()));
+    const A: &str = "11111111-1111-1111-1111-111111111111";
+    const B: &str = "22222222-2222-2222-2222-222222222222";
+
+    let server = tokio::spawn({
+        let methods = methods.clone();
+        async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let schema = schema.clone();
+                let methods = methods.clone();
+                tokio::spawn(async move {
+                    let mut splitter = ovsdb::codec::JsonSplitter::new(1 << 20);
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(n) = stream.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        splitter.feed(&buf[..n]);
+                        while let Some(request) = splitter.next_message().unwrap() {
+                            let method = request["method"].as_str().unwrap_or("").to_owned();
+                            methods.lock().unwrap().push(method.clone());
+                            let id = request["id"].clone();
+                            let (result, error) = match method.as_str() {
+                                "get_schema" => (schema.clone(), Value::Null),
+                                "transact" => (
+                                    json!([{"rows": [{"model": "standalone", "leader": true, "connected": true}]}]),
+                                    Value::Null,
+                                ),
+                                "monitor" => (
+                                    json!({"Thing": {
+                                        A: {"new": {"name": "a", "count": 1}},
+                                        B: {"new": {"name": "b", "count": 5}}}}),
+                                    Value::Null,
+                                ),
+                                _ => (Value::Null, json!("unknown method")),
+                            };
+                            let reply = json!({"result": result, "error": error, "id": id});
+                            stream
+                                .write_all(reply.to_string().as_bytes())
+                                .await
+                                .unwrap();
+                            if method == "monitor" {
+                                // Row a modified, row b deleted, as version-1 updates.
+                                let update = json!({"method": "update", "id": null, "params": [
+                                    request["params"][1],
+                                    {"Thing": {
+                                        A: {"old": {"count": 1}, "new": {"name": "a", "count": 2}},
+                                        B: {"old": {"name": "b", "count": 5}}}}]});
+                                stream
+                                    .write_all(update.to_string().as_bytes())
+                                    .await
+                                    .unwrap();
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+
+    let remote = format!("unix:{}", socket.display());
+    let client = Client::connect(
+        ClientConfig::new(&[&remote], "Kinds").monitor(MonitorRequest::table("Thing")),
+    )
+    .await
+    .expect("client over the old protocol");
+    client
+        .wait_until(Duration::from_secs(5), |c| {
+            let t = c.table("Thing").unwrap();
+            t.len() == 1 && t.find_one("name", "a").and_then(|r| r.integer("count")) == Some(2)
+        })
+        .await
+        .expect("initial rows, then the v1 modify and delete");
+    let seen = methods.lock().unwrap().clone();
+    let monitors: Vec<&String> = seen.iter().filter(|m| m.starts_with("monitor")).collect();
+    assert_eq!(monitors, ["monitor_cond_since", "monitor_cond", "monitor"]);
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -329,3 +329,72 @@ async fn a_transaction_in_flight_when_the_server_dies_is_reported_not_retried() 
             .is_none()
     }));
 }
+
+#[derive(Debug, Default)]
+struct Recorder {
+    transactions: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    connected: std::sync::atomic::AtomicU64,
+    disconnected: std::sync::atomic::AtomicU64,
+}
+
+impl ovsdb::ClientMetrics for Recorder {
+    fn transaction(&self, latency: Duration, ok: bool) {
+        assert!(latency < Duration::from_secs(30));
+        self.transactions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !ok {
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn connected(&self, _remote: &str) {
+        self.connected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn disconnected(&self, _reason: &str) {
+        self.disconnected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn metrics_hooks_see_transactions_and_reconnects() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut db = StandaloneDb::start(&kinds_schema()).expect("ovsdb-server");
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let mut cfg = config(&db);
+    cfg.metrics = Some(recorder.clone());
+    let client = Client::connect(cfg).await.expect("client");
+    let mut t = Transaction::new("Kinds");
+    insert_thing(&mut t, "one", 1);
+    client.transact(&t).await.unwrap();
+    // A duplicate name fails: counted as a failed transaction.
+    assert!(client.transact(&t).await.is_err());
+    db.restart(false).expect("restart");
+    // A transaction sent before the client notices the restart fails as Disconnected (it is
+    // never retried); wait for the reconnect instead.
+    tokio::time::timeout(WAIT, async {
+        while client.stats().reconnects < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the client reconnects");
+    let mut t = Transaction::new("Kinds");
+    insert_thing(&mut t, "two", 2);
+    client.transact(&t).await.expect("after the restart");
+    assert_eq!(recorder.transactions.load(Relaxed), 3);
+    assert_eq!(recorder.failed.load(Relaxed), 1);
+    assert_eq!(recorder.connected.load(Relaxed), 2);
+    assert_eq!(recorder.disconnected.load(Relaxed), 1);
+    let stats = client.stats();
+    assert_eq!(
+        (
+            stats.transactions,
+            stats.transaction_errors,
+            stats.reconnects
+        ),
+        (3, 1, 1)
+    );
+}
