@@ -131,6 +131,15 @@ struct Counters {
     full_resyncs: AtomicU64,
 }
 
+/// One row's update, in either protocol version.
+enum RowUpdate<'a> {
+    /// The whole row (`initial`, `insert`, or version 1's `new`).
+    Full(&'a Value),
+    /// Changed columns as a diff (`modify`, version 2).
+    Modify(&'a Value),
+    Delete,
+}
+
 /// Which monitor method the server accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MonitorMethod {
@@ -598,49 +607,67 @@ impl Inner {
         self.schema.table(table)
     }
 
-    /// A full row from an insert/initial/new (default values are left out on the wire, and
-    /// the cache does not store them either).
-    fn full_row(&self, table: &TableSchema, uuid: Uuid, json: &Value) -> Result<Row> {
-        Row::from_json(uuid, json, table)
-    }
-
-    /// Applies `<table-updates>` (version 1) or `<table-updates2>` (version 2) to the cache.
-    fn apply_updates(&self, updates: &Value, version: u8) -> Result<()> {
+    /// Walks `<table-updates>` (version 1) or `<table-updates2>` (version 2), handing each
+    /// row's update to `f` in the order the server sent them.
+    fn for_each_row_update(
+        &self,
+        updates: &Value,
+        version: u8,
+        mut f: impl FnMut(&str, &TableSchema, Uuid, RowUpdate<'_>) -> Result<()>,
+    ) -> Result<()> {
         let Some(tables) = updates.as_object() else {
             return Ok(());
         };
-        let mut changes = Vec::new();
-        {
-            let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-            for (table_name, rows) in tables {
-                let table = self.table_schema(table_name)?;
-                let Some(rows) = rows.as_object() else {
+        for (table_name, rows) in tables {
+            let table = self.table_schema(table_name)?;
+            let Some(rows) = rows.as_object() else {
+                continue;
+            };
+            for (uuid, update) in rows {
+                let uuid = Uuid::parse_str(uuid)
+                    .map_err(|_| Error::Protocol(format!("bad row uuid {uuid}")))?;
+                let update = if version == 1 {
+                    match update.get("new") {
+                        Some(new) => RowUpdate::Full(new),
+                        None => RowUpdate::Delete,
+                    }
+                } else if let Some(row) = update.get("initial").or_else(|| update.get("insert")) {
+                    RowUpdate::Full(row)
+                } else if let Some(diff) = update.get("modify") {
+                    RowUpdate::Modify(diff)
+                } else if update.get("delete").is_some() {
+                    RowUpdate::Delete
+                } else {
                     continue;
                 };
-                for (uuid, update) in rows {
-                    let uuid = Uuid::parse_str(uuid)
-                        .map_err(|_| Error::Protocol(format!("bad row uuid {uuid}")))?;
-                    let change = if version == 1 {
-                        match update.get("new") {
-                            Some(new) => cache.insert(table_name, self.full_row(table, uuid, new)?),
-                            None => cache.delete(table_name, uuid),
-                        }
-                    } else if let Some(row) = update.get("initial").or_else(|| update.get("insert"))
-                    {
-                        cache.insert(table_name, self.full_row(table, uuid, row)?)
-                    } else if let Some(diff) = update.get("modify") {
-                        cache.modify(table_name, uuid, decode_columns(diff, table)?)
-                    } else if update.get("delete").is_some() {
-                        cache.delete(table_name, uuid)
-                    } else {
-                        None
-                    };
-                    changes.extend(change);
-                }
+                f(table_name, table, uuid, update)?;
             }
         }
-        self.publish(changes);
         Ok(())
+    }
+
+    /// Applies an incremental update to the cache.
+    fn apply_updates(&self, updates: &Value, version: u8) -> Result<()> {
+        let mut changes = Vec::new();
+        let result = {
+            let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+            self.for_each_row_update(updates, version, |name, table, uuid, update| {
+                // Default values are left out on the wire; the cache does not store them
+                // either.
+                let change = match update {
+                    RowUpdate::Full(row) => cache.insert(name, Row::from_json(uuid, row, table)?),
+                    RowUpdate::Modify(diff) => {
+                        cache.modify(name, uuid, decode_columns(diff, table)?)
+                    }
+                    RowUpdate::Delete => cache.delete(name, uuid),
+                };
+                changes.extend(change);
+                Ok(())
+            })
+        };
+        // Publish what was applied even if a later row failed to decode.
+        self.publish(changes);
+        result
     }
 
     /// Replaces every monitored table with the contents in `updates` (a full resync).
@@ -650,29 +677,15 @@ impl Inner {
             .keys()
             .map(|t| (t.clone(), Vec::new()))
             .collect();
-        if let Some(tables) = updates.as_object() {
-            for (table_name, rows) in tables {
-                let table = self.table_schema(table_name)?;
-                let Some(rows) = rows.as_object() else {
-                    continue;
-                };
-                for (uuid, update) in rows {
-                    let uuid = Uuid::parse_str(uuid)
-                        .map_err(|_| Error::Protocol(format!("bad row uuid {uuid}")))?;
-                    let row = if version == 1 {
-                        update.get("new")
-                    } else {
-                        update.get("initial").or_else(|| update.get("insert"))
-                    };
-                    if let Some(row) = row {
-                        fresh
-                            .entry(table_name.clone())
-                            .or_default()
-                            .push(self.full_row(table, uuid, row)?);
-                    }
-                }
+        self.for_each_row_update(updates, version, |name, table, uuid, update| {
+            if let RowUpdate::Full(row) = update {
+                fresh
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push(Row::from_json(uuid, row, table)?);
             }
-        }
+            Ok(())
+        })?;
         let mut changes = Vec::new();
         {
             let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());

@@ -90,18 +90,28 @@ impl StandaloneDb {
     }
 }
 
+/// Stops the servers and removes their directory; a failing test gets their logs printed and
+/// the directory kept.
+fn finish(what: &str, registration: &Registration, supervisor: &mut Supervisor) {
+    let failing = std::thread::panicking();
+    if failing {
+        eprintln!(
+            "\n==== {what} (kept in {}) ====\n{}",
+            registration.dir.display(),
+            supervisor.log_tails(30)
+        );
+    }
+    supervisor.stop_all(Duration::from_secs(3));
+    registry::release(registration, failing);
+}
+
 impl Drop for StandaloneDb {
     fn drop(&mut self) {
-        let failing = std::thread::panicking();
-        if failing {
-            eprintln!(
-                "\n==== ovsdb-server test database (kept in {}) ====\n{}",
-                self.registration.dir.display(),
-                self.supervisor.log_tails(30)
-            );
-        }
-        self.supervisor.stop_all(Duration::from_secs(3));
-        registry::release(&self.registration, failing);
+        finish(
+            "ovsdb-server test database",
+            &self.registration,
+            &mut self.supervisor,
+        );
     }
 }
 
@@ -232,15 +242,10 @@ impl RaftCluster {
 
 impl Drop for RaftCluster {
     fn drop(&mut self) {
-        let failing = std::thread::panicking();
-        if failing {
-            eprintln!(
-                "\n==== ovsdb Raft cluster (kept in {}) ====\n{}",
-                self.registration.dir.display(),
-                self.supervisor.log_tails(30)
-            );
-        }
-        self.supervisor.stop_all(Duration::from_secs(3));
-        registry::release(&self.registration, failing);
+        finish(
+            "ovsdb Raft cluster",
+            &self.registration,
+            &mut self.supervisor,
+        );
     }
 }
