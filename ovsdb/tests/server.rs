@@ -230,3 +230,70 @@ async fn a_cancelled_monitor_sends_no_more_updates() {
         tokio::time::timeout(std::time::Duration::from_millis(300), notifications.recv()).await;
     assert!(next.is_err(), "update after monitor_cancel: {next:?}");
 }
+
+#[tokio::test]
+async fn tcp_transport_works_like_unix() {
+    let db = StandaloneDb::start_with_tcp(&kinds_schema()).expect("ovsdb-server on TCP");
+    let remote = Remote::parse(&db.tcp_remote().unwrap()).unwrap();
+    // The server needs a moment to bind after its unix socket appears.
+    let mut attempt = 0;
+    let conn = loop {
+        match Connection::connect(&remote, ConnectionOptions::default()).await {
+            Ok((conn, _)) => break conn,
+            Err(_) if attempt < 50 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("TCP connect: {e}"),
+        }
+    };
+    let mut t = Transaction::new("Kinds");
+    t.comment("from the TCP test");
+    let i = t.insert("Thing", [("name", Datum::atom("over-tcp"))]);
+    t.commit(false);
+    let result = conn.transact(&t).await.expect("transact over TCP");
+    assert!(result.uuid(i).is_some());
+    assert!(db.dump("csv").unwrap().contains("over-tcp"));
+}
+
+#[tokio::test]
+async fn abort_discards_the_transaction() {
+    let db = StandaloneDb::start(&kinds_schema()).expect("ovsdb-server");
+    let conn = connect(&db).await;
+    let mut t = Transaction::new("Kinds");
+    t.insert("Thing", [("name", Datum::atom("aborted"))]);
+    let abort = t.abort();
+    match conn.transact(&t).await {
+        Err(Error::Transaction { index, error, .. }) => {
+            assert_eq!(index, abort);
+            assert_eq!(error, "aborted");
+        }
+        other => panic!("expected an aborted transaction, got {other:?}"),
+    }
+    assert!(!db.dump("csv").unwrap().contains("aborted"));
+}
+
+#[tokio::test]
+async fn steal_takes_a_lock_and_tells_the_old_owner() {
+    let db = StandaloneDb::start(&kinds_schema()).expect("ovsdb-server");
+    let remote = Remote::parse(&db.remote()).unwrap();
+    let (first, mut first_notes) = Connection::connect(&remote, ConnectionOptions::default())
+        .await
+        .unwrap();
+    let second = connect(&db).await;
+    assert!(first.lock("leader").await.unwrap());
+    second.steal("leader").await.expect("steal");
+    let note = tokio::time::timeout(std::time::Duration::from_secs(5), first_notes.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(note.method, "stolen");
+    let mut t = Transaction::new("Kinds");
+    t.assert_lock("leader");
+    t.insert("Thing", [("name", Datum::atom("by-thief"))]);
+    second.transact(&t).await.expect("the new owner writes");
+    assert!(matches!(
+        first.transact(&t).await,
+        Err(Error::Transaction { .. })
+    ));
+}

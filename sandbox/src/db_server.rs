@@ -18,19 +18,44 @@ pub struct StandaloneDb {
     registration: Registration,
     supervisor: Supervisor,
     server: DbServer,
+    /// Loopback TCP port, if the server also listens on TCP.
+    tcp_port: Option<u16>,
 }
 
 impl StandaloneDb {
     /// Creates a database from `schema` (a path to an .ovsschema file) and serves it.
     pub fn start(schema: &str) -> Result<StandaloneDb> {
+        StandaloneDb::start_inner(schema, false)
+    }
+
+    /// Like [`Self::start`], and also listening on a free TCP port on 127.0.0.1.
+    pub fn start_with_tcp(schema: &str) -> Result<StandaloneDb> {
+        StandaloneDb::start_inner(schema, true)
+    }
+
+    fn start_inner(schema: &str, tcp: bool) -> Result<StandaloneDb> {
         registry::cleanup_stale()?;
         let registration = registry::register()?;
         let server = DbServer::new(&registration.dir, "db");
         create_db(&server.db, schema)?;
+        let tcp_port = if tcp {
+            // Ask the kernel for a free port, then hand it to the server (a small window in
+            // which another process could take it; acceptable for a test fixture).
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(crate::error::io_error("127.0.0.1:0"))?;
+            let port = listener
+                .local_addr()
+                .map_err(crate::error::io_error("127.0.0.1:0"))?
+                .port();
+            Some(port)
+        } else {
+            None
+        };
         let mut db = StandaloneDb {
             registration,
             supervisor: Supervisor::default(),
             server,
+            tcp_port,
         };
         db.spawn()?;
         Ok(db)
@@ -38,9 +63,14 @@ impl StandaloneDb {
 
     fn spawn(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(&self.server.socket);
+        let remotes: Vec<String> = self
+            .tcp_port
+            .map(|p| format!("ptcp:{p}:127.0.0.1"))
+            .into_iter()
+            .collect();
         self.supervisor.spawn(
             SERVER,
-            &self.server.command(&[]),
+            &self.server.command(&remotes),
             &self.registration.dir,
             Some(self.server.log.clone()),
         )?;
@@ -55,6 +85,11 @@ impl StandaloneDb {
     /// `unix:<socket>`.
     pub fn remote(&self) -> String {
         format!("unix:{}", self.server.socket.display())
+    }
+
+    /// `tcp:127.0.0.1:<port>`, if the server listens on TCP.
+    pub fn tcp_remote(&self) -> Option<String> {
+        self.tcp_port.map(|p| format!("tcp:127.0.0.1:{p}"))
     }
 
     /// The database file.
