@@ -88,21 +88,238 @@ impl Fault {
     }
 }
 
+/// An IP address in a map key or value: IPv4 as `::ffff:a.b.c.d` (IPv4-mapped IPv6), so one
+/// key type serves both families.
+pub type IpBytes = [u8; 16];
+
+/// Maps an IPv4 address to its [`IpBytes`] form.
+pub const fn ipv4_mapped(v4: [u8; 4]) -> IpBytes {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+/// One direction of a connection: what the fast path looks up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: IpBytes,
+    pub dst: IpBytes,
+    /// TCP/UDP ports; for ICMP echo, the identifier in `sport` and 0 in `dport`.
+    pub sport: u16,
+    pub dport: u16,
+    /// IP protocol number (6, 17, 1, 58).
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What OVS did to packets of one [`FlowKey`], learned when it delivered one to a local pod.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// Host-side veth of the destination pod: `bpf_redirect_peer` delivers into its peer.
+    pub dst_host_ifindex: u32,
+    /// [`flow_flags`].
+    pub flags: u32,
+    /// Ethernet source and destination as OVS delivered them.
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// The policy generation the entry was learned in; an older one is a miss.
+    pub generation: u64,
+    /// Last time (bpf_ktime_get_ns) a packet used or refreshed the entry.
+    pub last_seen_ns: u64,
+    /// Last time a packet of the flow went through OVS (learned or refreshed): the fast path
+    /// sends one packet through OVS every `refresh_ns`, so OVS conntrack stays alive and
+    /// the policy is re-judged.
+    pub last_slow_ns: u64,
+}
+
+/// Bits of [`FlowEntry::flags`].
+pub mod flow_flags {
+    /// OVS routed the packet (a logical router hop): decrement TTL / hop limit.
+    pub const ROUTED: u32 = 1;
+    /// IPv6 (otherwise IPv4).
+    pub const IPV6: u32 = 2;
+}
+
+/// A local pod port: both host-side interfaces and the pod's MAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodPort {
+    /// The pod's veth, host end (fast path and hand-off program on its ingress).
+    pub host_ifindex: u32,
+    /// The outer end of the pod's OVS port pair (delivery program on its ingress).
+    pub ovs_peer_ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Key of [`ENDPOINTS_MAP`]: a local pod address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub ip: IpBytes,
+}
+
+/// Runtime settings of the programs (one element of [`CONFIG_MAP`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// Idle time after which a TCP entry is a miss.
+    pub tcp_timeout_ns: u64,
+    /// Idle time after which a UDP or ICMP entry is a miss.
+    pub udp_timeout_ns: u64,
+    /// How often a fast-pathed flow sends one packet through OVS.
+    pub refresh_ns: u64,
+    /// 0 disables the fast path (every packet goes to OVS; learning goes on).
+    pub fast_path_enabled: u32,
+    pub _pad: u32,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            tcp_timeout_ns: 300_000_000_000,
+            udp_timeout_ns: 30_000_000_000,
+            refresh_ns: 5_000_000_000,
+            fast_path_enabled: 1,
+            _pad: 0,
+        }
+    }
+}
+
+/// LRU hash `FlowKey -> FlowEntry`.
+pub const FLOWS_MAP: &str = "KOVN_FLOWS";
+pub const FLOWS_MAX_ENTRIES: u32 = 262_144;
+/// Hash `ifindex -> PodPort`, keyed by both of a pod's host-side interfaces.
+pub const PORTS_MAP: &str = "KOVN_PORTS";
+pub const PORTS_MAX_ENTRIES: u32 = 8192;
+/// Hash `EndpointKey -> PodPort`: local pods by address.
+pub const ENDPOINTS_MAP: &str = "KOVN_ENDPOINTS";
+pub const ENDPOINTS_MAX_ENTRIES: u32 = 8192;
+/// Array of one u64: the current policy generation.
+pub const GENERATION_MAP: &str = "KOVN_GENERATION";
+/// Array of one [`DatapathConfig`].
+pub const CONFIG_MAP: &str = "KOVN_CONFIG";
+/// Per-CPU hash `ReasonKey -> u64`: what the programs decided, per interface.
+pub const REASONS_MAP: &str = "KOVN_REASONS";
+pub const REASONS_MAX_ENTRIES: u32 = 65_536;
+
+/// Why a packet went where it went. Every packet the datapath sees is counted under one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Redirected straight into the destination pod.
+    FastHit = 0,
+    /// No entry: handed to OVS.
+    Miss = 1,
+    /// Handed to OVS (every slow-path packet, whatever the reason).
+    HandoffToOvs = 2,
+    /// An entry was written from a packet OVS delivered.
+    Learned = 3,
+    /// An entry of an older policy generation: handed to OVS.
+    Invalidated = 4,
+    /// An idle entry: handed to OVS.
+    Expired = 5,
+    /// Not parsed (unknown protocol, fragment, truncated): handed to OVS or delivered as is.
+    ParseFailure = 6,
+    /// The flow map was full: the entry was not written (the packet was still delivered).
+    MapFull = 7,
+    /// TCP SYN/FIN/RST or an ICMP error: always through OVS.
+    Control = 8,
+    /// Delivered into a local pod after OVS.
+    Delivered = 9,
+    /// A periodic refresh packet sent through OVS.
+    Refresh = 10,
+    /// FIN/RST retired the entry.
+    Retired = 11,
+    /// A packet on an interface kovn does not know: passed on untouched.
+    UnknownPort = 12,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 13] = [
+        Reason::FastHit,
+        Reason::Miss,
+        Reason::HandoffToOvs,
+        Reason::Learned,
+        Reason::Invalidated,
+        Reason::Expired,
+        Reason::ParseFailure,
+        Reason::MapFull,
+        Reason::Control,
+        Reason::Delivered,
+        Reason::Refresh,
+        Reason::Retired,
+        Reason::UnknownPort,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::FastHit => "fast_hit",
+            Reason::Miss => "miss",
+            Reason::HandoffToOvs => "handoff_to_ovs",
+            Reason::Learned => "learned",
+            Reason::Invalidated => "invalidated",
+            Reason::Expired => "expired",
+            Reason::ParseFailure => "parse_failure",
+            Reason::MapFull => "map_full",
+            Reason::Control => "control",
+            Reason::Delivered => "delivered",
+            Reason::Refresh => "refresh",
+            Reason::Retired => "retired",
+            Reason::UnknownPort => "unknown_port",
+        }
+    }
+
+    pub const fn from_u32(raw: u32) -> Option<Reason> {
+        if (raw as usize) < Self::ALL.len() {
+            Some(Self::ALL[raw as usize])
+        } else {
+            None
+        }
+    }
+}
+
+/// Key of [`REASONS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReasonKey {
+    pub ifindex: u32,
+    pub reason: u32,
+}
+
 /// Names of the TC programs in the object, as the loader looks them up.
 pub mod programs {
     /// Counts packets and bytes at a TC ingress hook.
     pub const COUNT_INGRESS: &str = "kovn_count_ingress";
     /// Counts packets and bytes at a TC egress hook.
     pub const COUNT_EGRESS: &str = "kovn_count_egress";
+    /// On a pod's host veth (ingress): fast path or hand-off to OVS.
+    pub const FROM_POD: &str = "kovn_from_pod";
+    /// On the outer end of a pod's OVS port pair (ingress): learn, then deliver into the pod.
+    pub const TO_POD: &str = "kovn_to_pod";
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: both are `#[repr(C)]`, `Copy`, made only of integers and without padding, so
-    // every bit pattern the kernel hands back is a valid value.
+    // SAFETY (all below): `#[repr(C)]`, `Copy`, made only of integers and byte arrays with
+    // explicit padding fields, so every bit pattern the kernel hands back is a valid value.
     unsafe impl aya::Pod for super::IfCounterKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IfCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PodPort {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EndpointKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DatapathConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ReasonKey {}
 }
 
 #[cfg(test)]
@@ -113,6 +330,23 @@ mod tests {
     fn abi_sizes_have_no_padding() {
         assert_eq!(core::mem::size_of::<IfCounterKey>(), 8);
         assert_eq!(core::mem::size_of::<IfCounters>(), 16);
+    }
+
+    #[test]
+    fn map_abi_has_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(core::mem::size_of::<FlowEntry>(), 48);
+        assert_eq!(core::mem::size_of::<PodPort>(), 16);
+        assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);
+        assert_eq!(core::mem::size_of::<ReasonKey>(), 8);
+    }
+
+    #[test]
+    fn reasons_round_trip() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(Reason::from_u32(i as u32), Some(*r));
+        }
+        assert_eq!(Reason::from_u32(99), None);
     }
 
     #[test]

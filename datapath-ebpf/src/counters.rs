@@ -31,8 +31,8 @@ pub(crate) fn count_interface(ctx: &TcContext, direction: Direction) {
         // SAFETY: a per-CPU value is only touched by this CPU, and the pointer came from the
         // map lookup, so it is valid for the duration of this program run.
         unsafe {
-            (*counters).packets += 1;
-            (*counters).bytes += bytes;
+            (*counters).packets = (*counters).packets.wrapping_add(1);
+            (*counters).bytes = (*counters).bytes.wrapping_add(bytes);
         }
         return;
     }
@@ -53,6 +53,6 @@ pub(crate) fn count_interface(ctx: &TcContext, direction: Direction) {
 fn record_fault(fault: Fault) {
     if let Some(slot) = FAULTS.get_ptr_mut(fault as u32) {
         // SAFETY: per-CPU slot, valid while the program runs (see above).
-        unsafe { *slot += 1 };
+        unsafe { *slot = (*slot).wrapping_add(1) };
     }
 }

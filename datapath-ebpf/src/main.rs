@@ -8,6 +8,10 @@
 #![no_main]
 
 mod counters;
+mod from_pod;
+mod maps;
+mod parse;
+mod to_pod;
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use datapath_common::Direction;
@@ -24,6 +28,19 @@ pub fn kovn_count_ingress(ctx: TcContext) -> i32 {
 pub fn kovn_count_egress(ctx: TcContext) -> i32 {
     counters::count_interface(&ctx, Direction::Egress);
     TC_ACT_UNSPEC
+}
+
+/// The pod's host veth, ingress: fast path, or hand-off to OVS.
+#[classifier]
+pub fn kovn_from_pod(ctx: TcContext) -> i32 {
+    from_pod::from_pod(&ctx)
+}
+
+/// The outer end of the pod's OVS port pair, ingress: learn from what OVS delivered, then
+/// deliver into the pod.
+#[classifier]
+pub fn kovn_to_pod(ctx: TcContext) -> i32 {
+    to_pod::to_pod(&ctx)
 }
 
 #[cfg(not(test))]

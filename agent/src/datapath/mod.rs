@@ -93,7 +93,12 @@ impl Datapath {
                 path: path.to_owned(),
                 source: Box::new(source),
             })?;
-        for name in [programs::COUNT_INGRESS, programs::COUNT_EGRESS] {
+        for name in [
+            programs::COUNT_INGRESS,
+            programs::COUNT_EGRESS,
+            programs::FROM_POD,
+            programs::TO_POD,
+        ] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program {

@@ -1,0 +1,113 @@
+//! Ingress of a pod's host veth: every packet the pod sends. A packet of a flow that OVS has
+//! already delivered (and that the current policy generation still covers) goes straight into
+//! the destination pod, rewritten as OVS rewrote it; everything else is handed to OVS through
+//! the pod's OVS port pair.
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_redirect, bpf_redirect_peer},
+    programs::TcContext,
+};
+use datapath_common::{PodPort, Reason, flow_flags};
+
+use crate::maps::{self, FLOWS};
+use crate::parse::{IPPROTO_TCP, parse};
+
+#[inline(always)]
+pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
+    // SAFETY: reading the ifindex of the context the kernel handed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(port) = maps::port(ifindex) else {
+        maps::count(ifindex, Reason::UnknownPort);
+        return TC_ACT_UNSPEC;
+    };
+    let Ok(packet) = parse(ctx) else {
+        maps::count(ifindex, Reason::ParseFailure);
+        return handoff(ifindex, &port);
+    };
+    if packet.is_control() {
+        if packet.ends_connection() && FLOWS.remove(&packet.key).is_ok() {
+            maps::count(ifindex, Reason::Retired);
+        }
+        maps::count(ifindex, Reason::Control);
+        return handoff(ifindex, &port);
+    }
+    // Only the pod's own addresses may use the fast path: OVN's port security must not be
+    // bypassed by a pod that replays another pod's 5-tuple.
+    let own_source = packet.src_mac == port.mac
+        && maps::endpoint(&packet.key.src).is_some_and(|ep| ep.host_ifindex == ifindex);
+    let config = maps::config();
+    if !own_source || config.fast_path_enabled == 0 {
+        return handoff(ifindex, &port);
+    }
+    let Some(entry) = FLOWS.get_ptr_mut(&packet.key) else {
+        maps::count(ifindex, Reason::Miss);
+        return handoff(ifindex, &port);
+    };
+    // SAFETY: the pointer comes from the lookup and stays valid while the program runs; a
+    // concurrent update of the same entry can only mix in another valid entry's fields.
+    let entry = unsafe { &mut *entry };
+    if entry.generation != maps::generation() {
+        maps::count(ifindex, Reason::Invalidated);
+        return handoff(ifindex, &port);
+    }
+    let now = maps::now_ns();
+    let timeout = if packet.key.proto == IPPROTO_TCP {
+        config.tcp_timeout_ns
+    } else {
+        config.udp_timeout_ns
+    };
+    if now.saturating_sub(entry.last_seen_ns) > timeout {
+        maps::count(ifindex, Reason::Expired);
+        return handoff(ifindex, &port);
+    }
+    if now.saturating_sub(entry.last_slow_ns) > config.refresh_ns {
+        // Through OVS now and then: its conntrack stays alive and the policy is re-judged;
+        // delivery re-learns the entry.
+        entry.last_slow_ns = now;
+        maps::count(ifindex, Reason::Refresh);
+        return handoff(ifindex, &port);
+    }
+    if entry.flags & flow_flags::ROUTED != 0 && !decrement_ttl(ctx, packet.l3, packet.ipv6) {
+        // TTL would expire: OVS sends the ICMP error.
+        return handoff(ifindex, &port);
+    }
+    if ctx.store(0, &entry.dst_mac, 0).is_err() || ctx.store(6, &entry.src_mac, 0).is_err() {
+        return handoff(ifindex, &port);
+    }
+    entry.last_seen_ns = now;
+    maps::count(ifindex, Reason::FastHit);
+    // SAFETY: a helper call with plain arguments.
+    unsafe { bpf_redirect_peer(entry.dst_host_ifindex, 0) as i32 }
+}
+
+/// To OVS: out of the OVS port pair's outer end, into the OVS port.
+#[inline(always)]
+fn handoff(ifindex: u32, port: &PodPort) -> i32 {
+    maps::count(ifindex, Reason::HandoffToOvs);
+    // SAFETY: a helper call with plain arguments.
+    unsafe { bpf_redirect(port.ovs_peer_ifindex, 0) as i32 }
+}
+
+/// Decrements the IPv4 TTL (fixing the header checksum) or the IPv6 hop limit; false if it
+/// would reach zero or the packet cannot be written.
+#[inline(always)]
+fn decrement_ttl(ctx: &TcContext, l3: usize, ipv6: bool) -> bool {
+    if ipv6 {
+        let Ok(hop_limit) = ctx.load::<u8>(l3 + 7) else {
+            return false;
+        };
+        return hop_limit > 1 && ctx.store(l3 + 7, &(hop_limit - 1), 0).is_ok();
+    }
+    let Ok(word) = ctx.load::<[u8; 2]>(l3 + 8) else {
+        return false;
+    };
+    if word[0] <= 1 {
+        return false;
+    }
+    let new = [word[0] - 1, word[1]];
+    let (old_raw, new_raw) = (u16::from_ne_bytes(word), u16::from_ne_bytes(new));
+    ctx.l3_csum_replace(l3 + 10, u64::from(old_raw), u64::from(new_raw), 2)
+        .is_ok()
+        && ctx.store(l3 + 8, &new, 0).is_ok()
+}

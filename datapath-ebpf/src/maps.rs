@@ -1,0 +1,79 @@
+//! The datapath's maps and the small helpers around them.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
+};
+use datapath_common::{
+    DatapathConfig, ENDPOINTS_MAX_ENTRIES, EndpointKey, FLOWS_MAX_ENTRIES, FlowEntry, FlowKey,
+    PORTS_MAX_ENTRIES, PodPort, REASONS_MAX_ENTRIES, Reason, ReasonKey,
+};
+
+#[map(name = "KOVN_FLOWS")]
+pub(crate) static FLOWS: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(FLOWS_MAX_ENTRIES, 0);
+
+#[map(name = "KOVN_PORTS")]
+pub(crate) static PORTS: HashMap<u32, PodPort> = HashMap::with_max_entries(PORTS_MAX_ENTRIES, 0);
+
+#[map(name = "KOVN_ENDPOINTS")]
+pub(crate) static ENDPOINTS: HashMap<EndpointKey, PodPort> =
+    HashMap::with_max_entries(ENDPOINTS_MAX_ENTRIES, 0);
+
+#[map(name = "KOVN_GENERATION")]
+static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map(name = "KOVN_CONFIG")]
+static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "KOVN_REASONS")]
+static REASONS: PerCpuHashMap<ReasonKey, u64> =
+    PerCpuHashMap::with_max_entries(REASONS_MAX_ENTRIES, 0);
+
+/// The current policy generation (0 before the agent sets one).
+#[inline(always)]
+pub(crate) fn generation() -> u64 {
+    GENERATION.get(0).copied().unwrap_or(0)
+}
+
+/// The agent's settings; the defaults until it writes some.
+#[inline(always)]
+pub(crate) fn config() -> DatapathConfig {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
+
+#[inline(always)]
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Counts one packet under `reason` for interface `ifindex`.
+#[inline(always)]
+pub(crate) fn count(ifindex: u32, reason: Reason) {
+    let key = ReasonKey {
+        ifindex,
+        reason: reason as u32,
+    };
+    if let Some(slot) = REASONS.get_ptr_mut(&key) {
+        // SAFETY: a per-CPU value of a live map entry, touched only by this CPU.
+        unsafe { *slot = (*slot).wrapping_add(1) };
+    } else {
+        // Losing a count when the map is full is acceptable; the packet is unaffected.
+        let _ = REASONS.insert(&key, &1, 0);
+    }
+}
+
+#[inline(always)]
+pub(crate) fn port(ifindex: u32) -> Option<PodPort> {
+    // SAFETY: a plain-data value copied out at once.
+    unsafe { PORTS.get(&ifindex).copied() }
+}
+
+#[inline(always)]
+pub(crate) fn endpoint(ip: &[u8; 16]) -> Option<PodPort> {
+    let key = EndpointKey { ip: *ip };
+    // SAFETY: a plain-data value copied out at once.
+    unsafe { ENDPOINTS.get(&key).copied() }
+}

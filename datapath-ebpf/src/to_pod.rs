@@ -1,0 +1,60 @@
+//! Ingress of the outer end of a pod's OVS port pair: every packet OVS delivers to the pod.
+//! Delivery proves that OVN's policy allowed this 5-tuple in this direction now, so the packet
+//! teaches the fast path how OVS forwards the flow; then it goes into the pod.
+
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, helpers::bpf_redirect_peer, programs::TcContext};
+use datapath_common::{FlowEntry, Reason, flow_flags};
+
+use crate::maps::{self, FLOWS};
+use crate::parse::parse;
+
+#[inline(always)]
+pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
+    // SAFETY: reading the ifindex of the context the kernel handed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(port) = maps::port(ifindex) else {
+        maps::count(ifindex, Reason::UnknownPort);
+        return TC_ACT_UNSPEC;
+    };
+    match parse(ctx) {
+        Err(_) => maps::count(ifindex, Reason::ParseFailure),
+        Ok(packet) if packet.is_control() => {
+            if packet.ends_connection() && FLOWS.remove(&packet.key).is_ok() {
+                maps::count(ifindex, Reason::Retired);
+            }
+            maps::count(ifindex, Reason::Control);
+        }
+        Ok(packet) => {
+            // Only flows between local pods are fast-pathed: the source must be one.
+            if let Some(source) = maps::endpoint(&packet.key.src) {
+                let mut flags = 0;
+                if packet.src_mac != source.mac {
+                    // The source MAC is a router's: OVS routed the packet.
+                    flags |= flow_flags::ROUTED;
+                }
+                if packet.ipv6 {
+                    flags |= flow_flags::IPV6;
+                }
+                let dst_mac: [u8; 6] = ctx.load(0).unwrap_or([0; 6]);
+                let now = maps::now_ns();
+                let entry = FlowEntry {
+                    dst_host_ifindex: port.host_ifindex,
+                    flags,
+                    src_mac: packet.src_mac,
+                    dst_mac,
+                    generation: maps::generation(),
+                    last_seen_ns: now,
+                    last_slow_ns: now,
+                };
+                if FLOWS.insert(&packet.key, &entry, 0).is_ok() {
+                    maps::count(ifindex, Reason::Learned);
+                } else {
+                    maps::count(ifindex, Reason::MapFull);
+                }
+            }
+        }
+    }
+    maps::count(ifindex, Reason::Delivered);
+    // SAFETY: a helper call with plain arguments.
+    unsafe { bpf_redirect_peer(port.host_ifindex, 0) as i32 }
+}
