@@ -303,8 +303,9 @@ pub mod programs {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY (all below): `#[repr(C)]`, `Copy`, made only of integers and byte arrays with
-    // explicit padding fields, so every bit pattern the kernel hands back is a valid value.
+    // SAFETY: this and every type below are `#[repr(C)]`, `Copy`, made only of integers and
+    // byte arrays with explicit padding fields, so every bit pattern the kernel hands back is
+    // a valid value.
     unsafe impl aya::Pod for super::IfCounterKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IfCounters {}
