@@ -35,15 +35,29 @@ pub const CLUSTER_ROUTER: &str = "ovn-cluster";
 /// How long a node gets to come up (ovn-controller connects through the userspace datapath).
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Who moves packets between a fixture pod's veth and its OVS port pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handoff {
+    /// Kernel `tc mirred` redirects: pods work without kovn's datapath.
+    #[default]
+    KernelRedirect,
+    /// Nothing: the caller attaches kovn's datapath to the pod's interfaces.
+    Datapath,
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub nodes: usize,
+    pub handoff: Handoff,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { nodes: 2 }
+        SandboxConfig {
+            nodes: 2,
+            handoff: Handoff::KernelRedirect,
+        }
     }
 }
 
@@ -58,6 +72,7 @@ pub struct Sandbox {
     nodes: Vec<Node>,
     pods: Vec<Pod>,
     next_host: u32,
+    handoff: Handoff,
     torn_down: bool,
 }
 
@@ -92,6 +107,7 @@ impl Sandbox {
             nodes: Vec::new(),
             pods: Vec::new(),
             next_host: 2,
+            handoff: config.handoff,
             torn_down: false,
         };
         if let Err(e) = sandbox.bring_up(&config) {
@@ -294,6 +310,7 @@ impl Sandbox {
                 prefix_len: 16,
                 gateway: DEFAULT_GATEWAY,
                 logical_switch: DEFAULT_SUBNET.to_owned(),
+                kernel_handoff: self.handoff == Handoff::KernelRedirect,
             },
             &node,
             &self.central().nbctl(),

@@ -18,8 +18,8 @@ pub mod traffic;
 
 pub use central::{Central, NB_PORT, SB_PORT};
 pub use cluster::{
-    CLUSTER_ROUTER, DEFAULT_GATEWAY, DEFAULT_SUBNET, DEFAULT_SUBNET_CIDR, Sandbox, SandboxConfig,
-    TeardownReport,
+    CLUSTER_ROUTER, DEFAULT_GATEWAY, DEFAULT_SUBNET, DEFAULT_SUBNET_CIDR, Handoff, Sandbox,
+    SandboxConfig, TeardownReport,
 };
 pub use cmd::Cmd;
 pub use db_server::{RaftCluster, StandaloneDb};

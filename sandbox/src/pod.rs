@@ -55,6 +55,9 @@ pub(crate) struct PodSpec {
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
     pub logical_switch: String,
+    /// Install `tc mirred` redirects for the split-port hand-off (else the caller attaches
+    /// the datapath).
+    pub kernel_handoff: bool,
 }
 
 /// A MAC derived from the IPv4 address (locally administered, as ovn-kubernetes does), so a
@@ -103,13 +106,13 @@ impl Pod {
             &format!("external_ids:pod={}/{}", POD_NAMESPACE, pod.name),
         ])?;
         crate::netns::add(&pod.netns)?;
-        pod.wire(node)?;
+        pod.wire(node, spec.kernel_handoff)?;
         nbctl.run(["wait-until", "Logical_Switch_Port", &pod.lsp, "up=true"])?;
         nbctl.run(["--wait=hv", "sync"])?;
         Ok(pod)
     }
 
-    fn wire(&self, node: &Node) -> Result<()> {
+    fn wire(&self, node: &Node, kernel_handoff: bool) -> Result<()> {
         let mtu = POD_MTU.to_string();
         // The pod's veth: eth0 inside the pod, <pod>_h on the node.
         node.ip_line(&format!(
@@ -141,11 +144,16 @@ impl Pod {
         node.cmd("ethtool")
             .args(format!("-K {} tx off tso off gso off", self.ovs_peer).split_whitespace())
             .run()?;
-        // Split-port hand-off in both directions (the eBPF programs take this over later).
-        for (from, to) in [
-            (&self.host_veth, &self.ovs_peer),
-            (&self.ovs_peer, &self.host_veth),
-        ] {
+        // Split-port hand-off in both directions, unless kovn's datapath does it.
+        let pairs = if kernel_handoff {
+            vec![
+                (&self.host_veth, &self.ovs_peer),
+                (&self.ovs_peer, &self.host_veth),
+            ]
+        } else {
+            Vec::new()
+        };
+        for (from, to) in pairs {
             let tc = |line: String| node.cmd("tc").args(line.split_whitespace()).run();
             tc(format!("qdisc add dev {from} clsact"))?;
             tc(format!(

@@ -181,19 +181,35 @@ pub struct LatencyReport {
 /// sockperf TCP ping-pong from `client` to `server` for `seconds`. sockperf reports half the
 /// round trip as "latency"; this reports it as sockperf does.
 pub fn sockperf_ping_pong(client: &Pod, server: &Pod, seconds: u32) -> Result<LatencyReport> {
+    sockperf(client, server, seconds, true)
+}
+
+/// The same over UDP (request/response datagrams, like DNS).
+pub fn sockperf_udp_ping_pong(client: &Pod, server: &Pod, seconds: u32) -> Result<LatencyReport> {
+    sockperf(client, server, seconds, false)
+}
+
+fn sockperf(client: &Pod, server: &Pod, seconds: u32, tcp: bool) -> Result<LatencyReport> {
     const PORT: u16 = 11111;
-    let _server = start_server(&server.cmd("sockperf").args([
-        "server",
-        "--tcp",
-        "-i",
-        &server.ip.to_string(),
-        "-p",
-        &PORT.to_string(),
-    ]))?;
-    wait_listening(server, PORT)?;
+    let proto: &[&str] = if tcp { &["--tcp"] } else { &[] };
+    let _server = start_server(
+        &server
+            .cmd("sockperf")
+            .arg("server")
+            .args(proto.iter().copied())
+            .args(["-i", &server.ip.to_string(), "-p", &PORT.to_string()]),
+    )?;
+    if tcp {
+        wait_listening(server, PORT)?;
+    } else {
+        // A UDP server has no listen state to wait for; give it a moment to bind.
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let cmd = client
         .cmd("sockperf")
-        .args(["ping-pong", "--tcp", "-i", &server.ip.to_string()])
+        .arg("ping-pong")
+        .args(proto.iter().copied())
+        .args(["-i", &server.ip.to_string()])
         .args(["-p", &PORT.to_string(), "-t", &seconds.to_string()])
         .timeout(Duration::from_secs(u64::from(seconds) + 30));
     let output = cmd.run()?;
@@ -226,10 +242,13 @@ fn parse_sockperf(out: &str) -> Option<LatencyReport> {
             report.p50_us = value_after(line, "percentile 50.000")?;
         } else if line.contains("percentile 99.000") {
             report.p99_us = value_after(line, "percentile 99.000")?;
-        } else if line.contains("observations") && line.contains("--->") {
-            report.observations = line
+        } else if let Some(rest) = line.split("Total ").nth(1)
+            && rest.contains("observations")
+        {
+            report.observations = rest
                 .split_whitespace()
-                .find_map(|w| w.parse().ok())
+                .next()
+                .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
         }
     }
@@ -273,7 +292,13 @@ impl Capture {
     }
 
     /// Stops the capture and counts the packets it holds.
-    pub fn stop(mut self) -> Result<u64> {
+    pub fn stop(self) -> Result<u64> {
+        Ok(self.stop_with_times()?.len() as u64)
+    }
+
+    /// Stops the capture and returns when each packet was captured (seconds since the Unix
+    /// epoch, the kernel's receive timestamps).
+    pub fn stop_with_times(mut self) -> Result<Vec<f64>> {
         if let Some(mut child) = self.child.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
                 let _ = nix::sys::signal::kill(
@@ -284,11 +309,14 @@ impl Capture {
             let _ = child.wait();
         }
         let out = Cmd::new("tcpdump")
-            .args(["-nn", "-r"])
+            .args(["-nn", "-tt", "-r"])
             .arg(self.file.display().to_string())
             .netns(&self.netns)
             .run()?;
-        Ok(out.lines().filter(|l| !l.trim().is_empty()).count() as u64)
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect())
     }
 }
 
@@ -343,5 +371,6 @@ sockperf: ---> percentile 50.000 =   30.020\n";
         assert_eq!(report.avg_us, 31.402);
         assert_eq!(report.p99_us, 47.25);
         assert_eq!(report.p50_us, 30.02);
+        assert_eq!(report.observations, 31717);
     }
 }

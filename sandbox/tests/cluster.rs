@@ -29,7 +29,7 @@ fn pods_connect_on_one_node_and_across_nodes_over_geneve() {
     if !sandbox::privileged("pods_connect_on_one_node_and_across_nodes_over_geneve") {
         return;
     }
-    let mut sb = Sandbox::start(SandboxConfig { nodes: 2 }).expect("sandbox starts");
+    let mut sb = Sandbox::start(SandboxConfig::default()).expect("sandbox starts");
     let a = sb.add_pod(0, "a").expect("pod a on n0");
     let b = sb.add_pod(0, "b").expect("pod b on n0");
     let c = sb.add_pod(1, "c").expect("pod c on n1");

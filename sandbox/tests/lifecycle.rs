@@ -15,7 +15,7 @@ fn two_sandboxes_in_parallel_do_not_collide() {
     }
     // Same node count, same pod names, same addresses: only the sandbox ids differ.
     let run = || -> Sandbox {
-        let mut sb = Sandbox::start(SandboxConfig { nodes: 2 }).expect("sandbox starts");
+        let mut sb = Sandbox::start(SandboxConfig::default()).expect("sandbox starts");
         let a = sb.add_pod(0, "a").expect("pod a");
         let b = sb.add_pod(1, "b").expect("pod b");
         let report = traffic::ping(&a, b.ip, 5).expect("ping");
@@ -114,7 +114,11 @@ fn stale_helper() {
     let Some(report) = std::env::var_os(HELPER_ENV) else {
         return;
     };
-    let mut sb = Sandbox::start(SandboxConfig { nodes: 1 }).expect("sandbox starts");
+    let mut sb = Sandbox::start(SandboxConfig {
+        nodes: 1,
+        ..Default::default()
+    })
+    .expect("sandbox starts");
     sb.add_pod(0, "p").expect("pod");
     std::fs::create_dir_all(sb.bpffs_dir()).expect("bpffs directory");
     let pids: Vec<String> = sb.daemon_pids().iter().map(u32::to_string).collect();

@@ -34,7 +34,7 @@ pub fn run() -> Result<()> {
         STEPS,
         "start the sandbox: OVN central + 2 nodes (OVS userspace datapath, ovn-controller)",
     );
-    let mut sb = Sandbox::start(SandboxConfig { nodes: 2 }).context("starting the sandbox")?;
+    let mut sb = Sandbox::start(SandboxConfig::default()).context("starting the sandbox")?;
     step.done(&format!(
         "sandbox {} up, state in {}",
         sb.id(),

@@ -1,9 +1,20 @@
 //! Reading the counter maps: per-interface packets and bytes, and bookkeeping faults.
 
 use aya::maps::{PerCpuArray, PerCpuHashMap};
-use datapath_common::{Direction, FAULTS_MAP, Fault, IF_COUNTERS_MAP, IfCounterKey, IfCounters};
+use datapath_common::{
+    Direction, FAULTS_MAP, Fault, IF_COUNTERS_MAP, IfCounterKey, IfCounters, REASONS_MAP, Reason,
+    ReasonKey,
+};
 
-use super::{Datapath, DatapathError};
+use super::{Datapath, DatapathError, map_error};
+
+/// How many packets one interface's programs decided for one [`Reason`], summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReasonCount {
+    pub ifindex: u32,
+    pub reason: Reason,
+    pub packets: u64,
+}
 
 /// Packets and bytes one hook of one interface has seen, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,16 +89,33 @@ impl Datapath {
             .collect()
     }
 
-    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
-        self.ebpf
-            .map(name)
-            .ok_or(DatapathError::MissingMap { name })
+    /// Every (interface, reason) counter.
+    pub fn reason_counts(&self) -> Result<Vec<ReasonCount>, DatapathError> {
+        let map = self.map(REASONS_MAP)?;
+        let map: PerCpuHashMap<_, ReasonKey, u64> =
+            PerCpuHashMap::try_from(map).map_err(|e| map_error(REASONS_MAP, e))?;
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (key, per_cpu) = entry.map_err(|e| map_error(REASONS_MAP, e))?;
+            let Some(reason) = Reason::from_u32(key.reason) else {
+                continue;
+            };
+            out.push(ReasonCount {
+                ifindex: key.ifindex,
+                reason,
+                packets: per_cpu.iter().copied().fold(0u64, u64::wrapping_add),
+            });
+        }
+        out.sort_by_key(|c| (c.ifindex, c.reason as u32));
+        Ok(out)
     }
-}
 
-fn map_error(name: &'static str, source: aya::maps::MapError) -> DatapathError {
-    DatapathError::Map {
-        name,
-        source: Box::new(source),
+    /// Packets interface `ifindex` counted under `reason` (0 if none).
+    pub fn reason_count(&self, ifindex: u32, reason: Reason) -> Result<u64, DatapathError> {
+        Ok(self
+            .reason_counts()?
+            .iter()
+            .find(|c| c.ifindex == ifindex && c.reason == reason)
+            .map_or(0, |c| c.packets))
     }
 }

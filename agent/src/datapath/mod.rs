@@ -5,7 +5,10 @@
 //! always complete) and reports the error.
 
 mod counters;
+pub mod invalidation;
 mod object;
+mod pods;
+mod policy;
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +18,9 @@ use aya::{
 };
 use datapath_common::{Direction, programs};
 
-pub use counters::{FaultCount, InterfaceCounters};
+pub use counters::{FaultCount, InterfaceCounters, ReasonCount};
 pub use object::{BPF_OBJECT_ENV, locate_object};
+pub use pods::{PodInterfaces, ip_bytes};
 
 /// Errors of the datapath loader; each says which step failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,12 @@ pub enum DatapathError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("interface {interface}: {source}")]
+    Interface {
+        interface: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -71,6 +81,7 @@ pub struct LoadOptions {
 pub struct Datapath {
     ebpf: Ebpf,
     object: PathBuf,
+    pods: pods::AttachedPods,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -106,10 +117,16 @@ impl Datapath {
                     source: Box::new(source),
                 })?;
         }
-        Ok(Datapath {
+        let mut datapath = Datapath {
             ebpf,
             object: path.to_owned(),
-        })
+            pods: Default::default(),
+        };
+        // Generation 1, so that an entry learned before the agent wrote it (generation 0)
+        // can never match; default settings.
+        datapath.bump_generation()?;
+        datapath.set_config(&datapath_common::DatapathConfig::default())?;
+        Ok(datapath)
     }
 
     /// Names of the programs in the object.
@@ -162,4 +179,31 @@ fn classifier<'a>(
         name,
         source: Box::new(source),
     })
+}
+
+pub(crate) fn map_error(name: &'static str, source: aya::maps::MapError) -> DatapathError {
+    DatapathError::Map {
+        name,
+        source: Box::new(source),
+    }
+}
+
+impl Datapath {
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
+        self.ebpf
+            .map(name)
+            .ok_or(DatapathError::MissingMap { name })
+    }
+
+    /// A typed view of a map for writing.
+    fn map_mut_typed<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::MissingMap { name })?;
+        T::try_from(map).map_err(|e| map_error(name, e))
+    }
 }

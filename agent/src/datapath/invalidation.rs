@@ -1,0 +1,74 @@
+//! Policy is never bypassed: when ovn-controller reports that it installed a newer NB
+//! configuration (`Bridge br-int external_ids:ovn-nb-cfg` in the node's Open_vSwitch
+//! database), the datapath moves to a new generation, which turns every learned flow into a
+//! miss. It does so twice, a few milliseconds apart: a packet OVS forwarded under the old
+//! flows but delivered after the first bump would re-learn its flow in the new generation.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ovsdb::{Client, MonitorRequest};
+
+use super::Datapath;
+
+/// The integration bridge whose external_ids carry ovn-controller's progress.
+pub const INTEGRATION_BRIDGE: &str = "br-int";
+/// Delay between the two generation bumps.
+pub const SECOND_BUMP_DELAY: Duration = Duration::from_millis(5);
+
+/// What the node's Open_vSwitch client must monitor for [`follow_nb_cfg`].
+pub fn monitor_request() -> MonitorRequest {
+    MonitorRequest::table("Bridge").columns(&["name", "external_ids"])
+}
+
+/// The `ovn-nb-cfg` ovn-controller last reported on br-int, from the client's cache.
+pub fn installed_nb_cfg(client: &Client) -> Option<i64> {
+    client.read(|cache| {
+        cache
+            .table("Bridge")?
+            .find_one("name", INTEGRATION_BRIDGE)?
+            .map_value("external_ids", "ovn-nb-cfg")?
+            .parse()
+            .ok()
+    })
+}
+
+/// Follows `ovn-nb-cfg` forever, bumping the datapath generation whenever it advances.
+/// `on_bump` is called after each pair of bumps (for metrics and tests).
+pub async fn follow_nb_cfg(
+    client: Client,
+    datapath: Arc<Mutex<Datapath>>,
+    on_bump: impl Fn(i64, u64) + Send,
+) {
+    let mut changes = client.subscribe();
+    let mut seen = installed_nb_cfg(&client);
+    loop {
+        // Any change (or a lagged receiver) is a reason to look again.
+        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changes.recv().await {
+            return;
+        }
+        let current = installed_nb_cfg(&client);
+        if current.is_none() || current <= seen {
+            continue;
+        }
+        seen = current;
+        let bump = |datapath: &Arc<Mutex<Datapath>>| {
+            let mut dp = datapath.lock().unwrap_or_else(|e| e.into_inner());
+            dp.bump_generation()
+        };
+        match bump(&datapath) {
+            Ok(_) => {
+                tokio::time::sleep(SECOND_BUMP_DELAY).await;
+                match bump(&datapath) {
+                    Ok(generation) => on_bump(current.unwrap_or(0), generation),
+                    Err(e) => tracing::error!(error = %e, "second generation bump failed"),
+                }
+            }
+            // The fast path could keep serving revoked flows: say so loudly. The refresh
+            // interval still sends each flow through OVS periodically.
+            Err(e) => {
+                tracing::error!(error = %e, "generation bump failed; policy change not applied to the fast path")
+            }
+        }
+    }
+}

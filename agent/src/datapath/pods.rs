@@ -1,0 +1,165 @@
+//! Pods in the datapath: register a pod's interfaces and address, attach the programs to its
+//! split port, and purge everything of it when it goes.
+
+use std::collections::HashMap as StdHashMap;
+use std::net::IpAddr;
+
+use aya::maps::HashMap;
+use aya::programs::TcAttachType;
+use aya::programs::tc::{self, SchedClassifierLinkId};
+use datapath_common::{
+    ENDPOINTS_MAP, EndpointKey, FLOWS_MAP, FlowEntry, FlowKey, IpBytes, PORTS_MAP, PodPort,
+    programs,
+};
+
+use super::{Datapath, DatapathError, classifier, map_error};
+
+/// A pod's host-side interfaces and address, as the agent (or a test fixture) created them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInterfaces {
+    /// A name for the pod (`<pod>.<namespace>`), used to remove it later.
+    pub name: String,
+    /// Host end of the pod's veth.
+    pub host_veth: String,
+    /// Outer end of the pod's OVS port pair.
+    pub ovs_peer: String,
+    pub ip: IpAddr,
+    pub mac: [u8; 6],
+}
+
+/// What the datapath keeps about an attached pod.
+#[derive(Debug)]
+pub(super) struct AttachedPod {
+    port: PodPort,
+    ip: IpBytes,
+    links: Vec<(&'static str, SchedClassifierLinkId)>,
+}
+
+pub(super) type AttachedPods = StdHashMap<String, AttachedPod>;
+
+/// The map form of an address.
+pub fn ip_bytes(ip: IpAddr) -> IpBytes {
+    match ip {
+        IpAddr::V4(v4) => datapath_common::ipv4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn ifindex(name: &str) -> Result<u32, DatapathError> {
+    nix::net::if_::if_nametoindex(name).map_err(|e| DatapathError::Interface {
+        interface: name.to_owned(),
+        source: e.into(),
+    })
+}
+
+impl Datapath {
+    /// Registers `pod` and attaches the fast path to its split port. Its interfaces are looked
+    /// up in the calling thread's network namespace. Idempotent: attaching again replaces.
+    pub fn attach_pod(&mut self, pod: &PodInterfaces) -> Result<(), DatapathError> {
+        if self.pods.contains_key(&pod.name) {
+            self.remove_pod(&pod.name)?;
+        }
+        let port = PodPort {
+            host_ifindex: ifindex(&pod.host_veth)?,
+            ovs_peer_ifindex: ifindex(&pod.ovs_peer)?,
+            mac: pod.mac,
+            _pad: [0; 2],
+        };
+        let ip = ip_bytes(pod.ip);
+        {
+            let mut ports: HashMap<_, u32, PodPort> = self.map_mut_typed(PORTS_MAP)?;
+            for index in [port.host_ifindex, port.ovs_peer_ifindex] {
+                ports
+                    .insert(index, port, 0)
+                    .map_err(|e| map_error(PORTS_MAP, e))?;
+            }
+        }
+        {
+            let mut endpoints: HashMap<_, EndpointKey, PodPort> =
+                self.map_mut_typed(ENDPOINTS_MAP)?;
+            endpoints
+                .insert(EndpointKey { ip }, port, 0)
+                .map_err(|e| map_error(ENDPOINTS_MAP, e))?;
+        }
+        let mut links = Vec::new();
+        for (name, interface) in [
+            (programs::FROM_POD, &pod.host_veth),
+            (programs::TO_POD, &pod.ovs_peer),
+        ] {
+            let _ = tc::qdisc_add_clsact(interface);
+            let link = classifier(&mut self.ebpf, name)?
+                .attach(interface, TcAttachType::Ingress)
+                .map_err(|source| DatapathError::Attach {
+                    name,
+                    interface: interface.clone(),
+                    direction: "ingress",
+                    source: Box::new(source),
+                })?;
+            links.push((name, link));
+        }
+        self.pods
+            .insert(pod.name.clone(), AttachedPod { port, ip, links });
+        Ok(())
+    }
+
+    /// Detaches the pod's programs, forgets its interfaces and address, and purges every flow
+    /// from or to it at once, so nothing is fast-pathed to its old address.
+    pub fn remove_pod(&mut self, name: &str) -> Result<(), DatapathError> {
+        let Some(pod) = self.pods.remove(name) else {
+            return Ok(());
+        };
+        for (program, link) in pod.links {
+            // The interface may be gone already, which detached the program.
+            let _ = classifier(&mut self.ebpf, program)?.detach(link);
+        }
+        {
+            let mut ports: HashMap<_, u32, PodPort> = self.map_mut_typed(PORTS_MAP)?;
+            let _ = ports.remove(&pod.port.host_ifindex);
+            let _ = ports.remove(&pod.port.ovs_peer_ifindex);
+        }
+        {
+            let mut endpoints: HashMap<_, EndpointKey, PodPort> =
+                self.map_mut_typed(ENDPOINTS_MAP)?;
+            let _ = endpoints.remove(&EndpointKey { ip: pod.ip });
+        }
+        self.purge_flows(|key, entry| {
+            key.src == pod.ip
+                || key.dst == pod.ip
+                || entry.dst_host_ifindex == pod.port.host_ifindex
+        })?;
+        Ok(())
+    }
+
+    /// Deletes the flows for which `doomed` is true; returns how many.
+    pub fn purge_flows(
+        &mut self,
+        doomed: impl Fn(&FlowKey, &FlowEntry) -> bool,
+    ) -> Result<usize, DatapathError> {
+        let mut flows: HashMap<_, FlowKey, FlowEntry> = self.map_mut_typed(FLOWS_MAP)?;
+        let victims: Vec<FlowKey> = flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, e)| doomed(k, e))
+            .map(|(k, _)| k)
+            .collect();
+        for key in &victims {
+            let _ = flows.remove(key);
+        }
+        Ok(victims.len())
+    }
+
+    /// Every learned flow.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, DatapathError> {
+        let map = self.map(FLOWS_MAP)?;
+        let flows: HashMap<_, FlowKey, FlowEntry> =
+            HashMap::try_from(map).map_err(|e| map_error(FLOWS_MAP, e))?;
+        Ok(flows.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Names of the attached pods.
+    pub fn pod_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.pods.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
