@@ -297,3 +297,33 @@ fn cross_node_traffic_stays_on_ovs_and_geneve() {
     );
     assert!(cluster.reason(&a, Reason::HandoffToOvs) >= 20);
 }
+
+#[test]
+fn a_fast_pathed_flow_survives_an_ovs_vswitchd_restart() {
+    if !sandbox::privileged("a_fast_pathed_flow_survives_an_ovs_vswitchd_restart") {
+        return;
+    }
+    let mut cluster = Cluster::start(1);
+    let a = cluster.add_pod(0, "a");
+    let b = cluster.add_pod(0, "b");
+    // Warm the path so the stream is fast-pathed from its first data packets.
+    assert_eq!(traffic::ping(&a, b.ip, 3).unwrap().received, 3);
+    let report = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| traffic::iperf3(&a, &b, 6));
+        std::thread::sleep(Duration::from_millis(2000));
+        cluster
+            .sb
+            .restart_vswitchd(0, true)
+            .expect("restart ovs-vswitchd");
+        stream.join().unwrap()
+    })
+    .expect("the stream completes across the restart");
+    assert!(report.intervals.len() >= 6, "{report:?}");
+    for (second, bps) in report.intervals.iter().enumerate() {
+        assert!(
+            *bps > 1e7,
+            "second {second} of the stream carried only {bps} bit/s: {report:?}"
+        );
+    }
+    cluster.sb.check_daemons().unwrap();
+}

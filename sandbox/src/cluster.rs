@@ -373,6 +373,17 @@ impl Sandbox {
         self.supervisor.daemons().iter().map(|d| d.pid()).collect()
     }
 
+    /// Restarts node `node`'s ovs-vswitchd (SIGKILL when `crash`) and waits until it serves
+    /// its control socket again.
+    pub fn restart_vswitchd(&mut self, node: usize, crash: bool) -> Result<()> {
+        let node = self.nodes[node].clone();
+        let ctl = node.dir.join("ovs-vswitchd.ctl");
+        let _ = std::fs::remove_file(&ctl);
+        self.supervisor
+            .restart(&format!("{}-ovs-vswitchd", node.name), crash)?;
+        crate::ovs::wait_for_path(&ctl, Duration::from_secs(10))
+    }
+
     /// An error if any daemon has died.
     pub fn check_daemons(&mut self) -> Result<()> {
         self.supervisor.check()

@@ -22,6 +22,8 @@ pub struct Daemon {
     /// Its own log file, if it writes one (`--log-file`).
     pub log_file: Option<PathBuf>,
     child: Child,
+    spec: Cmd,
+    log_dir: PathBuf,
 }
 
 impl Daemon {
@@ -84,6 +86,8 @@ impl Supervisor {
             output_log,
             log_file,
             child,
+            spec: cmd.clone(),
+            log_dir: log_dir.to_owned(),
         });
         Ok(pid)
     }
@@ -130,6 +134,23 @@ impl Supervisor {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Stops the daemon called `name` (SIGKILL when `crash`) and starts it again with the
+    /// same command line.
+    pub fn restart(&mut self, name: &str, crash: bool) -> Result<u32> {
+        let Some(daemon) = self.daemons.iter().find(|d| d.name == name) else {
+            return Err(crate::error::SandboxError::Invalid(format!(
+                "no daemon {name}"
+            )));
+        };
+        let (spec, log_dir, log_file) = (
+            daemon.spec.clone(),
+            daemon.log_dir.clone(),
+            daemon.log_file.clone(),
+        );
+        self.stop(name, Duration::from_secs(3), crash);
+        self.spawn(name, &spec, &log_dir, log_file)
     }
 
     /// Stops every daemon, newest first: SIGTERM, then SIGKILL after `grace`.

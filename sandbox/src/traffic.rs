@@ -114,6 +114,8 @@ pub struct ThroughputReport {
     pub bits_per_second: f64,
     pub retransmits: u64,
     pub seconds: f64,
+    /// Bits per second of each one-second interval, as the sender measured it.
+    pub intervals: Vec<f64>,
 }
 
 impl ThroughputReport {
@@ -166,6 +168,14 @@ fn parse_iperf3(json: &str) -> Result<ThroughputReport, String> {
         bits_per_second,
         retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
         seconds: end["sum_received"]["seconds"].as_f64().unwrap_or(0.0),
+        intervals: value["intervals"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
