@@ -17,6 +17,8 @@ pub struct Cmd {
     program: String,
     args: Vec<String>,
     netns: Option<String>,
+    /// Enter only the network namespace (nsenter), keeping the host's mounts (bpffs).
+    net_only: bool,
     env: Vec<(String, String)>,
     timeout: Duration,
 }
@@ -27,6 +29,7 @@ impl Cmd {
             program: program.into(),
             args: Vec::new(),
             netns: None,
+            net_only: false,
             env: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
         }
@@ -53,6 +56,15 @@ impl Cmd {
         self
     }
 
+    /// Runs the command in the named network namespace but the host's mount namespace
+    /// (`nsenter --net`): for processes that pin BPF objects, which must land on the host's
+    /// bpffs (`ip netns exec` mounts a fresh /sys, hiding it).
+    pub fn netns_keep_mounts(mut self, netns: impl Into<String>) -> Cmd {
+        self.netns = Some(netns.into());
+        self.net_only = true;
+        self
+    }
+
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Cmd {
         self.env.push((key.into(), value.into()));
         self
@@ -66,8 +78,12 @@ impl Cmd {
     /// The command line as a person would type it.
     pub fn display(&self) -> String {
         let mut parts = Vec::new();
-        if let Some(ns) = &self.netns {
-            parts.push(format!("ip netns exec {ns}"));
+        match &self.netns {
+            Some(ns) if self.net_only => {
+                parts.push(format!("nsenter --net={}/{ns} --", crate::netns::NETNS_DIR))
+            }
+            Some(ns) => parts.push(format!("ip netns exec {ns}")),
+            None => {}
         }
         parts.push(self.program.clone());
         parts.extend(self.args.iter().map(|a| {
@@ -83,6 +99,13 @@ impl Cmd {
     /// The `std::process::Command` this describes (stdio left to the caller).
     pub fn to_command(&self) -> Command {
         let mut command = match &self.netns {
+            Some(ns) if self.net_only => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}/{ns}", crate::netns::NETNS_DIR))
+                    .arg("--")
+                    .arg(&self.program);
+                c
+            }
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns.as_str(), self.program.as_str()]);

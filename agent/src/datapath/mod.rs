@@ -60,6 +60,8 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pinning under {path}: {detail}")]
+    Pin { path: PathBuf, detail: String },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -71,6 +73,9 @@ pub enum DatapathError {
 /// Options of [`Datapath::load`].
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
+    /// Pin maps and links here (production: `/sys/fs/bpf/kovn`), so a restarted agent keeps
+    /// learned flows and attached programs; `None` keeps everything in this process.
+    pub pin_dir: Option<PathBuf>,
     /// aya-log level inside the programs; `None` compiles the log statements out at load time
     /// (they cost a ring-buffer reservation each, so they are off unless someone is debugging).
     pub log_level: Option<aya_log::Level>,
@@ -82,6 +87,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     object: PathBuf,
     pods: pods::AttachedPods,
+    pin_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -97,8 +103,23 @@ impl Datapath {
     /// is found at start, not at the first pod.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Datapath, DatapathError> {
         let level: u8 = options.log_level.map_or(0, |l| l as u8);
-        let mut ebpf = EbpfLoader::new()
-            .override_global("AYA_LOG_LEVEL", &level, false)
+        let mut loader = EbpfLoader::new();
+        loader.override_global("AYA_LOG_LEVEL", &level, false);
+        let pinned_maps: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir.join("links")).map_err(|e| DatapathError::Pin {
+                    path: dir.clone(),
+                    detail: e.to_string(),
+                })?;
+                PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, pin) in &pinned_maps {
+            // Reuses the pinned map if there is one (a restart), pins a new one otherwise.
+            loader.map_pin_path(name, pin.as_path());
+        }
+        let mut ebpf = loader
             .load_file(path)
             .map_err(|source| DatapathError::Load {
                 path: path.to_owned(),
@@ -121,10 +142,13 @@ impl Datapath {
             ebpf,
             object: path.to_owned(),
             pods: Default::default(),
+            pin_dir: options.pin_dir.clone(),
         };
-        // Generation 1, so that an entry learned before the agent wrote it (generation 0)
-        // can never match; default settings.
-        datapath.bump_generation()?;
+        // A fresh map starts at generation 0: move to 1, so that nothing learned before the
+        // agent ran can match. A pinned map (a restart) keeps its generation and its flows.
+        if datapath.generation()? == 0 {
+            datapath.bump_generation()?;
+        }
         datapath.set_config(&datapath_common::DatapathConfig::default())?;
         Ok(datapath)
     }
@@ -167,6 +191,18 @@ impl Datapath {
         Ok(())
     }
 }
+
+/// The maps that hold state across agent restarts.
+const PINNED_MAPS: &[&str] = &[
+    datapath_common::FLOWS_MAP,
+    datapath_common::PORTS_MAP,
+    datapath_common::ENDPOINTS_MAP,
+    datapath_common::GENERATION_MAP,
+    datapath_common::CONFIG_MAP,
+    datapath_common::REASONS_MAP,
+    datapath_common::IF_COUNTERS_MAP,
+    datapath_common::FAULTS_MAP,
+];
 
 fn classifier<'a>(
     ebpf: &'a mut Ebpf,

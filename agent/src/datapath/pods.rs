@@ -4,9 +4,12 @@
 use std::collections::HashMap as StdHashMap;
 use std::net::IpAddr;
 
+use std::path::PathBuf;
+
 use aya::maps::HashMap;
 use aya::programs::TcAttachType;
-use aya::programs::tc::{self, SchedClassifierLinkId};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{self, SchedClassifierLink, SchedClassifierLinkId};
 use datapath_common::{
     ENDPOINTS_MAP, EndpointKey, FLOWS_MAP, FlowEntry, FlowKey, IpBytes, PORTS_MAP, PodPort,
     programs,
@@ -27,12 +30,22 @@ pub struct PodInterfaces {
     pub mac: [u8; 6],
 }
 
+/// How a program stays attached to a pod's interface.
+#[derive(Debug)]
+enum Attachment {
+    /// A TCX link pinned in bpffs: it outlives this process.
+    Pinned(PathBuf),
+    /// A link owned by this process's program: no pin directory, or a kernel without TCX
+    /// (clsact filters are detached when the agent exits, so restarts interrupt flows there).
+    Owned(&'static str, SchedClassifierLinkId),
+}
+
 /// What the datapath keeps about an attached pod.
 #[derive(Debug)]
 pub(super) struct AttachedPod {
     port: PodPort,
     ip: IpBytes,
-    links: Vec<(&'static str, SchedClassifierLinkId)>,
+    links: Vec<Attachment>,
 }
 
 pub(super) type AttachedPods = StdHashMap<String, AttachedPod>;
@@ -86,16 +99,7 @@ impl Datapath {
             (programs::FROM_POD, &pod.host_veth),
             (programs::TO_POD, &pod.ovs_peer),
         ] {
-            let _ = tc::qdisc_add_clsact(interface);
-            let link = classifier(&mut self.ebpf, name)?
-                .attach(interface, TcAttachType::Ingress)
-                .map_err(|source| DatapathError::Attach {
-                    name,
-                    interface: interface.clone(),
-                    direction: "ingress",
-                    source: Box::new(source),
-                })?;
-            links.push((name, link));
+            links.push(self.attach_program(name, interface)?);
         }
         self.pods
             .insert(pod.name.clone(), AttachedPod { port, ip, links });
@@ -108,9 +112,17 @@ impl Datapath {
         let Some(pod) = self.pods.remove(name) else {
             return Ok(());
         };
-        for (program, link) in pod.links {
-            // The interface may be gone already, which detached the program.
-            let _ = classifier(&mut self.ebpf, program)?.detach(link);
+        for link in pod.links {
+            match link {
+                // Removing the last reference detaches the program.
+                Attachment::Pinned(path) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                // The interface may be gone already, which detached the program.
+                Attachment::Owned(program, id) => {
+                    let _ = classifier(&mut self.ebpf, program)?.detach(id);
+                }
+            }
         }
         {
             let mut ports: HashMap<_, u32, PodPort> = self.map_mut_typed(PORTS_MAP)?;
@@ -128,6 +140,65 @@ impl Datapath {
                 || entry.dst_host_ifindex == pod.port.host_ifindex
         })?;
         Ok(())
+    }
+
+    /// Attaches `program` to the ingress of `interface`. With a pin directory, a link pinned
+    /// by an earlier agent is adopted and its program replaced atomically (no window without
+    /// a program); a new link is pinned.
+    fn attach_program(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+    ) -> Result<Attachment, DatapathError> {
+        let attach_error = |source| DatapathError::Attach {
+            name: program,
+            interface: interface.to_owned(),
+            direction: "ingress",
+            source: Box::new(source),
+        };
+        let pin = self
+            .pin_dir
+            .as_ref()
+            // bpffs refuses dots in names (EPERM); interface names may contain them.
+            .map(|dir| {
+                dir.join("links")
+                    .join(format!("{}-{program}", interface.replace('.', "_")))
+            });
+        let prog = classifier(&mut self.ebpf, program)?;
+        let adopted = pin
+            .as_ref()
+            .and_then(|path| PinnedLink::from_pin(path).ok())
+            .and_then(|pinned| SchedClassifierLink::try_from(FdLink::from(pinned)).ok());
+        let id = match adopted {
+            Some(link) => prog.attach_to_link(link).map_err(attach_error)?,
+            None => {
+                let _ = tc::qdisc_add_clsact(interface);
+                prog.attach(interface, TcAttachType::Ingress)
+                    .map_err(attach_error)?
+            }
+        };
+        use aya::util::KernelVersion;
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        let (Some(path), true) = (pin, tcx) else {
+            return Ok(Attachment::Owned(program, id));
+        };
+        let link = prog.take_link(id).map_err(attach_error)?;
+        let pin_error = |detail: String| DatapathError::Pin {
+            path: path.clone(),
+            detail,
+        };
+        match FdLink::try_from(link) {
+            Ok(fd_link) => {
+                if !path.exists() {
+                    fd_link
+                        .pin(&path)
+                        .map_err(|e| pin_error(format!("{e:?}")))?;
+                }
+                // Otherwise the adopted link is pinned already; dropping our fd leaves it be.
+                Ok(Attachment::Pinned(path))
+            }
+            Err(e) => Err(pin_error(format!("not a TCX link: {e}"))),
+        }
     }
 
     /// Deletes the flows for which `doomed` is true; returns how many.

@@ -1,0 +1,113 @@
+//! Restart: the agent process is killed with SIGKILL during a fast-pathed flow and started
+//! again. Maps and TCX links are pinned, so the programs keep running while no agent exists,
+//! and the new agent adopts them (replacing the programs atomically): the TCP connection
+//! survives and a concurrent ping loses less than 0.1 %.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use sandbox::traffic;
+use sandbox::{Cmd, Handoff, Pod, Sandbox, SandboxConfig};
+
+fn start_agent(sb: &Sandbox, pods: &[&Pod]) -> Child {
+    let node = sb.node(0);
+    let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_kovn-agent"))
+        .args(["datapath", "run", "--pin-dir"])
+        .arg(sb.bpffs_dir().join(&node.name).display().to_string())
+        .arg("--ovs-db")
+        .arg(format!("unix:{}", node.db.socket.display()))
+        .netns_keep_mounts(&node.netns);
+    for pod in pods {
+        cmd = cmd.arg("--pod").arg(format!(
+            "{},{},{},{},{}",
+            pod.lsp, pod.host_veth, pod.ovs_peer, pod.ip, pod.mac
+        ));
+    }
+    let mut child = cmd
+        .to_command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start kovn-agent");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "kovn-agent did not come up");
+    child
+}
+
+#[test]
+fn agent_killed_and_restarted_during_a_fast_pathed_flow() {
+    if !sandbox::privileged("agent_killed_and_restarted_during_a_fast_pathed_flow") {
+        return;
+    }
+    let mut sb = Sandbox::start(SandboxConfig {
+        nodes: 1,
+        handoff: Handoff::Datapath,
+    })
+    .expect("sandbox");
+    let a = sb.add_pod(0, "a").unwrap();
+    let b = sb.add_pod(0, "b").unwrap();
+    let mut agent = start_agent(&sb, &[&a, &b]);
+    assert_eq!(traffic::ping(&a, b.ip, 3).unwrap().received, 3, "pods talk");
+
+    const PINGS: u32 = 2500;
+    let flood = a
+        .cmd("ping")
+        .args([
+            "-n",
+            "-q",
+            "-i",
+            "0.002",
+            "-c",
+            &PINGS.to_string(),
+            "-W",
+            "1",
+        ])
+        .arg(b.ip.to_string())
+        .to_command()
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stream, restarted) = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| traffic::iperf3(&a, &b, 6));
+        std::thread::sleep(Duration::from_millis(1500));
+        agent.kill().expect("SIGKILL the agent");
+        agent.wait().unwrap();
+        // A second without any agent: the pinned programs keep forwarding.
+        std::thread::sleep(Duration::from_millis(1000));
+        let restarted = start_agent(&sb, &[&a, &b]);
+        (stream.join().unwrap(), restarted)
+    });
+    let mut agent = restarted;
+    let report = stream.expect("the TCP connection survives the restart");
+    assert!(report.intervals.len() >= 6, "{report:?}");
+    for (second, bps) in report.intervals.iter().enumerate() {
+        assert!(
+            *bps > 1e7,
+            "second {second} carried only {bps} bit/s: {report:?}"
+        );
+    }
+    let out = flood.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let received: u32 = summary
+        .split(", ")
+        .nth(1)
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let lost = PINGS - received;
+    assert!(
+        f64::from(lost) / f64::from(PINGS) < 0.001,
+        "{lost} of {PINGS} pings lost across the restart: {summary}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    sb.teardown().expect("teardown removes the pins");
+}
