@@ -1,6 +1,7 @@
 //! kovn-bench: benchmarks that put kovn side by side with what it replaces, in one run.
 
 mod alloc_counter;
+mod fastpath_bench;
 mod ovsdb_bench;
 
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ enum Command {
     /// The OVSDB client against ovn-nbctl: insert, update and delete Logical_Switch_Ports;
     /// cache memory for many rows.
     Ovsdb(ovsdb_bench::Options),
+    /// Same-node pod-to-pod: a direct veth pair, OVS only, and kovn's fast path, side by
+    /// side: TCP throughput, request/response latency, connections per second.
+    Fastpath(fastpath_bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -39,6 +43,7 @@ fn main() -> Result<()> {
             std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
             println!("JSON report: {}", path.display());
         }
+        Command::Fastpath(options) => fastpath_bench::run(&options, &cli.out)?,
     }
     Ok(())
 }

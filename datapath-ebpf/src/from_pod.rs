@@ -72,7 +72,12 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         // TTL would expire: OVS sends the ICMP error.
         return handoff(ifindex, &port);
     }
-    if ctx.store(0, &entry.dst_mac, 0).is_err() || ctx.store(6, &entry.src_mac, 0).is_err() {
+    // Rewrite only what OVS changed (a routed flow): a write to a cloned packet (TCP keeps
+    // clones for retransmission) makes the kernel copy the header first.
+    if entry.src_mac != packet.src_mac && ctx.store(6, &entry.src_mac, 0).is_err() {
+        return handoff(ifindex, &port);
+    }
+    if entry.dst_mac != packet.dst_mac && ctx.store(0, &entry.dst_mac, 0).is_err() {
         return handoff(ifindex, &port);
     }
     entry.last_seen_ns = now;

@@ -37,6 +37,7 @@ pub(crate) enum ParseError {
 pub(crate) struct Packet {
     pub key: FlowKey,
     pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
     /// Offset of the IP header.
     pub l3: usize,
     pub ipv6: bool,
@@ -71,7 +72,11 @@ fn load_u16_be(ctx: &TcContext, offset: usize) -> Result<u16, ParseError> {
 
 #[inline(always)]
 pub(crate) fn parse(ctx: &TcContext) -> Result<Packet, ParseError> {
-    let src_mac: [u8; 6] = load(ctx, 6)?;
+    let macs: [u8; 12] = load(ctx, 0)?;
+    let mut dst_mac = [0u8; 6];
+    let mut src_mac = [0u8; 6];
+    dst_mac.copy_from_slice(&macs[..6]);
+    src_mac.copy_from_slice(&macs[6..]);
     let mut ethertype = load_u16_be(ctx, 12)?;
     let mut l3 = ETH_HLEN;
     if ethertype == ETH_P_8021Q {
@@ -81,6 +86,7 @@ pub(crate) fn parse(ctx: &TcContext) -> Result<Packet, ParseError> {
     let mut packet = Packet {
         key: FlowKey::default(),
         src_mac,
+        dst_mac,
         l3,
         ipv6: false,
         tcp_flags: 0,

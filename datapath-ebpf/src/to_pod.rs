@@ -35,13 +35,12 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
                 if packet.ipv6 {
                     flags |= flow_flags::IPV6;
                 }
-                let dst_mac: [u8; 6] = ctx.load(0).unwrap_or([0; 6]);
                 let now = maps::now_ns();
                 let entry = FlowEntry {
                     dst_host_ifindex: port.host_ifindex,
                     flags,
                     src_mac: packet.src_mac,
-                    dst_mac,
+                    dst_mac: packet.dst_mac,
                     generation: maps::generation(),
                     last_seen_ns: now,
                     last_slow_ns: now,

@@ -8,9 +8,9 @@ use crate::progress::{Step, stream};
 use crate::{setup, workspace_root};
 
 /// Benchmark sections, in the order they run.
-const SECTIONS: &[&str] = &["ovsdb"];
+const SECTIONS: &[&str] = &["fastpath", "ovsdb"];
 
-pub fn run(only: Option<&str>) -> Result<()> {
+pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     let sections: Vec<&str> = match only {
         Some(s) if SECTIONS.contains(&s) => vec![s],
         Some(s) => bail!(
@@ -23,7 +23,8 @@ pub fn run(only: Option<&str>) -> Result<()> {
     let step = Step::start(1, total, "setup");
     step.done(setup::run_if_needed()?);
     let root = workspace_root();
-    let step = Step::start(2, total, "build kovn-bench (release)");
+    let step = Step::start(2, total, "build the eBPF datapath and kovn-bench (release)");
+    let object = crate::ebpf::build(true)?;
     stream(
         Command::new("cargo")
             .current_dir(&root)
@@ -33,12 +34,31 @@ pub fn run(only: Option<&str>) -> Result<()> {
     step.done("built");
     for (i, section) in sections.iter().enumerate() {
         let step = Step::start(3 + i, total, &format!("benchmark: {section}"));
-        stream(
-            Command::new(root.join("target/release/kovn-bench"))
-                .current_dir(&root)
-                .args(["--out", "target/bench", section]),
-            "see the output above",
-        )?;
+        let mut cmd = Command::new(root.join("target/release/kovn-bench"));
+        cmd.current_dir(&root)
+            .args(["--out", "target/bench", section])
+            .env(agent::datapath::BPF_OBJECT_ENV, &object);
+        if *section == "fastpath" {
+            if !crate::is_root() {
+                bail!("the fastpath benchmark creates namespaces and loads eBPF: run as root");
+            }
+            if quick {
+                cmd.arg("--quick");
+            }
+            if let Some(json) = json {
+                cmd.arg("--json").arg(json);
+            }
+        } else if quick {
+            cmd.args([
+                "--ports",
+                "2000",
+                "--loop-sample",
+                "100",
+                "--cache-rows",
+                "20000",
+            ]);
+        }
+        stream(&mut cmd, "see the output above")?;
         step.done("done");
     }
     Ok(())

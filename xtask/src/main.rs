@@ -43,9 +43,15 @@ enum Command {
     },
     /// Run the benchmarks (release build) and write reports to target/bench/.
     Bench {
-        /// Run one section only (`ovsdb`).
+        /// Run one section only (`fastpath`, `ovsdb`).
         #[arg(long)]
         only: Option<String>,
+        /// Short runs (the whole benchmark in a few minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Also write the fast-path JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Regenerate ovsdb's typed models from the schemas in ovsdb/schemas/.
     GenOvsdbModels,
@@ -63,7 +69,7 @@ fn main() -> ExitCode {
             cargo_test_args,
         } => test::run(!no_setup, &cargo_test_args),
         Command::Demo => demo::run(),
-        Command::Bench { only } => bench::run(only.as_deref()),
+        Command::Bench { only, quick, json } => bench::run(only.as_deref(), quick, json.as_deref()),
         Command::GenOvsdbModels => gen_models::run(),
     };
     match result {

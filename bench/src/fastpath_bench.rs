@@ -1,0 +1,317 @@
+//! Same-node pod-to-pod, three paths side by side in one run, interleaved round by round so
+//! machine noise hits all three alike:
+//! - `direct`: two namespaces joined by one veth pair (the limit of this machine);
+//! - `ovs`: two sandbox pods with kovn's fast path switched off (every packet through OVS's
+//!   userspace datapath, handed over by the same eBPF programs);
+//! - `fastpath`: the same pods with the fast path on.
+//!
+//! Each path: iperf3 TCP throughput (one stream), sockperf TCP ping-pong p50/p99, and TCP
+//! connections per second (connect, 1-byte request, 1-byte response, close).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent::datapath::{Datapath, LoadOptions, PodInterfaces, locate_object};
+use anyhow::{Context, Result};
+use datapath_common::DatapathConfig;
+use sandbox::netns::{self, ScratchNamespaces};
+use sandbox::traffic;
+use sandbox::{Cmd, Handoff, Pod, Sandbox, SandboxConfig};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Short runs (one round of 2 s measurements): under 3 minutes in all.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the JSON report here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+const PATHS: [&str; 3] = ["direct", "ovs", "fastpath"];
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Measurement {
+    tcp_gbps: f64,
+    rr_p50_us: f64,
+    rr_p99_us: f64,
+    crr_per_s: f64,
+}
+
+impl Measurement {
+    fn json(&self) -> Value {
+        json!({"tcp_gbps": self.tcp_gbps, "rr_p50_us": self.rr_p50_us,
+               "rr_p99_us": self.rr_p99_us, "crr_per_s": self.crr_per_s})
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Two namespaces joined by one veth pair, as fake pods the traffic helpers accept.
+fn direct_pair() -> Result<(ScratchNamespaces, Pod, Pod)> {
+    let hosts = ScratchNamespaces::new(&["direct-a", "direct-b"])?;
+    let (a, b) = (hosts.name(0).to_owned(), hosts.name(1).to_owned());
+    Cmd::new("ip")
+        .args([
+            "-n", &a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b,
+        ])
+        .run()?;
+    let pod = |ns: &str, last: u8| -> Result<Pod> {
+        let ip = Ipv4Addr::new(10, 99, 0, last);
+        Cmd::new("ip")
+            .args(["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])
+            .run()?;
+        Cmd::new("ip")
+            .args(["-n", ns, "link", "set", "eth0", "up"])
+            .run()?;
+        Ok(Pod {
+            name: format!("direct{last}"),
+            node: "none".into(),
+            node_netns: ns.to_owned(),
+            netns: ns.to_owned(),
+            ip,
+            prefix_len: 24,
+            gateway: ip,
+            mac: sandbox::mac_for(ip),
+            lsp: String::new(),
+            host_veth: String::new(),
+            ovs_port: String::new(),
+            ovs_peer: String::new(),
+        })
+    };
+    let (pa, pb) = (pod(&a, 1)?, pod(&b, 2)?);
+    Ok((hosts, pa, pb))
+}
+
+/// TCP connections per second from `client` to `server` for `seconds`.
+fn connections_per_second(client: &Pod, server: &Pod, seconds: u64) -> Result<f64> {
+    const PORT: u16 = 12865;
+    let addr = SocketAddr::from((server.ip, PORT));
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = netns::run_in(&server.netns, || TcpListener::bind(addr))??;
+    listener.set_nonblocking(true)?;
+    let server_thread = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut buf = [0u8; 1];
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.set_nonblocking(false);
+                        if conn.read_exact(&mut buf).is_ok() {
+                            let _ = conn.write_all(&buf);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_micros(50)),
+                }
+            }
+        }
+    });
+    let count = netns::run_in(&client.netns, || -> std::io::Result<u64> {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut done = 0u64;
+        let mut buf = [0u8; 1];
+        while Instant::now() < deadline {
+            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            conn.set_nodelay(true)?;
+            conn.write_all(b"x")?;
+            conn.read_exact(&mut buf)?;
+            done += 1;
+        }
+        Ok(done)
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = server_thread.join();
+    Ok(count? as f64 / seconds as f64)
+}
+
+fn measure(client: &Pod, server: &Pod, seconds: u32) -> Result<Measurement> {
+    let tcp = traffic::iperf3(client, server, seconds).context("iperf3")?;
+    std::thread::sleep(Duration::from_millis(200));
+    let rr = traffic::sockperf_ping_pong(client, server, seconds).context("sockperf")?;
+    let crr = connections_per_second(client, server, u64::from(seconds)).context("connections")?;
+    Ok(Measurement {
+        tcp_gbps: tcp.gbit_per_second(),
+        rr_p50_us: rr.p50_us,
+        rr_p99_us: rr.p99_us,
+        crr_per_s: crr,
+    })
+}
+
+fn set_fast_path(datapath: &Mutex<Datapath>, on: bool) -> Result<()> {
+    datapath
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_config(&DatapathConfig {
+            fast_path_enabled: u32::from(on),
+            ..DatapathConfig::default()
+        })?;
+    Ok(())
+}
+
+pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
+    let (rounds, seconds) = if options.quick { (1, 2) } else { (3, 5) };
+    println!(
+        "==> fast path: same node, {rounds} round(s) of {seconds} s per measurement, paths interleaved"
+    );
+    println!("    direct veth pair …");
+    let (_direct_hosts, da, db) = direct_pair()?;
+    println!("    sandbox (1 node, pods wired by kovn's datapath) …");
+    let mut sb = Sandbox::start(SandboxConfig {
+        nodes: 1,
+        handoff: Handoff::Datapath,
+    })?;
+    let a = sb.add_pod(0, "a")?;
+    let b = sb.add_pod(0, "b")?;
+    let object = locate_object()?;
+    let datapath = Arc::new(Mutex::new(Datapath::load(
+        &object,
+        &LoadOptions::default(),
+    )?));
+    for pod in [&a, &b] {
+        let interfaces = PodInterfaces {
+            name: pod.lsp.clone(),
+            host_veth: pod.host_veth.clone(),
+            ovs_peer: pod.ovs_peer.clone(),
+            ip: pod.ip.into(),
+            mac: parse_mac(&pod.mac)?,
+        };
+        let dp = datapath.clone();
+        netns::run_in(&pod.node_netns, move || {
+            dp.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .attach_pod(&interfaces)
+        })??;
+    }
+    let mut results: Vec<Vec<Measurement>> = vec![Vec::new(); PATHS.len()];
+    for round in 1..=rounds {
+        for (i, path) in PATHS.iter().enumerate() {
+            println!("    round {round}/{rounds}: {path} …");
+            let m = match *path {
+                "direct" => measure(&da, &db, seconds)?,
+                "ovs" => {
+                    set_fast_path(&datapath, false)?;
+                    measure(&a, &b, seconds)?
+                }
+                _ => {
+                    set_fast_path(&datapath, true)?;
+                    measure(&a, &b, seconds)?
+                }
+            };
+            results[i].push(m);
+        }
+    }
+    sb.check_daemons()?;
+    drop(datapath);
+    sb.teardown()?;
+
+    let summary: Vec<Measurement> = results
+        .iter()
+        .map(|runs| Measurement {
+            tcp_gbps: median(runs.iter().map(|m| m.tcp_gbps).collect()),
+            rr_p50_us: median(runs.iter().map(|m| m.rr_p50_us).collect()),
+            rr_p99_us: median(runs.iter().map(|m| m.rr_p99_us).collect()),
+            crr_per_s: median(runs.iter().map(|m| m.crr_per_s).collect()),
+        })
+        .collect();
+    let (direct, ovs, fast) = (summary[0], summary[1], summary[2]);
+    let mut table = String::new();
+    table.push_str("| same node (medians) | iperf3 TCP Gbit/s | sockperf p50 µs | sockperf p99 µs | TCP conn/s |\n");
+    table.push_str("|---|---:|---:|---:|---:|\n");
+    for (name, m) in [
+        ("direct veth pair (limit)", direct),
+        ("OVS only (fast path off)", ovs),
+        ("kovn fast path", fast),
+    ] {
+        table.push_str(&format!(
+            "| {name} | {:.2} | {:.1} | {:.1} | {:.0} |\n",
+            m.tcp_gbps, m.rr_p50_us, m.rr_p99_us, m.crr_per_s
+        ));
+    }
+    table.push_str(&format!(
+        "| fast path ÷ direct | {:.2}× | {:.2}× | {:.2}× | {:.2}× |\n",
+        fast.tcp_gbps / direct.tcp_gbps,
+        fast.rr_p50_us / direct.rr_p50_us,
+        fast.rr_p99_us / direct.rr_p99_us,
+        fast.crr_per_s / direct.crr_per_s
+    ));
+    table.push_str(&format!(
+        "| fast path ÷ OVS | {:.2}× | {:.2}× | {:.2}× | {:.2}× |\n",
+        fast.tcp_gbps / ovs.tcp_gbps,
+        fast.rr_p50_us / ovs.rr_p50_us,
+        fast.rr_p99_us / ovs.rr_p99_us,
+        fast.crr_per_s / ovs.crr_per_s
+    ));
+    println!("\n{table}");
+    println!(
+        "targets: fast path ≥ 0.95× direct throughput, p50 ≤ 1.1× direct; ≥ 2× OVS throughput, p99 ≤ 0.5× OVS"
+    );
+    let report = json!({"same_node": {"direct": direct.json(), "ovs": ovs.json(), "fastpath": fast.json()},
+                        "rounds": rounds, "seconds": seconds});
+    std::fs::write(
+        out_dir.join("fastpath.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    std::fs::write(out_dir.join("fastpath.md"), &table)?;
+    std::fs::write(
+        out_dir.join("fastpath.svg"),
+        svg_chart(&[("direct", direct), ("OVS", ovs), ("fast path", fast)]),
+    )?;
+    println!(
+        "reports: {0}/fastpath.json, fastpath.md, fastpath.svg",
+        out_dir.display()
+    );
+    Ok(())
+}
+
+fn parse_mac(mac: &str) -> Result<[u8; 6]> {
+    let mut out = [0u8; 6];
+    for (slot, part) in out.iter_mut().zip(mac.split(':')) {
+        *slot = u8::from_str_radix(part, 16)?;
+    }
+    Ok(out)
+}
+
+/// Two bar groups: throughput (Gbit/s) and p50/p99 latency (µs), one bar per path.
+fn svg_chart(paths: &[(&str, Measurement)]) -> String {
+    let colors = ["#888888", "#d62728", "#2ca02c"];
+    let mut svg = String::from(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"320\" font-family=\"sans-serif\" font-size=\"12\">\n",
+    );
+    type Metric = fn(&Measurement) -> f64;
+    let panels: [(&str, Metric); 3] = [
+        ("TCP throughput (Gbit/s)", |m| m.tcp_gbps),
+        ("ping-pong p50 (µs)", |m| m.rr_p50_us),
+        ("ping-pong p99 (µs)", |m| m.rr_p99_us),
+    ];
+    for (p, (title, value)) in panels.iter().enumerate() {
+        let x0 = 20.0 + p as f64 * 240.0;
+        let max = paths
+            .iter()
+            .map(|(_, m)| value(m))
+            .fold(0.0f64, f64::max)
+            .max(1e-9);
+        svg.push_str(&format!("<text x=\"{:.0}\" y=\"20\">{title}</text>\n", x0));
+        for (i, (name, m)) in paths.iter().enumerate() {
+            let h = 220.0 * value(m) / max;
+            let x = x0 + i as f64 * 70.0;
+            svg.push_str(&format!(
+                "<rect x=\"{x:.0}\" y=\"{:.1}\" width=\"50\" height=\"{h:.1}\" fill=\"{}\"/>\n<text x=\"{x:.0}\" y=\"{:.1}\">{:.1}</text>\n<text x=\"{x:.0}\" y=\"300\">{name}</text>\n",
+                270.0 - h, colors[i % 3], 265.0 - h, value(m)
+            ));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
