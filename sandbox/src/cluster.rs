@@ -71,9 +71,19 @@ pub struct Sandbox {
     central: Option<Central>,
     nodes: Vec<Node>,
     pods: Vec<Pod>,
-    next_host: u32,
+    subnets: Vec<Subnet>,
     handoff: Handoff,
     torn_down: bool,
+}
+
+/// A subnet of the sandbox: a logical switch behind the cluster router.
+#[derive(Debug, Clone)]
+struct Subnet {
+    name: String,
+    network: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Ipv4Addr,
+    next_host: u32,
 }
 
 /// What teardown removed, so a test can check nothing is left.
@@ -106,7 +116,7 @@ impl Sandbox {
             central: None,
             nodes: Vec::new(),
             pods: Vec::new(),
-            next_host: 2,
+            subnets: Vec::new(),
             handoff: config.handoff,
             torn_down: false,
         };
@@ -200,32 +210,40 @@ impl Sandbox {
         Ok(())
     }
 
-    /// The cluster router and the default subnet's switch, named as Kube-OVN names them.
-    fn create_default_topology(&self) -> Result<()> {
-        let nbctl = self.central().nbctl();
-        let router_port = format!("{CLUSTER_ROUTER}-{DEFAULT_SUBNET}");
-        let switch_port = format!("{DEFAULT_SUBNET}-{CLUSTER_ROUTER}");
-        let gateway_mac = crate::pod::mac_for(DEFAULT_GATEWAY);
-        nbctl.run([
-            "lr-add",
-            CLUSTER_ROUTER,
-            "--",
+    /// The cluster router and the default subnet, named as Kube-OVN names them.
+    fn create_default_topology(&mut self) -> Result<()> {
+        self.central().nbctl().run(["lr-add", CLUSTER_ROUTER])?;
+        self.add_subnet(DEFAULT_SUBNET, Ipv4Addr::new(10, 16, 0, 0), 16)
+    }
+
+    /// Adds a subnet: a logical switch attached to the cluster router, whose router port
+    /// (the pods' gateway) is the first address.
+    pub fn add_subnet(&mut self, name: &str, network: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        if self.subnets.iter().any(|s| s.name == name) {
+            return Err(SandboxError::Invalid(format!(
+                "subnet {name} exists already"
+            )));
+        }
+        let gateway = Ipv4Addr::from(u32::from(network) + 1);
+        let router_port = format!("{CLUSTER_ROUTER}-{name}");
+        let switch_port = format!("{name}-{CLUSTER_ROUTER}");
+        self.central().nbctl().run([
             "ls-add",
-            DEFAULT_SUBNET,
+            name,
             "--",
             "set",
             "Logical_Switch",
-            DEFAULT_SUBNET,
-            &format!("other_config:subnet={DEFAULT_SUBNET_CIDR}"),
+            name,
+            &format!("other_config:subnet={network}/{prefix_len}"),
             "--",
             "lrp-add",
             CLUSTER_ROUTER,
             &router_port,
-            &gateway_mac,
-            &format!("{DEFAULT_GATEWAY}/16"),
+            &crate::pod::mac_for(gateway),
+            &format!("{gateway}/{prefix_len}"),
             "--",
             "lsp-add",
-            DEFAULT_SUBNET,
+            name,
             &switch_port,
             "--",
             "lsp-set-type",
@@ -240,6 +258,13 @@ impl Sandbox {
             &switch_port,
             &format!("router-port={router_port}"),
         ])?;
+        self.subnets.push(Subnet {
+            name: name.to_owned(),
+            network,
+            prefix_len,
+            gateway,
+            next_host: 2,
+        });
         Ok(())
     }
 
@@ -289,6 +314,11 @@ impl Sandbox {
 
     /// Adds a fixture pod on node `node` with the next free address of the default subnet.
     pub fn add_pod(&mut self, node: usize, name: &str) -> Result<Pod> {
+        self.add_pod_in(node, name, DEFAULT_SUBNET)
+    }
+
+    /// Adds a fixture pod on node `node` in subnet `subnet`.
+    pub fn add_pod_in(&mut self, node: usize, name: &str, subnet: &str) -> Result<Pod> {
         let node = self
             .nodes
             .get(node)
@@ -297,8 +327,13 @@ impl Sandbox {
         if self.pods.iter().any(|p| p.name == name) {
             return Err(SandboxError::Invalid(format!("pod {name} exists already")));
         }
-        let host = self.next_host;
-        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 16, 0, 0)) + host);
+        let subnet_index = self
+            .subnets
+            .iter()
+            .position(|s| s.name == subnet)
+            .ok_or_else(|| SandboxError::Invalid(format!("no subnet {subnet}")))?;
+        let sub = self.subnets[subnet_index].clone();
+        let ip = Ipv4Addr::from(u32::from(sub.network) + sub.next_host);
         let netns = format!("{}pod-{name}", registry::netns_prefix(self.id()));
         // Record the namespace before creating it, so a half-made pod is still torn down.
         self.namespaces.push(netns.clone());
@@ -307,15 +342,15 @@ impl Sandbox {
                 name: name.to_owned(),
                 netns,
                 ip,
-                prefix_len: 16,
-                gateway: DEFAULT_GATEWAY,
-                logical_switch: DEFAULT_SUBNET.to_owned(),
+                prefix_len: sub.prefix_len,
+                gateway: sub.gateway,
+                logical_switch: sub.name.clone(),
                 kernel_handoff: self.handoff == Handoff::KernelRedirect,
             },
             &node,
             &self.central().nbctl(),
         )?;
-        self.next_host += 1;
+        self.subnets[subnet_index].next_host += 1;
         self.pods.push(pod.clone());
         Ok(pod)
     }

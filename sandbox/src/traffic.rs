@@ -306,9 +306,30 @@ impl Capture {
         Ok(self.stop_with_times()?.len() as u64)
     }
 
-    /// Stops the capture and returns when each packet was captured (seconds since the Unix
-    /// epoch, the kernel's receive timestamps).
-    pub fn stop_with_times(mut self) -> Result<Vec<f64>> {
+    /// Stops the capture and returns tcpdump's decoding of it (`-nn -r FILE <args>`), one
+    /// string per packet (continuation lines of `-v` joined).
+    pub fn stop_and_decode(mut self, args: &[&str]) -> Result<Vec<String>> {
+        self.finish();
+        let out = Cmd::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(self.file.display().to_string())
+            .args(args.iter().copied())
+            .netns(&self.netns)
+            .run()?;
+        let mut packets: Vec<String> = Vec::new();
+        for line in out.lines() {
+            match packets.last_mut() {
+                Some(last) if line.starts_with(char::is_whitespace) => {
+                    last.push(' ');
+                    last.push_str(line.trim());
+                }
+                _ => packets.push(line.to_owned()),
+            }
+        }
+        Ok(packets)
+    }
+
+    fn finish(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
                 let _ = nix::sys::signal::kill(
@@ -318,6 +339,12 @@ impl Capture {
             }
             let _ = child.wait();
         }
+    }
+
+    /// Stops the capture and returns when each packet was captured (seconds since the Unix
+    /// epoch, the kernel's receive timestamps).
+    pub fn stop_with_times(mut self) -> Result<Vec<f64>> {
+        self.finish();
         let out = Cmd::new("tcpdump")
             .args(["-nn", "-tt", "-r"])
             .arg(self.file.display().to_string())
