@@ -1,14 +1,15 @@
-//! `cargo xtask demo`: a 2-node sandbox with real OVN/OVS, 2 pods per node, connectivity
-//! between every pair, a throughput/latency table for same-node and cross-node pod pairs, and
-//! the eBPF counters of every pod's host veth. Then everything is torn down.
+//! `cargo xtask demo`: a 2-node sandbox with real OVN/OVS, 2 pods per node wired by kovn's
+//! eBPF datapath, connectivity between every pair, and a table comparing the fast path, the
+//! slow path (OVS) on the same node, and cross-node traffic (OVS + Geneve). Then everything is
+//! torn down.
 
 use std::time::Duration;
 
-use agent::datapath::{Datapath, LoadOptions};
+use agent::datapath::{Datapath, LoadOptions, PodInterfaces};
 use anyhow::{Context, Result, bail};
-use datapath_common::Direction;
+use datapath_common::{DatapathConfig, Reason};
 use sandbox::traffic::{self, LatencyReport, ThroughputReport};
-use sandbox::{Pod, Sandbox, SandboxConfig, netns};
+use sandbox::{Handoff, Pod, Sandbox, SandboxConfig, netns};
 
 use crate::progress::Step;
 use crate::{ebpf, is_root, setup};
@@ -34,7 +35,11 @@ pub fn run() -> Result<()> {
         STEPS,
         "start the sandbox: OVN central + 2 nodes (OVS userspace datapath, ovn-controller)",
     );
-    let mut sb = Sandbox::start(SandboxConfig::default()).context("starting the sandbox")?;
+    let mut sb = Sandbox::start(SandboxConfig {
+        nodes: 2,
+        handoff: Handoff::Datapath,
+    })
+    .context("starting the sandbox")?;
     step.done(&format!(
         "sandbox {} up, state in {}",
         sb.id(),
@@ -61,26 +66,30 @@ pub fn run() -> Result<()> {
             pod.lsp
         );
     }
-    step.done("4 pods up");
+    step.done("4 pods created");
 
     let step = Step::start(
         5,
         STEPS,
-        "load the eBPF counters (one datapath per node) on every pod's host veth",
+        "load kovn's eBPF datapath (one per node, as one agent per node) and attach it to the pods",
     );
     let mut datapaths = Vec::new();
     for node in sb.nodes() {
         let mut datapath = Datapath::load(&object, &LoadOptions::default())
             .with_context(|| format!("loading {} for {}", object.display(), node.name))?;
         for pod in pods.iter().filter(|p| p.node == node.name) {
-            netns::run_in(&node.netns, || {
-                datapath.attach_counters(&pod.host_veth, Direction::Ingress)?;
-                datapath.attach_counters(&pod.host_veth, Direction::Egress)
-            })??;
+            let interfaces = PodInterfaces {
+                name: pod.lsp.clone(),
+                host_veth: pod.host_veth.clone(),
+                ovs_peer: pod.ovs_peer.clone(),
+                ip: pod.ip.into(),
+                mac: parse_mac(&pod.mac)?,
+            };
+            netns::run_in(&node.netns, || datapath.attach_pod(&interfaces))??;
         }
         datapaths.push((node.name.clone(), datapath));
     }
-    step.done("attached");
+    step.done("verifier accepted; fast path and hand-off attached");
 
     let step = Step::start(
         6,
@@ -126,28 +135,43 @@ pub fn run() -> Result<()> {
         &format!("measure: iperf3 and sockperf ping-pong, {SECONDS} s each"),
     );
     let (a, b, c) = (&pods[0], &pods[1], &pods[2]);
-    let same = measure(a, b)?;
+    println!("    same node, fast path on …");
+    let fast = measure(a, b)?;
+    println!("    same node, fast path off on n0 (every packet through OVS) …");
+    set_fast_path(&mut datapaths[0].1, false)?;
+    let slow = measure(a, b)?;
+    set_fast_path(&mut datapaths[0].1, true)?;
+    println!("    cross node …");
     let cross = measure(a, c)?;
     step.done("measured");
 
     println!();
     println!(
-        "| path between two pods                          | iperf3 TCP, 1 stream | sockperf TCP ping-pong avg / p50 / p99 |"
+        "| path between two pods                           | iperf3 TCP, 1 stream | sockperf TCP ping-pong avg / p50 / p99 |"
     );
     println!(
-        "|------------------------------------------------|----------------------|----------------------------------------|"
+        "|-------------------------------------------------|----------------------|----------------------------------------|"
     );
-    print_row("same node  (a -> b): OVS userspace datapath", &same);
+    print_row("same node  (a -> b): kovn eBPF fast path", &fast);
+    print_row("same node  (a -> b): OVS only (fast path off)", &slow);
     print_row("cross node (a -> c): OVS userspace + Geneve", &cross);
     println!();
-    println!("The eBPF fast path is not built yet: both rows are kovn's slow path (OVS/OVN).");
-    println!("sockperf reports half the round trip as latency.");
-    println!();
     println!(
-        "eBPF counters on the pods' host veths (ingress = from the pod, egress = to the pod):"
+        "Same-node flows are learned from what OVS delivers, then bypass OVS (bpf_redirect_peer);"
     );
-    println!("| node | pod | ingress packets | ingress bytes | egress packets | egress bytes |");
-    println!("|------|-----|-----------------|---------------|----------------|--------------|");
+    println!(
+        "TCP SYN/FIN/RST and anything new still go through OVS; cross-node traffic always does."
+    );
+    println!("sockperf reports half the round trip as latency. `cargo xtask bench` adds a direct");
+    println!("veth pair as the baseline and repeats interleaved rounds.");
+    println!();
+    println!("What kovn's programs decided, per pod:");
+    println!(
+        "| node | pod | sent via fast path | sent to OVS | flows learned | delivered by OVS |"
+    );
+    println!(
+        "|------|-----|--------------------|-------------|---------------|------------------|"
+    );
     for (node, datapath) in &datapaths {
         let node_ns = &sb
             .nodes()
@@ -156,17 +180,15 @@ pub fn run() -> Result<()> {
             .context("node")?
             .netns;
         for pod in pods.iter().filter(|p| &p.node == node) {
-            let ifindex = netns::ifindex(node_ns, &pod.host_veth)?;
-            let count = |d| -> Result<(u64, u64)> {
-                Ok(datapath
-                    .interface_counter(ifindex, d)?
-                    .map_or((0, 0), |c| (c.packets, c.bytes)))
-            };
-            let (ip, ib) = count(Direction::Ingress)?;
-            let (ep, eb) = count(Direction::Egress)?;
+            let host = netns::ifindex(node_ns, &pod.host_veth)?;
+            let peer = netns::ifindex(node_ns, &pod.ovs_peer)?;
             println!(
-                "| {node:<4} | {:<3} | {ip:>15} | {ib:>13} | {ep:>14} | {eb:>12} |",
-                pod.name
+                "| {node:<4} | {:<3} | {:>18} | {:>11} | {:>13} | {:>16} |",
+                pod.name,
+                datapath.reason_count(host, Reason::FastHit)?,
+                datapath.reason_count(host, Reason::HandoffToOvs)?,
+                datapath.reason_count(peer, Reason::Learned)?,
+                datapath.reason_count(peer, Reason::Delivered)?,
             );
         }
     }
@@ -183,17 +205,31 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+fn set_fast_path(datapath: &mut Datapath, on: bool) -> Result<()> {
+    datapath.set_config(&DatapathConfig {
+        fast_path_enabled: u32::from(on),
+        ..DatapathConfig::default()
+    })?;
+    Ok(())
+}
+
+fn parse_mac(mac: &str) -> Result<[u8; 6]> {
+    let mut out = [0u8; 6];
+    for (slot, part) in out.iter_mut().zip(mac.split(':')) {
+        *slot = u8::from_str_radix(part, 16)?;
+    }
+    Ok(out)
+}
+
 struct Measurement {
     throughput: ThroughputReport,
     latency: LatencyReport,
 }
 
 fn measure(client: &Pod, server: &Pod) -> Result<Measurement> {
-    println!("    {} -> {}: iperf3 …", client.name, server.name);
     let throughput = traffic::iperf3(client, server, SECONDS)?;
     // Let the server's port close before sockperf starts.
     std::thread::sleep(Duration::from_millis(200));
-    println!("    {} -> {}: sockperf …", client.name, server.name);
     let latency = traffic::sockperf_ping_pong(client, server, SECONDS)?;
     Ok(Measurement {
         throughput,
@@ -203,7 +239,7 @@ fn measure(client: &Pod, server: &Pod) -> Result<Measurement> {
 
 fn print_row(label: &str, m: &Measurement) {
     println!(
-        "| {label:<46} | {:>13.2} Gbit/s | {:>9.1} / {:>6.1} / {:>6.1} µs       |",
+        "| {label:<47} | {:>13.2} Gbit/s | {:>9.1} / {:>6.1} / {:>6.1} µs       |",
         m.throughput.gbit_per_second(),
         m.latency.avg_us,
         m.latency.p50_us,
