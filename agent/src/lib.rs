@@ -2,3 +2,4 @@
 //! plumbing and the Kubernetes side follow (see DESIGN.md).
 
 pub mod datapath;
+pub mod metrics;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use agent::datapath::invalidation::{self, follow_nb_cfg};
-use agent::datapath::{Datapath, LoadOptions, PodInterfaces, locate_object};
+use agent::datapath::{Datapath, LoadOptions, PinnedMaps, PodInterfaces, ReadMaps, locate_object};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -42,6 +42,19 @@ enum DatapathCommand {
         ovs_db: Option<String>,
         #[arg(long)]
         object: Option<PathBuf>,
+        /// Where /metrics and /healthz are served.
+        #[arg(long, default_value = agent::metrics::DEFAULT_METRICS_ADDR)]
+        metrics_addr: std::net::SocketAddr,
+    },
+    /// List the learned flows of a running agent (from its pinned maps).
+    Flows {
+        #[arg(long, default_value = "/sys/fs/bpf/kovn")]
+        pin_dir: PathBuf,
+    },
+    /// Print the decision counters of a running agent (from its pinned maps).
+    Stats {
+        #[arg(long, default_value = "/sys/fs/bpf/kovn")]
+        pin_dir: PathBuf,
     },
     /// Load the object and run every program through the kernel verifier, then unload.
     Check {
@@ -63,14 +76,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Datapath {
+            command: DatapathCommand::Flows { pin_dir },
+        } => report(print_flows(&pin_dir)),
+        Command::Datapath {
+            command: DatapathCommand::Stats { pin_dir },
+        } => report(print_stats(&pin_dir)),
+        Command::Datapath {
             command:
                 DatapathCommand::Run {
                     pin_dir,
                     pods,
                     ovs_db,
                     object,
+                    metrics_addr,
                 },
-        } => match run(pin_dir, pods, ovs_db, object) {
+        } => match run(pin_dir, pods, ovs_db, object, metrics_addr) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
@@ -133,6 +153,7 @@ fn run(
     pods: Vec<PodInterfaces>,
     ovs_db: Option<String>,
     object: Option<PathBuf>,
+    metrics_addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let object = object.map_or_else(locate_object, Ok)?;
     let mut datapath = Datapath::load(
@@ -167,6 +188,7 @@ fn run(
                 },
             ));
         }
+        tokio::spawn(agent::metrics::serve(metrics_addr, Some(datapath.clone())));
         println!("ready");
         // Stopping leaves the datapath running: maps and links are pinned.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -177,4 +199,83 @@ fn run(
         tracing::info!("stopping; the datapath keeps running from its pins");
         Ok(())
     })
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn show_ip(ip: &[u8; 16]) -> String {
+    let v6 = std::net::Ipv6Addr::from(*ip);
+    v6.to_ipv4_mapped()
+        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+}
+
+fn show_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn print_flows(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let maps = PinnedMaps::open(pin_dir)?;
+    let generation = maps.generation()?;
+    let mut flows = maps.flows()?;
+    flows.sort_by_key(|(k, _)| (k.proto, k.src, k.dst, k.sport, k.dport));
+    println!("generation {generation}, {} flows", flows.len());
+    for (key, entry) in flows {
+        let proto = match key.proto {
+            6 => "TCP",
+            17 => "UDP",
+            1 => "ICMP",
+            58 => "ICMPv6",
+            _ => "?",
+        };
+        println!(
+            "{proto} {}:{} -> {}:{}  to ifindex {}  mac {} -> {}{}{}",
+            show_ip(&key.src),
+            key.sport,
+            show_ip(&key.dst),
+            key.dport,
+            entry.dst_host_ifindex,
+            show_mac(&entry.src_mac),
+            show_mac(&entry.dst_mac),
+            if entry.flags & datapath_common::flow_flags::ROUTED != 0 {
+                "  routed"
+            } else {
+                ""
+            },
+            if entry.generation == generation {
+                ""
+            } else {
+                "  (stale generation)"
+            },
+        );
+    }
+    Ok(())
+}
+
+fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let maps = PinnedMaps::open(pin_dir)?;
+    println!("generation {}", maps.generation()?);
+    println!("{:<8} {:<16} {:>14}", "ifindex", "reason", "packets");
+    for c in maps.reason_counts()? {
+        println!(
+            "{:<8} {:<16} {:>14}",
+            c.ifindex,
+            c.reason.as_str(),
+            c.packets
+        );
+    }
+    for f in maps.faults()? {
+        println!("fault {:<20} {:>14}", f.fault.as_str(), f.count);
+    }
+    Ok(())
 }

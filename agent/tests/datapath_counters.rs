@@ -1,7 +1,7 @@
 //! The real eBPF object, loaded through the kernel's verifier with aya, attached to a veth in a
 //! test namespace: traffic still flows, and the counters see exactly that traffic.
 
-use agent::datapath::{Datapath, LoadOptions, locate_object};
+use agent::datapath::{Datapath, LoadOptions, ReadMaps, locate_object};
 use datapath_common::Direction;
 use sandbox::Cmd;
 use sandbox::netns::{self, ScratchNamespaces};

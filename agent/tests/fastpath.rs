@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent::datapath::invalidation::{self, follow_nb_cfg};
-use agent::datapath::{Datapath, LoadOptions, PodInterfaces, locate_object};
+use agent::datapath::{Datapath, LoadOptions, PodInterfaces, ReadMaps, locate_object};
 use datapath_common::Reason;
 use sandbox::traffic::{self, Capture};
 use sandbox::{Cmd, Handoff, Pod, Sandbox, SandboxConfig, netns};

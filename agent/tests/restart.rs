@@ -17,6 +17,7 @@ fn start_agent(sb: &Sandbox, pods: &[&Pod]) -> Child {
         .arg(sb.bpffs_dir().join(&node.name).display().to_string())
         .arg("--ovs-db")
         .arg(format!("unix:{}", node.db.socket.display()))
+        .args(["--metrics-addr", "127.0.0.1:10665"])
         .netns_keep_mounts(&node.netns);
     for pod in pods {
         cmd = cmd.arg("--pod").arg(format!(
@@ -107,6 +108,50 @@ fn agent_killed_and_restarted_during_a_fast_pathed_flow() {
         f64::from(lost) / f64::from(PINGS) < 0.001,
         "{lost} of {PINGS} pings lost across the restart: {summary}"
     );
+
+    // The restarted agent exports what the programs decided (read from the pinned maps, so
+    // the counts include what happened under the first agent) on :10665 …
+    let metrics = sandbox::netns::run_in(&sb.node(0).netns, || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect("127.0.0.1:10665")?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body)?;
+        Ok::<_, std::io::Error>(body)
+    })
+    .unwrap()
+    .expect("scrape :10665/metrics");
+    let fast_hits: u64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("kovn_datapath_packets_total")
+                && l.contains(&format!("interface=\"{}\"", a.host_veth))
+                && l.contains("reason=\"fast_hit\"")
+        })
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no fast_hit series for {}: {metrics}", a.host_veth));
+    assert!(fast_hits > 1000, "{fast_hits} fast hits exported");
+    assert!(metrics.contains("kovn_datapath_loaded 1"), "{metrics}");
+
+    // … and the inspection commands read the same pins.
+    let pin_dir = sb.bpffs_dir().join(&sb.node(0).name);
+    let flows = Cmd::new(env!("CARGO_BIN_EXE_kovn-agent"))
+        .args(["datapath", "flows", "--pin-dir"])
+        .arg(pin_dir.display().to_string())
+        .run()
+        .expect("kovn-agent datapath flows");
+    assert!(
+        flows.contains(&format!("{}", a.ip)) && flows.contains(&format!("{}", b.ip)),
+        "{flows}"
+    );
+    let stats = Cmd::new(env!("CARGO_BIN_EXE_kovn-agent"))
+        .args(["datapath", "stats", "--pin-dir"])
+        .arg(pin_dir.display().to_string())
+        .run()
+        .expect("kovn-agent datapath stats");
+    assert!(stats.contains("fast_hit"), "{stats}");
+
     let _ = agent.kill();
     let _ = agent.wait();
     sb.teardown().expect("teardown removes the pins");

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use agent::datapath::{Datapath, LoadOptions, PodInterfaces};
+use agent::datapath::{Datapath, LoadOptions, PodInterfaces, ReadMaps};
 use anyhow::{Context, Result, bail};
 use datapath_common::{DatapathConfig, Reason};
 use sandbox::traffic::{self, LatencyReport, ThroughputReport};

@@ -1,12 +1,12 @@
 //! Reading the counter maps: per-interface packets and bytes, and bookkeeping faults.
 
-use aya::maps::{PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap};
 use datapath_common::{
-    Direction, FAULTS_MAP, Fault, IF_COUNTERS_MAP, IfCounterKey, IfCounters, REASONS_MAP, Reason,
-    ReasonKey,
+    Direction, FAULTS_MAP, FLOWS_MAP, Fault, FlowEntry, FlowKey, GENERATION_MAP, IF_COUNTERS_MAP,
+    IfCounterKey, IfCounters, REASONS_MAP, Reason, ReasonKey,
 };
 
-use super::{Datapath, DatapathError, map_error};
+use super::{DatapathError, MapSource, map_error};
 
 /// How many packets one interface's programs decided for one [`Reason`], summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +32,11 @@ pub struct FaultCount {
     pub count: u64,
 }
 
-impl Datapath {
+/// Reading the datapath's maps; implemented for everything that can hand out the maps (the
+/// loaded [`super::Datapath`], or [`super::PinnedMaps`] of a running agent).
+pub trait ReadMaps: MapSource {
     /// Every interface counter in the map.
-    pub fn interface_counters(&self) -> Result<Vec<InterfaceCounters>, DatapathError> {
+    fn interface_counters(&self) -> Result<Vec<InterfaceCounters>, DatapathError> {
         let map = self.map(IF_COUNTERS_MAP)?;
         let map: PerCpuHashMap<_, IfCounterKey, IfCounters> =
             PerCpuHashMap::try_from(map).map_err(|e| map_error(IF_COUNTERS_MAP, e))?;
@@ -59,7 +61,7 @@ impl Datapath {
     }
 
     /// The counters of one hook of one interface, if it has seen a packet.
-    pub fn interface_counter(
+    fn interface_counter(
         &self,
         ifindex: u32,
         direction: Direction,
@@ -71,7 +73,7 @@ impl Datapath {
     }
 
     /// Every bookkeeping fault with its count (zero included, so metrics show the series).
-    pub fn faults(&self) -> Result<Vec<FaultCount>, DatapathError> {
+    fn faults(&self) -> Result<Vec<FaultCount>, DatapathError> {
         let map = self.map(FAULTS_MAP)?;
         let map: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|e| map_error(FAULTS_MAP, e))?;
@@ -90,7 +92,7 @@ impl Datapath {
     }
 
     /// Every (interface, reason) counter.
-    pub fn reason_counts(&self) -> Result<Vec<ReasonCount>, DatapathError> {
+    fn reason_counts(&self) -> Result<Vec<ReasonCount>, DatapathError> {
         let map = self.map(REASONS_MAP)?;
         let map: PerCpuHashMap<_, ReasonKey, u64> =
             PerCpuHashMap::try_from(map).map_err(|e| map_error(REASONS_MAP, e))?;
@@ -111,11 +113,29 @@ impl Datapath {
     }
 
     /// Packets interface `ifindex` counted under `reason` (0 if none).
-    pub fn reason_count(&self, ifindex: u32, reason: Reason) -> Result<u64, DatapathError> {
+    fn reason_count(&self, ifindex: u32, reason: Reason) -> Result<u64, DatapathError> {
         Ok(self
             .reason_counts()?
             .iter()
             .find(|c| c.ifindex == ifindex && c.reason == reason)
             .map_or(0, |c| c.packets))
     }
+
+    /// Every learned flow.
+    fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, DatapathError> {
+        let map = self.map(FLOWS_MAP)?;
+        let flows: HashMap<_, FlowKey, FlowEntry> =
+            HashMap::try_from(map).map_err(|e| map_error(FLOWS_MAP, e))?;
+        Ok(flows.iter().filter_map(Result::ok).collect())
+    }
+
+    /// The current policy generation.
+    fn generation(&self) -> Result<u64, DatapathError> {
+        let map = self.map(GENERATION_MAP)?;
+        let array: Array<_, u64> =
+            Array::try_from(map).map_err(|e| map_error(GENERATION_MAP, e))?;
+        array.get(&0, 0).map_err(|e| map_error(GENERATION_MAP, e))
+    }
 }
+
+impl<T: MapSource + ?Sized> ReadMaps for T {}

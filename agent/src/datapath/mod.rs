@@ -18,7 +18,7 @@ use aya::{
 };
 use datapath_common::{Direction, programs};
 
-pub use counters::{FaultCount, InterfaceCounters, ReasonCount};
+pub use counters::{FaultCount, InterfaceCounters, ReadMaps, ReasonCount};
 pub use object::{BPF_OBJECT_ENV, locate_object};
 pub use pods::{PodInterfaces, ip_bytes};
 
@@ -224,13 +224,54 @@ pub(crate) fn map_error(name: &'static str, source: aya::maps::MapError) -> Data
     }
 }
 
-impl Datapath {
+/// Hands out the datapath's maps by name.
+pub trait MapSource {
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError>;
+}
+
+impl MapSource for Datapath {
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
         self.ebpf
             .map(name)
             .ok_or(DatapathError::MissingMap { name })
     }
+}
 
+/// The maps a running agent pinned, opened read-only by another process (the inspection
+/// commands).
+pub struct PinnedMaps {
+    maps: std::collections::HashMap<&'static str, aya::maps::Map>,
+}
+
+impl std::fmt::Debug for PinnedMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedMaps").finish_non_exhaustive()
+    }
+}
+
+impl PinnedMaps {
+    /// Opens every pinned map under `dir` (a running agent's `--pin-dir`).
+    pub fn open(dir: &Path) -> Result<PinnedMaps, DatapathError> {
+        let mut maps = std::collections::HashMap::new();
+        for name in PINNED_MAPS {
+            let data =
+                aya::maps::MapData::from_pin(dir.join(name)).map_err(|e| map_error(name, e))?;
+            let map = aya::maps::Map::from_map_data(data).map_err(|e| map_error(name, e))?;
+            maps.insert(*name, map);
+        }
+        Ok(PinnedMaps { maps })
+    }
+}
+
+impl MapSource for PinnedMaps {
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
+        self.maps
+            .get(name)
+            .ok_or(DatapathError::MissingMap { name })
+    }
+}
+
+impl Datapath {
     /// A typed view of a map for writing.
     fn map_mut_typed<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
     where

@@ -219,14 +219,6 @@ impl Datapath {
         Ok(victims.len())
     }
 
-    /// Every learned flow.
-    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, DatapathError> {
-        let map = self.map(FLOWS_MAP)?;
-        let flows: HashMap<_, FlowKey, FlowEntry> =
-            HashMap::try_from(map).map_err(|e| map_error(FLOWS_MAP, e))?;
-        Ok(flows.iter().filter_map(Result::ok).collect())
-    }
-
     /// Names of the attached pods.
     pub fn pod_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.pods.keys().cloned().collect();

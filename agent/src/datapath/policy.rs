@@ -4,17 +4,9 @@
 use aya::maps::Array;
 use datapath_common::{CONFIG_MAP, DatapathConfig, GENERATION_MAP};
 
-use super::{Datapath, DatapathError, map_error};
+use super::{Datapath, DatapathError, ReadMaps, map_error};
 
 impl Datapath {
-    /// The current policy generation.
-    pub fn generation(&self) -> Result<u64, DatapathError> {
-        let map = self.map(GENERATION_MAP)?;
-        let array: Array<_, u64> =
-            Array::try_from(map).map_err(|e| map_error(GENERATION_MAP, e))?;
-        array.get(&0, 0).map_err(|e| map_error(GENERATION_MAP, e))
-    }
-
     /// Moves to the next generation; returns it.
     pub fn bump_generation(&mut self) -> Result<u64, DatapathError> {
         let next = self.generation()?.wrapping_add(1);
