@@ -79,21 +79,7 @@ impl Datapath {
             _pad: [0; 2],
         };
         let ip = ip_bytes(pod.ip);
-        {
-            let mut ports: HashMap<_, u32, PodPort> = self.map_mut_typed(PORTS_MAP)?;
-            for index in [port.host_ifindex, port.ovs_peer_ifindex] {
-                ports
-                    .insert(index, port, 0)
-                    .map_err(|e| map_error(PORTS_MAP, e))?;
-            }
-        }
-        {
-            let mut endpoints: HashMap<_, EndpointKey, PodPort> =
-                self.map_mut_typed(ENDPOINTS_MAP)?;
-            endpoints
-                .insert(EndpointKey { ip }, port, 0)
-                .map_err(|e| map_error(ENDPOINTS_MAP, e))?;
-        }
+        self.register_port(port, ip)?;
         let mut links = Vec::new();
         for (name, interface) in [
             (programs::FROM_POD, &pod.host_veth),
@@ -140,6 +126,67 @@ impl Datapath {
                 || entry.dst_host_ifindex == pod.port.host_ifindex
         })?;
         Ok(())
+    }
+
+    /// Records a pod port and its address in the maps the programs consult (attach_pod does
+    /// this; tests driving the programs with BPF_PROG_TEST_RUN use it directly).
+    pub fn register_port(&mut self, port: PodPort, ip: IpBytes) -> Result<(), DatapathError> {
+        {
+            let mut ports: HashMap<_, u32, PodPort> = self.map_mut_typed(PORTS_MAP)?;
+            for index in [port.host_ifindex, port.ovs_peer_ifindex] {
+                ports
+                    .insert(index, port, 0)
+                    .map_err(|e| map_error(PORTS_MAP, e))?;
+            }
+        }
+        let mut endpoints: HashMap<_, EndpointKey, PodPort> = self.map_mut_typed(ENDPOINTS_MAP)?;
+        endpoints
+            .insert(EndpointKey { ip }, port, 0)
+            .map_err(|e| map_error(ENDPOINTS_MAP, e))
+    }
+
+    /// Writes a flow entry directly (tests and tooling; the programs learn flows themselves).
+    pub fn insert_flow(&mut self, key: FlowKey, entry: FlowEntry) -> Result<(), DatapathError> {
+        let mut flows: HashMap<_, FlowKey, FlowEntry> = self.map_mut_typed(FLOWS_MAP)?;
+        flows
+            .insert(key, entry, 0)
+            .map_err(|e| map_error(FLOWS_MAP, e))
+    }
+
+    /// Runs `program` once on `packet` with BPF_PROG_TEST_RUN, as if it arrived on interface
+    /// `ifindex`; returns the program's verdict.
+    pub fn test_run(
+        &self,
+        program: &'static str,
+        packet: &[u8],
+        ifindex: u32,
+    ) -> Result<i32, DatapathError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        // The head of a struct __sk_buff: everything zero but `ifindex` (offset 40), which
+        // the kernel uses to pick the device the packet seems to arrive on.
+        let mut ctx = [0u8; 44];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let prog: &aya::programs::SchedClassifier = self
+            .ebpf
+            .program(program)
+            .ok_or(DatapathError::MissingProgram { name: program })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                name: program,
+                source: Box::new(source),
+            })?;
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                // The kernel runs test packets on loopback; only another device needs ctx.
+                ctx_in: (ifindex != 1).then_some(&ctx[..]),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| DatapathError::Program {
+                name: program,
+                source: Box::new(source),
+            })?;
+        Ok(result.return_value as i32)
     }
 
     /// Attaches `program` to the ingress of `interface`. With a pin directory, a link pinned
