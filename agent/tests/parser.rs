@@ -113,7 +113,7 @@ impl Harness {
 
     /// Runs the from-pod program and returns its verdict and the one decision it counted
     /// (hand-offs are counted as HandoffToOvs plus the reason for it).
-    fn from_pod(&self, packet: &[u8]) -> (i32, Vec<Reason>) {
+    fn run_from_pod(&self, packet: &[u8]) -> (i32, Vec<Reason>) {
         let before: Vec<u64> = Reason::ALL.iter().map(|r| self.count(*r)).collect();
         let verdict = self
             .dp
@@ -143,18 +143,18 @@ fn crafted_packets_get_the_right_decision() {
     truncated.extend(ipv4(17, 0));
     truncated.extend_from_slice(&[0x13, 0x88]);
     assert_eq!(
-        h.from_pod(&truncated),
+        h.run_from_pod(&truncated),
         (TC_ACT_REDIRECT, vec![HandoffToOvs, ParseFailure])
     );
     // An IPv6 extension header cut off by the end of the packet.
     let mut cut = udp_v6(2);
     cut.truncate(14 + 40 + 4);
-    assert_eq!(h.from_pod(&cut).1, vec![HandoffToOvs, ParseFailure]);
+    assert_eq!(h.run_from_pod(&cut).1, vec![HandoffToOvs, ParseFailure]);
     // Unknown ethertype (ARP): to OVS.
     let mut arp = ethernet(0x0806, false);
     arp.extend_from_slice(&[0; 28]);
     assert_eq!(
-        h.from_pod(&arp),
+        h.run_from_pod(&arp),
         (TC_ACT_REDIRECT, vec![HandoffToOvs, ParseFailure])
     );
     // A fragment is never fast-pathed: OVS reassembles.
@@ -162,31 +162,40 @@ fn crafted_packets_get_the_right_decision() {
     fragment.extend(ipv4(17, 0x2000));
     fragment.extend(ports(5000, 53));
     fragment.extend_from_slice(&[0, 8, 0, 0]);
-    assert_eq!(h.from_pod(&fragment).1, vec![HandoffToOvs, ParseFailure]);
+    assert_eq!(
+        h.run_from_pod(&fragment).1,
+        vec![HandoffToOvs, ParseFailure]
+    );
 
     // Parsed packets without a flow: a miss.
-    assert_eq!(h.from_pod(&udp_v4(false)).1, vec![Miss, HandoffToOvs]);
+    assert_eq!(h.run_from_pod(&udp_v4(false)).1, vec![Miss, HandoffToOvs]);
     assert_eq!(
-        h.from_pod(&udp_v4(true)).1,
+        h.run_from_pod(&udp_v4(true)).1,
         vec![Miss, HandoffToOvs],
         "VLAN"
     );
     // IPv6 traffic from an address that is not the port's own never reaches the flow
     // lookup (port security): a plain hand-off.
     assert_eq!(
-        h.from_pod(&udp_v6(3)).1,
+        h.run_from_pod(&udp_v6(3)).1,
         vec![HandoffToOvs],
         "3 extension headers parse"
     );
     // More extension headers than the parser walks: to OVS as unparsed.
-    assert_eq!(h.from_pod(&udp_v6(5)).1, vec![HandoffToOvs, ParseFailure]);
+    assert_eq!(
+        h.run_from_pod(&udp_v6(5)).1,
+        vec![HandoffToOvs, ParseFailure]
+    );
     let mut v6_fragment = udp_v6(0);
     v6_fragment[20] = 44; // next header: fragment
-    assert_eq!(h.from_pod(&v6_fragment).1, vec![HandoffToOvs, ParseFailure]);
+    assert_eq!(
+        h.run_from_pod(&v6_fragment).1,
+        vec![HandoffToOvs, ParseFailure]
+    );
 
     // Control packets always go through OVS.
     assert_eq!(
-        h.from_pod(&tcp_v4(0x02)).1,
+        h.run_from_pod(&tcp_v4(0x02)).1,
         vec![HandoffToOvs, Control],
         "SYN"
     );
@@ -203,15 +212,18 @@ fn crafted_packets_get_the_right_decision() {
         last_slow_ns: u64::MAX / 2,
     };
     h.dp.insert_flow(udp_key(), entry).unwrap();
-    assert_eq!(h.from_pod(&udp_v4(false)), (TC_ACT_REDIRECT, vec![FastHit]));
+    assert_eq!(
+        h.run_from_pod(&udp_v4(false)),
+        (TC_ACT_REDIRECT, vec![FastHit])
+    );
     // … a spoofed source MAC on the same 5-tuple is not …
     let mut spoofed = udp_v4(false);
     spoofed[6..12].copy_from_slice(&[0x0a, 0x58, 0, 0, 0, 0x99]);
-    assert_eq!(h.from_pod(&spoofed).1, vec![HandoffToOvs]);
+    assert_eq!(h.run_from_pod(&spoofed).1, vec![HandoffToOvs]);
     // … and after a policy change the same flow is a miss until OVS delivers it again.
     h.dp.bump_generation().unwrap();
     assert_eq!(
-        h.from_pod(&udp_v4(false)).1,
+        h.run_from_pod(&udp_v4(false)).1,
         vec![HandoffToOvs, Invalidated]
     );
 
@@ -228,12 +240,12 @@ fn crafted_packets_get_the_right_decision() {
     };
     h.dp.insert_flow(tcp_key, current).unwrap();
     assert_eq!(
-        h.from_pod(&tcp_v4(0x10)).1,
+        h.run_from_pod(&tcp_v4(0x10)).1,
         vec![FastHit],
         "ACK on the flow"
     );
     assert_eq!(
-        h.from_pod(&tcp_v4(0x11)).1,
+        h.run_from_pod(&tcp_v4(0x11)).1,
         vec![HandoffToOvs, Control, Retired],
         "FIN"
     );
@@ -242,7 +254,7 @@ fn crafted_packets_get_the_right_decision() {
         "entry retired"
     );
     assert_eq!(
-        h.from_pod(&tcp_v4(0x10)).1,
+        h.run_from_pod(&tcp_v4(0x10)).1,
         vec![Miss, HandoffToOvs],
         "gone after FIN"
     );
@@ -284,7 +296,7 @@ fn random_bytes_are_handed_on_never_dropped() {
         ) {
             packet[12] = 0x12; // keep random ethertypes clear of the checked ones
         }
-        let (verdict, reasons) = h.from_pod(&packet);
+        let (verdict, reasons) = h.run_from_pod(&packet);
         assert_eq!(
             verdict, TC_ACT_REDIRECT,
             "packet {i} not handed on: {packet:02x?}"
