@@ -42,6 +42,12 @@ enum DatapathCommand {
         ovs_db: Option<String>,
         #[arg(long)]
         object: Option<PathBuf>,
+        /// Idle time after which a TCP flow leaves the fast path (seconds).
+        #[arg(long, default_value_t = 300)]
+        tcp_timeout: u64,
+        /// Idle time after which a UDP or ICMP flow leaves the fast path (seconds).
+        #[arg(long, default_value_t = 30)]
+        udp_timeout: u64,
         /// Where /metrics and /healthz are served.
         #[arg(long, default_value = agent::metrics::DEFAULT_METRICS_ADDR)]
         metrics_addr: std::net::SocketAddr,
@@ -88,9 +94,22 @@ fn main() -> ExitCode {
                     pods,
                     ovs_db,
                     object,
+                    tcp_timeout,
+                    udp_timeout,
                     metrics_addr,
                 },
-        } => match run(pin_dir, pods, ovs_db, object, metrics_addr) {
+        } => match run(
+            pin_dir,
+            pods,
+            ovs_db,
+            object,
+            datapath_common::DatapathConfig {
+                tcp_timeout_ns: tcp_timeout * 1_000_000_000,
+                udp_timeout_ns: udp_timeout * 1_000_000_000,
+                ..Default::default()
+            },
+            metrics_addr,
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
@@ -153,6 +172,7 @@ fn run(
     pods: Vec<PodInterfaces>,
     ovs_db: Option<String>,
     object: Option<PathBuf>,
+    config: datapath_common::DatapathConfig,
     metrics_addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let object = object.map_or_else(locate_object, Ok)?;
@@ -163,6 +183,7 @@ fn run(
             ..LoadOptions::default()
         },
     )?;
+    datapath.set_config(&config)?;
     for pod in &pods {
         datapath.attach_pod(pod)?;
     }
@@ -189,6 +210,23 @@ fn run(
             ));
         }
         tokio::spawn(agent::metrics::serve(metrics_addr, Some(datapath.clone())));
+        tokio::spawn({
+            let datapath = datapath.clone();
+            async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+                loop {
+                    every.tick().await;
+                    let result = datapath
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .collect_garbage();
+                    match result {
+                        Ok(r) => tracing::debug!(expired = r.expired, stale = r.stale, "flow GC"),
+                        Err(e) => tracing::warn!(error = %e, "flow GC failed"),
+                    }
+                }
+            }
+        });
         println!("ready");
         // Stopping leaves the datapath running: maps and links are pinned.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -309,3 +309,32 @@ fn random_bytes_are_handed_on_never_dropped() {
         assert_eq!(verdict, TC_ACT_REDIRECT, "packet {i} not delivered");
     }
 }
+
+#[test]
+fn garbage_collection_removes_idle_and_stale_flows_only() {
+    if !sandbox::privileged("garbage_collection_removes_idle_and_stale_flows_only") {
+        return;
+    }
+    let mut h = Harness::new();
+    let now = agent::datapath::monotonic_ns();
+    let generation = h.dp.generation().unwrap();
+    let entry = |generation, last_seen_ns| FlowEntry {
+        dst_host_ifindex: LO,
+        flags: 0,
+        src_mac: POD_MAC,
+        dst_mac: PEER_MAC,
+        generation,
+        last_seen_ns,
+        last_slow_ns: last_seen_ns,
+    };
+    let key = |sport| FlowKey { sport, ..udp_key() };
+    h.dp.insert_flow(key(1), entry(generation, now)).unwrap(); // live
+    h.dp.insert_flow(key(2), entry(generation, now - 31_000_000_000))
+        .unwrap(); // idle > 30 s
+    h.dp.insert_flow(key(3), entry(generation - 1, now))
+        .unwrap(); // older generation
+    let report = h.dp.collect_garbage().unwrap();
+    assert_eq!((report.expired, report.stale), (1, 1), "{report:?}");
+    let left: Vec<u16> = h.dp.flows().unwrap().iter().map(|(k, _)| k.sport).collect();
+    assert_eq!(left, vec![1]);
+}

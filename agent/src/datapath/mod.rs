@@ -21,6 +21,7 @@ use datapath_common::{Direction, programs};
 pub use counters::{FaultCount, InterfaceCounters, ReadMaps, ReasonCount};
 pub use object::{BPF_OBJECT_ENV, locate_object};
 pub use pods::{PodInterfaces, ip_bytes};
+pub use policy::{GcReport, monotonic_ns};
 
 /// Errors of the datapath loader; each says which step failed.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 use aya::maps::Array;
 use datapath_common::{CONFIG_MAP, DatapathConfig, GENERATION_MAP};
 
-use super::{Datapath, DatapathError, ReadMaps, map_error};
+use super::{Datapath, DatapathError, MapSource, ReadMaps, map_error};
 
 impl Datapath {
     /// Moves to the next generation; returns it.
@@ -22,5 +22,55 @@ impl Datapath {
         array
             .set(0, *config, 0)
             .map_err(|e| map_error(CONFIG_MAP, e))
+    }
+}
+
+/// What a garbage collection removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Entries idle longer than their protocol's timeout.
+    pub expired: usize,
+    /// Entries of an older policy generation (misses anyway; their slots are freed).
+    pub stale: usize,
+}
+
+/// Now on the clock `bpf_ktime_get_ns` reads (CLOCK_MONOTONIC).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Datapath {
+    /// The settings the programs use now.
+    pub fn config(&self) -> Result<DatapathConfig, DatapathError> {
+        let map = self.map(CONFIG_MAP)?;
+        let array: Array<_, DatapathConfig> =
+            Array::try_from(map).map_err(|e| map_error(CONFIG_MAP, e))?;
+        array.get(&0, 0).map_err(|e| map_error(CONFIG_MAP, e))
+    }
+
+    /// Deletes expired and stale entries. The programs already treat them as misses; this
+    /// frees their slots so live flows are not evicted from the LRU map instead.
+    pub fn collect_garbage(&mut self) -> Result<GcReport, DatapathError> {
+        let now = monotonic_ns();
+        let config = self.config()?;
+        let generation = self.generation()?;
+        let mut report = GcReport::default();
+        let stale = self.purge_flows(|_, e| e.generation != generation)?;
+        report.stale = stale;
+        report.expired = self.purge_flows(|k, e| {
+            let timeout = if k.proto == 6 {
+                config.tcp_timeout_ns
+            } else {
+                config.udp_timeout_ns
+            };
+            now.saturating_sub(e.last_seen_ns) > timeout
+        })?;
+        Ok(report)
     }
 }
