@@ -48,6 +48,10 @@ enum DatapathCommand {
         /// Idle time after which a UDP or ICMP flow leaves the fast path (seconds).
         #[arg(long, default_value_t = 30)]
         udp_timeout: u64,
+        /// Turn on the programs' aya-log events at this level (error, warn, info, debug,
+        /// trace); off by default, as each event costs a ring-buffer reservation.
+        #[arg(long, value_parser = parse_level)]
+        bpf_log_level: Option<aya_log::Level>,
         /// Where /metrics and /healthz are served.
         #[arg(long, default_value = agent::metrics::DEFAULT_METRICS_ADDR)]
         metrics_addr: std::net::SocketAddr,
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
                     object,
                     tcp_timeout,
                     udp_timeout,
+                    bpf_log_level,
                     metrics_addr,
                 },
         } => match run(
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
                 udp_timeout_ns: udp_timeout * 1_000_000_000,
                 ..Default::default()
             },
+            bpf_log_level,
             metrics_addr,
         ) {
             Ok(()) => ExitCode::SUCCESS,
@@ -173,6 +179,7 @@ fn run(
     ovs_db: Option<String>,
     object: Option<PathBuf>,
     config: datapath_common::DatapathConfig,
+    log_level: Option<aya_log::Level>,
     metrics_addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let object = object.map_or_else(locate_object, Ok)?;
@@ -180,9 +187,10 @@ fn run(
         &object,
         &LoadOptions {
             pin_dir: Some(pin_dir),
-            ..LoadOptions::default()
+            log_level,
         },
     )?;
+    let logger = datapath.take_logger();
     datapath.set_config(&config)?;
     for pod in &pods {
         datapath.attach_pod(pod)?;
@@ -210,6 +218,23 @@ fn run(
             ));
         }
         tokio::spawn(agent::metrics::serve(metrics_addr, Some(datapath.clone())));
+        if let Some(logger) = logger {
+            // SAFETY: the logger owns its ring buffer's fd, which stays open and the same until
+            // the AsyncFd (which owns the logger) is dropped.
+            let mut fd = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    logger,
+                    tokio::io::Interest::READABLE,
+                )
+            }
+            .map_err(|e| anyhow::anyhow!("watching the eBPF log buffer: {e}"))?;
+            tokio::spawn(async move {
+                while let Ok(mut ready) = fd.readable_mut().await {
+                    ready.get_inner_mut().flush();
+                    ready.clear_ready();
+                }
+            });
+        }
         tokio::spawn({
             let datapath = datapath.clone();
             async move {
@@ -316,4 +341,15 @@ fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         println!("fault {:<20} {:>14}", f.fault.as_str(), f.count);
     }
     Ok(())
+}
+
+fn parse_level(level: &str) -> Result<aya_log::Level, String> {
+    Ok(match level {
+        "error" => aya_log::Level::Error,
+        "warn" => aya_log::Level::Warn,
+        "info" => aya_log::Level::Info,
+        "debug" => aya_log::Level::Debug,
+        "trace" => aya_log::Level::Trace,
+        other => return Err(format!("{other:?}: use error, warn, info, debug or trace")),
+    })
 }

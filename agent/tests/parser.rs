@@ -338,3 +338,21 @@ fn garbage_collection_removes_idle_and_stale_flows_only() {
     let left: Vec<u16> = h.dp.flows().unwrap().iter().map(|(k, _)| k.sport).collect();
     assert_eq!(left, vec![1]);
 }
+
+#[test]
+fn the_object_loads_with_bpf_logs_on() {
+    if !sandbox::privileged("the_object_loads_with_bpf_logs_on") {
+        return;
+    }
+    // The log statements are compiled in only when asked for; the verifier must accept them.
+    let object = locate_object().unwrap();
+    let mut dp = Datapath::load(
+        &object,
+        &LoadOptions {
+            log_level: Some(aya_log::Level::Trace),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("verifier accepts the programs with logging on");
+    assert!(dp.take_logger().is_some());
+}

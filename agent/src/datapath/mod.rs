@@ -89,7 +89,11 @@ pub struct Datapath {
     object: PathBuf,
     pods: pods::AttachedPods,
     pin_dir: Option<PathBuf>,
+    logger: Option<BpfLogger>,
 }
+
+/// Forwards the programs' aya-log events to the `log` facade (and so to tracing).
+pub type BpfLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 impl std::fmt::Debug for Datapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,11 +143,25 @@ impl Datapath {
                     source: Box::new(source),
                 })?;
         }
+        // After the programs are loaded (they hold their own reference to the log map), so
+        // the logger may live elsewhere; only when someone asked for logs.
+        let logger = match options.log_level {
+            Some(_) => {
+                Some(
+                    aya_log::EbpfLogger::init(&mut ebpf).map_err(|e| DatapathError::Pin {
+                        path: path.to_owned(),
+                        detail: format!("starting the eBPF logger: {e}"),
+                    })?,
+                )
+            }
+            None => None,
+        };
         let mut datapath = Datapath {
             ebpf,
             object: path.to_owned(),
             pods: Default::default(),
             pin_dir: options.pin_dir.clone(),
+            logger,
         };
         // A fresh map starts at generation 0: move to 1, so that nothing learned before the
         // agent ran can match. A pinned map (a restart) keeps its generation and its flows.
@@ -152,6 +170,12 @@ impl Datapath {
         }
         datapath.set_config(&datapath_common::DatapathConfig::default())?;
         Ok(datapath)
+    }
+
+    /// The eBPF log reader, if logs were asked for; the caller drains it when its fd is
+    /// readable (`EbpfLogger::flush`).
+    pub fn take_logger(&mut self) -> Option<BpfLogger> {
+        self.logger.take()
     }
 
     /// Names of the programs in the object.
