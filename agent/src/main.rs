@@ -182,16 +182,30 @@ fn run(
     log_level: Option<aya_log::Level>,
     metrics_addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
-    let object = object.map_or_else(locate_object, Ok)?;
-    let mut datapath = Datapath::load(
-        &object,
-        &LoadOptions {
-            pin_dir: Some(pin_dir),
-            log_level,
-        },
-    )?;
-    let logger = datapath.take_logger();
+    let loaded = object.map_or_else(locate_object, Ok).and_then(|object| {
+        Datapath::load(
+            &object,
+            &LoadOptions {
+                pin_dir: Some(pin_dir),
+                log_level,
+            },
+        )
+    });
+    let mut datapath = match loaded {
+        Ok(datapath) => datapath,
+        Err(e) => {
+            // Never take the node down for the fast path: OVS carries everything, the agent
+            // keeps serving, and the metric says so.
+            tracing::error!(
+                error = %e,
+                source = ?std::error::Error::source(&e),
+                "eBPF datapath not loaded; this node stays on OVS (kovn_datapath_loaded 0)"
+            );
+            return serve_without_datapath(metrics_addr);
+        }
+    };
     datapath.set_config(&config)?;
+    let logger = datapath.take_logger();
     for pod in &pods {
         datapath.attach_pod(pod)?;
     }
@@ -351,5 +365,20 @@ fn parse_level(level: &str) -> Result<aya_log::Level, String> {
         "debug" => aya_log::Level::Debug,
         "trace" => aya_log::Level::Trace,
         other => return Err(format!("{other:?}: use error, warn, info, debug or trace")),
+    })
+}
+
+/// The agent without a datapath: metrics (`kovn_datapath_loaded 0`) until stopped.
+fn serve_without_datapath(metrics_addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        tokio::spawn(agent::metrics::serve(metrics_addr, None));
+        println!("ready");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok(())
     })
 }
