@@ -201,7 +201,7 @@ fn run(
                 source = ?std::error::Error::source(&e),
                 "eBPF datapath not loaded; this node stays on OVS (kovn_datapath_loaded 0)"
             );
-            return serve_without_datapath(metrics_addr);
+            return serve_without_datapath(metrics_addr, &pods);
         }
     };
     datapath.set_config(&config)?;
@@ -368,10 +368,18 @@ fn parse_level(level: &str) -> Result<aya_log::Level, String> {
     })
 }
 
-/// The agent without a datapath: metrics (`kovn_datapath_loaded 0`) until stopped.
-fn serve_without_datapath(metrics_addr: std::net::SocketAddr) -> anyhow::Result<()> {
+/// The agent without a datapath: pods wired to OVS with the kernel hand-off, metrics
+/// (`kovn_datapath_loaded 0`) until stopped.
+fn serve_without_datapath(
+    metrics_addr: std::net::SocketAddr,
+    pods: &[PodInterfaces],
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        for pod in pods {
+            agent::datapath::install_kernel_handoff(pod).await?;
+        }
+        tracing::warn!(pods = pods.len(), "pods wired to OVS without the fast path");
         tokio::spawn(agent::metrics::serve(metrics_addr, None));
         println!("ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -5,6 +5,7 @@
 //! always complete) and reports the error.
 
 mod counters;
+mod fallback;
 pub mod invalidation;
 mod object;
 mod pods;
@@ -19,6 +20,7 @@ use aya::{
 use datapath_common::{Direction, programs};
 
 pub use counters::{FaultCount, InterfaceCounters, ReadMaps, ReasonCount};
+pub use fallback::install_kernel_handoff;
 pub use object::{BPF_OBJECT_ENV, locate_object};
 pub use pods::{PodInterfaces, ip_bytes};
 pub use policy::{GcReport, monotonic_ns};
