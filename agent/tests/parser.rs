@@ -100,6 +100,7 @@ impl Harness {
                 ovs_peer_ifindex: LO,
                 mac: POD_MAC,
                 _pad: [0; 2],
+                ip: ipv4_mapped(POD_IP),
             },
             ipv4_mapped(POD_IP),
         )

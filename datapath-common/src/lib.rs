@@ -152,6 +152,8 @@ pub struct PodPort {
     pub ovs_peer_ifindex: u32,
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// The pod's primary address (checked without a map lookup on every packet).
+    pub ip: IpBytes,
 }
 
 /// Key of [`ENDPOINTS_MAP`]: a local pod address.
@@ -337,7 +339,7 @@ mod tests {
     fn map_abi_has_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
         assert_eq!(core::mem::size_of::<FlowEntry>(), 48);
-        assert_eq!(core::mem::size_of::<PodPort>(), 16);
+        assert_eq!(core::mem::size_of::<PodPort>(), 32);
         assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);
         assert_eq!(core::mem::size_of::<ReasonKey>(), 8);
     }

@@ -34,8 +34,11 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
     }
     // Only the pod's own addresses may use the fast path: OVN's port security must not be
     // bypassed by a pod that replays another pod's 5-tuple.
+    // The port's primary address needs no lookup; other addresses of the pod (dual stack)
+    // are found in the endpoint map.
     let own_source = packet.src_mac == port.mac
-        && maps::endpoint(&packet.key.src).is_some_and(|ep| ep.host_ifindex == ifindex);
+        && (packet.key.src == port.ip
+            || maps::endpoint(&packet.key.src).is_some_and(|ep| ep.host_ifindex == ifindex));
     let config = maps::config();
     if !own_source || config.fast_path_enabled == 0 {
         return handoff(ifindex, &port);

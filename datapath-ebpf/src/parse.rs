@@ -103,13 +103,16 @@ pub(crate) fn parse(ctx: &TcContext) -> Result<Packet, ParseError> {
     packet.key.proto = proto;
     match proto {
         IPPROTO_TCP => {
-            packet.key.sport = load_u16_be(ctx, l4)?;
-            packet.key.dport = load_u16_be(ctx, l4 + 2)?;
-            packet.tcp_flags = load::<u8>(ctx, l4 + 13)?;
+            // Ports and flags in one load: bytes 0..14 of the TCP header.
+            let tcp: [u8; 14] = load(ctx, l4)?;
+            packet.key.sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+            packet.key.dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+            packet.tcp_flags = tcp[13];
         }
         IPPROTO_UDP => {
-            packet.key.sport = load_u16_be(ctx, l4)?;
-            packet.key.dport = load_u16_be(ctx, l4 + 2)?;
+            let ports: [u8; 4] = load(ctx, l4)?;
+            packet.key.sport = u16::from_be_bytes([ports[0], ports[1]]);
+            packet.key.dport = u16::from_be_bytes([ports[2], ports[3]]);
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let icmp_type: u8 = load(ctx, l4)?;
@@ -132,21 +135,19 @@ pub(crate) fn parse(ctx: &TcContext) -> Result<Packet, ParseError> {
 
 #[inline(always)]
 fn parse_ipv4(ctx: &TcContext, l3: usize, key: &mut FlowKey) -> Result<(u8, usize), ParseError> {
-    let version_ihl: u8 = load(ctx, l3)?;
-    let ihl = usize::from(version_ihl & 0x0f) * 4;
-    if version_ihl >> 4 != 4 || ihl < 20 {
+    // The fixed header in one load.
+    let h: [u8; 20] = load(ctx, l3)?;
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    if h[0] >> 4 != 4 || ihl < 20 {
         return Err(ParseError::Unsupported);
     }
     // More-fragments flag or a fragment offset: OVS reassembles, we do not.
-    if load_u16_be(ctx, l3 + 6)? & 0x3fff != 0 {
+    if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
         return Err(ParseError::Fragment);
     }
-    let proto: u8 = load(ctx, l3 + 9)?;
-    let src: [u8; 4] = load(ctx, l3 + 12)?;
-    let dst: [u8; 4] = load(ctx, l3 + 16)?;
-    key.src = datapath_common::ipv4_mapped(src);
-    key.dst = datapath_common::ipv4_mapped(dst);
-    Ok((proto, l3 + ihl))
+    key.src = datapath_common::ipv4_mapped([h[12], h[13], h[14], h[15]]);
+    key.dst = datapath_common::ipv4_mapped([h[16], h[17], h[18], h[19]]);
+    Ok((h[9], l3 + ihl))
 }
 
 #[inline(always)]

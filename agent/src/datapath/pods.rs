@@ -72,13 +72,14 @@ impl Datapath {
         if self.pods.contains_key(&pod.name) {
             self.remove_pod(&pod.name)?;
         }
+        let ip = ip_bytes(pod.ip);
         let port = PodPort {
             host_ifindex: ifindex(&pod.host_veth)?,
             ovs_peer_ifindex: ifindex(&pod.ovs_peer)?,
             mac: pod.mac,
             _pad: [0; 2],
+            ip,
         };
-        let ip = ip_bytes(pod.ip);
         self.register_port(port, ip)?;
         let mut links = Vec::new();
         for (name, interface) in [
