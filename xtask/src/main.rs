@@ -53,6 +53,8 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Regenerate the CRD manifests in deploy/crds/ from the api crate.
+    GenCrds,
     /// Regenerate ovsdb's typed models from the schemas in ovsdb/schemas/.
     GenOvsdbModels,
     /// Set up, build, start a 2-node sandbox, show pods talking, print a comparison table.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Bench { only, quick, json } => bench::run(only.as_deref(), quick, json.as_deref()),
         Command::GenOvsdbModels => gen_models::run(),
+        Command::GenCrds => gen_crds(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,4 +93,14 @@ fn workspace_root() -> PathBuf {
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+fn gen_crds() -> anyhow::Result<()> {
+    let dir = workspace_root().join("deploy/crds");
+    std::fs::create_dir_all(&dir)?;
+    for (name, yaml) in api::crd_manifests() {
+        std::fs::write(dir.join(&name), yaml)?;
+        println!("    deploy/crds/{name}");
+    }
+    Ok(())
 }

@@ -1,0 +1,13 @@
+//! Pod annotations, written and read as Kube-OVN writes them (`ovn.kubernetes.io/*`).
+
+pub const PREFIX: &str = "ovn.kubernetes.io";
+pub const ALLOCATED: &str = "ovn.kubernetes.io/allocated";
+pub const ROUTED: &str = "ovn.kubernetes.io/routed";
+pub const IP_ADDRESS: &str = "ovn.kubernetes.io/ip_address";
+pub const MAC_ADDRESS: &str = "ovn.kubernetes.io/mac_address";
+pub const CIDR: &str = "ovn.kubernetes.io/cidr";
+pub const GATEWAY: &str = "ovn.kubernetes.io/gateway";
+pub const LOGICAL_SWITCH: &str = "ovn.kubernetes.io/logical_switch";
+pub const LOGICAL_ROUTER: &str = "ovn.kubernetes.io/logical_router";
+/// On a Namespace: the subnet(s) its pods use.
+pub const NAMESPACE_LOGICAL_SWITCH: &str = "ovn.kubernetes.io/logical_switch";
