@@ -1,4 +1,6 @@
 //! kovn-controller. So far: IPAM (`ipam`), the part that must never hand out an address
-//! twice. The Kubernetes side and the OVN topology follow (issue: controller).
+//! twice, and the OVN logical topology of subnets and pod ports (`topology`). The Kubernetes
+//! side follows (issue: controller).
 
 pub mod ipam;
+pub mod topology;

@@ -1,0 +1,343 @@
+//! The OVN logical topology of subnets and pods, named as Kube-OVN names it:
+//! - router `ovn-cluster`;
+//! - a switch per subnet, attached through router port `<router>-<subnet>` (the gateway) and
+//!   switch port `<subnet>-<router>`;
+//! - pod ports `<pod>.<namespace>` with addresses and port security.
+//!
+//! Each function is pure: it compares the desired state with the observed NB cache and
+//! returns the transaction that closes the gap (None when there is nothing to do), so a
+//! reconciler can run it any number of times.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use ovsdb::models::ovn_northbound::{
+    LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbGlobal,
+};
+use ovsdb::{Atom, Cache, Condition, Datum, Model, Mutation, Mutator, Transaction};
+
+/// Kube-OVN's cluster router.
+pub const CLUSTER_ROUTER: &str = "ovn-cluster";
+const NB: &str = "OVN_Northbound";
+/// external_ids marking rows kovn owns (Kube-OVN writes `vendor=kube-ovn`).
+const VENDOR: (&str, &str) = ("vendor", "kube-ovn");
+
+/// The NB tables a topology client must monitor.
+pub fn monitored_tables() -> [&'static str; 5] {
+    [
+        LogicalSwitch::TABLE,
+        LogicalSwitchPort::TABLE,
+        LogicalRouter::TABLE,
+        LogicalRouterPort::TABLE,
+        NbGlobal::TABLE,
+    ]
+}
+
+/// A MAC derived from an address (stable across restarts, unique per address).
+pub fn mac_for(ip: IpAddr) -> String {
+    let bytes = match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    format!(
+        "0a:58:{:02x}:{:02x}:{:02x}:{:02x}",
+        bytes[0], bytes[1], bytes[2], bytes[3]
+    )
+}
+
+/// What a subnet should look like in NB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetPlan {
+    pub name: String,
+    pub router: String,
+    pub cidrs: Vec<IpNet>,
+    /// One per CIDR, same order.
+    pub gateways: Vec<IpAddr>,
+}
+
+impl SubnetPlan {
+    fn router_port(&self) -> String {
+        format!("{}-{}", self.router, self.name)
+    }
+
+    fn switch_port(&self) -> String {
+        format!("{}-{}", self.name, self.router)
+    }
+
+    /// `10.16.0.1/16` etc.: the router port's networks.
+    fn networks(&self) -> Vec<String> {
+        self.cidrs
+            .iter()
+            .zip(&self.gateways)
+            .map(|(net, gw)| format!("{gw}/{}", net.prefix_len()))
+            .collect()
+    }
+
+    fn other_config_subnet(&self) -> String {
+        self.cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn find<'a, M: Model>(cache: &'a Cache, name: &str) -> Option<M> {
+    let row = cache.table(M::TABLE)?.find_one("name", name).or_else(|| {
+        // Tables without a name index (Logical_Switch, Logical_Router): scan.
+        cache
+            .table(M::TABLE)?
+            .rows()
+            .find(|r| r.string("name") == Some(name))
+    })?;
+    M::from_row(row).ok()
+}
+
+fn vendor_ids() -> Datum {
+    Datum::map([VENDOR])
+}
+
+/// The transaction that makes NB match `plan`, if anything differs.
+pub fn reconcile_subnet(cache: &Cache, plan: &SubnetPlan) -> Option<Transaction> {
+    let mut t = Transaction::new(NB);
+    let router: Option<LogicalRouter> = find(cache, &plan.router);
+    let switch: Option<LogicalSwitch> = find(cache, &plan.name);
+    let router_port: Option<LogicalRouterPort> = find(cache, &plan.router_port());
+    let switch_port: Option<LogicalSwitchPort> = find(cache, &plan.switch_port());
+
+    let router_ref: Atom = match &router {
+        Some(r) => Atom::Uuid(r.uuid),
+        None => {
+            t.insert_named(
+                LogicalRouter::TABLE,
+                "router",
+                [
+                    ("name", Datum::atom(plan.router.as_str())),
+                    ("external_ids", vendor_ids()),
+                ],
+            )
+            .1
+        }
+    };
+    let switch_ref: Atom = match &switch {
+        Some(s) => {
+            if s.other_config.get("subnet").map(String::as_str) != Some(&plan.other_config_subnet())
+            {
+                t.mutate(
+                    LogicalSwitch::TABLE,
+                    &[Condition::uuid(s.uuid)],
+                    &[
+                        Mutation::delete("other_config", Datum::set(["subnet"])),
+                        Mutation::insert(
+                            "other_config",
+                            Datum::map([("subnet", plan.other_config_subnet())]),
+                        ),
+                    ],
+                );
+            }
+            Atom::Uuid(s.uuid)
+        }
+        None => {
+            t.insert_named(
+                LogicalSwitch::TABLE,
+                "switch",
+                [
+                    ("name", Datum::atom(plan.name.as_str())),
+                    (
+                        "other_config",
+                        Datum::map([("subnet", plan.other_config_subnet())]),
+                    ),
+                    ("external_ids", vendor_ids()),
+                ],
+            )
+            .1
+        }
+    };
+    let mac = mac_for(plan.gateways[0]);
+    match &router_port {
+        Some(p) => {
+            let mut networks = p.networks.clone();
+            networks.sort();
+            let mut wanted = plan.networks();
+            wanted.sort();
+            if networks != wanted || p.mac != mac {
+                t.update(
+                    LogicalRouterPort::TABLE,
+                    &[Condition::uuid(p.uuid)],
+                    [
+                        ("networks", Datum::set(wanted)),
+                        ("mac", Datum::atom(mac.as_str())),
+                    ],
+                );
+            }
+        }
+        None => {
+            let (_, port) = t.insert_named(
+                LogicalRouterPort::TABLE,
+                "lrp",
+                [
+                    ("name", Datum::atom(plan.router_port())),
+                    ("mac", Datum::atom(mac.as_str())),
+                    ("networks", Datum::set(plan.networks())),
+                    ("external_ids", vendor_ids()),
+                ],
+            );
+            t.mutate(
+                LogicalRouter::TABLE,
+                &[Condition::new(
+                    "_uuid",
+                    ovsdb::Function::Eq,
+                    Datum::atom(router_ref.clone()),
+                )],
+                &[Mutation::new("ports", Mutator::Insert, Datum::atom(port))],
+            );
+        }
+    }
+    if switch_port.is_none() {
+        let (_, port) = t.insert_named(
+            LogicalSwitchPort::TABLE,
+            "lsp",
+            [
+                ("name", Datum::atom(plan.switch_port())),
+                ("type", Datum::atom("router")),
+                ("addresses", Datum::set(["router"])),
+                ("options", Datum::map([("router-port", plan.router_port())])),
+                ("external_ids", vendor_ids()),
+            ],
+        );
+        t.mutate(
+            LogicalSwitch::TABLE,
+            &[Condition::new(
+                "_uuid",
+                ovsdb::Function::Eq,
+                Datum::atom(switch_ref),
+            )],
+            &[Mutation::new("ports", Mutator::Insert, Datum::atom(port))],
+        );
+    }
+    (!t.is_empty()).then_some(t)
+}
+
+/// What a pod's port should look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPortPlan {
+    /// `<pod>.<namespace>`.
+    pub name: String,
+    pub switch: String,
+    pub mac: String,
+    pub ips: Vec<IpAddr>,
+    pub pod: String,
+    pub namespace: String,
+}
+
+impl PodPortPlan {
+    /// `"<mac> <ip> [<ip>]"`, the form of both addresses and port_security.
+    fn address(&self) -> String {
+        let mut parts = vec![self.mac.clone()];
+        parts.extend(self.ips.iter().map(ToString::to_string));
+        parts.join(" ")
+    }
+}
+
+/// The transaction that creates or corrects the pod's port, if needed. A changed
+/// port_security revokes traffic: the NB config generation is bumped with it, so node agents
+/// invalidate their fast paths.
+pub fn reconcile_pod_port(cache: &Cache, plan: &PodPortPlan) -> Option<Transaction> {
+    let switch: LogicalSwitch = find(cache, &plan.switch)?;
+    let port: Option<LogicalSwitchPort> = find(cache, &plan.name);
+    let address = plan.address();
+    let mut t = Transaction::new(NB);
+    match port {
+        None => {
+            let (_, port) = t.insert_named(
+                LogicalSwitchPort::TABLE,
+                "pod",
+                [
+                    ("name", Datum::atom(plan.name.as_str())),
+                    ("addresses", Datum::set([address.as_str()])),
+                    ("port_security", Datum::set([address.as_str()])),
+                    (
+                        "external_ids",
+                        Datum::map([
+                            ("pod", format!("{}/{}", plan.namespace, plan.pod)),
+                            ("ls", plan.switch.clone()),
+                            (VENDOR.0, VENDOR.1.to_owned()),
+                        ]),
+                    ),
+                ],
+            );
+            t.mutate(
+                LogicalSwitch::TABLE,
+                &[Condition::uuid(switch.uuid)],
+                &[Mutation::new("ports", Mutator::Insert, Datum::atom(port))],
+            );
+        }
+        Some(p) if p.addresses != [address.clone()] || p.port_security != [address.clone()] => {
+            t.update(
+                LogicalSwitchPort::TABLE,
+                &[Condition::uuid(p.uuid)],
+                [
+                    ("addresses", Datum::set([address.as_str()])),
+                    ("port_security", Datum::set([address.as_str()])),
+                ],
+            );
+            bump_nb_cfg(&mut t);
+        }
+        Some(_) => return None,
+    }
+    Some(t)
+}
+
+/// The transaction that deletes a pod's port (and bumps the NB config generation: removing a
+/// port revokes traffic).
+pub fn delete_pod_port(cache: &Cache, name: &str) -> Option<Transaction> {
+    let port: LogicalSwitchPort = find(cache, name)?;
+    let mut t = Transaction::new(NB);
+    let owners: Vec<LogicalSwitch> = cache
+        .table(LogicalSwitch::TABLE)
+        .map(|table| table.typed::<LogicalSwitch>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.ports.contains(&port.uuid))
+        .collect();
+    for switch in owners {
+        // Ports are not a root table: dropping the reference deletes the row.
+        t.mutate(
+            LogicalSwitch::TABLE,
+            &[Condition::uuid(switch.uuid)],
+            &[Mutation::new(
+                "ports",
+                Mutator::Delete,
+                Datum::atom(port.uuid),
+            )],
+        );
+    }
+    bump_nb_cfg(&mut t);
+    Some(t)
+}
+
+/// Increments NB_Global.nb_cfg: ovn-controller reports it back once installed, and node
+/// agents invalidate their fast paths when they see it advance.
+pub fn bump_nb_cfg(t: &mut Transaction) {
+    t.mutate(
+        NbGlobal::TABLE,
+        &[],
+        &[Mutation::new("nb_cfg", Mutator::Add, Datum::atom(1i64))],
+    );
+}
+
+/// The switches and ports kovn owns, by name (for garbage collection and checks).
+pub fn owned_ports(cache: &Cache) -> BTreeMap<String, LogicalSwitchPort> {
+    cache
+        .table(LogicalSwitchPort::TABLE)
+        .map(|t| t.typed::<LogicalSwitchPort>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.external_ids.get(VENDOR.0).map(String::as_str) == Some(VENDOR.1))
+        .map(|p| (p.name.clone(), p))
+        .collect()
+}
