@@ -86,7 +86,7 @@ impl SubnetPlan {
     }
 }
 
-fn find<'a, M: Model>(cache: &'a Cache, name: &str) -> Option<M> {
+fn find<M: Model>(cache: &Cache, name: &str) -> Option<M> {
     let row = cache.table(M::TABLE)?.find_one("name", name).or_else(|| {
         // Tables without a name index (Logical_Switch, Logical_Router): scan.
         cache
