@@ -3,4 +3,5 @@
 //! side follows (issue: controller).
 
 pub mod ipam;
+pub mod subnet;
 pub mod topology;

@@ -1,0 +1,151 @@
+//! Validating a Subnet before anything is built from it. Bad input gets a status condition
+//! that says what is wrong and disturbs nothing else; a field kovn does not support yet is
+//! named in an `Unsupported` condition, never silently ignored.
+
+use api::{Condition, GatewayType, Protocol, Subnet};
+use ipnet::IpNet;
+
+use crate::ipam::SubnetAllocator;
+use crate::topology::{CLUSTER_ROUTER, SubnetPlan};
+
+/// What a valid Subnet becomes.
+#[derive(Debug, Clone)]
+pub struct ValidSubnet {
+    pub allocator: SubnetAllocator,
+    pub plan: SubnetPlan,
+    /// `Validated=True`, plus `Unsupported` if some fields are not implemented yet.
+    pub conditions: Vec<Condition>,
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        ..Condition::default()
+    }
+}
+
+fn invalid(reason: &str, message: String) -> Vec<Condition> {
+    vec![condition("Validated", "False", reason, message)]
+}
+
+fn cidrs_of(subnet: &Subnet) -> Result<Vec<IpNet>, String> {
+    subnet
+        .spec
+        .cidr_block
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse::<IpNet>()
+                .map_err(|e| format!("cidrBlock {c:?}: {e}"))
+        })
+        .collect()
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Checks `subnet` against the schema's rules and the `others` already accepted. On error,
+/// the conditions to write to its status.
+pub fn validate(subnet: &Subnet, others: &[Subnet]) -> Result<ValidSubnet, Vec<Condition>> {
+    let name = subnet.metadata.name.clone().unwrap_or_default();
+    let spec = &subnet.spec;
+    let cidrs = cidrs_of(subnet).map_err(|m| invalid("InvalidCIDR", m))?;
+    let families = (
+        cidrs.iter().filter(|c| c.addr().is_ipv4()).count(),
+        cidrs.iter().filter(|c| c.addr().is_ipv6()).count(),
+    );
+    let expected = match spec.protocol {
+        Protocol::IPv4 => (1, 0),
+        Protocol::IPv6 => (0, 1),
+        Protocol::Dual => (1, 1),
+    };
+    if families != expected {
+        return Err(invalid(
+            "ProtocolMismatch",
+            format!(
+                "protocol {:?} does not match cidrBlock {:?}",
+                spec.protocol, spec.cidr_block
+            ),
+        ));
+    }
+    for other in others {
+        let other_name = other.metadata.name.clone().unwrap_or_default();
+        if other_name == name {
+            continue;
+        }
+        let Ok(theirs) = cidrs_of(other) else {
+            continue;
+        };
+        if let Some((a, b)) = cidrs
+            .iter()
+            .flat_map(|a| theirs.iter().map(move |b| (a, b)))
+            .find(|(a, b)| overlaps(a, b))
+        {
+            return Err(invalid(
+                "CIDROverlap",
+                format!("{a} overlaps {b} of subnet {other_name}"),
+            ));
+        }
+    }
+    // The allocator checks gateways (inside their CIDR) and excludeIps.
+    let allocator = SubnetAllocator::new(&name, &spec.cidr_block, &spec.gateway, &spec.exclude_ips)
+        .map_err(|e| invalid("InvalidSpec", e.to_string()))?;
+    let plan = SubnetPlan {
+        name: name.clone(),
+        router: CLUSTER_ROUTER.to_owned(),
+        cidrs: allocator.pools().iter().map(|p| p.cidr()).collect(),
+        gateways: allocator.pools().iter().map(|p| p.gateway()).collect(),
+    };
+    let mut conditions = vec![condition(
+        "Validated",
+        "True",
+        "ValidationPassed",
+        String::new(),
+    )];
+    let unsupported = unsupported_fields(subnet);
+    if !unsupported.is_empty() {
+        conditions.push(condition(
+            "Unsupported",
+            "True",
+            "NotImplemented",
+            format!("kovn does not implement yet: {}", unsupported.join(", ")),
+        ));
+    }
+    Ok(ValidSubnet {
+        allocator,
+        plan,
+        conditions,
+    })
+}
+
+/// Fields set to something kovn does not implement yet.
+fn unsupported_fields(subnet: &Subnet) -> Vec<&'static str> {
+    let spec = &subnet.spec;
+    let mut out = Vec::new();
+    if !spec.vpc.is_empty() && spec.vpc != CLUSTER_ROUTER {
+        out.push("vpc (custom VPCs)");
+    }
+    if spec.gateway_type == GatewayType::Centralized {
+        out.push("gatewayType=centralized");
+    }
+    if !spec.gateway_node.is_empty() {
+        out.push("gatewayNode");
+    }
+    if spec.enable_ecmp {
+        out.push("enableEcmp");
+    }
+    if spec.nat_outgoing {
+        out.push("natOutgoing");
+    }
+    if spec.private || !spec.allow_subnets.is_empty() {
+        out.push("private/allowSubnets");
+    }
+    if spec.mtu.is_some() {
+        out.push("mtu");
+    }
+    out
+}
