@@ -3,5 +3,6 @@
 //! side follows (issue: controller).
 
 pub mod ipam;
+pub mod pod;
 pub mod subnet;
 pub mod topology;

@@ -1,0 +1,96 @@
+//! What the controller writes for a pod once IPAM has given it addresses: the pod annotations
+//! (as Kube-OVN writes them, so kube-ovn's CNI and tools read them) and the `IP` object that
+//! records the allocation for restarts.
+
+use std::collections::BTreeMap;
+
+use api::annotations;
+use api::{IP, IPSpec};
+
+use crate::ipam::{Allocation, SubnetAllocator};
+
+/// The annotations of an allocated pod: ip_address, mac_address, cidr, gateway,
+/// logical_switch, allocated=true (routed=true is added once the port and routes are in NB).
+pub fn annotations_for(
+    allocation: &Allocation,
+    subnet: &SubnetAllocator,
+) -> BTreeMap<String, String> {
+    let join = |items: Vec<String>| items.join(",");
+    BTreeMap::from([
+        (
+            annotations::IP_ADDRESS.to_owned(),
+            join(allocation.ips.iter().map(ToString::to_string).collect()),
+        ),
+        (annotations::MAC_ADDRESS.to_owned(), allocation.mac.clone()),
+        (
+            annotations::CIDR.to_owned(),
+            join(
+                subnet
+                    .pools()
+                    .iter()
+                    .map(|p| p.cidr().to_string())
+                    .collect(),
+            ),
+        ),
+        (
+            annotations::GATEWAY.to_owned(),
+            join(
+                subnet
+                    .pools()
+                    .iter()
+                    .map(|p| p.gateway().to_string())
+                    .collect(),
+            ),
+        ),
+        (
+            annotations::LOGICAL_SWITCH.to_owned(),
+            allocation.subnet.clone(),
+        ),
+        (annotations::ALLOCATED.to_owned(), "true".to_owned()),
+    ])
+}
+
+/// The `IP` object `<pod>.<namespace>` recording the allocation.
+pub fn ip_object(pod: &str, namespace: &str, node: &str, allocation: &Allocation) -> IP {
+    let find = |v4: bool| {
+        allocation
+            .ips
+            .iter()
+            .find(|ip| ip.is_ipv4() == v4)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    IP::new(
+        &format!("{pod}.{namespace}"),
+        IPSpec {
+            pod_name: pod.to_owned(),
+            namespace: namespace.to_owned(),
+            subnet: allocation.subnet.clone(),
+            node_name: node.to_owned(),
+            ip_address: allocation
+                .ips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            v4_ip_address: find(true),
+            v6_ip_address: find(false),
+            mac_address: allocation.mac.clone(),
+            container_id: String::new(),
+        },
+    )
+}
+
+/// Parses the static addresses a user asked for in `ovn.kubernetes.io/ip_address`
+/// (comma-separated; Kube-OVN also accepts a CIDR-suffixed address).
+pub fn static_ips(annotation: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    annotation
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let addr = s.trim().split('/').next().unwrap_or_default();
+            addr.parse()
+                .map_err(|e| format!("{} {s:?}: {e}", annotations::IP_ADDRESS))
+        })
+        .collect()
+}
