@@ -156,14 +156,7 @@ fn parse_pod(spec: &str) -> Result<PodInterfaces, String> {
         return Err(format!("{spec:?}: expected NAME,HOST_VETH,OVS_PEER,IP,MAC"));
     };
     let ip = ip.parse().map_err(|e| format!("{ip:?}: {e}"))?;
-    let mut mac_bytes = [0u8; 6];
-    let octets: Vec<&str> = mac.split(':').collect();
-    if octets.len() != 6 {
-        return Err(format!("{mac:?}: expected a MAC like 0a:58:0a:10:00:02"));
-    }
-    for (slot, octet) in mac_bytes.iter_mut().zip(octets) {
-        *slot = u8::from_str_radix(octet, 16).map_err(|e| format!("{mac:?}: {e}"))?;
-    }
+    let mac_bytes = agent::datapath::parse_mac(mac)?;
     Ok(PodInterfaces {
         name: name.to_owned(),
         host_veth: host_veth.to_owned(),

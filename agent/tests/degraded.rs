@@ -5,6 +5,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 
+mod common;
+
 #[test]
 fn an_unloadable_datapath_leaves_the_agent_serving_on_ovs() {
     let dir = std::env::temp_dir().join(format!("kovn-degraded-{}", std::process::id()));
@@ -57,7 +59,7 @@ fn without_a_datapath_pods_still_talk_through_ovs() {
     if !sandbox::privileged("without_a_datapath_pods_still_talk_through_ovs") {
         return;
     }
-    use sandbox::{Cmd, Handoff, Sandbox, SandboxConfig, traffic};
+    use sandbox::{Handoff, Sandbox, SandboxConfig, traffic};
     let mut sb = Sandbox::start(SandboxConfig {
         nodes: 1,
         handoff: Handoff::Datapath,
@@ -67,31 +69,11 @@ fn without_a_datapath_pods_still_talk_through_ovs() {
     let b = sb.add_pod(0, "b").unwrap();
     let object = sb.dir().join("corrupt.o");
     std::fs::write(&object, b"\x7fELF not a BPF object").unwrap();
-    let node = sb.node(0).clone();
-    let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_kovn-agent"))
-        .args(["datapath", "run", "--object"])
-        .arg(object.display().to_string())
-        .arg("--pin-dir")
-        .arg(sb.bpffs_dir().join(&node.name).display().to_string())
-        .args(["--metrics-addr", "127.0.0.1:10665"])
-        .netns_keep_mounts(&node.netns);
-    for pod in [&a, &b] {
-        cmd = cmd.arg("--pod").arg(format!(
-            "{},{},{},{},{}",
-            pod.lsp, pod.host_veth, pod.ovs_peer, pod.ip, pod.mac
-        ));
-    }
-    let mut agent = cmd
-        .to_command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(agent.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
+    let mut agent = common::start_agent(
+        &sb,
+        &[&a, &b],
+        &["--object".to_owned(), object.display().to_string()],
+    );
     let ping = traffic::ping(&a, b.ip, 10).expect("ping");
     assert_eq!((ping.received, ping.duplicates), (10, 0), "{ping:?}");
     let tcp = traffic::iperf3(&a, &b, 1).expect("TCP through OVS");

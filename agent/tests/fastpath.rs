@@ -83,7 +83,7 @@ impl Cluster {
             host_veth: pod.host_veth.clone(),
             ovs_peer: pod.ovs_peer.clone(),
             ip: IpAddr::V4(pod.ip),
-            mac: parse_mac(&pod.mac),
+            mac: agent::datapath::parse_mac(&pod.mac).unwrap(),
         };
         let datapath = self.datapaths[node].clone();
         netns::run_in(&pod.node_netns, move || {
@@ -102,14 +102,6 @@ impl Cluster {
             .reason_count(ifindex, reason)
             .unwrap()
     }
-}
-
-fn parse_mac(mac: &str) -> [u8; 6] {
-    let mut out = [0u8; 6];
-    for (i, part) in mac.split(':').enumerate() {
-        out[i] = u8::from_str_radix(part, 16).unwrap();
-    }
-    out
 }
 
 fn epoch_seconds() -> f64 {

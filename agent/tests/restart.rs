@@ -3,40 +3,17 @@
 //! and the new agent adopts them (replacing the programs atomically): the TCP connection
 //! survives and a concurrent ping loses less than 0.1 %.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use sandbox::traffic;
 use sandbox::{Cmd, Handoff, Pod, Sandbox, SandboxConfig};
 
-fn start_agent(sb: &Sandbox, pods: &[&Pod]) -> Child {
-    let node = sb.node(0);
-    let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_kovn-agent"))
-        .args(["datapath", "run", "--pin-dir"])
-        .arg(sb.bpffs_dir().join(&node.name).display().to_string())
-        .arg("--ovs-db")
-        .arg(format!("unix:{}", node.db.socket.display()))
-        .args(["--metrics-addr", "127.0.0.1:10665"])
-        .netns_keep_mounts(&node.netns);
-    for pod in pods {
-        cmd = cmd.arg("--pod").arg(format!(
-            "{},{},{},{},{}",
-            pod.lsp, pod.host_veth, pod.ovs_peer, pod.ip, pod.mac
-        ));
-    }
-    let mut child = cmd
-        .to_command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start kovn-agent");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "kovn-agent did not come up");
-    child
+mod common;
+
+fn start_agent(sb: &Sandbox, pods: &[&Pod]) -> std::process::Child {
+    let ovs_db = format!("unix:{}", sb.node(0).db.socket.display());
+    common::start_agent(sb, pods, &["--ovs-db".to_owned(), ovs_db])
 }
 
 #[test]

@@ -182,7 +182,7 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
             host_veth: pod.host_veth.clone(),
             ovs_peer: pod.ovs_peer.clone(),
             ip: pod.ip.into(),
-            mac: parse_mac(&pod.mac)?,
+            mac: agent::datapath::parse_mac(&pod.mac).map_err(anyhow::Error::msg)?,
         };
         let dp = datapath.clone();
         netns::run_in(&pod.node_netns, move || {
@@ -273,14 +273,6 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
         out_dir.display()
     );
     Ok(())
-}
-
-fn parse_mac(mac: &str) -> Result<[u8; 6]> {
-    let mut out = [0u8; 6];
-    for (slot, part) in out.iter_mut().zip(mac.split(':')) {
-        *slot = u8::from_str_radix(part, 16)?;
-    }
-    Ok(out)
 }
 
 /// Two bar groups: throughput (Gbit/s) and p50/p99 latency (µs), one bar per path.

@@ -83,7 +83,7 @@ pub fn run() -> Result<()> {
                 host_veth: pod.host_veth.clone(),
                 ovs_peer: pod.ovs_peer.clone(),
                 ip: pod.ip.into(),
-                mac: parse_mac(&pod.mac)?,
+                mac: agent::datapath::parse_mac(&pod.mac).map_err(anyhow::Error::msg)?,
             };
             netns::run_in(&node.netns, || datapath.attach_pod(&interfaces))??;
         }
@@ -211,14 +211,6 @@ fn set_fast_path(datapath: &mut Datapath, on: bool) -> Result<()> {
         ..DatapathConfig::default()
     })?;
     Ok(())
-}
-
-fn parse_mac(mac: &str) -> Result<[u8; 6]> {
-    let mut out = [0u8; 6];
-    for (slot, part) in out.iter_mut().zip(mac.split(':')) {
-        *slot = u8::from_str_radix(part, 16)?;
-    }
-    Ok(out)
 }
 
 struct Measurement {

@@ -22,7 +22,7 @@ use datapath_common::{Direction, programs};
 pub use counters::{FaultCount, InterfaceCounters, ReadMaps, ReasonCount};
 pub use fallback::install_kernel_handoff;
 pub use object::{BPF_OBJECT_ENV, locate_object};
-pub use pods::{PodInterfaces, ip_bytes};
+pub use pods::{PodInterfaces, ip_bytes, parse_mac};
 pub use policy::{GcReport, monotonic_ns};
 
 /// Errors of the datapath loader; each says which step failed.

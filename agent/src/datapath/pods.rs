@@ -50,6 +50,19 @@ pub(super) struct AttachedPod {
 
 pub(super) type AttachedPods = StdHashMap<String, AttachedPod>;
 
+/// Parses a MAC written as `0a:58:0a:10:00:02`.
+pub fn parse_mac(mac: &str) -> Result<[u8; 6], String> {
+    let octets: Vec<&str> = mac.split(':').collect();
+    if octets.len() != 6 {
+        return Err(format!("{mac:?}: expected a MAC like 0a:58:0a:10:00:02"));
+    }
+    let mut out = [0u8; 6];
+    for (slot, octet) in out.iter_mut().zip(octets) {
+        *slot = u8::from_str_radix(octet, 16).map_err(|e| format!("{mac:?}: {e}"))?;
+    }
+    Ok(out)
+}
+
 /// The map form of an address.
 pub fn ip_bytes(ip: IpAddr) -> IpBytes {
     match ip {
