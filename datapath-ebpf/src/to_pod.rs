@@ -3,7 +3,7 @@
 //! teaches the fast path how OVS forwards the flow; then it goes into the pod.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, helpers::bpf_redirect_peer, programs::TcContext};
-use datapath_common::{FlowEntry, Reason, flow_flags};
+use datapath_common::{FlowEntry, FlowKey, Reason, flow_flags};
 
 use crate::maps::{self, FLOWS};
 use crate::parse::parse;
@@ -35,25 +35,50 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
                 if packet.ipv6 {
                     flags |= flow_flags::IPV6;
                 }
-                let now = maps::now_ns();
-                let entry = FlowEntry {
-                    dst_host_ifindex: port.host_ifindex,
-                    flags,
-                    src_mac: packet.src_mac,
-                    dst_mac: packet.dst_mac,
-                    generation: maps::generation(),
-                    last_seen_ns: now,
-                    last_slow_ns: now,
-                };
-                if FLOWS.insert(&packet.key, &entry, 0).is_ok() {
-                    maps::count(ifindex, Reason::Learned);
-                } else {
-                    maps::count(ifindex, Reason::MapFull);
-                }
+                learn(
+                    ifindex,
+                    &packet.key,
+                    FlowEntry {
+                        dst_host_ifindex: port.host_ifindex,
+                        flags,
+                        src_mac: packet.src_mac,
+                        dst_mac: packet.dst_mac,
+                        generation: maps::generation(),
+                        last_seen_ns: maps::now_ns(),
+                        last_slow_ns: 0,
+                    },
+                );
             }
         }
     }
     maps::count(ifindex, Reason::Delivered);
     // SAFETY: a helper call with plain arguments.
     unsafe { bpf_redirect_peer(port.host_ifindex, 0) as i32 }
+}
+
+/// Records what OVS did with this flow. Most delivered packets confirm an entry that is already
+/// there: then only its timestamps move, in place, instead of a full LRU-map insert.
+#[inline(always)]
+fn learn(ifindex: u32, key: &FlowKey, mut entry: FlowEntry) {
+    entry.last_slow_ns = entry.last_seen_ns;
+    if let Some(existing) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: the pointer comes from the lookup and stays valid while the program runs.
+        let existing = unsafe { &mut *existing };
+        if existing.generation == entry.generation
+            && existing.dst_host_ifindex == entry.dst_host_ifindex
+            && existing.flags == entry.flags
+            && existing.src_mac == entry.src_mac
+            && existing.dst_mac == entry.dst_mac
+        {
+            existing.last_seen_ns = entry.last_seen_ns;
+            existing.last_slow_ns = entry.last_slow_ns;
+            maps::count(ifindex, Reason::Learned);
+            return;
+        }
+    }
+    if FLOWS.insert(key, &entry, 0).is_ok() {
+        maps::count(ifindex, Reason::Learned);
+    } else {
+        maps::count(ifindex, Reason::MapFull);
+    }
 }

@@ -167,19 +167,10 @@ impl Datapath {
             .map_err(|e| map_error(FLOWS_MAP, e))
     }
 
-    /// Runs `program` once on `packet` with BPF_PROG_TEST_RUN, as if it arrived on interface
-    /// `ifindex`; returns the program's verdict.
-    pub fn test_run(
-        &self,
-        program: &'static str,
-        packet: &[u8],
-        ifindex: u32,
-    ) -> Result<i32, DatapathError> {
+    /// Runs `program` once on `packet` with BPF_PROG_TEST_RUN; the kernel presents it as
+    /// arriving on loopback (ifindex 1). Returns the program's verdict.
+    pub fn test_run(&self, program: &'static str, packet: &[u8]) -> Result<i32, DatapathError> {
         use aya::programs::{TestRun, TestRunOptions};
-        // The head of a struct __sk_buff: everything zero but `ifindex` (offset 40), which
-        // the kernel uses to pick the device the packet seems to arrive on.
-        let mut ctx = [0u8; 44];
-        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let prog: &aya::programs::SchedClassifier = self
             .ebpf
             .program(program)
@@ -192,8 +183,6 @@ impl Datapath {
         let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(packet),
-                // The kernel runs test packets on loopback; only another device needs ctx.
-                ctx_in: (ifindex != 1).then_some(&ctx[..]),
                 ..TestRunOptions::default()
             })
             .map_err(|source| DatapathError::Program {

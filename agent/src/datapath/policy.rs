@@ -60,10 +60,13 @@ impl Datapath {
         let now = monotonic_ns();
         let config = self.config()?;
         let generation = self.generation()?;
-        let mut report = GcReport::default();
-        let stale = self.purge_flows(|_, e| e.generation != generation)?;
-        report.stale = stale;
-        report.expired = self.purge_flows(|k, e| {
+        // One pass over the map; the predicate counts why each entry goes.
+        let stale = std::cell::Cell::new(0);
+        let removed = self.purge_flows(|k, e| {
+            if e.generation != generation {
+                stale.set(stale.get() + 1);
+                return true;
+            }
             let timeout = if k.proto == 6 {
                 config.tcp_timeout_ns
             } else {
@@ -71,6 +74,9 @@ impl Datapath {
             };
             now.saturating_sub(e.last_seen_ns) > timeout
         })?;
-        Ok(report)
+        Ok(GcReport {
+            expired: removed - stale.get(),
+            stale: stale.get(),
+        })
     }
 }
