@@ -159,6 +159,8 @@ struct Inner {
     connection: watch::Sender<Option<Connection>>,
     changes: broadcast::Sender<Change>,
     generation: watch::Sender<u64>,
+    /// The last notification applied to the cache: (connection id, sequence number).
+    applied: watch::Sender<(u64, u64)>,
     counters: Counters,
     /// Rotates so a reconnect starts with the next remote, not the one that just failed.
     next_remote: AtomicU64,
@@ -230,6 +232,7 @@ impl Client {
             connection: watch::channel(None).0,
             changes: broadcast::channel(16 * 1024).0,
             generation: watch::channel(0).0,
+            applied: watch::channel((0, 0)).0,
             counters: Counters::default(),
             next_remote: AtomicU64::new(0),
             config,
@@ -339,7 +342,35 @@ impl Client {
     /// reconnecting). Never retried: if the connection drops before the reply, the result is
     /// [`Error::Disconnected`] and the transaction may or may not have been applied.
     pub async fn transact(&self, transaction: &Transaction) -> Result<TransactionResult> {
+        self.transact_on(&self.connection().await?, transaction)
+            .await
+    }
+
+    /// Like [`Client::transact`], then waits until the cache shows the transaction's effects,
+    /// so a reconciler that reads the cache next never acts on a state it has just changed
+    /// (and, say, inserts a row twice). Relies on the server sending a transaction's updates
+    /// before its reply, which ovsdb-server does.
+    pub async fn transact_synced(&self, transaction: &Transaction) -> Result<TransactionResult> {
         let conn = self.connection().await?;
+        let result = self.transact_on(&conn, transaction).await?;
+        let target = (conn.id(), conn.notifications_sent());
+        let mut applied = self.inner.applied.subscribe();
+        let caught_up =
+            applied.wait_for(|&(id, seq)| id > target.0 || (id == target.0 && seq >= target.1));
+        if tokio::time::timeout(self.inner.config.wait_for_connection, caught_up)
+            .await
+            .is_err()
+        {
+            tracing::warn!("OVSDB cache did not catch up with a transaction in time");
+        }
+        Ok(result)
+    }
+
+    async fn transact_on(
+        &self,
+        conn: &Connection,
+        transaction: &Transaction,
+    ) -> Result<TransactionResult> {
         let started = Instant::now();
         let result = conn.transact(transaction).await;
         let c = &self.inner.counters;
@@ -397,7 +428,11 @@ impl Inner {
             loop {
                 tokio::select! {
                     n = notifications.recv() => match n {
-                        Some(n) => self.apply_notification(n),
+                        Some(n) => {
+                            let position = (n.connection, n.seq);
+                            self.apply_notification(n);
+                            self.applied.send_replace(position);
+                        }
                         None => break,
                     },
                     _ = shutdown.changed() => return,
@@ -461,6 +496,8 @@ impl Inner {
         }
         self.start_monitor(&conn).await?;
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
+        // The monitor reply has loaded the cache; this connection's notifications follow.
+        self.applied.send_replace((conn.id(), 0));
         if let Some(m) = &self.config.metrics {
             m.connected(&remote.to_string());
         }

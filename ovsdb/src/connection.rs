@@ -79,7 +79,14 @@ impl Default for ConnectionOptions {
 pub struct Notification {
     pub method: String,
     pub params: Value,
+    /// Which connection it came on ([`Connection::id`]) and its place in that connection's
+    /// stream (1, 2, ...): lets a client wait until it has applied every notification that
+    /// arrived before a reply.
+    pub connection: u64,
+    pub seq: u64,
 }
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 struct Pending {
     method: String,
@@ -90,6 +97,9 @@ struct Shared {
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// Notifications handed on so far.
+    notifications: AtomicU64,
+    id: u64,
     /// Why the connection closed, once it did.
     close_reason: Mutex<Option<String>>,
 }
@@ -170,6 +180,8 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            notifications: AtomicU64::new(0),
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             close_reason: Mutex::new(None),
         });
         let task = IoTask {
@@ -193,6 +205,18 @@ impl Connection {
 
     pub fn remote(&self) -> &Remote {
         &self.remote
+    }
+
+    /// Unique within the process.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// How many notifications this connection has handed on. The server sends a transaction's
+    /// monitor updates before its reply, so once a reply is in, every update it caused is
+    /// counted here.
+    pub fn notifications_sent(&self) -> u64 {
+        self.shared.notifications.load(Ordering::SeqCst)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -390,7 +414,13 @@ impl IoTask {
                     .map_err(|e| format!("write error: {e}"));
             }
             // The receiver may be gone (nobody monitors); that is fine.
-            let _ = self.notify.send(Notification { method, params });
+            let seq = self.shared.notifications.fetch_add(1, Ordering::SeqCst) + 1;
+            let _ = self.notify.send(Notification {
+                method,
+                params,
+                connection: self.shared.id,
+                seq,
+            });
             return Ok(());
         }
         let Some(id) = obj.get("id").and_then(Value::as_u64) else {

@@ -56,7 +56,7 @@ async fn updates_arrive_in_order_and_the_cache_matches_the_server() {
 
     let mut t = Transaction::new("Kinds");
     let i = insert_thing(&mut t, "a", 1);
-    let uuid = client.transact(&t).await.unwrap().uuid(i).unwrap();
+    let uuid = client.transact_synced(&t).await.unwrap().uuid(i).unwrap();
     for n in 2..=20 {
         let mut t = Transaction::new("Kinds");
         t.update(
@@ -397,4 +397,48 @@ async fn metrics_hooks_see_transactions_and_reconnects() {
         ),
         (3, 1, 1)
     );
+}
+
+/// A reconciler reads the cache right after its own transaction: with `transact_synced`, the
+/// cache always shows the transaction's inserts, updates and deletes already. (Without it,
+/// an insert is missing from the cache now and then, and a second reconcile would insert the
+/// row again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transact_synced_returns_with_the_cache_caught_up() {
+    let db = StandaloneDb::start(&kinds_schema()).expect("ovsdb-server");
+    let client = Client::connect(config(&db)).await.expect("client");
+    for n in 0..300i64 {
+        let mut t = Transaction::new("Kinds");
+        let i = insert_thing(&mut t, &format!("t{n}"), n);
+        let uuid = client.transact_synced(&t).await.unwrap().uuid(i).unwrap();
+        let seen = client.read(|c| c.table("Thing").unwrap().get(&uuid).is_some());
+        assert!(
+            seen,
+            "insert {n} not in the cache when transact_synced returned"
+        );
+
+        let mut t = Transaction::new("Kinds");
+        t.update(
+            "Thing",
+            &[Condition::uuid(uuid)],
+            [("count", Datum::atom(n + 1000))],
+        );
+        client.transact_synced(&t).await.unwrap();
+        let count = client.read(|c| {
+            c.table("Thing")
+                .unwrap()
+                .get(&uuid)
+                .unwrap()
+                .integer("count")
+        });
+        assert_eq!(count, Some(n + 1000), "update {n} not in the cache");
+
+        if n % 2 == 0 {
+            let mut t = Transaction::new("Kinds");
+            t.delete("Thing", &[Condition::uuid(uuid)]);
+            client.transact_synced(&t).await.unwrap();
+            let gone = client.read(|c| c.table("Thing").unwrap().get(&uuid).is_none());
+            assert!(gone, "delete {n} not in the cache");
+        }
+    }
 }
