@@ -134,6 +134,7 @@ async fn subnets_and_pod_ports_converge_and_stay_converged() {
         ips: vec!["10.16.0.2".parse().unwrap()],
         pod: "p1".into(),
         namespace: "default".into(),
+        node: "n1".into(),
     };
     assert!(apply(&client, client.read(|c| reconcile_pod_port(c, &pod))).await);
     assert!(

@@ -8,29 +8,54 @@
 //! returns the transaction that closes the gap (None when there is nothing to do), so a
 //! reconciler can run it any number of times.
 
+pub mod acl;
+pub mod gateway;
+pub mod owned;
+pub mod vpc;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use ovsdb::models::ovn_northbound::{
-    LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbGlobal,
+    Acl, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort, LogicalRouterStaticRoute,
+    LogicalSwitch, LogicalSwitchPort, NbGlobal, PortGroup,
 };
-use ovsdb::{Atom, Cache, Condition, Datum, Model, Mutation, Mutator, Transaction};
+use ovsdb::{Atom, Cache, Condition, Datum, IndexSpec, Model, Mutation, Mutator, Transaction};
 
 /// Kube-OVN's cluster router.
 pub const CLUSTER_ROUTER: &str = "ovn-cluster";
-const NB: &str = "OVN_Northbound";
+pub const NB: &str = "OVN_Northbound";
 /// external_ids marking rows kovn owns (Kube-OVN writes `vendor=kube-ovn`).
 const VENDOR: (&str, &str) = ("vendor", "kube-ovn");
 
 /// The NB tables a topology client must monitor.
-pub fn monitored_tables() -> [&'static str; 5] {
+pub fn monitored_tables() -> [&'static str; 9] {
     [
         LogicalSwitch::TABLE,
         LogicalSwitchPort::TABLE,
         LogicalRouter::TABLE,
         LogicalRouterPort::TABLE,
         NbGlobal::TABLE,
+        Acl::TABLE,
+        LogicalRouterPolicy::TABLE,
+        LogicalRouterStaticRoute::TABLE,
+        PortGroup::TABLE,
+    ]
+}
+
+/// The cache indexes the reconcilers look rows up by (name lookups in tables without a schema
+/// index, and the owner of derived rows): without them every lookup is a scan, which at
+/// 50,000 ports is what makes a controller take hours.
+pub fn indexes() -> Vec<IndexSpec> {
+    let owner = format!("external_ids:{}", owned::OWNER);
+    vec![
+        IndexSpec::new(LogicalSwitch::TABLE, &["name"]),
+        IndexSpec::new(LogicalRouter::TABLE, &["name"]),
+        IndexSpec::new(LogicalSwitchPort::TABLE, &["external_ids:node"]),
+        IndexSpec::new(Acl::TABLE, &[&owner]),
+        IndexSpec::new(LogicalRouterPolicy::TABLE, &[&owner]),
+        IndexSpec::new(LogicalRouterStaticRoute::TABLE, &[&owner]),
     ]
 }
 
@@ -86,24 +111,65 @@ impl SubnetPlan {
     }
 }
 
-fn find<M: Model>(cache: &Cache, name: &str) -> Option<M> {
-    let row = cache.table(M::TABLE)?.find_one("name", name).or_else(|| {
-        // Tables without a name index (Logical_Switch, Logical_Router): scan.
-        cache
-            .table(M::TABLE)?
-            .rows()
-            .find(|r| r.string("name") == Some(name))
-    })?;
+pub(crate) fn find<M: Model>(cache: &Cache, name: &str) -> Option<M> {
+    let table = cache.table(M::TABLE)?;
+    let row = if table.has_index(&["name"]) {
+        table.find_one("name", name)
+    } else {
+        // Tables without a name index (a client that did not ask for [`indexes`]): scan.
+        table.rows().find(|r| r.string("name") == Some(name))
+    }?;
     M::from_row(row).ok()
+}
+
+/// Appends to `t` the removal of a subnet: its switch (with its ports and ACLs) and its
+/// router port. Bumps the NB config generation: every pod of the subnet loses connectivity.
+pub fn delete_subnet_ops(cache: &Cache, t: &mut Transaction, subnet: &str, router: &str) {
+    if let Some(switch) = find::<LogicalSwitch>(cache, subnet) {
+        t.delete(LogicalSwitch::TABLE, &[Condition::uuid(switch.uuid)]);
+    }
+    let port_name = format!("{router}-{subnet}");
+    if let Some(port) = find::<LogicalRouterPort>(cache, &port_name) {
+        let owners: Vec<LogicalRouter> = cache
+            .table(LogicalRouter::TABLE)
+            .map(|table| table.typed::<LogicalRouter>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.ports.contains(&port.uuid))
+            .collect();
+        for r in owners {
+            t.mutate(
+                LogicalRouter::TABLE,
+                &[Condition::uuid(r.uuid)],
+                &[Mutation::new("ports", Mutator::Delete, Datum::atom(port.uuid))],
+            );
+        }
+    }
+    gateway::delete_subnet_policy_ops(cache, t, router, subnet);
+    if !t.is_empty() {
+        bump_nb_cfg(t);
+    }
 }
 
 fn vendor_ids() -> Datum {
     Datum::map([VENDOR])
 }
 
+/// A uuid-name unique within `t`, so several reconcilers' operations can share one batched
+/// transaction.
+pub(crate) fn uuid_name(t: &Transaction, base: &str) -> String {
+    format!("{base}{}", t.len())
+}
+
 /// The transaction that makes NB match `plan`, if anything differs.
 pub fn reconcile_subnet(cache: &Cache, plan: &SubnetPlan) -> Option<Transaction> {
     let mut t = Transaction::new(NB);
+    subnet_ops(cache, plan, &mut t);
+    (!t.is_empty()).then_some(t)
+}
+
+/// Appends to `t` what makes NB match `plan`.
+pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
     let router: Option<LogicalRouter> = find(cache, &plan.router);
     let switch: Option<LogicalSwitch> = find(cache, &plan.name);
     let router_port: Option<LogicalRouterPort> = find(cache, &plan.router_port());
@@ -114,7 +180,7 @@ pub fn reconcile_subnet(cache: &Cache, plan: &SubnetPlan) -> Option<Transaction>
         None => {
             t.insert_named(
                 LogicalRouter::TABLE,
-                "router",
+                &uuid_name(&t, "router"),
                 [
                     ("name", Datum::atom(plan.router.as_str())),
                     ("external_ids", vendor_ids()),
@@ -144,7 +210,7 @@ pub fn reconcile_subnet(cache: &Cache, plan: &SubnetPlan) -> Option<Transaction>
         None => {
             t.insert_named(
                 LogicalSwitch::TABLE,
-                "switch",
+                &uuid_name(&t, "switch"),
                 [
                     ("name", Datum::atom(plan.name.as_str())),
                     (
@@ -178,7 +244,7 @@ pub fn reconcile_subnet(cache: &Cache, plan: &SubnetPlan) -> Option<Transaction>
         None => {
             let (_, port) = t.insert_named(
                 LogicalRouterPort::TABLE,
-                "lrp",
+                &uuid_name(&t, "lrp"),
                 [
                     ("name", Datum::atom(plan.router_port())),
                     ("mac", Datum::atom(mac.as_str())),
@@ -200,7 +266,7 @@ pub fn reconcile_subnet(cache: &Cache, plan: &SubnetPlan) -> Option<Transaction>
     if switch_port.is_none() {
         let (_, port) = t.insert_named(
             LogicalSwitchPort::TABLE,
-            "lsp",
+            &uuid_name(&t, "lsp"),
             [
                 ("name", Datum::atom(plan.switch_port())),
                 ("type", Datum::atom("router")),
@@ -219,7 +285,6 @@ pub fn reconcile_subnet(cache: &Cache, plan: &SubnetPlan) -> Option<Transaction>
             &[Mutation::new("ports", Mutator::Insert, Datum::atom(port))],
         );
     }
-    (!t.is_empty()).then_some(t)
 }
 
 /// What a pod's port should look like.
@@ -232,6 +297,8 @@ pub struct PodPortPlan {
     pub ips: Vec<IpAddr>,
     pub pod: String,
     pub namespace: String,
+    /// The node the pod runs on (empty: not scheduled yet).
+    pub node: String,
 }
 
 impl PodPortPlan {
@@ -247,15 +314,27 @@ impl PodPortPlan {
 /// port_security revokes traffic: the NB config generation is bumped with it, so node agents
 /// invalidate their fast paths.
 pub fn reconcile_pod_port(cache: &Cache, plan: &PodPortPlan) -> Option<Transaction> {
-    let switch: LogicalSwitch = find(cache, &plan.switch)?;
+    let mut t = Transaction::new(NB);
+    pod_port_ops(cache, plan, &mut t).ok()?;
+    (!t.is_empty()).then_some(t)
+}
+
+/// Appends to `t` what creates or corrects the pod's port. Fails when the switch does not
+/// exist (yet).
+pub fn pod_port_ops(
+    cache: &Cache,
+    plan: &PodPortPlan,
+    t: &mut Transaction,
+) -> Result<(), MissingSwitch> {
+    let switch: LogicalSwitch =
+        find(cache, &plan.switch).ok_or_else(|| MissingSwitch(plan.switch.clone()))?;
     let port: Option<LogicalSwitchPort> = find(cache, &plan.name);
     let address = plan.address();
-    let mut t = Transaction::new(NB);
     match port {
         None => {
             let (_, port) = t.insert_named(
                 LogicalSwitchPort::TABLE,
-                "pod",
+                &uuid_name(&t, "pod"),
                 [
                     ("name", Datum::atom(plan.name.as_str())),
                     ("addresses", Datum::set([address.as_str()])),
@@ -265,6 +344,7 @@ pub fn reconcile_pod_port(cache: &Cache, plan: &PodPortPlan) -> Option<Transacti
                         Datum::map([
                             ("pod", format!("{}/{}", plan.namespace, plan.pod)),
                             ("ls", plan.switch.clone()),
+                            ("node", plan.node.clone()),
                             (VENDOR.0, VENDOR.1.to_owned()),
                         ]),
                     ),
@@ -285,18 +365,31 @@ pub fn reconcile_pod_port(cache: &Cache, plan: &PodPortPlan) -> Option<Transacti
                     ("port_security", Datum::set([address.as_str()])),
                 ],
             );
-            bump_nb_cfg(&mut t);
+            bump_nb_cfg(t);
         }
-        Some(_) => return None,
+        Some(_) => {}
     }
-    Some(t)
+    Ok(())
 }
+
+/// A pod's subnet has no logical switch (yet).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("logical switch {0} does not exist")]
+pub struct MissingSwitch(pub String);
 
 /// The transaction that deletes a pod's port (and bumps the NB config generation: removing a
 /// port revokes traffic).
 pub fn delete_pod_port(cache: &Cache, name: &str) -> Option<Transaction> {
-    let port: LogicalSwitchPort = find(cache, name)?;
     let mut t = Transaction::new(NB);
+    delete_port_ops(cache, name, &mut t);
+    (!t.is_empty()).then_some(t)
+}
+
+/// Appends to `t` the deletion of port `name`, if it exists.
+pub fn delete_port_ops(cache: &Cache, name: &str, t: &mut Transaction) {
+    let Some(port): Option<LogicalSwitchPort> = find(cache, name) else {
+        return;
+    };
     let owners: Vec<LogicalSwitch> = cache
         .table(LogicalSwitch::TABLE)
         .map(|table| table.typed::<LogicalSwitch>())
@@ -316,8 +409,7 @@ pub fn delete_pod_port(cache: &Cache, name: &str) -> Option<Transaction> {
             )],
         );
     }
-    bump_nb_cfg(&mut t);
-    Some(t)
+    bump_nb_cfg(t);
 }
 
 /// Increments NB_Global.nb_cfg: ovn-controller reports it back once installed, and node

@@ -1,0 +1,75 @@
+//! A private subnet's ACLs (Kube-OVN's `private` and `allowSubnets`): on the subnet's switch,
+//! traffic towards its pods is allowed from the subnet itself, from each allowed subnet and
+//! from the join subnet (node traffic, health checks); everything else towards it is dropped.
+
+use ipnet::IpNet;
+use ovsdb::models::ovn_northbound::{Acl, LogicalSwitch};
+use ovsdb::{Atom, Cache, Datum, Model, Transaction};
+
+use super::owned::{OwnedRow, Parent, Sync, owner, sync_owned_rows};
+use super::find;
+
+pub const PRIORITY_ALLOW: i64 = 3001;
+pub const PRIORITY_DROP: i64 = 3000;
+
+fn family(net: &IpNet) -> &'static str {
+    if net.addr().is_ipv4() { "ip4" } else { "ip6" }
+}
+
+fn acl_row(priority: i64, matches: String, action: &str) -> OwnedRow {
+    OwnedRow {
+        key: format!("to-lport|{priority}|{matches}|{action}"),
+        columns: vec![
+            ("direction", Datum::atom("to-lport")),
+            ("priority", Datum::atom(priority)),
+            ("match", Datum::atom(matches)),
+            ("action", Datum::atom(action)),
+        ],
+    }
+}
+
+/// The ACLs a subnet should carry: none unless private.
+pub fn private_subnet_acls(private: bool, cidrs: &[IpNet], allowed: &[IpNet]) -> Vec<OwnedRow> {
+    if !private {
+        return Vec::new();
+    }
+    let mut rows = Vec::new();
+    for own in cidrs {
+        let fam = family(own);
+        for source in cidrs.iter().chain(allowed) {
+            if family(source) == fam {
+                rows.push(acl_row(
+                    PRIORITY_ALLOW,
+                    format!("{fam}.src == {source} && {fam}.dst == {own}"),
+                    "allow-related",
+                ));
+            }
+        }
+        rows.push(acl_row(PRIORITY_DROP, format!("{fam}.dst == {own}"), "drop"));
+    }
+    rows
+}
+
+/// Appends to `t` what makes the subnet switch's ACLs `desired`.
+pub fn subnet_acl_ops(
+    cache: &Cache,
+    t: &mut Transaction,
+    subnet: &str,
+    desired: Vec<OwnedRow>,
+) -> Sync {
+    let Some(switch) = find::<LogicalSwitch>(cache, subnet) else {
+        return Sync::default();
+    };
+    sync_owned_rows(
+        cache,
+        t,
+        &Parent {
+            table: LogicalSwitch::TABLE,
+            row: Atom::Uuid(switch.uuid),
+            column: "acls",
+        },
+        Acl::TABLE,
+        &owner("subnet", subnet),
+        desired,
+    )
+}

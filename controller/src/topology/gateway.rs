@@ -1,0 +1,212 @@
+//! How traffic leaves a subnet of the default VPC, as Kube-OVN routes it on `ovn-cluster`:
+//! - priority 31000 `allow` for destinations inside the cluster's subnets (pod to pod stays
+//!   routed normally);
+//! - distributed gateway: priority 29000, per node, `ip4.src == $<node port group>_ip4` reroutes
+//!   to that node's `ovn0` address on the join switch; the port group holds the node's pods
+//!   of distributed subnets;
+//! - centralized gateway: priority 29000, per subnet, `ip4.src == <cidr>` reroutes to the
+//!   gateway node(s) (several next hops = ECMP).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use ovsdb::models::ovn_northbound::{
+    LogicalRouter, LogicalRouterPolicy, LogicalSwitchPort, PortGroup,
+};
+use ovsdb::{Atom, Cache, Condition, Datum, Model, Transaction};
+
+use super::owned::{OwnedRow, Parent, Sync, owner, sync_owned_rows};
+use super::{VENDOR, find, uuid_name};
+
+pub const PRIORITY_SUBNET_ALLOW: i64 = 31000;
+pub const PRIORITY_GATEWAY: i64 = 29000;
+
+/// A node port group's name: OVN names (and the address sets derived from them) allow
+/// letters, digits, `_` and `.`; Kube-OVN turns dashes into dots.
+pub fn node_port_group(node: &str) -> String {
+    format!("node.{}", node.replace('-', "."))
+}
+
+fn family(ip: &IpNet) -> &'static str {
+    if ip.addr().is_ipv4() { "ip4" } else { "ip6" }
+}
+
+fn policy_row(priority: i64, matches: String, action: &str, nexthops: &[IpAddr]) -> OwnedRow {
+    let hops: Vec<String> = nexthops.iter().map(ToString::to_string).collect();
+    OwnedRow {
+        key: format!("{priority}|{matches}|{action}|{}", hops.join(",")),
+        columns: vec![
+            ("priority", Datum::atom(priority)),
+            ("match", Datum::atom(matches)),
+            ("action", Datum::atom(action)),
+            ("nexthops", Datum::set(hops)),
+        ],
+    }
+}
+
+fn router_parent<'a>(cache: &Cache, router: &str) -> Option<Parent<'a>> {
+    let r: LogicalRouter = find(cache, router)?;
+    Some(Parent {
+        table: LogicalRouter::TABLE,
+        row: Atom::Uuid(r.uuid),
+        column: "policies",
+    })
+}
+
+/// The subnet's own router policies on its router: the 31000 allow for its CIDRs and, for a
+/// centralized subnet, the 29000 reroute to its gateway nodes' join addresses.
+pub fn subnet_policy_ops(
+    cache: &Cache,
+    t: &mut Transaction,
+    router: &str,
+    subnet: &str,
+    cidrs: &[IpNet],
+    centralized_next_hops: &[IpAddr],
+) -> Sync {
+    let Some(parent) = router_parent(cache, router) else {
+        return Sync::default();
+    };
+    let mut desired: Vec<OwnedRow> = cidrs
+        .iter()
+        .map(|c| {
+            policy_row(
+                PRIORITY_SUBNET_ALLOW,
+                format!("{}.dst == {c}", family(c)),
+                "allow",
+                &[],
+            )
+        })
+        .collect();
+    for c in cidrs {
+        let hops: Vec<IpAddr> = centralized_next_hops
+            .iter()
+            .copied()
+            .filter(|h| h.is_ipv4() == c.addr().is_ipv4())
+            .collect();
+        if !hops.is_empty() {
+            desired.push(policy_row(
+                PRIORITY_GATEWAY,
+                format!("{}.src == {c}", family(c)),
+                "reroute",
+                &hops,
+            ));
+        }
+    }
+    sync_owned_rows(
+        cache,
+        t,
+        &parent,
+        LogicalRouterPolicy::TABLE,
+        &owner("subnet", subnet),
+        desired,
+    )
+}
+
+/// Removes every policy a subnet owns.
+pub fn delete_subnet_policy_ops(cache: &Cache, t: &mut Transaction, router: &str, subnet: &str) {
+    if let Some(parent) = router_parent(cache, router) {
+        sync_owned_rows(
+            cache,
+            t,
+            &parent,
+            LogicalRouterPolicy::TABLE,
+            &owner("subnet", subnet),
+            Vec::new(),
+        );
+    }
+}
+
+/// A node's distributed-gateway state: its port group with exactly `ports` (the LSPs of its
+/// pods in distributed subnets) and the reroute policy to its join addresses.
+pub fn node_gateway_ops(
+    cache: &Cache,
+    t: &mut Transaction,
+    router: &str,
+    node: &str,
+    join_ips: &[IpAddr],
+    ports: &[String],
+) -> Sync {
+    let mut sync = Sync::default();
+    let pg_name = node_port_group(node);
+    let port_uuids: Vec<Atom> = ports
+        .iter()
+        .filter_map(|p| find::<LogicalSwitchPort>(cache, p))
+        .map(|p| Atom::Uuid(p.uuid))
+        .collect();
+    match find::<PortGroup>(cache, &pg_name) {
+        None => {
+            t.insert_named(
+                PortGroup::TABLE,
+                &uuid_name(t, "pg"),
+                [
+                    ("name", Datum::atom(pg_name.as_str())),
+                    ("ports", Datum::set(port_uuids)),
+                    (
+                        "external_ids",
+                        Datum::map([
+                            ("node", node.to_owned()),
+                            (VENDOR.0, VENDOR.1.to_owned()),
+                        ]),
+                    ),
+                ],
+            );
+            sync.inserted = true;
+        }
+        Some(pg) => {
+            let mut have: Vec<Atom> = pg.ports.iter().copied().map(Atom::Uuid).collect();
+            let mut want = port_uuids.clone();
+            have.sort_by_key(|a| a.as_uuid());
+            want.sort_by_key(|a| a.as_uuid());
+            if have != want {
+                t.update(
+                    PortGroup::TABLE,
+                    &[Condition::uuid(pg.uuid)],
+                    [("ports", Datum::set(port_uuids))],
+                );
+                sync.removed = true;
+            }
+        }
+    }
+    if let Some(parent) = router_parent(cache, router) {
+        let desired = join_ips
+            .iter()
+            .map(|ip| {
+                let fam = if ip.is_ipv4() { "ip4" } else { "ip6" };
+                policy_row(
+                    PRIORITY_GATEWAY,
+                    format!("{fam}.src == ${pg_name}_{fam}"),
+                    "reroute",
+                    &[*ip],
+                )
+            })
+            .collect();
+        let s = sync_owned_rows(
+            cache,
+            t,
+            &parent,
+            LogicalRouterPolicy::TABLE,
+            &owner("node", node),
+            desired,
+        );
+        sync.inserted |= s.inserted;
+        sync.removed |= s.removed;
+    }
+    sync
+}
+
+/// Removes a node's port group and policies.
+pub fn delete_node_gateway_ops(cache: &Cache, t: &mut Transaction, router: &str, node: &str) {
+    if let Some(pg) = find::<PortGroup>(cache, &node_port_group(node)) {
+        t.delete(PortGroup::TABLE, &[Condition::uuid(pg.uuid)]);
+    }
+    if let Some(parent) = router_parent(cache, router) {
+        sync_owned_rows(
+            cache,
+            t,
+            &parent,
+            LogicalRouterPolicy::TABLE,
+            &owner("node", node),
+            Vec::new(),
+        );
+    }
+}
