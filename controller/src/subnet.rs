@@ -2,7 +2,7 @@
 //! that says what is wrong and disturbs nothing else; a field kovn does not support yet is
 //! named in an `Unsupported` condition, never silently ignored.
 
-use api::{Condition, GatewayType, Protocol, Subnet};
+use api::{Condition, Protocol, Subnet};
 use ipnet::IpNet;
 
 use crate::ipam::SubnetAllocator;
@@ -96,7 +96,11 @@ pub fn validate(subnet: &Subnet, others: &[Subnet]) -> Result<ValidSubnet, Vec<C
         .map_err(|e| invalid("InvalidSpec", e.to_string()))?;
     let plan = SubnetPlan {
         name: name.clone(),
-        router: CLUSTER_ROUTER.to_owned(),
+        router: if spec.vpc.is_empty() {
+            CLUSTER_ROUTER.to_owned()
+        } else {
+            spec.vpc.clone()
+        },
         cidrs: allocator.pools().iter().map(|p| p.cidr()).collect(),
         gateways: allocator.pools().iter().map(|p| p.gateway()).collect(),
     };
@@ -122,28 +126,11 @@ pub fn validate(subnet: &Subnet, others: &[Subnet]) -> Result<ValidSubnet, Vec<C
     })
 }
 
-/// Fields set to something kovn does not implement yet.
+/// Fields set to something kovn does not implement yet. (The pod MTU is the node agent's to
+/// apply, which does not exist yet.)
 fn unsupported_fields(subnet: &Subnet) -> Vec<&'static str> {
     let spec = &subnet.spec;
     let mut out = Vec::new();
-    if !spec.vpc.is_empty() && spec.vpc != CLUSTER_ROUTER {
-        out.push("vpc (custom VPCs)");
-    }
-    if spec.gateway_type == GatewayType::Centralized {
-        out.push("gatewayType=centralized");
-    }
-    if !spec.gateway_node.is_empty() {
-        out.push("gatewayNode");
-    }
-    if spec.enable_ecmp {
-        out.push("enableEcmp");
-    }
-    if spec.nat_outgoing {
-        out.push("natOutgoing");
-    }
-    if spec.private || !spec.allow_subnets.is_empty() {
-        out.push("private/allowSubnets");
-    }
     if spec.mtu.is_some() {
         out.push("mtu");
     }

@@ -63,6 +63,7 @@ fn a_valid_subnet_yields_its_pool_and_topology_and_names_unsupported_fields() {
     let mut s = subnet("tenant", Protocol::Dual, "10.30.0.0/16,fd00:30::/112", "");
     s.spec.nat_outgoing = true;
     s.spec.private = true;
+    s.spec.mtu = Some(1300);
     let valid = validate(&s, &existing).expect("valid");
     assert_eq!(valid.plan.gateways[0].to_string(), "10.30.0.1");
     assert_eq!(valid.plan.router, "ovn-cluster");
@@ -71,11 +72,13 @@ fn a_valid_subnet_yields_its_pool_and_topology_and_names_unsupported_fields() {
     let unsupported = &valid.conditions[1];
     assert_eq!(unsupported.type_, "Unsupported");
     assert!(
-        unsupported.message.contains("natOutgoing"),
+        unsupported.message.contains("mtu"),
         "{}",
         unsupported.message
     );
-    assert!(unsupported.message.contains("private/allowSubnets"));
+    // Implemented now: not named.
+    assert!(!unsupported.message.contains("natOutgoing"));
+    assert!(!unsupported.message.contains("private"));
     // Re-validating a subnet against a list that contains itself is not an overlap.
     let all = vec![existing[0].clone(), s.clone()];
     assert!(validate(&s, &all).is_ok());

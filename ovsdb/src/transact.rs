@@ -186,6 +186,12 @@ impl Transaction {
         self.ops.len()
     }
 
+    /// Drops the operations after the first `len` (undoes a reconciler's partial work in a
+    /// shared, batched transaction).
+    pub fn truncate(&mut self, len: usize) {
+        self.ops.truncate(len);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }

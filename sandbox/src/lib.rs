@@ -8,6 +8,7 @@ mod cluster;
 pub mod cmd;
 mod db_server;
 mod error;
+pub mod kube_api;
 pub mod netns;
 mod node;
 mod ovs;

@@ -142,6 +142,18 @@ impl Ipam {
         self.subnets.insert(subnet.name.clone(), subnet);
     }
 
+    /// Forgets a subnet and everything allocated in it.
+    pub fn remove_subnet(&mut self, name: &str) {
+        let Some(subnet) = self.subnets.remove(name) else {
+            return;
+        };
+        for owner in subnet.pools.iter().flat_map(|p| p.owners()) {
+            if let Some(mac) = self.owner_macs.remove(owner) {
+                self.macs.remove(&mac);
+            }
+        }
+    }
+
     pub fn subnet(&self, name: &str) -> Option<&SubnetAllocator> {
         self.subnets.get(name)
     }

@@ -6,8 +6,8 @@ use ipnet::IpNet;
 use ovsdb::models::ovn_northbound::{Acl, LogicalSwitch};
 use ovsdb::{Atom, Cache, Datum, Model, Transaction};
 
-use super::owned::{OwnedRow, Parent, Sync, owner, sync_owned_rows};
 use super::find;
+use super::owned::{OwnedRow, Parent, Sync, owner, sync_owned_rows};
 
 pub const PRIORITY_ALLOW: i64 = 3001;
 pub const PRIORITY_DROP: i64 = 3000;
@@ -45,7 +45,11 @@ pub fn private_subnet_acls(private: bool, cidrs: &[IpNet], allowed: &[IpNet]) ->
                 ));
             }
         }
-        rows.push(acl_row(PRIORITY_DROP, format!("{fam}.dst == {own}"), "drop"));
+        rows.push(acl_row(
+            PRIORITY_DROP,
+            format!("{fam}.dst == {own}"),
+            "drop",
+        ));
     }
     rows
 }

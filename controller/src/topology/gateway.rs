@@ -143,10 +143,7 @@ pub fn node_gateway_ops(
                     ("ports", Datum::set(port_uuids)),
                     (
                         "external_ids",
-                        Datum::map([
-                            ("node", node.to_owned()),
-                            (VENDOR.0, VENDOR.1.to_owned()),
-                        ]),
+                        Datum::map([("node", node.to_owned()), (VENDOR.0, VENDOR.1.to_owned())]),
                     ),
                 ],
             );

@@ -141,7 +141,11 @@ pub fn delete_subnet_ops(cache: &Cache, t: &mut Transaction, subnet: &str, route
             t.mutate(
                 LogicalRouter::TABLE,
                 &[Condition::uuid(r.uuid)],
-                &[Mutation::new("ports", Mutator::Delete, Datum::atom(port.uuid))],
+                &[Mutation::new(
+                    "ports",
+                    Mutator::Delete,
+                    Datum::atom(port.uuid),
+                )],
             );
         }
     }
@@ -180,7 +184,7 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
         None => {
             t.insert_named(
                 LogicalRouter::TABLE,
-                &uuid_name(&t, "router"),
+                &uuid_name(t, "router"),
                 [
                     ("name", Datum::atom(plan.router.as_str())),
                     ("external_ids", vendor_ids()),
@@ -210,7 +214,7 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
         None => {
             t.insert_named(
                 LogicalSwitch::TABLE,
-                &uuid_name(&t, "switch"),
+                &uuid_name(t, "switch"),
                 [
                     ("name", Datum::atom(plan.name.as_str())),
                     (
@@ -244,7 +248,7 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
         None => {
             let (_, port) = t.insert_named(
                 LogicalRouterPort::TABLE,
-                &uuid_name(&t, "lrp"),
+                &uuid_name(t, "lrp"),
                 [
                     ("name", Datum::atom(plan.router_port())),
                     ("mac", Datum::atom(mac.as_str())),
@@ -266,7 +270,7 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
     if switch_port.is_none() {
         let (_, port) = t.insert_named(
             LogicalSwitchPort::TABLE,
-            &uuid_name(&t, "lsp"),
+            &uuid_name(t, "lsp"),
             [
                 ("name", Datum::atom(plan.switch_port())),
                 ("type", Datum::atom("router")),
@@ -325,16 +329,16 @@ pub fn pod_port_ops(
     cache: &Cache,
     plan: &PodPortPlan,
     t: &mut Transaction,
-) -> Result<(), MissingSwitch> {
+) -> Result<Atom, MissingSwitch> {
     let switch: LogicalSwitch =
         find(cache, &plan.switch).ok_or_else(|| MissingSwitch(plan.switch.clone()))?;
     let port: Option<LogicalSwitchPort> = find(cache, &plan.name);
     let address = plan.address();
-    match port {
+    let reference = match port {
         None => {
             let (_, port) = t.insert_named(
                 LogicalSwitchPort::TABLE,
-                &uuid_name(&t, "pod"),
+                &uuid_name(t, "pod"),
                 [
                     ("name", Datum::atom(plan.name.as_str())),
                     ("addresses", Datum::set([address.as_str()])),
@@ -353,8 +357,13 @@ pub fn pod_port_ops(
             t.mutate(
                 LogicalSwitch::TABLE,
                 &[Condition::uuid(switch.uuid)],
-                &[Mutation::new("ports", Mutator::Insert, Datum::atom(port))],
+                &[Mutation::new(
+                    "ports",
+                    Mutator::Insert,
+                    Datum::atom(port.clone()),
+                )],
             );
+            port
         }
         Some(p) if p.addresses != [address.clone()] || p.port_security != [address.clone()] => {
             t.update(
@@ -366,10 +375,11 @@ pub fn pod_port_ops(
                 ],
             );
             bump_nb_cfg(t);
+            Atom::Uuid(p.uuid)
         }
-        Some(_) => {}
-    }
-    Ok(())
+        Some(p) => Atom::Uuid(p.uuid),
+    };
+    Ok(reference)
 }
 
 /// A pod's subnet has no logical switch (yet).

@@ -1,0 +1,152 @@
+//! What every reconciler shares: the clients, the IPAM state, the reflector stores, settings,
+//! metrics and the event recorder.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::{IP, Subnet, Vpc};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+
+use crate::ipam::Ipam;
+use crate::metrics::Metrics;
+use crate::nb::NbWriter;
+
+/// The name kovn's writes are recorded under (server-side apply field manager, events).
+pub const FIELD_MANAGER: &str = "kovn-controller";
+
+/// Cluster-wide settings, with Kube-OVN's flag names and defaults.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// The default VPC's router.
+    #[arg(long, default_value = "ovn-cluster")]
+    pub cluster_router: String,
+    #[arg(long, default_value = "ovn-default")]
+    pub default_ls: String,
+    #[arg(long, default_value = "10.16.0.0/16")]
+    pub default_cidr: String,
+    #[arg(long, default_value = "10.16.0.1")]
+    pub default_gateway: String,
+    #[arg(long, default_value = "")]
+    pub default_exclude_ips: String,
+    /// The join subnet: one `node-<name>` port per node (the agent binds it to `ovn0`).
+    #[arg(long, default_value = "join")]
+    pub node_switch: String,
+    #[arg(long, default_value = "100.64.0.0/16")]
+    pub node_switch_cidr: String,
+    #[arg(long, default_value = "100.64.0.1")]
+    pub node_switch_gateway: String,
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cluster_router: "ovn-cluster".into(),
+            default_ls: "ovn-default".into(),
+            default_cidr: "10.16.0.0/16".into(),
+            default_gateway: "10.16.0.1".into(),
+            default_exclude_ips: String::new(),
+            node_switch: "join".into(),
+            node_switch_cidr: "100.64.0.0/16".into(),
+            node_switch_gateway: "100.64.0.1".into(),
+            service_cluster_ip_range: "10.96.0.0/12".into(),
+        }
+    }
+}
+
+/// Read views of the cluster, kept by reflectors.
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub namespaces: Store<Namespace>,
+    pub nodes: Store<Node>,
+    pub subnets: Store<Subnet>,
+    pub vpcs: Store<Vpc>,
+    pub ips: Store<IP>,
+}
+
+pub struct Context {
+    pub kube: kube::Client,
+    pub nb: NbWriter,
+    pub ipam: Mutex<Ipam>,
+    pub settings: Settings,
+    pub stores: Stores,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        kube: kube::Client,
+        nb: NbWriter,
+        settings: Settings,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(kube.clone(), reporter),
+            kube,
+            nb,
+            ipam: Mutex::new(Ipam::new()),
+            settings,
+            stores,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ipam(&self) -> std::sync::MutexGuard<'_, Ipam> {
+        self.ipam.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A Kubernetes event on `object` (best effort: a failed event is logged, not retried).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::debug!(object = %object.name_any(), error = %e, "event not recorded");
+        }
+    }
+
+    /// The delay before retrying `key` after its `n`-th consecutive failure: 0.5 s doubling to
+    /// 2 min.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        let delay = Duration::from_millis(500).saturating_mul(1 << (*n - 1).min(8));
+        delay.min(Duration::from_secs(120))
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}

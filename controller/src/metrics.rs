@@ -1,0 +1,170 @@
+//! The controller's Prometheus metrics on :10660 (Kube-OVN's controller port), with `/healthz`
+//! and `/readyz`. Subnet address counts keep Kube-OVN's metric names
+//! (`subnet_available_ip_count`, `subnet_used_ip_count`), so existing dashboards work.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:10660";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubnetLabels {
+    pub subnet_name: String,
+    pub protocol: String,
+    pub subnet_cidr: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~100 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+/// Every metric the controller exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub subnet_available: Family<SubnetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub subnet_used: Family<SubnetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_seconds: Family<KindLabels, Histogram, fn() -> Histogram>,
+    pub ovsdb_transactions: Family<ResultLabels, Counter>,
+    pub ovsdb_transaction_seconds: Histogram,
+    pub nb_batches: Counter,
+    pub ipam_conflicts: Counter,
+    pub leader: Gauge,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let subnet_available = Family::default();
+        let subnet_used = Family::default();
+        registry.register(
+            "subnet_available_ip_count",
+            "Addresses a subnet can still hand out",
+            subnet_available.clone(),
+        );
+        registry.register(
+            "subnet_used_ip_count",
+            "Addresses a subnet has handed out",
+            subnet_used.clone(),
+        );
+        let reconciles = Family::default();
+        registry.register(
+            "kovn_controller_reconciles",
+            "Reconciles by kind and result",
+            reconciles.clone(),
+        );
+        let reconcile_seconds =
+            Family::<KindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "kovn_controller_reconcile_duration_seconds",
+            "How long one reconcile took, by kind",
+            reconcile_seconds.clone(),
+        );
+        let ovsdb_transactions = Family::default();
+        registry.register(
+            "kovn_controller_ovsdb_transactions",
+            "NB transactions by result",
+            ovsdb_transactions.clone(),
+        );
+        let ovsdb_transaction_seconds = latency_histogram();
+        registry.register(
+            "kovn_controller_ovsdb_transaction_duration_seconds",
+            "NB transaction latency",
+            ovsdb_transaction_seconds.clone(),
+        );
+        let nb_batches = Counter::default();
+        registry.register(
+            "kovn_controller_nb_batches",
+            "Batched NB write rounds (several reconciles in one transaction)",
+            nb_batches.clone(),
+        );
+        let ipam_conflicts = Counter::default();
+        registry.register(
+            "kovn_controller_ipam_restore_conflicts",
+            "Recorded allocations that could not be honoured at start (see events and logs)",
+            ipam_conflicts.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "kovn_controller_leader",
+            "1 while this instance holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            subnet_available,
+            subnet_used,
+            reconciles,
+            reconcile_seconds,
+            ovsdb_transactions,
+            ovsdb_transaction_seconds,
+            nb_batches,
+            ipam_conflicts,
+            leader,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn reconciled(&self, kind: &str, ok: bool, took: Duration) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_owned(),
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+        self.reconcile_seconds
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+}

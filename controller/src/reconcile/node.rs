@@ -1,0 +1,134 @@
+//! A node's lifecycle: an address on the join subnet and the port `node-<name>` there (the
+//! agent binds it to the node's `ovn0`), Kube-OVN's node annotations, and the node's
+//! distributed-gateway state (its port group and reroute policy). Released when the node goes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{GatewayType, annotations};
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use ovsdb::models::ovn_northbound::LogicalSwitchPort;
+use ovsdb::{Datum, Model};
+
+use super::pod::patch_annotations;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::pod::{annotations_for, static_ips};
+use crate::topology::{self, PodPortPlan, gateway};
+
+/// Kube-OVN's node annotation naming the join port.
+pub const PORT_NAME: &str = "ovn.kubernetes.io/port_name";
+/// Gateway state is rebuilt this often even without a change (port group membership races
+/// with pods created in the same batch).
+const RESYNC: Duration = Duration::from_secs(300);
+
+pub fn port_name(node: &str) -> String {
+    format!("node-{node}")
+}
+
+pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
+    let name = node.name_any();
+    let owner = port_name(&name);
+    let join = ctx.settings.node_switch.clone();
+    let node_annotations = node.annotations();
+    let wanted_ips = static_ips(
+        node_annotations
+            .get(annotations::IP_ADDRESS)
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )
+    .map_err(Error::BadAnnotation)?;
+    let wanted_mac = node_annotations.get(annotations::MAC_ADDRESS).cloned();
+    let (allocation, mut desired) = {
+        let mut ipam = ctx.ipam();
+        if ipam.subnet(&join).is_none() {
+            return Err(Error::SubnetNotReady(join));
+        }
+        let allocation = match ipam.lookup(&owner) {
+            Some(held) if held.subnet == join => held,
+            _ => ipam.allocate(&join, &owner, &wanted_ips, wanted_mac.as_deref())?,
+        };
+        let pools = ipam
+            .subnet(&join)
+            .ok_or_else(|| Error::SubnetNotReady(join.clone()))?;
+        let desired = annotations_for(&allocation, pools);
+        (allocation, desired)
+    };
+    desired.insert(PORT_NAME.to_owned(), owner.clone());
+
+    // Pods of this node in distributed subnets of the default VPC form its port group.
+    let distributed: BTreeSet<String> = ctx
+        .stores
+        .subnets
+        .state()
+        .iter()
+        .filter(|s| {
+            s.spec.gateway_type == GatewayType::Distributed
+                && (s.spec.vpc.is_empty() || s.spec.vpc == ctx.settings.cluster_router)
+                && s.name_any() != ctx.settings.node_switch
+        })
+        .map(|s| s.name_any())
+        .collect();
+    let plan = PodPortPlan {
+        name: owner.clone(),
+        switch: join.clone(),
+        mac: allocation.mac.clone(),
+        ips: allocation.ips.clone(),
+        pod: name.clone(),
+        namespace: String::new(),
+        node: name.clone(),
+    };
+    let router = ctx.settings.cluster_router.clone();
+    let join_ips = allocation.ips.clone();
+    let node_name = name.clone();
+    ctx.nb
+        .apply(move |cache, t| {
+            topology::pod_port_ops(cache, &plan, t).map_err(|e| e.to_string())?;
+            let ports: Vec<String> = cache
+                .table(LogicalSwitchPort::TABLE)
+                .map(|table| {
+                    table
+                        .find(&["external_ids:node"], &[Datum::atom(node_name.as_str())])
+                        .into_iter()
+                        .filter_map(|r| LogicalSwitchPort::from_row(r).ok())
+                        .filter(|p| {
+                            p.external_ids
+                                .get("ls")
+                                .is_some_and(|ls| distributed.contains(ls))
+                        })
+                        .map(|p| p.name)
+                        .collect()
+                })
+                .unwrap_or_default();
+            gateway::node_gateway_ops(cache, t, &router, &node_name, &join_ips, &ports);
+            Ok(())
+        })
+        .await?;
+
+    if desired
+        .iter()
+        .any(|(k, v)| node_annotations.get(k) != Some(v))
+    {
+        let nodes: Api<Node> = Api::all(ctx.kube.clone());
+        patch_annotations(&nodes, &name, &desired).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Releases a deleted node's join address, port, port group and policies.
+pub async fn release(ctx: &Context, node: &str) -> Result<()> {
+    let owner = port_name(node);
+    ctx.ipam().release(&owner);
+    let router = ctx.settings.cluster_router.clone();
+    let node = node.to_owned();
+    ctx.nb
+        .apply(move |cache, t| {
+            topology::delete_port_ops(cache, &owner, t);
+            gateway::delete_node_gateway_ops(cache, t, &router, &node);
+            Ok(())
+        })
+        .await
+}

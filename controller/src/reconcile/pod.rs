@@ -1,0 +1,215 @@
+//! A pod's lifecycle: once scheduled, it gets addresses from its subnet, a
+//! Logical_Switch_Port `<pod>.<namespace>`, an `IP` object recording the allocation and the
+//! annotations Kube-OVN's CNI reads (`allocated`, then `routed`). When it is deleted, all of
+//! that is released.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use api::annotations;
+use api::{GatewayType, IP};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use ovsdb::models::ovn_northbound::PortGroup;
+use ovsdb::{Condition, Datum, Model, Mutation, Mutator};
+use serde_json::json;
+
+use crate::context::{Context, FIELD_MANAGER};
+use crate::error::{Error, Result};
+use crate::ipam::IpamError;
+use crate::pod::{annotations_for, ip_object, static_ips};
+use crate::topology::gateway::node_port_group;
+use crate::topology::{self, PodPortPlan, find};
+
+/// The subnet a pod belongs to: its own `logical_switch` annotation, else its namespace's,
+/// else a subnet listing the namespace, else the default subnet.
+pub fn subnet_for(pod: &Pod, ctx: &Context) -> String {
+    if let Some(ls) = pod.annotations().get(annotations::LOGICAL_SWITCH)
+        && !ls.is_empty()
+    {
+        return ls.clone();
+    }
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(namespace) = ctx
+        .stores
+        .namespaces
+        .get(&ObjectRef::new(&ns))
+        .and_then(|n| {
+            n.annotations()
+                .get(annotations::NAMESPACE_LOGICAL_SWITCH)
+                .cloned()
+        })
+        && !namespace.is_empty()
+    {
+        return namespace.split(',').next().unwrap_or_default().to_owned();
+    }
+    let mut listing: Vec<String> = ctx
+        .stores
+        .subnets
+        .state()
+        .iter()
+        .filter(|s| s.spec.namespaces.contains(&ns))
+        .map(|s| s.name_any())
+        .collect();
+    listing.sort();
+    listing
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| ctx.settings.default_ls.clone())
+}
+
+pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let Some(node) = spec.node_name.clone() else {
+        return Ok(Action::await_change());
+    };
+    if spec.host_network == Some(true) || pod.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = pod.name_any();
+    let namespace = pod.namespace().unwrap_or_default();
+    let owner = format!("{name}.{namespace}");
+    let subnet_name = subnet_for(&pod, &ctx);
+    let subnet = ctx
+        .stores
+        .subnets
+        .get(&ObjectRef::new(&subnet_name))
+        .ok_or_else(|| Error::SubnetNotReady(subnet_name.clone()))?;
+
+    // Addresses: static ones from the annotations (a user's, or our own from before a
+    // restart), else the next free ones. Idempotent for an owner that already holds some.
+    let pod_annotations = pod.annotations();
+    let wanted_ips = static_ips(
+        pod_annotations
+            .get(annotations::IP_ADDRESS)
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )
+    .map_err(Error::BadAnnotation)?;
+    let wanted_mac = pod_annotations.get(annotations::MAC_ADDRESS).cloned();
+    let (allocation, mut desired) = {
+        let mut ipam = ctx.ipam();
+        if ipam.subnet(&subnet_name).is_none() {
+            return Err(Error::SubnetNotReady(subnet_name));
+        }
+        let allocation = match ipam.lookup(&owner) {
+            Some(held) if held.subnet == subnet_name => held,
+            _ => ipam.allocate(&subnet_name, &owner, &wanted_ips, wanted_mac.as_deref())?,
+        };
+        let subnet_allocator = ipam
+            .subnet(&subnet_name)
+            .ok_or_else(|| Error::SubnetNotReady(subnet_name.clone()))?;
+        let desired = annotations_for(&allocation, subnet_allocator);
+        (allocation, desired)
+    };
+
+    let plan = PodPortPlan {
+        name: owner.clone(),
+        switch: subnet_name.clone(),
+        mac: allocation.mac.clone(),
+        ips: allocation.ips.clone(),
+        pod: name.clone(),
+        namespace: namespace.clone(),
+        node: node.clone(),
+    };
+    let distributed = subnet.spec.gateway_type == GatewayType::Distributed
+        && (subnet.spec.vpc.is_empty() || subnet.spec.vpc == ctx.settings.cluster_router)
+        && subnet_name != ctx.settings.node_switch;
+    let port_group = node_port_group(&node);
+    ctx.nb
+        .apply(move |cache, t| {
+            let port = topology::pod_port_ops(cache, &plan, t).map_err(|e| e.to_string())?;
+            // Joins the node's port group, whose address set the node's gateway policy
+            // matches (the group exists once the node is reconciled).
+            if distributed
+                && let Some(pg) = find::<PortGroup>(cache, &port_group)
+                && port.as_uuid().is_none_or(|u| !pg.ports.contains(&u))
+            {
+                t.mutate(
+                    PortGroup::TABLE,
+                    &[Condition::uuid(pg.uuid)],
+                    &[Mutation::new("ports", Mutator::Insert, Datum::atom(port))],
+                );
+            }
+            Ok(())
+        })
+        .await?;
+
+    // The IP object: the allocation's record, from which a restarted controller restores.
+    let ip = ip_object(&name, &namespace, &node, &allocation);
+    let recorded = ctx.stores.ips.get(&ObjectRef::new(&owner));
+    if recorded.is_none_or(|r| r.spec != ip.spec) {
+        let ips: Api<IP> = Api::all(ctx.kube.clone());
+        ips.patch(
+            &owner,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&ip),
+        )
+        .await?;
+    }
+
+    // The port and its routes are in NB: the pod may start.
+    desired.insert(annotations::ROUTED.to_owned(), "true".to_owned());
+    if desired
+        .iter()
+        .any(|(k, v)| pod_annotations.get(k) != Some(v))
+    {
+        let pods: Api<Pod> = Api::namespaced(ctx.kube.clone(), &namespace);
+        patch_annotations(&pods, &name, &desired).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// A merge patch of `metadata.annotations`.
+pub async fn patch_annotations<K>(
+    api: &Api<K>,
+    name: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Releases what a deleted pod held: its addresses, its port (bumping the NB config
+/// generation, so node agents drop its fast-path flows) and its IP object.
+pub async fn release(ctx: &Context, owner: &str) -> Result<()> {
+    ctx.ipam().release(owner);
+    let port = owner.to_owned();
+    ctx.nb
+        .apply(move |cache, t| {
+            topology::delete_port_ops(cache, &port, t);
+            Ok(())
+        })
+        .await?;
+    let ips: Api<IP> = Api::all(ctx.kube.clone());
+    match ips.delete(owner, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether an IPAM error is the user's (a static address that cannot be had), worth an event.
+pub fn is_user_error(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Ipam(
+            IpamError::Taken { .. }
+                | IpamError::MacTaken { .. }
+                | IpamError::OutOfRange { .. }
+                | IpamError::Excluded { .. }
+                | IpamError::Exhausted { .. }
+        ) | Error::BadAnnotation(_)
+    )
+}

@@ -1,0 +1,280 @@
+//! A Subnet's lifecycle: validated (bad input gets a `Validated=False` condition and an event,
+//! and nothing else is touched), its pool added to IPAM, its switch, router port, gateway
+//! policies and (if private) ACLs written to NB, its status kept current; on deletion (through
+//! the finalizer) all of that is removed.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{Condition, GatewayType, Subnet, SubnetStatus};
+use ipnet::IpNet;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, ResourceExt};
+use ovsdb::models::ovn_northbound::LogicalRouter;
+use serde_json::json;
+
+use super::FINALIZER;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::ipam::{Record, RecordSource};
+use crate::metrics::SubnetLabels;
+use crate::subnet::validate;
+use crate::topology::{self, acl, find, gateway};
+
+/// How often a valid subnet's status counts are refreshed.
+const STATUS_REFRESH: Duration = Duration::from_secs(15);
+
+pub async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action> {
+    let api: Api<Subnet> = Api::all(ctx.kube.clone());
+    finalizer(&api, FINALIZER, subnet, |event| async {
+        match event {
+            Finalizer::Apply(subnet) => apply(&subnet, &ctx).await,
+            Finalizer::Cleanup(subnet) => cleanup(&subnet, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+fn router_of(subnet: &Subnet, ctx: &Context) -> String {
+    if subnet.spec.vpc.is_empty() {
+        ctx.settings.cluster_router.clone()
+    } else {
+        subnet.spec.vpc.clone()
+    }
+}
+
+async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
+    let name = subnet.name_any();
+    // Checked against the subnets created before it: of two overlapping subnets, the newer
+    // one is refused, and the older one keeps working.
+    let age = |s: &Subnet| (s.metadata.creation_timestamp.clone(), s.name_any());
+    let others: Vec<Subnet> = ctx
+        .stores
+        .subnets
+        .state()
+        .iter()
+        .filter(|s| {
+            s.name_any() != name && s.metadata.deletion_timestamp.is_none() && age(s) < age(subnet)
+        })
+        .map(|s| (**s).clone())
+        .collect();
+    let valid = match validate(subnet, &others) {
+        Ok(valid) => valid,
+        Err(conditions) => {
+            let message = conditions
+                .iter()
+                .map(|c| c.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ");
+            ctx.event(subnet, true, "ValidationFailed", message).await;
+            write_status(
+                ctx,
+                subnet,
+                SubnetStatus {
+                    conditions,
+                    ..SubnetStatus::default()
+                },
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let router = router_of(subnet, ctx);
+    let router_exists = ctx
+        .nb
+        .client()
+        .read(|c| find::<LogicalRouter>(c, &router).is_some());
+    if !router_exists {
+        return Err(Error::SubnetNotReady(format!(
+            "{name}: VPC router {router} missing"
+        )));
+    }
+
+    // IPAM: a new pool, or the same pool re-shaped (changed excludeIps, a grown CIDR) with
+    // every current holder re-claimed; holders that no longer fit are reported.
+    let conflicts = {
+        let mut ipam = ctx.ipam();
+        let same = ipam.subnet(&name).is_some_and(|current| {
+            current
+                .pools()
+                .iter()
+                .map(|p| (p.cidr(), p.gateway()))
+                .collect::<Vec<_>>()
+                == valid
+                    .allocator
+                    .pools()
+                    .iter()
+                    .map(|p| (p.cidr(), p.gateway()))
+                    .collect::<Vec<_>>()
+        });
+        if same && ipam.subnet(&name).is_some() {
+            Vec::new()
+        } else {
+            let holders: Vec<Record> = ipam
+                .allocations()
+                .into_iter()
+                .filter(|(_, a)| a.subnet == name)
+                .map(|(owner, a)| Record {
+                    source: RecordSource::IpObject,
+                    owner,
+                    subnet: name.clone(),
+                    ips: a.ips,
+                    mac: Some(a.mac),
+                })
+                .collect();
+            ipam.remove_subnet(&name);
+            ipam.add_subnet(valid.allocator.clone());
+            ipam.restore(holders)
+        }
+    };
+    for c in &conflicts {
+        ctx.event(
+            subnet,
+            true,
+            "AddressConflict",
+            format!("{}: {}", c.record.owner, c.reason),
+        )
+        .await;
+    }
+
+    let cidrs = valid.plan.cidrs.clone();
+    let centralized_hops = centralized_next_hops(subnet, ctx);
+    let mut allowed: Vec<IpNet> = subnet
+        .spec
+        .allow_subnets
+        .iter()
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    allowed.extend(
+        ctx.settings
+            .node_switch_cidr
+            .split(',')
+            .filter_map(|c| c.trim().parse::<IpNet>().ok()),
+    );
+    let acls = acl::private_subnet_acls(subnet.spec.private, &cidrs, &allowed);
+    let plan = valid.plan.clone();
+    let subnet_name = name.clone();
+    ctx.nb
+        .apply(move |cache, t| {
+            topology::subnet_ops(cache, &plan, t);
+            gateway::subnet_policy_ops(
+                cache,
+                t,
+                &plan.router,
+                &subnet_name,
+                &cidrs,
+                &centralized_hops,
+            );
+            let acl_sync = acl::subnet_acl_ops(cache, t, &subnet_name, acls.clone());
+            if acl_sync.changed() {
+                // A new drop or a removed allow revokes traffic.
+                topology::bump_nb_cfg(t);
+            }
+            Ok(())
+        })
+        .await?;
+
+    let mut status = SubnetStatus {
+        conditions: valid.conditions.clone(),
+        ..SubnetStatus::default()
+    };
+    status.conditions.push(Condition {
+        type_: "Ready".into(),
+        status: "True".into(),
+        reason: "ReconcileSucceeded".into(),
+        ..Condition::default()
+    });
+    {
+        let ipam = ctx.ipam();
+        if let Some(pools) = ipam.subnet(&name) {
+            for pool in pools.pools() {
+                let (used, available) = (pool.used() as f64, pool.available() as f64);
+                let v4 = pool.cidr().addr().is_ipv4();
+                if v4 {
+                    status.v4_using_ips = used;
+                    status.v4_available_ips = available;
+                } else {
+                    status.v6_using_ips = used;
+                    status.v6_available_ips = available;
+                }
+                let labels = SubnetLabels {
+                    subnet_name: name.clone(),
+                    protocol: if v4 { "IPv4" } else { "IPv6" }.into(),
+                    subnet_cidr: pool.cidr().to_string(),
+                };
+                ctx.metrics.subnet_used.get_or_create(&labels).set(used);
+                ctx.metrics
+                    .subnet_available
+                    .get_or_create(&labels)
+                    .set(available);
+            }
+        }
+    }
+    write_status(ctx, subnet, status).await?;
+    Ok(Action::requeue(STATUS_REFRESH))
+}
+
+/// The join addresses of a centralized subnet's gateway nodes: all of them with ECMP, else the
+/// first that has one.
+fn centralized_next_hops(subnet: &Subnet, ctx: &Context) -> Vec<IpAddr> {
+    if subnet.spec.gateway_type != GatewayType::Centralized {
+        return Vec::new();
+    }
+    let ipam = ctx.ipam();
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for node in subnet.spec.gateway_node.split(',').map(str::trim) {
+        // `node:ip` pins an egress address in Kube-OVN; the node part names the gateway.
+        let node = node.split(':').next().unwrap_or_default();
+        if node.is_empty() {
+            continue;
+        }
+        if let Some(a) = ipam.lookup(&format!("node-{node}")) {
+            hops.extend(a.ips);
+            if !subnet.spec.enable_ecmp {
+                break;
+            }
+        }
+    }
+    hops
+}
+
+/// Writes the status if it differs from what the object shows (no write, no watch event, no
+/// reconcile loop).
+async fn write_status(ctx: &Context, subnet: &Subnet, status: SubnetStatus) -> Result<()> {
+    let strip = |s: &SubnetStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_update_time = None;
+            c.last_transition_time = None;
+        }
+        s
+    };
+    if subnet.status.as_ref().map(strip) == Some(strip(&status)) {
+        return Ok(());
+    }
+    let api: Api<Subnet> = Api::all(ctx.kube.clone());
+    api.patch_status(
+        &subnet.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn cleanup(subnet: &Subnet, ctx: &Context) -> Result<Action> {
+    let name = subnet.name_any();
+    let router = router_of(subnet, ctx);
+    ctx.ipam().remove_subnet(&name);
+    ctx.nb
+        .apply(move |cache, t| {
+            topology::delete_subnet_ops(cache, t, &name, &router);
+            Ok(())
+        })
+        .await?;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,122 @@
+//! A Vpc's lifecycle: its router (`ovn-cluster` for the default VPC, else the VPC's name),
+//! the static and policy routes its spec lists, and a status naming the router and subnets.
+//! Deleting a custom VPC removes its router (through the finalizer).
+
+use std::sync::Arc;
+
+use api::{Vpc, VpcStatus};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::FINALIZER;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::topology::vpc::{Policy, Route, delete_vpc_ops, vpc_ops};
+
+pub async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action> {
+    let api: Api<Vpc> = Api::all(ctx.kube.clone());
+    finalizer(&api, FINALIZER, vpc, |event| async {
+        match event {
+            Finalizer::Apply(vpc) => apply(&vpc, &ctx).await,
+            Finalizer::Cleanup(vpc) => cleanup(&vpc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+fn is_default(vpc: &Vpc, ctx: &Context) -> bool {
+    vpc.name_any() == ctx.settings.cluster_router
+}
+
+async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
+    let name = vpc.name_any();
+    let router = name.clone();
+    let routes: Vec<Route> = vpc
+        .spec
+        .static_routes
+        .iter()
+        .map(|r| Route {
+            policy: if r.policy == "policySrc" {
+                "src-ip"
+            } else {
+                "dst-ip"
+            },
+            prefix: r.cidr.clone(),
+            next_hop: r.next_hop_ip.clone(),
+        })
+        .collect();
+    let policies: Vec<Policy> = vpc
+        .spec
+        .policy_routes
+        .iter()
+        .map(|p| Policy {
+            priority: i64::from(p.priority),
+            matches: p.match_.clone(),
+            action: p.action.clone(),
+            next_hops: p
+                .next_hop_ip
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+        .collect();
+    let vpc_name = name.clone();
+    let router_name = router.clone();
+    ctx.nb
+        .apply(move |cache, t| {
+            vpc_ops(cache, t, &vpc_name, &router_name, &routes, &policies);
+            Ok(())
+        })
+        .await?;
+    let default = is_default(vpc, ctx);
+    let mut subnets: Vec<String> = ctx
+        .stores
+        .subnets
+        .state()
+        .iter()
+        .filter(|s| s.spec.vpc == name || (default && s.spec.vpc.is_empty()))
+        .map(|s| s.name_any())
+        .collect();
+    subnets.sort();
+    let status = VpcStatus {
+        standby: true,
+        default,
+        router,
+        default_logical_switch: if default {
+            ctx.settings.default_ls.clone()
+        } else {
+            vpc.spec.default_subnet.clone()
+        },
+        subnets,
+        ..VpcStatus::default()
+    };
+    if vpc.status.as_ref() != Some(&status) {
+        let api: Api<Vpc> = Api::all(ctx.kube.clone());
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn cleanup(vpc: &Vpc, ctx: &Context) -> Result<Action> {
+    if is_default(vpc, ctx) {
+        return Ok(Action::await_change());
+    }
+    let router = vpc.name_any();
+    ctx.nb
+        .apply(move |cache, t| {
+            delete_vpc_ops(cache, t, &router);
+            Ok(())
+        })
+        .await?;
+    Ok(Action::await_change())
+}

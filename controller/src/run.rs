@@ -1,0 +1,420 @@
+//! Starting the controller: reflectors fill the stores; once every store has its initial
+//! list, IPAM is rebuilt from the IP objects and NB ports (conflicts reported) and leaks are
+//! released, before anything new is allocated; then one kube-runtime Controller per kind runs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use api::{IP, Subnet, SubnetSpec, Vpc, VpcSpec};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, future};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use ovsdb::Client;
+use tokio::sync::mpsc;
+
+use crate::context::{Context, FIELD_MANAGER, Settings, Stores};
+use crate::error::Result;
+use crate::ipam::{Record, RecordSource};
+use crate::metrics::Metrics;
+use crate::nb::{NbObserver, NbWriter};
+use crate::reconcile::{self, error_policy, measured};
+use crate::subnet::validate;
+use crate::topology::{self, vpc::router_ops};
+
+type Events<K> = BoxStream<'static, watcher::Result<watcher::Event<K>>>;
+
+/// The watch streams the controller consumes: from the API server in production
+/// ([`Inputs::from_cluster`]), from a test fixture in tests.
+pub struct Inputs {
+    pub pods: Events<Pod>,
+    pub namespaces: Events<Namespace>,
+    pub nodes: Events<Node>,
+    pub subnets: Events<Subnet>,
+    pub vpcs: Events<Vpc>,
+    pub ips: Events<IP>,
+}
+
+impl Inputs {
+    pub fn from_cluster(client: &kube::Client) -> Inputs {
+        fn watch<K>(client: &kube::Client) -> Events<K>
+        where
+            K: kube::Resource<DynamicType = ()>
+                + Clone
+                + serde::de::DeserializeOwned
+                + std::fmt::Debug
+                + Send
+                + 'static,
+        {
+            use kube::runtime::WatchStreamExt;
+            watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+                .default_backoff()
+                .boxed()
+        }
+        Inputs {
+            pods: watch(client),
+            namespaces: watch(client),
+            nodes: watch(client),
+            subnets: watch(client),
+            vpcs: watch(client),
+            ips: watch(client),
+        }
+    }
+}
+
+/// Feeds a store from `events` in a task; returns the store, a stream of changed objects (the
+/// controller's trigger) and, if asked, a channel of deleted objects.
+fn spawn_reflector<K>(
+    events: Events<K>,
+    deletions: Option<mpsc::UnboundedSender<K>>,
+) -> (
+    Store<K>,
+    impl Stream<Item = watcher::Result<K>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let (tx, rx) = mpsc::unbounded_channel::<K>();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(reflector::reflector(writer, events));
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    let _ = tx.send(o);
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    if let Some(d) = &deletions {
+                        let _ = d.send(o);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "watch error"),
+            }
+        }
+    });
+    let trigger =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|o| (Ok(o), rx)) },
+        );
+    (reader, trigger)
+}
+
+struct MetricsObserver(Arc<Metrics>);
+
+impl NbObserver for MetricsObserver {
+    fn batch(&self, _jobs: usize) {
+        self.0.nb_batches.inc();
+    }
+}
+
+/// Runs the controller until a stream ends or an error stops it.
+pub async fn run(
+    kube: kube::Client,
+    nb: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    inputs: Inputs,
+    concurrency: u16,
+) -> anyhow::Result<()> {
+    let (pod_deletions, mut deleted_pods) = mpsc::unbounded_channel();
+    let (node_deletions, mut deleted_nodes) = mpsc::unbounded_channel();
+    let (pods, pod_trigger) = spawn_reflector(inputs.pods, Some(pod_deletions));
+    let (namespaces, _ns_trigger) = spawn_reflector(inputs.namespaces, None);
+    let (nodes, node_trigger) = spawn_reflector(inputs.nodes, Some(node_deletions));
+    let (subnets, subnet_trigger) = spawn_reflector(inputs.subnets, None);
+    let (vpcs, vpc_trigger) = spawn_reflector(inputs.vpcs, None);
+    let (ips, _ip_trigger) = spawn_reflector(inputs.ips, None);
+    let stores = Stores {
+        pods,
+        namespaces,
+        nodes,
+        subnets,
+        vpcs,
+        ips,
+    };
+    tracing::info!("waiting for the initial lists");
+    stores.pods.wait_until_ready().await?;
+    stores.namespaces.wait_until_ready().await?;
+    stores.nodes.wait_until_ready().await?;
+    stores.subnets.wait_until_ready().await?;
+    stores.vpcs.wait_until_ready().await?;
+    stores.ips.wait_until_ready().await?;
+
+    let writer = NbWriter::start(nb, Arc::new(MetricsObserver(metrics.clone())));
+    let ctx = Arc::new(Context::new(
+        kube,
+        writer,
+        settings,
+        stores,
+        metrics.clone(),
+    ));
+    ensure_defaults(&ctx).await?;
+    restore(&ctx).await?;
+    metrics.set_ready(true);
+    tracing::info!("IPAM restored; reconciling");
+
+    let config = ControllerConfig::default().concurrency(concurrency);
+    let s = ctx.stores.clone();
+    let subnet_ctl = Controller::for_stream(subnet_trigger, s.subnets.clone())
+        .with_config(config.clone())
+        .run(
+            |o, c| measured(o, c, reconcile::subnet::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let vpc_ctl = Controller::for_stream(vpc_trigger, s.vpcs.clone())
+        .with_config(config.clone())
+        .run(
+            |o, c| measured(o, c, reconcile::vpc::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let node_ctl = Controller::for_stream(node_trigger, s.nodes.clone())
+        .with_config(config.clone())
+        .run(
+            |o, c| measured(o, c, reconcile::node::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let pod_ctl = Controller::for_stream(pod_trigger, s.pods.clone())
+        .with_config(config)
+        .run(
+            |o, c| measured(o, c, pod_with_events),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let deletions = {
+        let ctx = ctx.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    Some(pod) = deleted_pods.recv() => {
+                        let pod: Pod = pod;
+                        let owner = format!("{}.{}", pod.name_any(), pod.namespace().unwrap_or_default());
+                        if let Err(e) = reconcile::pod::release(&ctx, &owner).await {
+                            tracing::warn!(%owner, error = %e, "releasing a deleted pod failed");
+                        }
+                    }
+                    Some(node) = deleted_nodes.recv() => {
+                        let node: Node = node;
+                        if let Err(e) = reconcile::node::release(&ctx, &node.name_any()).await {
+                            tracing::warn!(node = %node.name_any(), error = %e, "releasing a deleted node failed");
+                        }
+                    }
+                    else => break,
+                }
+            }
+        }
+    };
+    tokio::join!(subnet_ctl, vpc_ctl, node_ctl, pod_ctl, deletions);
+    Ok(())
+}
+
+/// Pod reconcile that tells the user (an event on the pod) when its own request cannot be met.
+async fn pod_with_events(
+    pod: Arc<Pod>,
+    ctx: Arc<Context>,
+) -> Result<kube::runtime::controller::Action> {
+    let result = reconcile::pod::reconcile(pod.clone(), ctx.clone()).await;
+    if let Err(e) = &result
+        && reconcile::pod::is_user_error(e)
+    {
+        ctx.event(&*pod, true, "AllocationFailed", e.to_string())
+            .await;
+    }
+    result
+}
+
+/// Kube-OVN creates the default VPC, the default subnet and the join subnet from its flags.
+async fn ensure_defaults(ctx: &Context) -> Result<()> {
+    let s = &ctx.settings;
+    let router = s.cluster_router.clone();
+    ctx.nb
+        .apply(move |cache, t| {
+            router_ops(cache, t, &router);
+            Ok(())
+        })
+        .await?;
+    let params = PatchParams::apply(FIELD_MANAGER);
+    let subnets: Api<Subnet> = Api::all(ctx.kube.clone());
+    let wanted = [
+        (
+            s.default_ls.clone(),
+            SubnetSpec {
+                default: true,
+                cidr_block: s.default_cidr.clone(),
+                gateway: s.default_gateway.clone(),
+                exclude_ips: s
+                    .default_exclude_ips
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                nat_outgoing: true,
+                ..SubnetSpec::default()
+            },
+        ),
+        (
+            s.node_switch.clone(),
+            SubnetSpec {
+                cidr_block: s.node_switch_cidr.clone(),
+                gateway: s.node_switch_gateway.clone(),
+                ..SubnetSpec::default()
+            },
+        ),
+    ];
+    for (name, spec) in wanted {
+        if ctx
+            .stores
+            .subnets
+            .get(&reflector::ObjectRef::new(&name))
+            .is_none()
+        {
+            subnets
+                .patch(&name, &params, &Patch::Apply(&Subnet::new(&name, spec)))
+                .await?;
+        }
+    }
+    if ctx
+        .stores
+        .vpcs
+        .get(&reflector::ObjectRef::new(&s.cluster_router))
+        .is_none()
+    {
+        let vpcs: Api<Vpc> = Api::all(ctx.kube.clone());
+        vpcs.patch(
+            &s.cluster_router,
+            &params,
+            &Patch::Apply(&Vpc::new(&s.cluster_router, VpcSpec::default())),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Rebuilds IPAM before the first allocation: every valid subnet's pool (the defaults from the
+/// settings if their objects are not listed yet), then the IP objects, then the NB ports; a
+/// record that cannot be honoured is reported. Then releases what no pod or node holds any
+/// more (deleted while the controller was down).
+async fn restore(ctx: &Context) -> Result<()> {
+    let mut subnets: Vec<Subnet> = ctx
+        .stores
+        .subnets
+        .state()
+        .iter()
+        .map(|s| (**s).clone())
+        .collect();
+    let s = &ctx.settings;
+    for (name, cidr, gw) in [
+        (&s.default_ls, &s.default_cidr, &s.default_gateway),
+        (&s.node_switch, &s.node_switch_cidr, &s.node_switch_gateway),
+    ] {
+        if !subnets.iter().any(|x| x.name_any() == *name) {
+            subnets.push(Subnet::new(
+                name,
+                SubnetSpec {
+                    cidr_block: cidr.clone(),
+                    gateway: gw.clone(),
+                    ..SubnetSpec::default()
+                },
+            ));
+        }
+    }
+    subnets.sort_by_key(|x| (x.metadata.creation_timestamp.clone(), x.name_any()));
+    let mut accepted: Vec<Subnet> = Vec::new();
+    let mut records = Vec::new();
+    {
+        let mut ipam = ctx.ipam();
+        for subnet in subnets {
+            if let Ok(valid) = validate(&subnet, &accepted) {
+                ipam.add_subnet(valid.allocator);
+                accepted.push(subnet);
+            }
+        }
+        for ip in ctx.stores.ips.state() {
+            records.push(Record {
+                source: RecordSource::IpObject,
+                owner: ip.name_any(),
+                subnet: ip.spec.subnet.clone(),
+                ips: ip
+                    .spec
+                    .ip_address
+                    .split(',')
+                    .filter_map(|a| a.trim().parse().ok())
+                    .collect(),
+                mac: Some(ip.spec.mac_address.clone()).filter(|m| !m.is_empty()),
+            });
+        }
+        let ports = ctx.nb.client().read(topology::owned_ports);
+        for (name, port) in ports {
+            let Some(ls) = port.external_ids.get("ls") else {
+                continue;
+            };
+            let mut words = port
+                .addresses
+                .first()
+                .map(|a| a.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter();
+            let mac = words.next();
+            records.push(Record {
+                source: RecordSource::NbPort,
+                owner: name,
+                subnet: ls.clone(),
+                ips: words.filter_map(|a| a.parse().ok()).collect(),
+                mac,
+            });
+        }
+        let conflicts = ipam.restore(records);
+        for c in &conflicts {
+            tracing::warn!(owner = %c.record.owner, source = ?c.record.source, reason = %c.reason, "IPAM restore conflict");
+            ctx.metrics.ipam_conflicts.inc();
+        }
+    }
+
+    // Leaks: holders whose pod or node is gone.
+    let pods: BTreeSet<String> = ctx
+        .stores
+        .pods
+        .state()
+        .iter()
+        .map(|p| format!("{}.{}", p.name_any(), p.namespace().unwrap_or_default()))
+        .collect();
+    let nodes: BTreeSet<String> = ctx
+        .stores
+        .nodes
+        .state()
+        .iter()
+        .map(|n| reconcile::node::port_name(&n.name_any()))
+        .collect();
+    let holders: Vec<String> = ctx
+        .ipam()
+        .allocations()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    let mut leaked = 0;
+    for owner in holders {
+        let is_node = owner.starts_with("node-") && !owner.contains('.');
+        if (is_node && !nodes.contains(&owner)) || (!is_node && !pods.contains(&owner)) {
+            leaked += 1;
+            if is_node {
+                reconcile::node::release(ctx, owner.trim_start_matches("node-")).await?;
+            } else {
+                reconcile::pod::release(ctx, &owner).await?;
+            }
+        }
+    }
+    tracing::info!(leaked, "leaked allocations released");
+    Ok(())
+}

@@ -1,0 +1,443 @@
+//! An in-memory stand-in for the Kubernetes API server, for tests and the benchmark only (no
+//! API server can run on these machines). It is a `tower::Service` behind a real
+//! `kube::Client`, so the controller's own requests (create, replace, merge/JSON/apply patches,
+//! status, delete with finalizers, get) go through kube-rs's serialization exactly as in a
+//! cluster. Watches are served as `watcher::Event` streams fed by the same store, so what the
+//! controller writes (IP objects, annotations, finalizers) comes back to it as it would.
+//!
+//! Not a conformance fake: no field selectors, no admission, server-side apply is a merge.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use kube::client::Body;
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    /// Path and query.
+    pub uri: String,
+    pub content_type: String,
+    pub body: Value,
+}
+
+/// A change to a collection: `(collection path, object, deleted)`.
+type ChangeMsg = (String, Value, bool);
+
+#[derive(Default)]
+struct State {
+    /// Collection path (`/api/v1/namespaces/default/pods`, `/apis/kubeovn.io/v1/subnets`) →
+    /// name → object.
+    objects: BTreeMap<String, BTreeMap<String, Value>>,
+    resource_version: u64,
+    requests: Vec<Recorded>,
+}
+
+/// The fake API server. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct FakeApi {
+    state: Arc<Mutex<State>>,
+    changes: broadcast::Sender<ChangeMsg>,
+}
+
+impl Default for FakeApi {
+    fn default() -> Self {
+        FakeApi::new()
+    }
+}
+
+/// `(collection, name, subresource)` of a request path.
+fn split_path(path: &str) -> Option<(String, Option<String>, Option<String>)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // api/v1/... or apis/group/version/...
+    let prefix_len = match *parts.first()? {
+        "api" => 2,
+        "apis" => 3,
+        _ => return None,
+    };
+    let mut rest = &parts[prefix_len..];
+    let mut collection: Vec<&str> = parts[..prefix_len].to_vec();
+    if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+        collection.extend(&rest[..3]);
+        rest = &rest[3..];
+    } else {
+        collection.push(rest.first()?);
+        rest = &rest[1..];
+    }
+    Some((
+        format!("/{}", collection.join("/")),
+        rest.first().map(|s| s.to_string()),
+        rest.get(1).map(|s| s.to_string()),
+    ))
+}
+
+/// The collection path of a kube resource in a namespace (None: cluster-scoped).
+pub fn collection<K: kube::Resource<DynamicType = ()>>(namespace: Option<&str>) -> String {
+    let group = K::group(&());
+    let version = K::version(&());
+    let plural = K::plural(&());
+    let base = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    match namespace {
+        Some(ns) => format!("{base}/namespaces/{ns}/{plural}"),
+        None => format!("{base}/{plural}"),
+    }
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> (StatusCode, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+               "reason": reason, "code": code.as_u16()}),
+    )
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    json_patch::merge(target, patch);
+}
+
+impl FakeApi {
+    pub fn new() -> FakeApi {
+        FakeApi {
+            state: Arc::new(Mutex::new(State::default())),
+            changes: broadcast::channel(1 << 20).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A `kube::Client` talking to this server.
+    pub fn client(&self) -> kube::Client {
+        kube::Client::new(self.clone(), "default")
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    /// The objects of a collection (see [`collection`]).
+    pub fn list(&self, collection: &str) -> Vec<Value> {
+        self.lock()
+            .objects
+            .get(collection)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Typed objects of a kind, across namespaces.
+    pub fn all<K: kube::Resource<DynamicType = ()> + DeserializeOwned>(&self) -> Vec<K> {
+        let suffix = format!("/{}", K::plural(&()));
+        let prefix = collection::<K>(None);
+        let prefix = prefix.trim_end_matches(&suffix).to_owned();
+        self.lock()
+            .objects
+            .iter()
+            .filter(|(c, _)| c.starts_with(&prefix) && c.ends_with(&suffix))
+            .flat_map(|(_, m)| m.values().cloned())
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect()
+    }
+
+    /// Creates or replaces an object, as a user (or kubelet, scheduler) would.
+    pub fn put<K: kube::Resource<DynamicType = ()> + serde::Serialize>(&self, object: &K) {
+        let ns = object.meta().namespace.clone();
+        let coll = collection::<K>(ns.as_deref());
+        let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+        value["apiVersion"] = json!(K::api_version(&()));
+        value["kind"] = json!(K::kind(&()));
+        let name = object.meta().name.clone().unwrap_or_default();
+        self.store(&coll, &name, value);
+    }
+
+    /// Deletes an object as a user would (honouring finalizers).
+    pub fn delete<K: kube::Resource<DynamicType = ()>>(&self, namespace: Option<&str>, name: &str) {
+        let coll = collection::<K>(namespace);
+        let _ = self.remove(&coll, name);
+    }
+
+    fn store(&self, coll: &str, name: &str, mut value: Value) -> Value {
+        let mut state = self.lock();
+        state.resource_version += 1;
+        let rv = state.resource_version;
+        let meta = &mut value["metadata"];
+        meta["resourceVersion"] = json!(rv.to_string());
+        if meta.get("uid").is_none_or(Value::is_null) {
+            meta["uid"] = json!(format!("uid-{rv}"));
+        }
+        if meta.get("creationTimestamp").is_none_or(Value::is_null) {
+            meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        state
+            .objects
+            .entry(coll.to_owned())
+            .or_default()
+            .insert(name.to_owned(), value.clone());
+        let _ = self.changes.send((coll.to_owned(), value.clone(), false));
+        value
+    }
+
+    /// Deletes, or marks deleting when finalizers remain.
+    fn remove(&self, coll: &str, name: &str) -> Option<Value> {
+        let existing = self.lock().objects.get(coll)?.get(name).cloned()?;
+        let has_finalizers = existing["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            let mut marked = existing;
+            marked["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
+            return Some(self.store(coll, name, marked));
+        }
+        let removed = self.lock().objects.get_mut(coll)?.remove(name)?;
+        let _ = self.changes.send((coll.to_owned(), removed.clone(), true));
+        Some(removed)
+    }
+
+    /// After an update, an object marked deleting whose finalizers are gone is removed.
+    fn finish_deletion(&self, coll: &str, name: &str, value: &Value) {
+        let deleting = !value["metadata"]["deletionTimestamp"].is_null();
+        let no_finalizers = value["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty);
+        if deleting && no_finalizers {
+            let _ = self.remove(coll, name);
+        }
+    }
+
+    /// A watcher stream of every object of kind `K` (all namespaces): `Init`, one `InitApply`
+    /// per object, `InitDone`, then `Apply`/`Delete` as the store changes.
+    pub fn watch<K>(&self) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + use<K>
+    where
+        K: kube::Resource<DynamicType = ()> + DeserializeOwned + Clone + Send + 'static,
+    {
+        let plural = format!("/{}", K::plural(&()));
+        let base = collection::<K>(None);
+        let base = base.trim_end_matches(&plural).to_owned();
+        let matches = move |c: &str| c.starts_with(&base) && c.ends_with(&plural);
+        // Subscribe before the snapshot so nothing falls between the two.
+        let rx = self.changes.subscribe();
+        let snapshot: Vec<K> = self.all::<K>();
+        let initial = std::iter::once(watcher::Event::Init)
+            .chain(snapshot.into_iter().map(watcher::Event::InitApply))
+            .chain(std::iter::once(watcher::Event::InitDone))
+            .map(Ok);
+        let live = futures::stream::unfold(rx, move |mut rx| {
+            let matches = matches.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok((coll, value, deleted)) if matches(&coll) => {
+                            let Ok(object) = serde_json::from_value::<K>(value) else {
+                                continue;
+                            };
+                            let event = if deleted {
+                                watcher::Event::Delete(object)
+                            } else {
+                                watcher::Event::Apply(object)
+                            };
+                            return Some((Ok(event), rx));
+                        }
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        futures::stream::iter(initial).chain(live)
+    }
+
+    fn handle(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        content_type: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let Some((coll, name, sub)) = split_path(uri.path()) else {
+            return status(StatusCode::NOT_FOUND, "NotFound", format!("no route {uri}"));
+        };
+        let existing = name.as_ref().and_then(|n| {
+            self.lock()
+                .objects
+                .get(&coll)
+                .and_then(|m| m.get(n))
+                .cloned()
+        });
+        match (method.clone(), name) {
+            (Method::GET, None) => {
+                let rv = self.lock().resource_version;
+                (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "List",
+                           "metadata": {"resourceVersion": rv.to_string()},
+                           "items": self.list(&coll)}),
+                )
+            }
+            (Method::GET, Some(name)) => match existing {
+                Some(v) => (StatusCode::OK, v),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{name} not found"),
+                ),
+            },
+            (Method::POST, None) => {
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let taken = self
+                    .lock()
+                    .objects
+                    .get(&coll)
+                    .is_some_and(|m| m.contains_key(&name));
+                if taken {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "AlreadyExists",
+                        format!("{name} already exists"),
+                    );
+                }
+                (StatusCode::CREATED, self.store(&coll, &name, body))
+            }
+            (Method::PUT, Some(name)) => {
+                let Some(old) = existing else {
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("{name} not found"),
+                    );
+                };
+                let wanted_rv = &body["metadata"]["resourceVersion"];
+                if !wanted_rv.is_null() && *wanted_rv != old["metadata"]["resourceVersion"] {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        format!("{name}: resourceVersion changed"),
+                    );
+                }
+                let mut new = body;
+                if sub.as_deref() == Some("status") {
+                    let mut whole = old;
+                    whole["status"] = new["status"].take();
+                    new = whole;
+                }
+                let stored = self.store(&coll, &name, new);
+                self.finish_deletion(&coll, &name, &stored);
+                (StatusCode::OK, stored)
+            }
+            (Method::PATCH, Some(name)) => {
+                let is_apply = content_type.starts_with("application/apply-patch");
+                let mut target = match existing {
+                    Some(v) => v,
+                    None if is_apply => json!({}),
+                    None => {
+                        return status(
+                            StatusCode::NOT_FOUND,
+                            "NotFound",
+                            format!("{name} not found"),
+                        );
+                    }
+                };
+                if content_type.starts_with("application/json-patch") {
+                    let Ok(patch) = serde_json::from_value::<json_patch::Patch>(body) else {
+                        return status(
+                            StatusCode::BAD_REQUEST,
+                            "BadRequest",
+                            "bad JSON patch".into(),
+                        );
+                    };
+                    if let Err(e) = json_patch::patch(&mut target, &patch) {
+                        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string());
+                    }
+                } else if sub.as_deref() == Some("status") {
+                    let status_patch = json!({"status": body["status"].clone()});
+                    merge(&mut target, &status_patch);
+                } else {
+                    merge(&mut target, &body);
+                }
+                let stored = self.store(&coll, &name, target);
+                self.finish_deletion(&coll, &name, &stored);
+                (StatusCode::OK, stored)
+            }
+            (Method::DELETE, Some(name)) => match self.remove(&coll, &name) {
+                Some(v) => (StatusCode::OK, v),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{name} not found"),
+                ),
+            },
+            _ => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} {uri}"),
+            ),
+        }
+    }
+}
+
+impl tower_service::Service<Request<Body>> for FakeApi {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let api = self.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            };
+            let content_type = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            api.lock().requests.push(Recorded {
+                method: parts.method.clone(),
+                uri: parts.uri.to_string(),
+                content_type: content_type.clone(),
+                body: body.clone(),
+            });
+            let (code, value) = api.handle(&parts.method, &parts.uri, &content_type, body);
+            let bytes = serde_json::to_vec(&value).unwrap_or_default();
+            Ok(Response::builder()
+                .status(code)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(bytes)))
+                .unwrap_or_default())
+        })
+    }
+}
