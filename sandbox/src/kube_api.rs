@@ -359,13 +359,20 @@ impl FakeApi {
                     }
                 };
                 if content_type.starts_with("application/json-patch") {
-                    let Ok(patch) = serde_json::from_value::<json_patch::Patch>(body) else {
+                    let Ok(mut patch) = serde_json::from_value::<json_patch::Patch>(body) else {
                         return status(
                             StatusCode::BAD_REQUEST,
                             "BadRequest",
                             "bad JSON patch".into(),
                         );
                     };
+                    // As the API server does: `test` for null passes on a missing field.
+                    patch.0.retain(|op| match op {
+                        json_patch::PatchOperation::Test(t) if t.value.is_null() => {
+                            target.pointer(t.path.as_str()).is_some()
+                        }
+                        _ => true,
+                    });
                     if let Err(e) = json_patch::patch(&mut target, &patch) {
                         return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string());
                     }
