@@ -44,18 +44,12 @@ pub struct Settings {
 }
 
 impl Default for Settings {
+    /// The flag defaults (one place for them: the `#[arg]` attributes above).
     fn default() -> Self {
-        Settings {
-            cluster_router: "ovn-cluster".into(),
-            default_ls: "ovn-default".into(),
-            default_cidr: "10.16.0.0/16".into(),
-            default_gateway: "10.16.0.1".into(),
-            default_exclude_ips: String::new(),
-            node_switch: "join".into(),
-            node_switch_cidr: "100.64.0.0/16".into(),
-            node_switch_gateway: "100.64.0.1".into(),
-            service_cluster_ip_range: "10.96.0.0/12".into(),
-        }
+        use clap::{Args, FromArgMatches};
+        let matches = Settings::augment_args(clap::Command::new("kovn-controller"))
+            .get_matches_from(["kovn-controller"]);
+        Settings::from_arg_matches(&matches).expect("the flag defaults parse")
     }
 }
 

@@ -14,7 +14,6 @@ use controller::leader::LeaderElector;
 use controller::metrics::{DEFAULT_METRICS_ADDR, Metrics};
 use controller::run::{Inputs, run};
 use controller::topology;
-use ovsdb::{ClientConfig, MonitorRequest};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -91,13 +90,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let remotes: Vec<&str> = args.ovn_nb_addr.split(',').collect();
-    let mut config = ClientConfig::new(&remotes, topology::NB);
-    for table in topology::monitored_tables() {
-        config = config.monitor(MonitorRequest::table(table));
-    }
-    for index in topology::indexes() {
-        config = config.index(index);
-    }
+    let mut config = topology::nb_client_config(&remotes);
+    config.metrics = Some(metrics.nb_client_metrics());
     let nb = ovsdb::Client::connect(config)
         .await
         .with_context(|| format!("cannot reach OVN Northbound at {}", args.ovn_nb_addr))?;

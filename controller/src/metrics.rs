@@ -154,6 +154,13 @@ impl Metrics {
         self.ready.load(Ordering::SeqCst)
     }
 
+    /// The hook the NB client reports its transactions through.
+    pub fn nb_client_metrics(
+        self: &std::sync::Arc<Self>,
+    ) -> std::sync::Arc<dyn ovsdb::ClientMetrics> {
+        std::sync::Arc::new(NbClientMetrics(self.clone()))
+    }
+
     pub fn reconciled(&self, kind: &str, ok: bool, took: Duration) {
         self.reconciles
             .get_or_create(&ReconcileLabels {
@@ -166,5 +173,22 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+}
+
+#[derive(Debug)]
+struct NbClientMetrics(std::sync::Arc<Metrics>);
+
+impl ovsdb::ClientMetrics for NbClientMetrics {
+    fn transaction(&self, latency: Duration, ok: bool) {
+        self.0
+            .ovsdb_transactions
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+        self.0
+            .ovsdb_transaction_seconds
+            .observe(latency.as_secs_f64());
     }
 }

@@ -235,19 +235,9 @@ async fn pod_with_events(
     result
 }
 
-/// Kube-OVN creates the default VPC, the default subnet and the join subnet from its flags.
-async fn ensure_defaults(ctx: &Context) -> Result<()> {
-    let s = &ctx.settings;
-    let router = s.cluster_router.clone();
-    ctx.nb
-        .apply(move |cache, t| {
-            router_ops(cache, t, &router);
-            Ok(())
-        })
-        .await?;
-    let params = PatchParams::apply(FIELD_MANAGER);
-    let subnets: Api<Subnet> = Api::all(ctx.kube.clone());
-    let wanted = [
+/// The default subnet and the join subnet, as the flags describe them.
+fn default_subnets(s: &Settings) -> [(String, SubnetSpec); 2] {
+    [
         (
             s.default_ls.clone(),
             SubnetSpec {
@@ -272,8 +262,22 @@ async fn ensure_defaults(ctx: &Context) -> Result<()> {
                 ..SubnetSpec::default()
             },
         ),
-    ];
-    for (name, spec) in wanted {
+    ]
+}
+
+/// Kube-OVN creates the default VPC, the default subnet and the join subnet from its flags.
+async fn ensure_defaults(ctx: &Context) -> Result<()> {
+    let s = &ctx.settings;
+    let router = s.cluster_router.clone();
+    ctx.nb
+        .apply(move |cache, t| {
+            router_ops(cache, t, &router);
+            Ok(())
+        })
+        .await?;
+    let params = PatchParams::apply(FIELD_MANAGER);
+    let subnets: Api<Subnet> = Api::all(ctx.kube.clone());
+    for (name, spec) in default_subnets(s) {
         if ctx
             .stores
             .subnets
@@ -314,20 +318,9 @@ async fn restore(ctx: &Context) -> Result<()> {
         .iter()
         .map(|s| (**s).clone())
         .collect();
-    let s = &ctx.settings;
-    for (name, cidr, gw) in [
-        (&s.default_ls, &s.default_cidr, &s.default_gateway),
-        (&s.node_switch, &s.node_switch_cidr, &s.node_switch_gateway),
-    ] {
-        if !subnets.iter().any(|x| x.name_any() == *name) {
-            subnets.push(Subnet::new(
-                name,
-                SubnetSpec {
-                    cidr_block: cidr.clone(),
-                    gateway: gw.clone(),
-                    ..SubnetSpec::default()
-                },
-            ));
+    for (name, spec) in default_subnets(&ctx.settings) {
+        if !subnets.iter().any(|x| x.name_any() == name) {
+            subnets.push(Subnet::new(&name, spec));
         }
     }
     subnets.sort_by_key(|x| (x.metadata.creation_timestamp.clone(), x.name_any()));

@@ -23,8 +23,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
+use ovsdb::Model;
 use ovsdb::models::ovn_northbound::{LogicalSwitch, LogicalSwitchPort, NbGlobal};
-use ovsdb::{ClientConfig, Model, MonitorRequest};
 use sandbox::StandaloneDb;
 use sandbox::kube_api::FakeApi;
 
@@ -72,14 +72,9 @@ fn start_ovn() -> Ovn {
 }
 
 async fn nb_client(ovn: &Ovn) -> ovsdb::Client {
-    let mut config = ClientConfig::new(&[&ovn.nb.remote()], topology::NB);
-    for table in topology::monitored_tables() {
-        config = config.monitor(MonitorRequest::table(table));
-    }
-    for index in topology::indexes() {
-        config = config.index(index);
-    }
-    ovsdb::Client::connect(config).await.expect("NB client")
+    ovsdb::Client::connect(topology::nb_client_config(&[&ovn.nb.remote()]))
+        .await
+        .expect("NB client")
 }
 
 fn inputs(api: &FakeApi) -> Inputs {

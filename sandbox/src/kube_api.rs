@@ -108,8 +108,11 @@ fn status(code: StatusCode, reason: &str, message: String) -> (StatusCode, Value
     )
 }
 
-fn merge(target: &mut Value, patch: &Value) {
-    json_patch::merge(target, patch);
+/// Whether a collection path holds objects of kind `K` (in any namespace).
+fn holds_kind<K: kube::Resource<DynamicType = ()>>() -> impl Fn(&str) -> bool + Clone {
+    let plural = format!("/{}", K::plural(&()));
+    let base = collection::<K>(None).trim_end_matches(&plural).to_owned();
+    move |c: &str| c.starts_with(&base) && c.ends_with(&plural)
 }
 
 impl FakeApi {
@@ -145,13 +148,11 @@ impl FakeApi {
 
     /// Typed objects of a kind, across namespaces.
     pub fn all<K: kube::Resource<DynamicType = ()> + DeserializeOwned>(&self) -> Vec<K> {
-        let suffix = format!("/{}", K::plural(&()));
-        let prefix = collection::<K>(None);
-        let prefix = prefix.trim_end_matches(&suffix).to_owned();
+        let holds = holds_kind::<K>();
         self.lock()
             .objects
             .iter()
-            .filter(|(c, _)| c.starts_with(&prefix) && c.ends_with(&suffix))
+            .filter(|(c, _)| holds(c))
             .flat_map(|(_, m)| m.values().cloned())
             .filter_map(|v| serde_json::from_value(v).ok())
             .collect()
@@ -228,10 +229,7 @@ impl FakeApi {
     where
         K: kube::Resource<DynamicType = ()> + DeserializeOwned + Clone + Send + 'static,
     {
-        let plural = format!("/{}", K::plural(&()));
-        let base = collection::<K>(None);
-        let base = base.trim_end_matches(&plural).to_owned();
-        let matches = move |c: &str| c.starts_with(&base) && c.ends_with(&plural);
+        let matches = holds_kind::<K>();
         // Subscribe before the snapshot so nothing falls between the two.
         let rx = self.changes.subscribe();
         let snapshot: Vec<K> = self.all::<K>();
@@ -378,9 +376,9 @@ impl FakeApi {
                     }
                 } else if sub.as_deref() == Some("status") {
                     let status_patch = json!({"status": body["status"].clone()});
-                    merge(&mut target, &status_patch);
+                    json_patch::merge(&mut target, &status_patch);
                 } else {
-                    merge(&mut target, &body);
+                    json_patch::merge(&mut target, &body);
                 }
                 let stored = self.store(&coll, &name, target);
                 self.finish_deletion(&coll, &name, &stored);

@@ -6,14 +6,18 @@ pub mod pod;
 pub mod subnet;
 pub mod vpc;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use api::{GatewayType, Subnet, annotations};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-use crate::context::Context;
+use crate::context::{Context, Settings};
 use crate::error::Error;
+use crate::ipam::Allocation;
+use crate::pod::{annotations_for, static_ips};
 
 /// Kube-OVN's finalizer on Subnets and Vpcs.
 pub const FINALIZER: &str = "kubeovn.io/kube-ovn-controller";
@@ -28,6 +32,47 @@ pub fn error_policy<K: kube::Resource<DynamicType = ()>>(
     let delay = ctx.backoff(&key);
     tracing::warn!(object = %key, %error, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+/// The addresses `owner` (a pod or a node) holds in `subnet`, allocating them if it holds none
+/// there yet, and the annotations that describe them. Static addresses come from the object's
+/// own annotations: a user's request, or this controller's earlier allocation (which is what
+/// makes a restart without IP objects safe). Idempotent.
+pub fn allocate_for(
+    ctx: &Context,
+    subnet: &str,
+    owner: &str,
+    object_annotations: &BTreeMap<String, String>,
+) -> Result<(Allocation, BTreeMap<String, String>), Error> {
+    let wanted_ips = static_ips(
+        object_annotations
+            .get(annotations::IP_ADDRESS)
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )
+    .map_err(Error::BadAnnotation)?;
+    let wanted_mac = object_annotations.get(annotations::MAC_ADDRESS);
+    let mut ipam = ctx.ipam();
+    if ipam.subnet(subnet).is_none() {
+        return Err(Error::SubnetNotReady(subnet.to_owned()));
+    }
+    let allocation = match ipam.lookup(owner) {
+        Some(held) if held.subnet == subnet => held,
+        _ => ipam.allocate(subnet, owner, &wanted_ips, wanted_mac.map(String::as_str))?,
+    };
+    let pools = ipam
+        .subnet(subnet)
+        .ok_or_else(|| Error::SubnetNotReady(subnet.to_owned()))?;
+    let desired = annotations_for(&allocation, pools);
+    Ok((allocation, desired))
+}
+
+/// Whether a subnet's traffic leaves through each pod's own node (distributed gateway of the
+/// default VPC): its pods belong to their node's port group.
+pub fn uses_node_gateway(subnet: &Subnet, settings: &Settings) -> bool {
+    subnet.spec.gateway_type == GatewayType::Distributed
+        && (subnet.spec.vpc.is_empty() || subnet.spec.vpc == settings.cluster_router)
+        && subnet.name_any() != settings.node_switch
 }
 
 /// Runs a reconciler with metrics and backoff bookkeeping.

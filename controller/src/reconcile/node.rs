@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::{GatewayType, annotations};
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -14,9 +13,9 @@ use ovsdb::models::ovn_northbound::LogicalSwitchPort;
 use ovsdb::{Datum, Model};
 
 use super::pod::patch_annotations;
+use super::{allocate_for, uses_node_gateway};
 use crate::context::Context;
-use crate::error::{Error, Result};
-use crate::pod::{annotations_for, static_ips};
+use crate::error::Result;
 use crate::topology::{self, PodPortPlan, gateway};
 
 /// Kube-OVN's node annotation naming the join port.
@@ -34,29 +33,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
     let owner = port_name(&name);
     let join = ctx.settings.node_switch.clone();
     let node_annotations = node.annotations();
-    let wanted_ips = static_ips(
-        node_annotations
-            .get(annotations::IP_ADDRESS)
-            .map(String::as_str)
-            .unwrap_or_default(),
-    )
-    .map_err(Error::BadAnnotation)?;
-    let wanted_mac = node_annotations.get(annotations::MAC_ADDRESS).cloned();
-    let (allocation, mut desired) = {
-        let mut ipam = ctx.ipam();
-        if ipam.subnet(&join).is_none() {
-            return Err(Error::SubnetNotReady(join));
-        }
-        let allocation = match ipam.lookup(&owner) {
-            Some(held) if held.subnet == join => held,
-            _ => ipam.allocate(&join, &owner, &wanted_ips, wanted_mac.as_deref())?,
-        };
-        let pools = ipam
-            .subnet(&join)
-            .ok_or_else(|| Error::SubnetNotReady(join.clone()))?;
-        let desired = annotations_for(&allocation, pools);
-        (allocation, desired)
-    };
+    let (allocation, mut desired) = allocate_for(&ctx, &join, &owner, node_annotations)?;
     desired.insert(PORT_NAME.to_owned(), owner.clone());
 
     // Pods of this node in distributed subnets of the default VPC form its port group.
@@ -65,11 +42,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
         .subnets
         .state()
         .iter()
-        .filter(|s| {
-            s.spec.gateway_type == GatewayType::Distributed
-                && (s.spec.vpc.is_empty() || s.spec.vpc == ctx.settings.cluster_router)
-                && s.name_any() != ctx.settings.node_switch
-        })
+        .filter(|s| uses_node_gateway(s, &ctx.settings))
         .map(|s| s.name_any())
         .collect();
     let plan = PodPortPlan {

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use api::IP;
 use api::annotations;
-use api::{GatewayType, IP};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -17,10 +17,11 @@ use ovsdb::models::ovn_northbound::PortGroup;
 use ovsdb::{Condition, Datum, Model, Mutation, Mutator};
 use serde_json::json;
 
+use super::{allocate_for, uses_node_gateway};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::error::{Error, Result};
 use crate::ipam::IpamError;
-use crate::pod::{annotations_for, ip_object, static_ips};
+use crate::pod::ip_object;
 use crate::topology::gateway::node_port_group;
 use crate::topology::{self, PodPortPlan, find};
 
@@ -82,29 +83,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     // Addresses: static ones from the annotations (a user's, or our own from before a
     // restart), else the next free ones. Idempotent for an owner that already holds some.
     let pod_annotations = pod.annotations();
-    let wanted_ips = static_ips(
-        pod_annotations
-            .get(annotations::IP_ADDRESS)
-            .map(String::as_str)
-            .unwrap_or_default(),
-    )
-    .map_err(Error::BadAnnotation)?;
-    let wanted_mac = pod_annotations.get(annotations::MAC_ADDRESS).cloned();
-    let (allocation, mut desired) = {
-        let mut ipam = ctx.ipam();
-        if ipam.subnet(&subnet_name).is_none() {
-            return Err(Error::SubnetNotReady(subnet_name));
-        }
-        let allocation = match ipam.lookup(&owner) {
-            Some(held) if held.subnet == subnet_name => held,
-            _ => ipam.allocate(&subnet_name, &owner, &wanted_ips, wanted_mac.as_deref())?,
-        };
-        let subnet_allocator = ipam
-            .subnet(&subnet_name)
-            .ok_or_else(|| Error::SubnetNotReady(subnet_name.clone()))?;
-        let desired = annotations_for(&allocation, subnet_allocator);
-        (allocation, desired)
-    };
+    let (allocation, mut desired) = allocate_for(&ctx, &subnet_name, &owner, pod_annotations)?;
 
     let plan = PodPortPlan {
         name: owner.clone(),
@@ -115,9 +94,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         namespace: namespace.clone(),
         node: node.clone(),
     };
-    let distributed = subnet.spec.gateway_type == GatewayType::Distributed
-        && (subnet.spec.vpc.is_empty() || subnet.spec.vpc == ctx.settings.cluster_router)
-        && subnet_name != ctx.settings.node_switch;
+    let distributed = uses_node_gateway(&subnet, &ctx.settings);
     let port_group = node_port_group(&node);
     ctx.nb
         .apply(move |cache, t| {

@@ -111,7 +111,7 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
                     .map(|p| (p.cidr(), p.gateway()))
                     .collect::<Vec<_>>()
         });
-        if same && ipam.subnet(&name).is_some() {
+        if same {
             Vec::new()
         } else {
             let holders: Vec<Record> = ipam

@@ -6,14 +6,14 @@ use ipnet::IpNet;
 use ovsdb::models::ovn_northbound::{Acl, LogicalSwitch};
 use ovsdb::{Atom, Cache, Datum, Model, Transaction};
 
-use super::find;
-use super::owned::{OwnedRow, Parent, Sync, owner, sync_owned_rows};
+use super::owned::{OwnedRow, Parent, Synced, owner, sync_owned_rows};
+use super::{find, ip_family};
 
 pub const PRIORITY_ALLOW: i64 = 3001;
 pub const PRIORITY_DROP: i64 = 3000;
 
 fn family(net: &IpNet) -> &'static str {
-    if net.addr().is_ipv4() { "ip4" } else { "ip6" }
+    ip_family(net.addr())
 }
 
 fn acl_row(priority: i64, matches: String, action: &str) -> OwnedRow {
@@ -60,9 +60,9 @@ pub fn subnet_acl_ops(
     t: &mut Transaction,
     subnet: &str,
     desired: Vec<OwnedRow>,
-) -> Sync {
+) -> Synced {
     let Some(switch) = find::<LogicalSwitch>(cache, subnet) else {
-        return Sync::default();
+        return Synced::default();
     };
     sync_owned_rows(
         cache,

@@ -15,8 +15,8 @@ use ovsdb::models::ovn_northbound::{
 };
 use ovsdb::{Atom, Cache, Condition, Datum, Model, Transaction};
 
-use super::owned::{OwnedRow, Parent, Sync, owner, sync_owned_rows};
-use super::{VENDOR, find, uuid_name};
+use super::owned::{OwnedRow, Parent, Synced, owner, sync_owned_rows};
+use super::{VENDOR, find, ip_family, uuid_name};
 
 pub const PRIORITY_SUBNET_ALLOW: i64 = 31000;
 pub const PRIORITY_GATEWAY: i64 = 29000;
@@ -27,8 +27,8 @@ pub fn node_port_group(node: &str) -> String {
     format!("node.{}", node.replace('-', "."))
 }
 
-fn family(ip: &IpNet) -> &'static str {
-    if ip.addr().is_ipv4() { "ip4" } else { "ip6" }
+fn family(net: &IpNet) -> &'static str {
+    ip_family(net.addr())
 }
 
 fn policy_row(priority: i64, matches: String, action: &str, nexthops: &[IpAddr]) -> OwnedRow {
@@ -62,9 +62,9 @@ pub fn subnet_policy_ops(
     subnet: &str,
     cidrs: &[IpNet],
     centralized_next_hops: &[IpAddr],
-) -> Sync {
+) -> Synced {
     let Some(parent) = router_parent(cache, router) else {
-        return Sync::default();
+        return Synced::default();
     };
     let mut desired: Vec<OwnedRow> = cidrs
         .iter()
@@ -125,8 +125,8 @@ pub fn node_gateway_ops(
     node: &str,
     join_ips: &[IpAddr],
     ports: &[String],
-) -> Sync {
-    let mut sync = Sync::default();
+) -> Synced {
+    let mut sync = Synced::default();
     let pg_name = node_port_group(node);
     let port_uuids: Vec<Atom> = ports
         .iter()
@@ -168,7 +168,7 @@ pub fn node_gateway_ops(
         let desired = join_ips
             .iter()
             .map(|ip| {
-                let fam = if ip.is_ipv4() { "ip4" } else { "ip6" };
+                let fam = ip_family(*ip);
                 policy_row(
                     PRIORITY_GATEWAY,
                     format!("{fam}.src == ${pg_name}_{fam}"),
@@ -177,16 +177,14 @@ pub fn node_gateway_ops(
                 )
             })
             .collect();
-        let s = sync_owned_rows(
+        sync = sync.and(sync_owned_rows(
             cache,
             t,
             &parent,
             LogicalRouterPolicy::TABLE,
             &owner("node", node),
             desired,
-        );
-        sync.inserted |= s.inserted;
-        sync.removed |= s.removed;
+        ));
     }
     sync
 }

@@ -44,6 +44,18 @@ pub fn monitored_tables() -> [&'static str; 9] {
     ]
 }
 
+/// An NB client configuration that monitors what the reconcilers read, with their indexes.
+pub fn nb_client_config(remotes: &[&str]) -> ovsdb::ClientConfig {
+    let mut config = ovsdb::ClientConfig::new(remotes, NB);
+    for table in monitored_tables() {
+        config = config.monitor(ovsdb::MonitorRequest::table(table));
+    }
+    for index in indexes() {
+        config = config.index(index);
+    }
+    config
+}
+
 /// The cache indexes the reconcilers look rows up by (name lookups in tables without a schema
 /// index, and the owner of derived rows): without them every lookup is a scan, which at
 /// 50,000 ports is what makes a controller take hours.
@@ -109,6 +121,11 @@ impl SubnetPlan {
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+/// OVN's match prefix for an address family: `ip4` or `ip6`.
+pub(crate) fn ip_family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ip4" } else { "ip6" }
 }
 
 pub(crate) fn find<M: Model>(cache: &Cache, name: &str) -> Option<M> {

@@ -35,7 +35,7 @@ pub fn sync_owned_rows(
     child_table: &str,
     owner: &str,
     desired: Vec<OwnedRow>,
-) -> Sync {
+) -> Synced {
     let existing: Vec<(ovsdb::Uuid, String)> = cache
         .table(child_table)
         .map(|table| {
@@ -56,7 +56,7 @@ pub fn sync_owned_rows(
         .unwrap_or_default();
     let wanted: BTreeSet<&str> = desired.iter().map(|r| r.key.as_str()).collect();
     let have: BTreeSet<&str> = existing.iter().map(|(_, k)| k.as_str()).collect();
-    let mut sync = Sync::default();
+    let mut sync = Synced::default();
     let parent_condition = [Condition::new(
         "_uuid",
         Function::Eq,
@@ -109,14 +109,22 @@ pub fn sync_owned_rows(
 
 /// What [`sync_owned_rows`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Sync {
+pub struct Synced {
     pub inserted: bool,
     pub removed: bool,
 }
 
-impl Sync {
+impl Synced {
     pub fn changed(self) -> bool {
         self.inserted || self.removed
+    }
+
+    /// Both syncs together.
+    pub fn and(self, other: Synced) -> Synced {
+        Synced {
+            inserted: self.inserted || other.inserted,
+            removed: self.removed || other.removed,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use ovsdb::models::ovn_northbound::{LogicalRouter, LogicalRouterPolicy, LogicalRouterStaticRoute};
 use ovsdb::{Atom, Cache, Condition, Datum, Model, Transaction};
 
-use super::owned::{OwnedRow, Parent, Sync, owner, sync_owned_rows};
+use super::owned::{OwnedRow, Parent, Synced, owner, sync_owned_rows};
 use super::{VENDOR, find, uuid_name};
 
 /// A static route as the spec gives it.
@@ -53,7 +53,7 @@ pub fn vpc_ops(
     router: &str,
     routes: &[Route],
     policies: &[Policy],
-) -> Sync {
+) -> Synced {
     let row = router_ops(cache, t, router);
     let owner = owner("vpc", vpc);
     let route_rows = routes
@@ -109,10 +109,7 @@ pub fn vpc_ops(
         &owner,
         policy_rows,
     );
-    Sync {
-        inserted: a.inserted || b.inserted,
-        removed: a.removed || b.removed,
-    }
+    a.and(b)
 }
 
 /// Deletes the VPC's router (its ports, routes and policies go with it).
