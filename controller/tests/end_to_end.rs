@@ -193,8 +193,18 @@ fn nb_cfg(client: &ovsdb::Client) -> i64 {
 }
 
 /// Every pod's annotation, IP object and NB port agree, and no address is held twice.
-fn assert_consistent(api: &FakeApi, client: &ovsdb::Client) {
+///
+/// `client` is the test's own NB connection: the controller's `routed=true` proves the port is
+/// in NB, not that this second connection's cache has received the update yet, so wait for it.
+async fn assert_consistent(api: &FakeApi, client: &ovsdb::Client) {
     let pods = routed(api);
+    client
+        .wait_until(Duration::from_secs(10), |cache| {
+            let ports = topology::owned_ports(cache);
+            pods.keys().all(|owner| ports.contains_key(owner))
+        })
+        .await
+        .expect("every routed pod's port reaches the test's NB cache");
     let ips: BTreeMap<String, IP> = api
         .all::<IP>()
         .into_iter()
@@ -301,7 +311,7 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
     assert_eq!(pods["d.secure-ns"][annotations::CIDR], "10.30.0.0/16");
     assert_eq!(pods["d.secure-ns"][annotations::GATEWAY], "10.30.0.1");
     assert_eq!(pods["a.default"][annotations::ALLOCATED], "true");
-    assert_consistent(&api, &client);
+    assert_consistent(&api, &client).await;
 
     // Nodes: join ports and Kube-OVN's node annotations.
     eventually("node annotations", Duration::from_secs(10), || {
@@ -310,8 +320,14 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
             .all(|n| n.annotations().get("ovn.kubernetes.io/port_name").is_some())
     })
     .await;
+    client
+        .wait_until(Duration::from_secs(10), |cache| {
+            let ports = topology::owned_ports(cache);
+            ports.contains_key("node-n1") && ports.contains_key("node-n2")
+        })
+        .await
+        .expect("node join ports in NB");
     let nb_ports = ports(&client);
-    assert!(nb_ports.contains_key("node-n1") && nb_ports.contains_key("node-n2"));
     assert!(nb_ports["node-n1"].addresses[0].contains("100.64.0."));
 
     // Subnet status: Ready, with counts.
@@ -424,7 +440,7 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
         ports(&client).len() == 204 + 2 + 4
     })
     .await;
-    assert_consistent(&api, &client);
+    assert_consistent(&api, &client).await;
     assert!(
         partial < 203,
         "the first controller finished before it was killed"
