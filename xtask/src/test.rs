@@ -75,7 +75,8 @@ pub fn run(with_setup: bool, cargo_test_args: &[String]) -> Result<()> {
     stream(
         Command::new("cargo")
             .current_dir(&root)
-            .args(["test", "--workspace"])
+            // Every failing binary in one run, not just the first: a CI run is expensive.
+            .args(["test", "--workspace", "--no-fail-fast"])
             .args(cargo_test_args)
             .env(agent::datapath::BPF_OBJECT_ENV, &object),
         "see the failing tests above (a failed sandbox prints its daemon logs)",
