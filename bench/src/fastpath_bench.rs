@@ -261,7 +261,7 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     if let Some(path) = &options.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        crate::report::merge_json(path, &report)?;
     }
     std::fs::write(out_dir.join("fastpath.md"), &table)?;
     std::fs::write(

@@ -1,8 +1,10 @@
 //! kovn-bench: benchmarks that put kovn side by side with what it replaces, in one run.
 
 mod alloc_counter;
+mod controller_bench;
 mod fastpath_bench;
 mod ovsdb_bench;
+mod report;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,9 @@ enum Command {
     /// Same-node pod-to-pod: a direct veth pair, OVS only, and kovn's fast path, side by
     /// side: TCP throughput, request/response latency, connections per second.
     Fastpath(fastpath_bench::Options),
+    /// The controller on a simulated cluster (1,000 nodes, 50,000 pods, 200 subnets by
+    /// default) against a real OVN_Northbound: cold start, restart, NB transactions, peak RSS.
+    Controller(controller_bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -44,6 +49,10 @@ fn main() -> Result<()> {
             println!("JSON report: {}", path.display());
         }
         Command::Fastpath(options) => fastpath_bench::run(&options, &cli.out)?,
+        Command::Controller(options) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(controller_bench::run_bench(&options, &cli.out))?;
+        }
     }
     Ok(())
 }

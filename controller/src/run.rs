@@ -16,6 +16,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use ovsdb::Client;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::context::{Context, FIELD_MANAGER, Settings, Stores};
 use crate::error::Result;
@@ -66,9 +67,10 @@ impl Inputs {
     }
 }
 
-/// Feeds a store from `events` in a task; returns the store, a stream of changed objects (the
-/// controller's trigger) and, if asked, a channel of deleted objects.
+/// Feeds a store from `events` in a task of `tasks`; returns the store, a stream of changed
+/// objects (the controller's trigger) and, if asked, a channel of deleted objects.
 fn spawn_reflector<K>(
+    tasks: &mut JoinSet<()>,
     events: Events<K>,
     deletions: Option<mpsc::UnboundedSender<K>>,
 ) -> (
@@ -80,7 +82,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let (tx, rx) = mpsc::unbounded_channel::<K>();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut stream = std::pin::pin!(reflector::reflector(writer, events));
         while let Some(event) = stream.next().await {
             match event {
@@ -124,12 +126,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (pod_deletions, mut deleted_pods) = mpsc::unbounded_channel();
     let (node_deletions, mut deleted_nodes) = mpsc::unbounded_channel();
-    let (pods, pod_trigger) = spawn_reflector(inputs.pods, Some(pod_deletions));
-    let (namespaces, _ns_trigger) = spawn_reflector(inputs.namespaces, None);
-    let (nodes, node_trigger) = spawn_reflector(inputs.nodes, Some(node_deletions));
-    let (subnets, subnet_trigger) = spawn_reflector(inputs.subnets, None);
-    let (vpcs, vpc_trigger) = spawn_reflector(inputs.vpcs, None);
-    let (ips, _ip_trigger) = spawn_reflector(inputs.ips, None);
+    // The reflectors live as long as this future: a controller that stops (or is dropped, as
+    // a test or the benchmark does to "kill" it) leaves no watch or store behind.
+    let mut tasks = JoinSet::new();
+    let t = &mut tasks;
+    let (pods, pod_trigger) = spawn_reflector(t, inputs.pods, Some(pod_deletions));
+    let (namespaces, _ns_trigger) = spawn_reflector(t, inputs.namespaces, None);
+    let (nodes, node_trigger) = spawn_reflector(t, inputs.nodes, Some(node_deletions));
+    let (subnets, subnet_trigger) = spawn_reflector(t, inputs.subnets, None);
+    let (vpcs, vpc_trigger) = spawn_reflector(t, inputs.vpcs, None);
+    let (ips, _ip_trigger) = spawn_reflector(t, inputs.ips, None);
     let stores = Stores {
         pods,
         namespaces,
@@ -217,6 +223,7 @@ pub async fn run(
         }
     };
     tokio::join!(subnet_ctl, vpc_ctl, node_ctl, pod_ctl, deletions);
+    drop(tasks);
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use kube::client::Body;
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -34,8 +34,13 @@ pub struct Recorded {
     pub body: Value,
 }
 
-/// A change to a collection: `(collection path, object, deleted)`.
-type ChangeMsg = (String, Value, bool);
+/// A change to a collection, as the watches see it.
+#[derive(Clone)]
+struct Change {
+    collection: Arc<str>,
+    object: Arc<Value>,
+    deleted: bool,
+}
 
 #[derive(Default)]
 struct State {
@@ -43,14 +48,23 @@ struct State {
     /// name → object.
     objects: BTreeMap<String, BTreeMap<String, Value>>,
     resource_version: u64,
-    requests: Vec<Recorded>,
+    /// None when the request log is off (the scale benchmark: it would hold every body).
+    requests: Option<Vec<Recorded>>,
+    /// One unbounded channel per watch: a slow watcher holds only what it has not read yet,
+    /// and never loses an event (a bounded broadcast would drop them as `Lagged`).
+    watchers: Vec<mpsc::UnboundedSender<Change>>,
+}
+
+impl State {
+    fn notify(&mut self, change: Change) {
+        self.watchers.retain(|w| w.send(change.clone()).is_ok());
+    }
 }
 
 /// The fake API server. Cheap to clone; all clones share one store.
 #[derive(Clone)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
-    changes: broadcast::Sender<ChangeMsg>,
 }
 
 impl Default for FakeApi {
@@ -118,8 +132,17 @@ fn holds_kind<K: kube::Resource<DynamicType = ()>>() -> impl Fn(&str) -> bool + 
 impl FakeApi {
     pub fn new() -> FakeApi {
         FakeApi {
+            state: Arc::new(Mutex::new(State {
+                requests: Some(Vec::new()),
+                ..State::default()
+            })),
+        }
+    }
+
+    /// A server that keeps no request log, for workloads too large to record.
+    pub fn without_request_log() -> FakeApi {
+        FakeApi {
             state: Arc::new(Mutex::new(State::default())),
-            changes: broadcast::channel(1 << 20).0,
         }
     }
 
@@ -132,9 +155,25 @@ impl FakeApi {
         kube::Client::new(self.clone(), "default")
     }
 
-    /// Every request so far.
+    /// Every request so far (empty when the log is off).
     pub fn requests(&self) -> Vec<Recorded> {
-        self.lock().requests.clone()
+        self.lock().requests.clone().unwrap_or_default()
+    }
+
+    /// How many objects of kind `K` satisfy `predicate` (on their JSON, so counting a large
+    /// store does not deserialize it).
+    pub fn count<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        predicate: impl Fn(&Value) -> bool,
+    ) -> usize {
+        let holds = holds_kind::<K>();
+        self.lock()
+            .objects
+            .iter()
+            .filter(|(c, _)| holds(c))
+            .flat_map(|(_, m)| m.values())
+            .filter(|v| predicate(v))
+            .count()
     }
 
     /// The objects of a collection (see [`collection`]).
@@ -192,7 +231,11 @@ impl FakeApi {
             .entry(coll.to_owned())
             .or_default()
             .insert(name.to_owned(), value.clone());
-        let _ = self.changes.send((coll.to_owned(), value.clone(), false));
+        state.notify(Change {
+            collection: coll.into(),
+            object: Arc::new(value.clone()),
+            deleted: false,
+        });
         value
     }
 
@@ -207,8 +250,13 @@ impl FakeApi {
             marked["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
             return Some(self.store(coll, name, marked));
         }
-        let removed = self.lock().objects.get_mut(coll)?.remove(name)?;
-        let _ = self.changes.send((coll.to_owned(), removed.clone(), true));
+        let mut state = self.lock();
+        let removed = state.objects.get_mut(coll)?.remove(name)?;
+        state.notify(Change {
+            collection: coll.into(),
+            object: Arc::new(removed.clone()),
+            deleted: true,
+        });
         Some(removed)
     }
 
@@ -230,34 +278,45 @@ impl FakeApi {
         K: kube::Resource<DynamicType = ()> + DeserializeOwned + Clone + Send + 'static,
     {
         let matches = holds_kind::<K>();
-        // Subscribe before the snapshot so nothing falls between the two.
-        let rx = self.changes.subscribe();
-        let snapshot: Vec<K> = self.all::<K>();
+        // Subscribe and snapshot under one lock: nothing falls between the two, nothing twice.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let snapshot: Vec<Value> = {
+            let mut state = self.lock();
+            state.watchers.push(tx);
+            state
+                .objects
+                .iter()
+                .filter(|(c, _)| matches(c))
+                .flat_map(|(_, m)| m.values().cloned())
+                .collect()
+        };
         let initial = std::iter::once(watcher::Event::Init)
-            .chain(snapshot.into_iter().map(watcher::Event::InitApply))
+            .chain(
+                snapshot
+                    .into_iter()
+                    .filter_map(|v| serde_json::from_value(v).ok())
+                    .map(watcher::Event::InitApply),
+            )
             .chain(std::iter::once(watcher::Event::InitDone))
             .map(Ok);
         let live = futures::stream::unfold(rx, move |mut rx| {
             let matches = matches.clone();
             async move {
-                loop {
-                    match rx.recv().await {
-                        Ok((coll, value, deleted)) if matches(&coll) => {
-                            let Ok(object) = serde_json::from_value::<K>(value) else {
-                                continue;
-                            };
-                            let event = if deleted {
-                                watcher::Event::Delete(object)
-                            } else {
-                                watcher::Event::Apply(object)
-                            };
-                            return Some((Ok(event), rx));
-                        }
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
+                while let Some(change) = rx.recv().await {
+                    if !matches(&change.collection) {
+                        continue;
                     }
+                    let Ok(object) = K::deserialize(&*change.object) else {
+                        continue;
+                    };
+                    let event = if change.deleted {
+                        watcher::Event::Delete(object)
+                    } else {
+                        watcher::Event::Apply(object)
+                    };
+                    return Some((Ok(event), rx));
                 }
+                None
             }
         });
         futures::stream::iter(initial).chain(live)
@@ -430,12 +489,14 @@ impl tower_service::Service<Request<Body>> for FakeApi {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            api.lock().requests.push(Recorded {
-                method: parts.method.clone(),
-                uri: parts.uri.to_string(),
-                content_type: content_type.clone(),
-                body: body.clone(),
-            });
+            if let Some(log) = api.lock().requests.as_mut() {
+                log.push(Recorded {
+                    method: parts.method.clone(),
+                    uri: parts.uri.to_string(),
+                    content_type: content_type.clone(),
+                    body: body.clone(),
+                });
+            }
             let (code, value) = api.handle(&parts.method, &parts.uri, &content_type, body);
             let bytes = serde_json::to_vec(&value).unwrap_or_default();
             Ok(Response::builder()

@@ -8,7 +8,7 @@ use crate::progress::{Step, stream};
 use crate::{setup, workspace_root};
 
 /// Benchmark sections, in the order they run.
-const SECTIONS: &[&str] = &["fastpath", "ovsdb"];
+const SECTIONS: &[&str] = &["fastpath", "ovsdb", "controller"];
 
 pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     let sections: Vec<&str> = match only {
@@ -44,6 +44,13 @@ pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> R
             }
             if quick {
                 cmd.arg("--quick");
+            }
+            if let Some(json) = json {
+                cmd.arg("--json").arg(json);
+            }
+        } else if *section == "controller" {
+            if quick {
+                cmd.args(["--nodes", "100", "--pods", "5000", "--subnets", "20"]);
             }
             if let Some(json) = json {
                 cmd.arg("--json").arg(json);
