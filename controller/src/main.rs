@@ -5,9 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use clap::Parser;
 use controller::context::Settings;
 use controller::leader::LeaderElector;
@@ -40,29 +37,6 @@ struct Args {
     settings: Settings,
 }
 
-async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let m = metrics.clone();
-    let r = metrics.clone();
-    let app = Router::new()
-        .route("/metrics", get(move || async move { m.render() }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                if r.is_ready() {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "restoring")
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-    axum::serve(listener, app).await?;
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -72,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let metrics = Arc::new(Metrics::new());
-    tokio::spawn(serve_metrics(args.metrics_addr, metrics.clone()));
+    let _metrics_server = controller::metrics::serve(args.metrics_addr, metrics.clone()).await?;
 
     let kube = kube::Client::try_default()
         .await

@@ -2,8 +2,15 @@
 //! and `/readyz`. Subnet address counts keep Kube-OVN's metric names
 //! (`subnet_available_ip_count`, `subnet_used_ip_count`), so existing dashboards work.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::routing::get;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -191,4 +198,50 @@ impl ovsdb::ClientMetrics for NbClientMetrics {
             .ovsdb_transaction_seconds
             .observe(latency.as_secs_f64());
     }
+}
+
+/// `/metrics` (OpenMetrics text), `/healthz` (the process answers) and `/readyz` (IPAM is
+/// restored and reconciling has started; 503 before).
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    let m = metrics.clone();
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.render(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if metrics.is_ready() {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "restoring")
+                }
+            }),
+        )
+}
+
+/// Binds `addr` (so a taken port fails start-up, not a background task) and serves
+/// [`router`] on it in a task.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(metrics)).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    }))
 }

@@ -7,7 +7,10 @@
 //! - an overlapping Subnet gets `Validated=False` and an event, and nothing else changes;
 //! - a deleted pod's port, IP object and address are released, with nb_cfg bumped;
 //! - a controller killed mid-reconcile is replaced by one that converges with no address
-//!   handed out twice.
+//!   handed out twice;
+//! - metrics (Kube-OVN's subnet gauges, reconcile and NB transaction counts) and the probes;
+//! - a deleted Subnet is cleaned from NB through its finalizer; a custom VPC gets its own
+//!   router, routes and subnet, and deleting it removes the router.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
@@ -24,7 +27,10 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use ovsdb::Model;
-use ovsdb::models::ovn_northbound::{LogicalSwitch, LogicalSwitchPort, NbGlobal};
+use ovsdb::models::ovn_northbound::{
+    LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, LogicalSwitch, LogicalSwitchPort,
+    NbGlobal,
+};
 use sandbox::StandaloneDb;
 use sandbox::kube_api::FakeApi;
 
@@ -88,14 +94,18 @@ fn inputs(api: &FakeApi) -> Inputs {
     }
 }
 
-fn start_controller(api: &FakeApi, nb: ovsdb::Client) -> tokio::task::JoinHandle<()> {
+fn start_controller(
+    api: &FakeApi,
+    nb: ovsdb::Client,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
     let api = api.clone();
     tokio::spawn(async move {
         let r = run(
             api.client(),
             nb,
             Settings::default(),
-            Arc::new(Metrics::new()),
+            metrics,
             inputs(&api),
             8,
         )
@@ -233,6 +243,42 @@ async fn assert_consistent(api: &FakeApi, client: &ovsdb::Client) {
     }
 }
 
+/// Whether `table` has a row named `name`.
+fn has_row<M: ovsdb::Model>(cache: &ovsdb::Cache, name: &str) -> bool {
+    cache
+        .table(M::TABLE)
+        .is_some_and(|t| t.rows().any(|r| r.string("name") == Some(name)))
+}
+
+/// A GET over a fresh connection: (status code, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The value of the sample whose name and labels are exactly `series`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
 fn trace(ovn: &Ovn, switch: &str, flow: &str) -> String {
     let out = Command::new("ovn-trace")
         .arg(format!("--db={}", ovn.sb.remote()))
@@ -297,7 +343,23 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
     api.put(&pod("d", "secure-ns", "n2"));
 
     let client = nb_client(&ovn).await;
-    let controller = start_controller(&api, nb_client(&ovn).await);
+    let mut nb = topology::nb_client_config(&[&ovn.nb.remote()]);
+    let metrics = Arc::new(Metrics::new());
+    nb.metrics = Some(metrics.nb_client_metrics());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    let router = controller::metrics::router(metrics.clone());
+    let metrics_server = tokio::spawn(async move { axum::serve(listener, router).await });
+    assert_eq!(
+        http_get(metrics_addr, "/readyz").await.0,
+        503,
+        "ready before IPAM is restored"
+    );
+    let controller = start_controller(
+        &api,
+        ovsdb::Client::connect(nb).await.unwrap(),
+        metrics.clone(),
+    );
     eventually("4 pods routed", Duration::from_secs(30), || {
         routed(&api).len() == 4
     })
@@ -340,6 +402,38 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
         })
     })
     .await;
+
+    // Metrics and probes, as Prometheus and the kubelet see them.
+    assert_eq!(http_get(metrics_addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(metrics_addr, "/readyz").await.0, 200);
+    let (code, text) = http_get(metrics_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    let tenant = r#"{subnet_name="tenant",protocol="IPv4",subnet_cidr="10.20.0.0/16"}"#;
+    assert_eq!(sample(&text, &format!("subnet_used_ip_count{tenant}")), 1.0);
+    // 65,536 addresses less network, broadcast, gateway and c's.
+    assert_eq!(
+        sample(&text, &format!("subnet_available_ip_count{tenant}")),
+        65_532.0
+    );
+    assert!(
+        sample(
+            &text,
+            r#"kovn_controller_reconciles_total{kind="Pod",result="ok"}"#
+        ) >= 4.0
+    );
+    assert!(
+        sample(
+            &text,
+            r#"kovn_controller_ovsdb_transactions_total{result="ok"}"#
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &text,
+            "kovn_controller_ovsdb_transaction_duration_seconds_count"
+        ) >= 1.0
+    );
+    assert!(sample(&text, "kovn_controller_nb_batches_total") >= 1.0);
 
     // ovn-trace: northd must have compiled the logical flows first.
     let (ok, out) = (0..100)
@@ -428,7 +522,7 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
     let partial = routed(&api).len();
     // A pod created while no controller runs, and b's address must not come back to b.
     api.put(&pod("late", "default", "n1"));
-    let second = start_controller(&api, nb_client(&ovn).await);
+    let second = start_controller(&api, nb_client(&ovn).await, Arc::new(Metrics::new()));
     eventually(
         "all 204 pods routed after restart",
         Duration::from_secs(30),
@@ -446,5 +540,112 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
         "the first controller finished before it was killed"
     );
     eprintln!("restart: {partial} of 203 pods were routed when the first controller was killed");
+
+    // A Subnet deleted by a user: the finalizer removes its switch and router port first,
+    // then lets the object go.
+    api.put(&subnet("scratch", "10.50.0.0/24", "2026-01-01T00:00:04Z"));
+    client
+        .wait_until(Duration::from_secs(10), |c| {
+            has_row::<LogicalSwitch>(c, "scratch")
+        })
+        .await
+        .expect("scratch switch in NB");
+    eventually("scratch finalizer", Duration::from_secs(10), || {
+        api.all::<Subnet>()
+            .iter()
+            .any(|s| s.name_any() == "scratch" && !s.finalizers().is_empty())
+    })
+    .await;
+    api.delete::<Subnet>(None, "scratch");
+    client
+        .wait_until(Duration::from_secs(10), |c| {
+            !has_row::<LogicalSwitch>(c, "scratch")
+                && !has_row::<LogicalRouterPort>(c, "ovn-cluster-scratch")
+        })
+        .await
+        .expect("scratch switch and router port removed");
+    eventually("scratch Subnet gone", Duration::from_secs(10), || {
+        api.all::<Subnet>()
+            .iter()
+            .all(|s| s.name_any() != "scratch")
+    })
+    .await;
+
+    // A custom VPC: its own router with its static route; its subnet attaches there, and a
+    // pod in it gets the subnet's gateway. Deleting the VPC removes the router.
+    api.put(&api::Vpc::new(
+        "vpc1",
+        api::VpcSpec {
+            static_routes: vec![api::StaticRoute {
+                cidr: "0.0.0.0/0".into(),
+                next_hop_ip: "10.40.0.254".into(),
+                ..api::StaticRoute::default()
+            }],
+            ..api::VpcSpec::default()
+        },
+    ));
+    let mut vpc_net = subnet("vpc1-net", "10.40.0.0/24", "2026-01-01T00:00:05Z");
+    vpc_net.spec.vpc = "vpc1".into();
+    api.put(&vpc_net);
+    api.put(&namespace("vpc1-ns", Some("vpc1-net")));
+    api.put(&pod("e", "vpc1-ns", "n1"));
+    eventually("e routed", Duration::from_secs(10), || {
+        routed(&api).contains_key("e.vpc1-ns")
+    })
+    .await;
+    assert_eq!(routed(&api)["e.vpc1-ns"][annotations::GATEWAY], "10.40.0.1");
+    client
+        .wait_until(Duration::from_secs(10), |c| {
+            let Some(router) = c
+                .table(LogicalRouter::TABLE)
+                .unwrap()
+                .typed::<LogicalRouter>()
+                .into_iter()
+                .find(|r| r.name == "vpc1")
+            else {
+                return false;
+            };
+            let routes = c
+                .table(LogicalRouterStaticRoute::TABLE)
+                .unwrap()
+                .typed::<LogicalRouterStaticRoute>();
+            let has_route = routes.iter().any(|r| {
+                router.static_routes.contains(&r.uuid)
+                    && r.ip_prefix == "0.0.0.0/0"
+                    && r.nexthop == "10.40.0.254"
+            });
+            let lrp = c
+                .table(LogicalRouterPort::TABLE)
+                .unwrap()
+                .typed::<LogicalRouterPort>()
+                .into_iter()
+                .find(|p| p.name == "vpc1-vpc1-net");
+            has_route
+                && lrp.is_some_and(|p| {
+                    router.ports.contains(&p.uuid) && p.networks == vec!["10.40.0.1/24".to_owned()]
+                })
+        })
+        .await
+        .expect("vpc1 router with its route and vpc1-net's router port");
+    eventually("vpc1 status", Duration::from_secs(10), || {
+        api.all::<api::Vpc>().iter().any(|v| {
+            v.name_any() == "vpc1" && v.status.as_ref().is_some_and(|s| s.router == "vpc1")
+        })
+    })
+    .await;
+    api.delete::<Pod>(Some("vpc1-ns"), "e");
+    api.delete::<Subnet>(None, "vpc1-net");
+    api.delete::<api::Vpc>(None, "vpc1");
+    client
+        .wait_until(Duration::from_secs(10), |c| {
+            !has_row::<LogicalRouter>(c, "vpc1") && !has_row::<LogicalSwitch>(c, "vpc1-net")
+        })
+        .await
+        .expect("vpc1 router and vpc1-net switch removed");
+    eventually("vpc1 gone", Duration::from_secs(10), || {
+        api.all::<api::Vpc>().iter().all(|v| v.name_any() != "vpc1")
+    })
+    .await;
     second.abort();
+    metrics_server.abort();
 }
