@@ -58,8 +58,12 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(15),
     );
     if args.leader_election {
+        // A standby is healthy and ready (a rollout must not wait for it to lead); the leader
+        // is not ready again until it has restored IPAM.
+        metrics.set_ready(true);
         tracing::info!(identity = %args.identity, "waiting for the leader lease");
         elector.acquire().await?;
+        metrics.set_ready(false);
         metrics.leader.set(1);
     }
 
