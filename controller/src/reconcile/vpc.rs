@@ -12,6 +12,9 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::FINALIZER;
+
+/// How often the status's list of subnets is refreshed.
+const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::topology::vpc::{Policy, Route, delete_vpc_ops, vpc_ops};
@@ -104,7 +107,8 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
         )
         .await?;
     }
-    Ok(Action::await_change())
+    // Subnets joining or leaving the VPC do not trigger it: refresh the status's list.
+    Ok(Action::requeue(STATUS_REFRESH))
 }
 
 async fn cleanup(vpc: &Vpc, ctx: &Context) -> Result<Action> {
