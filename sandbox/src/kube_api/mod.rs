@@ -24,6 +24,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+mod http_server;
+pub use http_server::ServedApi;
+
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -34,13 +37,36 @@ pub struct Recorded {
     pub body: Value,
 }
 
+/// What happened to an object, as a watch event's `type` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeType {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Added => "ADDED",
+            ChangeType::Modified => "MODIFIED",
+            ChangeType::Deleted => "DELETED",
+        }
+    }
+}
+
 /// A change to a collection, as the watches see it.
 #[derive(Clone)]
 struct Change {
+    resource_version: u64,
     collection: Arc<str>,
     object: Arc<Value>,
-    deleted: bool,
+    change: ChangeType,
 }
+
+/// How many changes are kept for watches that resume from a resourceVersion (an older one
+/// gets 410 Gone and relists, as from a real API server).
+const HISTORY: usize = 10_000;
 
 #[derive(Default)]
 struct State {
@@ -53,11 +79,21 @@ struct State {
     /// One unbounded channel per watch: a slow watcher holds only what it has not read yet,
     /// and never loses an event (a bounded broadcast would drop them as `Lagged`).
     watchers: Vec<mpsc::UnboundedSender<Change>>,
+    /// The last [`HISTORY`] changes, oldest first.
+    history: std::collections::VecDeque<Change>,
+    /// Changes at or below this resourceVersion are no longer in `history`.
+    history_floor: u64,
 }
 
 impl State {
     fn notify(&mut self, change: Change) {
         self.watchers.retain(|w| w.send(change.clone()).is_ok());
+        if self.history.len() == HISTORY
+            && let Some(old) = self.history.pop_front()
+        {
+            self.history_floor = old.resource_version;
+        }
+        self.history.push_back(change);
     }
 }
 
@@ -122,11 +158,127 @@ fn status(code: StatusCode, reason: &str, message: String) -> (StatusCode, Value
     )
 }
 
+/// Whether a request for collection `request` covers the stored collection `stored`: the same
+/// one, or the same resource in one namespace when `request` is across namespaces
+/// (`/api/v1/pods` covers `/api/v1/namespaces/default/pods`).
+fn covers(request: &str, stored: &str) -> bool {
+    if request == stored {
+        return true;
+    }
+    let Some((base, plural)) = request.rsplit_once('/') else {
+        return false;
+    };
+    stored
+        .strip_prefix(base)
+        .and_then(|r| r.strip_prefix("/namespaces/"))
+        .and_then(|r| r.split_once('/'))
+        .is_some_and(|(ns, p)| !ns.is_empty() && p == plural)
+}
+
 /// Whether a collection path holds objects of kind `K` (in any namespace).
 fn holds_kind<K: kube::Resource<DynamicType = ()>>() -> impl Fn(&str) -> bool + Clone {
-    let plural = format!("/{}", K::plural(&()));
-    let base = collection::<K>(None).trim_end_matches(&plural).to_owned();
-    move |c: &str| c.starts_with(&base) && c.ends_with(&plural)
+    let all = collection::<K>(None);
+    move |c: &str| covers(&all, c)
+}
+
+/// `fieldSelector` and `labelSelector` of a list or watch, equality-based (`a=b`, `a==b`,
+/// `a!=b`; for labels also `key` and `!key`), as kubelet and agents use them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Selector {
+    fields: Vec<(String, String, bool)>,
+    labels: Vec<(String, Option<String>, bool)>,
+}
+
+impl Selector {
+    pub(crate) fn parse(query: &BTreeMap<String, String>) -> Selector {
+        let terms = |key: &str| -> Vec<String> {
+            query
+                .get(key)
+                .map(|s| {
+                    s.split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let split = |t: &str| -> (String, Option<String>, bool) {
+            if let Some((k, v)) = t.split_once("!=") {
+                (k.to_owned(), Some(v.to_owned()), false)
+            } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                (k.to_owned(), Some(v.to_owned()), true)
+            } else if let Some(k) = t.strip_prefix('!') {
+                (k.to_owned(), None, false)
+            } else {
+                (t.to_owned(), None, true)
+            }
+        };
+        Selector {
+            fields: terms("fieldSelector")
+                .iter()
+                .map(|t| {
+                    let (k, v, eq) = split(t);
+                    (k, v.unwrap_or_default(), eq)
+                })
+                .collect(),
+            labels: terms("labelSelector").iter().map(|t| split(t)).collect(),
+        }
+    }
+
+    pub(crate) fn matches(&self, object: &Value) -> bool {
+        let fields_ok = self.fields.iter().all(|(path, want, eq)| {
+            let pointer = format!("/{}", path.replace('.', "/"));
+            let have = object
+                .pointer(&pointer)
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            (have == want) == *eq
+        });
+        let labels = &object["metadata"]["labels"];
+        let labels_ok = self.labels.iter().all(|(key, want, eq)| {
+            let have = labels[key.as_str()].as_str();
+            match want {
+                Some(want) => (have == Some(want.as_str())) == *eq,
+                None => have.is_some() == *eq,
+            }
+        });
+        fields_ok && labels_ok
+    }
+}
+
+/// The query parameters of a request, decoded.
+pub(crate) fn query_params(uri: &http::Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (!k.is_empty()).then(|| (percent_decode(k), percent_decode(v)))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl FakeApi {
@@ -216,6 +368,10 @@ impl FakeApi {
 
     fn store(&self, coll: &str, name: &str, mut value: Value) -> Value {
         let mut state = self.lock();
+        let created = !state
+            .objects
+            .get(coll)
+            .is_some_and(|m| m.contains_key(name));
         state.resource_version += 1;
         let rv = state.resource_version;
         let meta = &mut value["metadata"];
@@ -232,9 +388,14 @@ impl FakeApi {
             .or_default()
             .insert(name.to_owned(), value.clone());
         state.notify(Change {
+            resource_version: rv,
             collection: coll.into(),
             object: Arc::new(value.clone()),
-            deleted: false,
+            change: if created {
+                ChangeType::Added
+            } else {
+                ChangeType::Modified
+            },
         });
         value
     }
@@ -251,11 +412,15 @@ impl FakeApi {
             return Some(self.store(coll, name, marked));
         }
         let mut state = self.lock();
-        let removed = state.objects.get_mut(coll)?.remove(name)?;
+        let mut removed = state.objects.get_mut(coll)?.remove(name)?;
+        state.resource_version += 1;
+        let rv = state.resource_version;
+        removed["metadata"]["resourceVersion"] = json!(rv.to_string());
         state.notify(Change {
+            resource_version: rv,
             collection: coll.into(),
             object: Arc::new(removed.clone()),
-            deleted: true,
+            change: ChangeType::Deleted,
         });
         Some(removed)
     }
@@ -309,7 +474,7 @@ impl FakeApi {
                     let Ok(object) = K::deserialize(&*change.object) else {
                         continue;
                     };
-                    let event = if change.deleted {
+                    let event = if change.change == ChangeType::Deleted {
                         watcher::Event::Delete(object)
                     } else {
                         watcher::Event::Apply(object)
@@ -320,6 +485,34 @@ impl FakeApi {
             }
         });
         futures::stream::iter(initial).chain(live)
+    }
+
+    /// Records a request and answers it (everything but watches).
+    pub(crate) fn respond(
+        &self,
+        parts: &http::request::Parts,
+        bytes: &[u8],
+    ) -> (StatusCode, Value) {
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(bytes).unwrap_or(Value::Null)
+        };
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(log) = self.lock().requests.as_mut() {
+            log.push(Recorded {
+                method: parts.method.clone(),
+                uri: parts.uri.to_string(),
+                content_type: content_type.clone(),
+                body: body.clone(),
+            });
+        }
+        self.handle(&parts.method, &parts.uri, &content_type, body)
     }
 
     fn handle(
@@ -341,12 +534,20 @@ impl FakeApi {
         });
         match (method.clone(), name) {
             (Method::GET, None) => {
-                let rv = self.lock().resource_version;
+                let selector = Selector::parse(&query_params(uri));
+                let state = self.lock();
+                let items: Vec<&Value> = state
+                    .objects
+                    .iter()
+                    .filter(|(c, _)| covers(&coll, c))
+                    .flat_map(|(_, m)| m.values())
+                    .filter(|v| selector.matches(v))
+                    .collect();
                 (
                     StatusCode::OK,
                     json!({"apiVersion": "v1", "kind": "List",
-                           "metadata": {"resourceVersion": rv.to_string()},
-                           "items": self.list(&coll)}),
+                           "metadata": {"resourceVersion": state.resource_version.to_string()},
+                           "items": items}),
                 )
             }
             (Method::GET, Some(name)) => match existing {
@@ -478,26 +679,7 @@ impl tower_service::Service<Request<Body>> for FakeApi {
                 .await
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
-            let body: Value = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-            };
-            let content_type = parts
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            if let Some(log) = api.lock().requests.as_mut() {
-                log.push(Recorded {
-                    method: parts.method.clone(),
-                    uri: parts.uri.to_string(),
-                    content_type: content_type.clone(),
-                    body: body.clone(),
-                });
-            }
-            let (code, value) = api.handle(&parts.method, &parts.uri, &content_type, body);
+            let (code, value) = api.respond(&parts, &bytes);
             let bytes = serde_json::to_vec(&value).unwrap_or_default();
             Ok(Response::builder()
                 .status(code)
