@@ -3,3 +3,4 @@
 
 pub mod datapath;
 pub mod metrics;
+pub mod pod_network;

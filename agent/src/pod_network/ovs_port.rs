@@ -1,0 +1,176 @@
+//! The pod's OVS port: `<id>_o` on br-int, its Interface bound to the pod's
+//! Logical_Switch_Port with `external_ids:iface-id=<pod>.<namespace>` (what ovn-controller
+//! matches) and the pod's metadata, written through the node's Open_vSwitch database.
+
+use std::collections::BTreeMap;
+
+use ovsdb::models::open_vswitch::{Bridge, Interface, Port};
+use ovsdb::{
+    Cache, Client, ClientConfig, Condition, Datum, Model, MonitorRequest, Mutation, Transaction,
+};
+
+use super::NetworkError;
+
+const DB: &str = "Open_vSwitch";
+
+/// What the port says about its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortBinding {
+    pub port: String,
+    /// `<pod>.<namespace>`: the Logical_Switch_Port ovn-controller binds it to.
+    pub iface_id: String,
+    pub pod_name: String,
+    pub pod_namespace: String,
+    pub container_id: String,
+    pub ip: String,
+    pub mac: String,
+}
+
+impl PortBinding {
+    fn external_ids(&self) -> BTreeMap<String, String> {
+        [
+            ("iface-id", &self.iface_id),
+            ("pod_name", &self.pod_name),
+            ("pod_namespace", &self.pod_namespace),
+            ("container_id", &self.container_id),
+            ("ip", &self.ip),
+            ("attached-mac", &self.mac),
+            ("vendor", &"kovn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
+    }
+}
+
+/// The client configuration the agent's port management needs.
+pub fn client_config(remote: &str) -> ClientConfig {
+    ClientConfig::new(&[remote], DB)
+        .monitor(MonitorRequest::table(Bridge::TABLE).columns(&["name", "ports", "external_ids"]))
+        .monitor(MonitorRequest::table(Port::TABLE).columns(&[
+            "name",
+            "interfaces",
+            "external_ids",
+        ]))
+        .monitor(MonitorRequest::table(Interface::TABLE).columns(&[
+            "name",
+            "external_ids",
+            "ofport",
+        ]))
+}
+
+fn by_name<M: Model>(cache: &Cache, name: &str) -> Option<M> {
+    let row = cache
+        .table(M::TABLE)?
+        .rows()
+        .find(|r| r.string("name") == Some(name))?;
+    M::from_row(row).ok()
+}
+
+fn ovsdb_error(what: &str) -> impl FnOnce(ovsdb::Error) -> NetworkError {
+    let what = what.to_owned();
+    move |e| NetworkError::Ovsdb(format!("{what}: {e}"))
+}
+
+/// Adds the port to `bridge` (or updates its binding if it is there already).
+pub async fn bind(
+    client: &Client,
+    bridge: &str,
+    binding: &PortBinding,
+) -> Result<(), NetworkError> {
+    let mut t = Transaction::new(DB);
+    let ids = Datum::map(binding.external_ids());
+    let existing = client.read(|c| by_name::<Interface>(c, &binding.port));
+    if let Some(interface) = existing {
+        t.update(
+            Interface::TABLE,
+            &[Condition::uuid(interface.uuid)],
+            [("external_ids", ids)],
+        );
+    } else {
+        let bridge_row = client
+            .read(|c| by_name::<Bridge>(c, bridge))
+            .ok_or_else(|| NetworkError::Ovsdb(format!("no bridge {bridge} on this node")))?;
+        let (_, interface) = t.insert_named(
+            Interface::TABLE,
+            "iface",
+            [
+                ("name", Datum::atom(binding.port.as_str())),
+                ("external_ids", ids.clone()),
+            ],
+        );
+        let (_, port) = t.insert_named(
+            Port::TABLE,
+            "port",
+            [
+                ("name", Datum::atom(binding.port.as_str())),
+                ("interfaces", Datum::set([interface])),
+                ("external_ids", Datum::map([("vendor", "kovn")])),
+            ],
+        );
+        t.mutate(
+            Bridge::TABLE,
+            &[Condition::uuid(bridge_row.uuid)],
+            &[Mutation::insert("ports", Datum::set([port]))],
+        );
+    }
+    client
+        .transact_synced(&t)
+        .await
+        .map_err(ovsdb_error(&format!("binding {}", binding.port)))?;
+    Ok(())
+}
+
+/// Removes the port from whatever bridge holds it (its Interface goes with it). Idempotent.
+pub async fn unbind(client: &Client, port_name: &str) -> Result<(), NetworkError> {
+    let found = client.read(|c| {
+        let port = by_name::<Port>(c, port_name)?;
+        let bridge = c
+            .table(Bridge::TABLE)?
+            .typed::<Bridge>()
+            .into_iter()
+            .find(|b| b.ports.contains(&port.uuid))?;
+        Some((bridge, port))
+    });
+    let Some((bridge, port)) = found else {
+        return Ok(());
+    };
+    let mut t = Transaction::new(DB);
+    t.mutate(
+        Bridge::TABLE,
+        &[Condition::uuid(bridge.uuid)],
+        &[Mutation::delete("ports", Datum::set([port.uuid]))],
+    );
+    client
+        .transact_synced(&t)
+        .await
+        .map_err(ovsdb_error(&format!("removing {port_name}")))?;
+    Ok(())
+}
+
+/// The binding's `external_ids` of a port, if the port is there.
+pub fn bound(client: &Client, port_name: &str) -> Option<BTreeMap<String, String>> {
+    client.read(|c| by_name::<Interface>(c, port_name).map(|i| i.external_ids))
+}
+
+/// Every kovn port on the node: port name → container ID (for garbage collection).
+pub fn kovn_ports(client: &Client) -> BTreeMap<String, String> {
+    client.read(|c| {
+        c.table(Interface::TABLE)
+            .map(|t| {
+                t.typed::<Interface>()
+                    .into_iter()
+                    .filter(|i| i.external_ids.get("vendor").map(String::as_str) == Some("kovn"))
+                    .map(|i| {
+                        let id = i
+                            .external_ids
+                            .get("container_id")
+                            .cloned()
+                            .unwrap_or_default();
+                        (i.name, id)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
