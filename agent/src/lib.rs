@@ -1,6 +1,8 @@
 //! kovn-agent, the node agent. So far it owns the eBPF datapath loader; the CNI server, OVS
 //! plumbing and the Kubernetes side follow (see DESIGN.md).
 
+pub mod cni_server;
+pub mod daemon;
 pub mod datapath;
 pub mod metrics;
 pub mod pod_network;

@@ -1,5 +1,5 @@
-//! kovn-agent. So far: inspection of the eBPF datapath object. The node agent proper (CNI
-//! server, OVS plumbing, datapath sync, metrics on :10665) follows in later issues.
+//! kovn-agent: `daemon` is the node agent (CNI server, pod plumbing, datapath, metrics on
+//! :10665); `datapath …` runs and inspects the eBPF datapath on its own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The node agent (as the DaemonSet runs it): CNI server, pod plumbing, datapath.
+    Daemon(agent::daemon::DaemonOptions),
     /// Inspect the eBPF datapath.
     Datapath {
         #[command(subcommand)]
@@ -85,6 +87,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Daemon(options) => report(
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(agent::daemon::run(options))),
+        ),
         Command::Datapath {
             command: DatapathCommand::Flows { pin_dir },
         } => report(print_flows(&pin_dir)),

@@ -46,7 +46,19 @@ fn interface_name(ifindex: u32) -> String {
 /// the node is on OVS only). A fresh registry per scrape: counters start at 0 and are raised to
 /// the values the maps hold.
 pub fn render(datapath: Option<&Datapath>) -> String {
-    let mut registry = Registry::with_prefix("kovn_datapath");
+    render_with(datapath, None)
+}
+
+/// [`render`], plus the CNI server's `cni_op_latency_seconds` when the agent serves CNI.
+pub fn render_with(
+    datapath: Option<&Datapath>,
+    cni: Option<&crate::cni_server::CniMetrics>,
+) -> String {
+    let mut root = Registry::default();
+    if let Some(cni) = cni {
+        cni.register(&mut root);
+    }
+    let registry = root.sub_registry_with_prefix("kovn_datapath");
     let loaded = Gauge::<i64>::default();
     loaded.set(i64::from(datapath.is_some()));
     registry.register(
@@ -95,7 +107,7 @@ pub fn render(datapath: Option<&Datapath>) -> String {
         registry.register("flows", "Learned flows in the flow map", flows);
     }
     let mut out = String::new();
-    let _ = encode(&mut out, &registry);
+    let _ = encode(&mut out, &root);
     out
 }
 
@@ -104,21 +116,40 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     datapath: Option<Arc<Mutex<Datapath>>>,
 ) -> std::io::Result<()> {
+    serve_with(addr, datapath, None).await
+}
+
+/// [`serve`], with the CNI server's metrics.
+pub async fn serve_with(
+    addr: std::net::SocketAddr,
+    datapath: Option<Arc<Mutex<Datapath>>>,
+    cni: Option<Arc<crate::cni_server::CniMetrics>>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener, datapath, cni).await
+}
+
+/// Serves on a bound listener (so a taken port fails start-up, not a background task).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    datapath: Option<Arc<Mutex<Datapath>>>,
+    cni: Option<Arc<crate::cni_server::CniMetrics>>,
+) -> std::io::Result<()> {
     use axum::{Router, routing::get};
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
                 let datapath = datapath.clone();
+                let cni = cni.clone();
                 async move {
                     let guard = datapath
                         .as_ref()
                         .map(|d| d.lock().unwrap_or_else(|e| e.into_inner()));
-                    render(guard.as_deref())
+                    render_with(guard.as_deref(), cni.as_deref())
                 }
             }),
         )
         .route("/healthz", get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }

@@ -1,0 +1,492 @@
+//! The CNI server: Kube-OVN's daemon API on a unix socket (mode 0600), which the `kube-ovn`
+//! plugin calls for the kubelet. ADD waits for the controller's annotations, builds the pod's
+//! interfaces and OVS port, hands the pod to the datapath (or, without one, to the kernel
+//! hand-off) and answers with the pod's addresses. DEL undoes all of it, idempotently.
+
+pub mod annotations;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cni::wire::{CniRequest, CniResponse, ErrorBody, GcRequest, IpConfig, Route};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+
+use crate::datapath::{Datapath, PodInterfaces, install_kernel_handoff, parse_mac};
+use crate::pod_network::{
+    self, NetworkError, PodAddress, PodAddressing, PodLinks, PodRoute, ovs_port,
+};
+
+#[derive(Debug, Clone)]
+pub struct CniServerConfig {
+    pub socket: PathBuf,
+    pub node_name: String,
+    /// The integration bridge pods' OVS ports join.
+    pub bridge: String,
+    /// The pods' MTU (the underlay's less the Geneve header).
+    pub mtu: u32,
+    /// How long ADD waits for the controller's annotations.
+    pub annotation_timeout: Duration,
+}
+
+/// Why a CNI request failed; each maps to the HTTP status the plugin turns into a CNI code.
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("pod {0} not found")]
+    PodNotFound(String),
+    #[error(
+        "pod {pod} has no {missing}=true annotation after {} s: kovn-controller writes it once the pod's address and port are in OVN; is kovn-controller running?",
+        waited.as_secs()
+    )]
+    AnnotationTimeout {
+        pod: String,
+        missing: String,
+        waited: Duration,
+    },
+    #[error("pod annotation: {0}")]
+    BadAnnotation(String),
+    #[error("Kubernetes API: {0}")]
+    Kubernetes(String),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("datapath: {0}")]
+    Datapath(String),
+}
+
+impl IntoResponse for CniError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            CniError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CniError::PodNotFound(_) => StatusCode::NOT_FOUND,
+            CniError::Network(NetworkError::NetnsGone(_)) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            axum::Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// Everything the handlers share.
+pub struct CniServer {
+    pub kube: kube::Client,
+    pub ovs: ovsdb::Client,
+    pub datapath: Option<Arc<Mutex<Datapath>>>,
+    pub config: CniServerConfig,
+    pub metrics: Arc<CniMetrics>,
+}
+
+/// `cni_op_latency_seconds` (Kube-OVN's name and labels: node_name, method, status_code).
+pub struct CniMetrics {
+    pub latency: prometheus_client::metrics::family::Family<
+        OpLabels,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OpLabels {
+    pub node_name: String,
+    pub method: String,
+    pub status_code: String,
+}
+
+impl Default for CniMetrics {
+    fn default() -> Self {
+        CniMetrics::new()
+    }
+}
+
+impl CniMetrics {
+    pub fn new() -> CniMetrics {
+        CniMetrics {
+            latency: prometheus_client::metrics::family::Family::new_with_constructor(|| {
+                prometheus_client::metrics::histogram::Histogram::new(
+                    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16),
+                )
+            }),
+        }
+    }
+
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "cni_op_latency_seconds",
+            "Latency of CNI operations, by method and HTTP status",
+            self.latency.clone(),
+        );
+    }
+}
+
+type Shared = Arc<CniServer>;
+
+fn observe(server: &CniServer, method: &str, started: Instant, status: StatusCode) {
+    server
+        .metrics
+        .latency
+        .get_or_create(&OpLabels {
+            node_name: server.config.node_name.clone(),
+            method: method.to_owned(),
+            status_code: status.as_u16().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// The router, for serving and for tests.
+pub fn router(server: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/add", post(add))
+        .route("/api/v1/del", post(del))
+        .route("/api/v1/check", post(check))
+        .route("/api/v1/gc", post(gc))
+        .route("/api/v1/status", get(status))
+        .with_state(server)
+}
+
+/// Binds the socket (replacing a stale one, mode 0600) and serves until the task is dropped.
+pub async fn serve(server: Shared) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let socket = server.config.socket.clone();
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let app = router(server);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "CNI server stopped");
+        }
+    }))
+}
+
+fn parse_request(body: &[u8]) -> Result<CniRequest, CniError> {
+    let request: CniRequest = serde_json::from_slice(body)
+        .map_err(|e| CniError::BadRequest(format!("not a CNI request: {e}")))?;
+    if request.pod_name.is_empty() || request.pod_namespace.is_empty() {
+        return Err(CniError::BadRequest(
+            "pod_name and pod_namespace are required".into(),
+        ));
+    }
+    if request.container_id.is_empty() {
+        return Err(CniError::BadRequest("container_id is required".into()));
+    }
+    Ok(request)
+}
+
+async fn add(State(server): State<Shared>, body: axum::body::Bytes) -> Response {
+    let started = Instant::now();
+    let response = match add_pod(&server, &body).await {
+        Ok(r) => (StatusCode::OK, axum::Json(r)).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "CNI ADD failed");
+            e.into_response()
+        }
+    };
+    observe(&server, "add", started, response.status());
+    response
+}
+
+async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniError> {
+    let request = parse_request(body)?;
+    if request.net_ns.is_empty() {
+        return Err(CniError::BadRequest("net_ns is required for ADD".into()));
+    }
+    let if_name = if request.if_name.is_empty() {
+        "eth0".to_owned()
+    } else {
+        request.if_name.clone()
+    };
+    let pods: Api<Pod> = Api::namespaced(server.kube.clone(), &request.pod_namespace);
+    let pod = annotations::wait_for(
+        &pods,
+        &request.pod_namespace,
+        &request.pod_name,
+        server.config.annotation_timeout,
+    )
+    .await?;
+    let network = annotations::parse(&pod)?;
+    let mac = parse_mac(&network.mac).map_err(CniError::BadAnnotation)?;
+    let routes: Vec<PodRoute> = if request.routes.is_empty() {
+        network
+            .ips
+            .iter()
+            .filter_map(|(_, _, gw)| *gw)
+            .map(|gateway| PodRoute {
+                destination: None,
+                gateway,
+            })
+            .collect()
+    } else {
+        request
+            .routes
+            .iter()
+            .map(parse_route)
+            .collect::<Result<_, _>>()?
+    };
+    let addressing = PodAddressing {
+        if_name: if_name.clone(),
+        mac,
+        mtu: server.config.mtu,
+        addresses: network
+            .ips
+            .iter()
+            .map(|(ip, prefix_len, _)| PodAddress {
+                ip: *ip,
+                prefix_len: *prefix_len,
+            })
+            .collect(),
+        routes,
+    };
+    let links = PodLinks::for_container(&request.container_id);
+    let owner = format!("{}.{}", request.pod_name, request.pod_namespace);
+    let first_ip = network.ips[0].0;
+    let binding = ovs_port::PortBinding {
+        port: links.ovs_port.clone(),
+        iface_id: owner.clone(),
+        pod_name: request.pod_name.clone(),
+        pod_namespace: request.pod_namespace.clone(),
+        container_id: request.container_id.clone(),
+        ip: network
+            .ips
+            .iter()
+            .map(|(ip, _, _)| ip.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        mac: network.mac.clone(),
+    };
+    pod_network::attach(
+        &server.ovs,
+        &server.config.bridge,
+        &links,
+        Path::new(&request.net_ns),
+        &addressing,
+        &binding,
+    )
+    .await?;
+    let interfaces = PodInterfaces {
+        name: owner,
+        host_veth: links.host_veth.clone(),
+        ovs_peer: links.ovs_peer.clone(),
+        ip: first_ip,
+        mac,
+    };
+    if let Err(e) = hand_to_datapath(server, &interfaces).await {
+        let _ = pod_network::detach(&server.ovs, &links).await;
+        return Err(e);
+    }
+    Ok(CniResponse {
+        ips: network
+            .ips
+            .iter()
+            .map(|(ip, prefix, gw)| IpConfig {
+                protocol: if ip.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
+                ip: ip.to_string(),
+                cidr: cidr_of(*ip, *prefix),
+                gateway: gw.map(|g| g.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        mac_address: network.mac,
+        mtu: server.config.mtu,
+        nic_name: if_name,
+        routes: request.routes,
+        ..CniResponse::default()
+    })
+}
+
+/// The datapath takes the pod's hand-off; without one, the kernel redirects (slower, never
+/// disconnected).
+async fn hand_to_datapath(server: &CniServer, pod: &PodInterfaces) -> Result<(), CniError> {
+    match &server.datapath {
+        Some(datapath) => datapath
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attach_pod(pod)
+            .map_err(|e| CniError::Datapath(e.to_string())),
+        None => install_kernel_handoff(pod)
+            .await
+            .map_err(|e| CniError::Datapath(e.to_string())),
+    }
+}
+
+fn cidr_of(ip: IpAddr, prefix: u8) -> String {
+    let network = match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(bits.into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(bits.into())
+        }
+    };
+    format!("{network}/{prefix}")
+}
+
+fn parse_route(route: &Route) -> Result<PodRoute, CniError> {
+    let gateway = route
+        .gateway
+        .parse()
+        .map_err(|e| CniError::BadRequest(format!("route gateway {:?}: {e}", route.gateway)))?;
+    let destination = if route.destination.is_empty() {
+        None
+    } else {
+        let (ip, prefix) = route
+            .destination
+            .split_once('/')
+            .unwrap_or((&route.destination, ""));
+        Some(PodAddress {
+            ip: ip
+                .parse()
+                .map_err(|e| CniError::BadRequest(format!("route {:?}: {e}", route.destination)))?,
+            prefix_len: prefix
+                .parse()
+                .unwrap_or(if ip.contains(':') { 128 } else { 32 }),
+        })
+    };
+    Ok(PodRoute {
+        destination,
+        gateway,
+    })
+}
+
+async fn del(State(server): State<Shared>, body: axum::body::Bytes) -> Response {
+    let started = Instant::now();
+    let response = match del_pod(&server, &body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "CNI DEL failed");
+            e.into_response()
+        }
+    };
+    observe(&server, "del", started, response.status());
+    response
+}
+
+async fn del_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
+    let request = parse_request(body)?;
+    let owner = format!("{}.{}", request.pod_name, request.pod_namespace);
+    if let Some(datapath) = &server.datapath {
+        // Its flows go at once; an unknown pod is fine (DEL is idempotent).
+        let _ = datapath
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove_pod(&owner);
+    }
+    pod_network::detach(&server.ovs, &PodLinks::for_container(&request.container_id)).await?;
+    Ok(())
+}
+
+async fn check(State(server): State<Shared>, body: axum::body::Bytes) -> Response {
+    let started = Instant::now();
+    let response = match check_pod(&server, &body).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    };
+    observe(&server, "check", started, response.status());
+    response
+}
+
+/// What ADD built is still there and still matches the pod's annotations.
+async fn check_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
+    let request = parse_request(body)?;
+    let links = PodLinks::for_container(&request.container_id);
+    let missing: Vec<String> = pod_network::links::present(&links)
+        .await?
+        .into_iter()
+        .filter(|(_, present)| !present)
+        .map(|(name, _)| name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(NetworkError::Check(format!("missing interfaces {missing:?}")).into());
+    }
+    let owner = format!("{}.{}", request.pod_name, request.pod_namespace);
+    let bound = ovs_port::bound(&server.ovs, &links.ovs_port);
+    if bound.as_ref().and_then(|ids| ids.get("iface-id")) != Some(&owner) {
+        return Err(NetworkError::Check(format!(
+            "OVS port {} is not bound to {owner}",
+            links.ovs_port
+        ))
+        .into());
+    }
+    let pods: Api<Pod> = Api::namespaced(server.kube.clone(), &request.pod_namespace);
+    let pod = pods
+        .get_opt(&request.pod_name)
+        .await
+        .map_err(|e| CniError::Kubernetes(e.to_string()))?
+        .ok_or_else(|| CniError::PodNotFound(owner.clone()))?;
+    let network = annotations::parse(&pod)?;
+    let if_name = if request.if_name.is_empty() {
+        "eth0"
+    } else {
+        &request.if_name
+    };
+    let (mac, _, addresses) =
+        pod_network::links::observe_pod_end(Path::new(&request.net_ns), if_name).await?;
+    if Some(mac) != parse_mac(&network.mac).ok() {
+        return Err(
+            NetworkError::Check(format!("{if_name} has another MAC than {}", network.mac)).into(),
+        );
+    }
+    for (ip, prefix, _) in &network.ips {
+        if !addresses.contains(&(*ip, *prefix)) {
+            return Err(NetworkError::Check(format!("{if_name} lacks {ip}/{prefix}")).into());
+        }
+    }
+    Ok(())
+}
+
+async fn gc(State(server): State<Shared>, body: axum::body::Bytes) -> Response {
+    let started = Instant::now();
+    let response = match gc_pods(&server, &body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    };
+    observe(&server, "gc", started, response.status());
+    response
+}
+
+/// Removes the ports (and interfaces) of containers the runtime no longer has.
+async fn gc_pods(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
+    let request: GcRequest =
+        serde_json::from_slice(body).map_err(|e| CniError::BadRequest(e.to_string()))?;
+    let valid: std::collections::BTreeSet<&str> = request
+        .valid_attachments
+        .iter()
+        .map(|a| a.container_id.as_str())
+        .collect();
+    for (port, container_id) in ovs_port::kovn_ports(&server.ovs) {
+        if !valid.contains(container_id.as_str()) {
+            tracing::info!(%port, %container_id, "garbage-collecting a port whose container is gone");
+            pod_network::detach(&server.ovs, &PodLinks::for_container(&container_id)).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn status(State(server): State<Shared>) -> Response {
+    if server.ovs.is_connected() {
+        StatusCode::OK.into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(ErrorBody {
+                error: "not connected to the node's Open_vSwitch database".into(),
+            }),
+        )
+            .into_response()
+    }
+}

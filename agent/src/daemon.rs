@@ -1,0 +1,161 @@
+//! `kovn-agent daemon`: the node agent as the DaemonSet runs it. It connects to the
+//! Kubernetes API and the node's Open_vSwitch database, loads the eBPF datapath (or, when it
+//! cannot, keeps the node on OVS with the kernel hand-off and says so in metrics), follows the
+//! node's installed NB config to invalidate the fast path, and serves CNI on its socket and
+//! metrics on :10665. Stopping leaves the datapath and every pod running.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::cni_server::{self, CniMetrics, CniServer, CniServerConfig};
+use crate::datapath::invalidation::{self, follow_nb_cfg};
+use crate::datapath::{Datapath, LoadOptions, locate_object};
+use crate::pod_network::ovs_port;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonOptions {
+    /// This node's name (the DaemonSet passes spec.nodeName).
+    #[arg(long, env = "KUBE_NODE_NAME")]
+    pub node_name: String,
+    /// Where the `kube-ovn` CNI plugin finds the agent.
+    #[arg(long, default_value = cni::wire::DEFAULT_SOCKET)]
+    pub cni_socket: PathBuf,
+    /// The node's Open_vSwitch database.
+    #[arg(long, default_value = "unix:/var/run/openvswitch/db.sock")]
+    pub ovs_db: String,
+    #[arg(long, default_value = "br-int")]
+    pub bridge: String,
+    /// Pod MTU: the underlay's less the Geneve header (Kube-OVN: MTU − 100).
+    #[arg(long, default_value_t = 1400)]
+    pub mtu: u32,
+    /// How long a CNI ADD waits for the controller's annotations (seconds).
+    #[arg(long, default_value_t = 30)]
+    pub annotation_timeout: u64,
+    #[arg(long, default_value = crate::metrics::DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: SocketAddr,
+    /// Keep pods on OVS (kernel hand-off) without loading the eBPF datapath.
+    #[arg(long)]
+    pub no_datapath: bool,
+    /// Where maps and links are pinned; a restart adopts what is there.
+    #[arg(long, default_value = "/sys/fs/bpf/kovn")]
+    pub pin_dir: PathBuf,
+    #[arg(long)]
+    pub object: Option<PathBuf>,
+}
+
+fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
+    if options.no_datapath {
+        tracing::warn!("--no-datapath: pods use OVS through the kernel hand-off");
+        return None;
+    }
+    let loaded = options
+        .object
+        .clone()
+        .map_or_else(locate_object, Ok)
+        .and_then(|object| {
+            Datapath::load(
+                &object,
+                &LoadOptions {
+                    pin_dir: Some(options.pin_dir.clone()),
+                    log_level: None,
+                },
+            )
+        });
+    match loaded {
+        Ok(datapath) => Some(datapath),
+        Err(e) => {
+            // Never take the node down for the fast path.
+            tracing::error!(
+                error = %e,
+                source = ?std::error::Error::source(&e),
+                "eBPF datapath not loaded; this node stays on OVS (kovn_datapath_loaded 0)"
+            );
+            None
+        }
+    }
+}
+
+pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
+    let kube = kube::Client::try_default()
+        .await
+        .context("no Kubernetes API access (in-cluster config or KUBECONFIG)")?;
+    let ovs = ovsdb::Client::connect(
+        ovs_port::client_config(&options.ovs_db).monitor(invalidation::monitor_request()),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot reach the node's Open_vSwitch database at {}",
+            options.ovs_db
+        )
+    })?;
+    let datapath = load_datapath(&options).map(|d| Arc::new(Mutex::new(d)));
+    if let Some(datapath) = &datapath {
+        let follower = ovsdb::Client::connect(
+            ovsdb::ClientConfig::new(&[&options.ovs_db], "Open_vSwitch")
+                .monitor(invalidation::monitor_request()),
+        )
+        .await?;
+        tokio::spawn(follow_nb_cfg(
+            follower,
+            datapath.clone(),
+            |nb_cfg, generation| {
+                tracing::info!(nb_cfg, generation, "policy changed: fast path invalidated");
+            },
+        ));
+        tokio::spawn({
+            let datapath = datapath.clone();
+            async move {
+                let mut every = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    every.tick().await;
+                    let result = datapath
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .collect_garbage();
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "flow GC failed");
+                    }
+                }
+            }
+        });
+    }
+    let metrics = Arc::new(CniMetrics::new());
+    let metrics_listener = tokio::net::TcpListener::bind(options.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", options.metrics_addr))?;
+    tokio::spawn(crate::metrics::serve_on(
+        metrics_listener,
+        datapath.clone(),
+        Some(metrics.clone()),
+    ));
+    let server = Arc::new(CniServer {
+        kube,
+        ovs,
+        datapath,
+        config: CniServerConfig {
+            socket: options.cni_socket.clone(),
+            node_name: options.node_name.clone(),
+            bridge: options.bridge.clone(),
+            mtu: options.mtu,
+            annotation_timeout: Duration::from_secs(options.annotation_timeout),
+        },
+        metrics,
+    });
+    let _cni = cni_server::serve(server)
+        .await
+        .with_context(|| format!("cannot serve CNI on {}", options.cni_socket.display()))?;
+    tracing::info!(socket = %options.cni_socket.display(), node = %options.node_name, "serving CNI");
+    println!("ready");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping; pods and the datapath keep running");
+    Ok(())
+}
