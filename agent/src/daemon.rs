@@ -83,16 +83,14 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let kube = kube::Client::try_default()
         .await
         .context("no Kubernetes API access (in-cluster config or KUBECONFIG)")?;
-    let ovs = ovsdb::Client::connect(
-        ovs_port::client_config(&options.ovs_db).monitor(invalidation::monitor_request()),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot reach the node's Open_vSwitch database at {}",
-            options.ovs_db
-        )
-    })?;
+    let ovs = ovsdb::Client::connect(ovs_port::client_config(&options.ovs_db))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the node's Open_vSwitch database at {}",
+                options.ovs_db
+            )
+        })?;
     let datapath = load_datapath(&options).map(|d| Arc::new(Mutex::new(d)));
     if let Some(datapath) = &datapath {
         let follower = ovsdb::Client::connect(

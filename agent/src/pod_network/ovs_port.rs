@@ -129,12 +129,19 @@ pub async fn unbind(client: &Client, port_name: &str) -> Result<(), NetworkError
             .table(Bridge::TABLE)?
             .typed::<Bridge>()
             .into_iter()
-            .find(|b| b.ports.contains(&port.uuid))?;
+            .find(|b| b.ports.contains(&port.uuid));
         Some((bridge, port))
     });
     let Some((bridge, port)) = found else {
         return Ok(());
     };
+    // A Port row is only ever referenced by a bridge: not finding it means this client does
+    // not see `Bridge.ports`, and pretending success would leave the port behind.
+    let bridge = bridge.ok_or_else(|| {
+        NetworkError::Ovsdb(format!(
+            "{port_name}: no bridge holds it in this client's view"
+        ))
+    })?;
     let mut t = Transaction::new(DB);
     t.mutate(
         Bridge::TABLE,

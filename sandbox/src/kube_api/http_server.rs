@@ -60,6 +60,21 @@ impl FakeApi {
     /// Serves this API on a free loopback port.
     pub async fn serve(&self) -> std::io::Result<ServedApi> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        self.serve_tokio_listener(listener)
+    }
+
+    /// Serves this API on a listener bound elsewhere, e.g. on loopback inside a node's
+    /// network namespace (a socket belongs to the namespace it was made in), so a process in
+    /// that namespace reaches it at 127.0.0.1.
+    pub fn serve_listener(&self, listener: std::net::TcpListener) -> std::io::Result<ServedApi> {
+        listener.set_nonblocking(true)?;
+        self.serve_tokio_listener(tokio::net::TcpListener::from_std(listener)?)
+    }
+
+    fn serve_tokio_listener(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> std::io::Result<ServedApi> {
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(handle).with_state(self.clone());
         let task = tokio::spawn(async move {

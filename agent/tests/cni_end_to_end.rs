@@ -1,0 +1,428 @@
+//! The product path on a real node, multi-process: the kubelet's part (the `kube-ovn` CNI
+//! binary run with CNI_* and Kube-OVN's conflist on stdin) → `kovn-agent daemon` (a process in
+//! the node's namespace, talking to the API stand-in with a kubeconfig) → netlink, OVS and
+//! the datapath. Pods get their network and talk through OVN; DEL leaves nothing; a pod whose
+//! annotations never arrive, or that does not exist, gets the right CNI error and no leftovers.
+//!
+//! The controller's part (annotations, the NB port) is played by the test here.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use agent::pod_network::{PodLinks, links, ovs_port};
+use api::annotations;
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec};
+use kube::api::ObjectMeta;
+use sandbox::kube_api::FakeApi;
+use sandbox::{Cmd, Handoff, Node, Sandbox, SandboxConfig, mac_for, netns};
+use serde_json::{Value, json};
+
+/// A binary of another package of the workspace, built if it is not yet.
+fn workspace_binary(package: &str, name: &str) -> PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(Path::to_path_buf))
+        .expect("target directory");
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = netns::delete(n);
+        }
+    }
+}
+
+/// The conflist Kube-OVN installs (01-kube-ovn.conflist), pointed at this agent's socket.
+fn conflist(socket: &Path) -> Value {
+    json!({"name": "kube-ovn", "cniVersion": "0.3.1", "plugins": [
+        {"type": "kube-ovn", "server_socket": socket, "ipam": {"server_socket": socket}},
+        {"type": "portmap", "capabilities": {"portMappings": true}}]})
+}
+
+/// What libcni hands the first plugin: its own conf with the list's name and version.
+fn plugin_conf(list: &Value) -> String {
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf.to_string()
+}
+
+/// The kubelet running the CNI plugin for a pod sandbox: (success, stdout JSON).
+fn kubelet(
+    command: &str,
+    pod: &str,
+    container_id: &str,
+    netns_name: &str,
+    conf: &str,
+) -> (bool, Value) {
+    let mut child = Command::new(workspace_binary("cni", "kube-ovn"))
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", format!("/var/run/netns/{netns_name}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={container_id}"))
+        .env("CNI_PATH", "/usr/lib/cni:/opt/cni/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("kube-ovn");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    (out.status.success(), value)
+}
+
+/// The annotations kovn-controller writes once a pod's port is in NB.
+fn annotated_pod(name: &str, node: &str, ip: &str) -> Pod {
+    let ip_addr: std::net::Ipv4Addr = ip.parse().unwrap();
+    let a: BTreeMap<String, String> = [
+        (annotations::ALLOCATED, "true".to_owned()),
+        (annotations::ROUTED, "true".to_owned()),
+        (annotations::IP_ADDRESS, ip.to_owned()),
+        (annotations::MAC_ADDRESS, mac_for(ip_addr)),
+        (annotations::CIDR, "10.16.0.0/16".to_owned()),
+        (annotations::GATEWAY, "10.16.0.1".to_owned()),
+        (annotations::LOGICAL_SWITCH, "ovn-default".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            annotations: Some(a),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+fn start_agent(sb: &Sandbox, node: &Node, kubeconfig: &Path, socket: &Path) -> Agent {
+    let mut child = Cmd::new(env!("CARGO_BIN_EXE_kovn-agent"))
+        .arg("daemon")
+        .args(["--node-name", &node.name])
+        .arg("--cni-socket")
+        .arg(socket.display().to_string())
+        .arg("--ovs-db")
+        .arg(format!("unix:{}", node.db.socket.display()))
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:10665",
+            "--annotation-timeout",
+            "2",
+        ])
+        .arg("--pin-dir")
+        .arg(sb.bpffs_dir().join(&node.name).display().to_string())
+        .env("KUBECONFIG", kubeconfig.display().to_string())
+        .env("RUST_LOG", "info,kube=warn")
+        .netns_keep_mounts(&node.netns)
+        .to_command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("kovn-agent daemon");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "kovn-agent daemon did not come up");
+    Agent(child)
+}
+
+fn on_node<T: Send>(node: &Node, f: impl AsyncFnOnce() -> T + Send) -> T {
+    netns::run_in(&node.netns, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .expect("node namespace")
+}
+
+/// Whether anything of container `id` is left on the node: interfaces or an OVS port.
+fn leftovers(node: &Node, id: &str) -> Vec<String> {
+    let links = PodLinks::for_container(id);
+    on_node(node, async || {
+        let mut left: Vec<String> = links::present(&links)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, p)| *p)
+            .map(|(n, _)| n)
+            .collect();
+        let ovs = ovsdb::Client::connect(ovs_port::client_config(&format!(
+            "unix:{}",
+            node.db.socket.display()
+        )))
+        .await
+        .unwrap();
+        if ovs_port::bound(&ovs, &links.ovs_port).is_some() {
+            left.push(format!("OVS port {}", links.ovs_port));
+        }
+        left
+    })
+}
+
+/// The agent's /metrics, fetched inside the node's namespace.
+fn scrape(node: &Node) -> String {
+    netns::run_in(&node.netns, || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect("127.0.0.1:10665").expect("agent metrics");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+/// The sum of the samples of `metric` whose labels contain `labels`.
+fn sum(text: &str, metric: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
+    if !sandbox::privileged(
+        "the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing",
+    ) {
+        return;
+    }
+    let sb = Sandbox::start(SandboxConfig {
+        nodes: 1,
+        handoff: Handoff::Datapath,
+    })
+    .expect("sandbox");
+    let node = sb.node(0).clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+
+    // The API stand-in, reachable at 127.0.0.1 inside the node's namespace.
+    let api = FakeApi::new();
+    api.put(&Namespace {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    });
+    let listener = netns::run_in(&node.netns, || std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let served = api.serve_listener(listener).unwrap();
+    let dir = sb.dir().join("cni-e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    served.write_kubeconfig(&kubeconfig).unwrap();
+    let socket = dir.join("kube-ovn-daemon.sock");
+    let _agent = start_agent(&sb, &node, &kubeconfig, &socket);
+    let mode = std::fs::metadata(&socket).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600,
+        "the CNI socket is for root only"
+    );
+    let conf = plugin_conf(&conflist(&socket));
+
+    // Two pods, as the controller would leave them: annotated, with their NB ports.
+    let prefix = sandbox::registry::netns_prefix(sb.id());
+    let pods = [
+        ("a", "10.16.0.21", "aaaa0000000000000001"),
+        ("b", "10.16.0.22", "bbbb0000000000000002"),
+    ];
+    let _namespaces = Namespaces(
+        ["a", "b", "c", "gone"]
+            .iter()
+            .map(|p| format!("{prefix}k-{p}"))
+            .collect(),
+    );
+    let nbctl = sb.central().nbctl();
+    for (name, ip, id) in pods {
+        api.put(&annotated_pod(name, &node.name, ip));
+        let address = format!("{} {ip}", mac_for(ip.parse().unwrap()));
+        let lsp = format!("{name}.default");
+        nbctl
+            .run([
+                "lsp-add",
+                "ovn-default",
+                &lsp,
+                "--",
+                "lsp-set-addresses",
+                &lsp,
+                &address,
+                "--",
+                "lsp-set-port-security",
+                &lsp,
+                &address,
+            ])
+            .unwrap();
+        let ns = format!("{prefix}k-{name}");
+        netns::add(&ns).unwrap();
+        let (ok, result) = kubelet("ADD", name, id, &ns, &conf);
+        assert!(ok, "ADD {name}: {result}");
+        // A 0.3.1 result, as the conflist asks.
+        assert_eq!(result["cniVersion"], "0.3.1");
+        assert_eq!(result["ips"][0]["address"], format!("{ip}/16"));
+        assert_eq!(result["ips"][0]["version"], "4");
+        assert_eq!(result["ips"][0]["gateway"], "10.16.0.1");
+        assert_eq!(result["interfaces"][0]["name"], "eth0");
+        assert_eq!(
+            result["interfaces"][0]["sandbox"],
+            format!("/var/run/netns/{ns}")
+        );
+        nbctl
+            .run([
+                "--timeout=20",
+                "wait-until",
+                "Logical_Switch_Port",
+                &lsp,
+                "up=true",
+            ])
+            .expect("ovn-controller binds the port");
+    }
+    nbctl.run(["--wait=hv", "sync"]).unwrap();
+    let ping = Cmd::new("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "2", "10.16.0.22"])
+        .netns(format!("{prefix}k-a"))
+        .run();
+    assert!(ping.is_ok(), "a cannot reach b: {ping:?}");
+
+    // The agent's metrics: the datapath is loaded and took over the flow; ADDs are timed.
+    let metrics = scrape(&node);
+    assert!(metrics.contains("kovn_datapath_loaded 1"), "{metrics}");
+    assert!(
+        sum(
+            &metrics,
+            "kovn_datapath_packets_total",
+            r#"reason="fast_hit""#
+        ) > 0.0,
+        "no fast-path hit:\n{metrics}"
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            "cni_op_latency_seconds_count",
+            r#"method="add",status_code="200""#
+        ),
+        2.0,
+        "{metrics}"
+    );
+
+    // CHECK verifies what ADD built.
+    let (ok, out) = kubelet("CHECK", "a", pods[0].2, &format!("{prefix}k-a"), &conf);
+    assert!(ok, "CHECK a: {out}");
+
+    // DEL (twice: it is idempotent) leaves nothing.
+    for (name, _, id) in pods {
+        for _ in 0..2 {
+            let (ok, out) = kubelet("DEL", name, id, &format!("{prefix}k-{name}"), &conf);
+            assert!(ok, "DEL {name}: {out}");
+        }
+        assert_eq!(
+            leftovers(&node, id),
+            Vec::<String>::new(),
+            "after DEL {name}"
+        );
+    }
+
+    // The annotations never arrive: a retryable error naming what is missing, nothing left.
+    let mut c = annotated_pod("c", &node.name, "10.16.0.23");
+    c.metadata.annotations = None;
+    api.put(&c);
+    netns::add(&format!("{prefix}k-c")).unwrap();
+    let started = std::time::Instant::now();
+    let out = kubelet(
+        "ADD",
+        "c",
+        "cccc0000000000000003",
+        &format!("{prefix}k-c"),
+        &conf,
+    );
+    assert!(!out.0);
+    assert_eq!(out.1["code"], 11, "{}", out.1);
+    let details = out.1["details"].as_str().unwrap_or_default();
+    assert!(
+        details.contains("ovn.kubernetes.io/allocated") && details.contains("kovn-controller"),
+        "{}",
+        out.1
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "not bounded"
+    );
+    assert_eq!(
+        leftovers(&node, "cccc0000000000000003"),
+        Vec::<String>::new()
+    );
+
+    // A pod the API does not know: code 3.
+    let out = kubelet(
+        "ADD",
+        "nobody",
+        "dddd0000000000000004",
+        &format!("{prefix}k-c"),
+        &conf,
+    );
+    assert_eq!(out.1["code"], 3, "{}", out.1);
+
+    // The netns is gone (the runtime tore the sandbox down first): an error, nothing left.
+    api.put(&annotated_pod("gone", &node.name, "10.16.0.24"));
+    let out = kubelet(
+        "ADD",
+        "gone",
+        "eeee0000000000000005",
+        &format!("{prefix}k-gone"),
+        &conf,
+    );
+    assert!(!out.0, "ADD into a missing netns succeeded: {}", out.1);
+    assert_eq!(
+        leftovers(&node, "eeee0000000000000005"),
+        Vec::<String>::new()
+    );
+    drop(_agent);
+    sb.teardown().expect("teardown");
+}
