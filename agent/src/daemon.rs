@@ -45,6 +45,9 @@ pub struct DaemonOptions {
     pub pin_dir: PathBuf,
     #[arg(long)]
     pub object: Option<PathBuf>,
+    /// The Service CIDR, routed from the node through ovn0 like the pod subnets.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
 }
 
 fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
@@ -122,6 +125,25 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             }
         });
     }
+    // ovn0 and the node's routes, once the controller has given the node its join port.
+    let service_cidr = options
+        .service_cluster_ip_range
+        .split_once('/')
+        .and_then(|(ip, p)| Some((ip.parse().ok()?, p.parse().ok()?)));
+    tokio::spawn({
+        let (kube, ovs) = (kube.clone(), ovs.clone());
+        let (node, bridge, mtu) = (
+            options.node_name.clone(),
+            options.bridge.clone(),
+            options.mtu,
+        );
+        async move {
+            if let Err(e) = crate::node_setup::run(kube, ovs, node, bridge, mtu, service_cidr).await
+            {
+                tracing::error!(error = %e, "node setup (ovn0, routes) failed");
+            }
+        }
+    });
     let metrics = Arc::new(CniMetrics::new());
     let metrics_listener = tokio::net::TcpListener::bind(options.metrics_addr)
         .await

@@ -5,4 +5,5 @@ pub mod cni_server;
 pub mod daemon;
 pub mod datapath;
 pub mod metrics;
+pub mod node_setup;
 pub mod pod_network;

@@ -136,7 +136,13 @@ fn annotated_pod(name: &str, node: &str, ip: &str) -> Pod {
     }
 }
 
-fn start_agent(sb: &Sandbox, node: &Node, kubeconfig: &Path, socket: &Path) -> Agent {
+fn start_agent(
+    sb: &Sandbox,
+    node: &Node,
+    kubeconfig: &Path,
+    socket: &Path,
+    annotation_timeout: u64,
+) -> Agent {
     let mut child = Cmd::new(env!("CARGO_BIN_EXE_kovn-agent"))
         .arg("daemon")
         .args(["--node-name", &node.name])
@@ -144,12 +150,8 @@ fn start_agent(sb: &Sandbox, node: &Node, kubeconfig: &Path, socket: &Path) -> A
         .arg(socket.display().to_string())
         .arg("--ovs-db")
         .arg(format!("unix:{}", node.db.socket.display()))
-        .args([
-            "--metrics-addr",
-            "127.0.0.1:10665",
-            "--annotation-timeout",
-            "2",
-        ])
+        .args(["--metrics-addr", "127.0.0.1:10665", "--annotation-timeout"])
+        .arg(annotation_timeout.to_string())
         .arg("--pin-dir")
         .arg(sb.bpffs_dir().join(&node.name).display().to_string())
         .env("KUBECONFIG", kubeconfig.display().to_string())
@@ -259,7 +261,7 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     let kubeconfig = dir.join("kubeconfig");
     served.write_kubeconfig(&kubeconfig).unwrap();
     let socket = dir.join("kube-ovn-daemon.sock");
-    let _agent = start_agent(&sb, &node, &kubeconfig, &socket);
+    let _agent = start_agent(&sb, &node, &kubeconfig, &socket, 2);
     let mode = std::fs::metadata(&socket).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -424,5 +426,238 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
         Vec::<String>::new()
     );
     drop(_agent);
+    sb.teardown().expect("teardown");
+}
+
+/// The API stand-in served inside `netns` (at its 127.0.0.1), with a kubeconfig for it.
+fn serve_in(
+    api: &FakeApi,
+    netns_name: &str,
+    dir: &Path,
+) -> (sandbox::kube_api::ServedApi, PathBuf) {
+    let listener = netns::run_in(netns_name, || std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let served = api.serve_listener(listener).unwrap();
+    let kubeconfig = dir.join(format!("kubeconfig-{netns_name}"));
+    served.write_kubeconfig(&kubeconfig).unwrap();
+    (served, kubeconfig)
+}
+
+fn routed_pod(api: &FakeApi, name: &str) -> Option<BTreeMap<String, String>> {
+    api.all::<Pod>()
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .and_then(|p| p.metadata.annotations)
+        .filter(|a| a.get(annotations::ROUTED).map(String::as_str) == Some("true"))
+}
+
+fn wait(what: &str, limit: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn pinged(netns_name: &str, ip: &str) -> bool {
+    Cmd::new("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "2", ip])
+        .netns(netns_name)
+        .run()
+        .is_ok()
+}
+
+#[test]
+fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
+    if !sandbox::privileged(
+        "with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes",
+    ) {
+        return;
+    }
+    // An empty NB: kovn-controller builds the topology.
+    let sb = Sandbox::start_empty(SandboxConfig {
+        nodes: 2,
+        handoff: Handoff::Datapath,
+    })
+    .expect("sandbox");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let dir = sb.dir().join("cluster-e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = FakeApi::new();
+    api.put(&Namespace {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    });
+    for node in sb.nodes() {
+        api.put(&k8s_openapi::api::core::v1::Node {
+            metadata: ObjectMeta {
+                name: Some(node.name.clone()),
+                ..ObjectMeta::default()
+            },
+            ..Default::default()
+        });
+    }
+    // kovn-controller, a process on the host, with the NB's unix socket.
+    let served_host = runtime.block_on(api.serve()).unwrap();
+    let host_kubeconfig = dir.join("kubeconfig-host");
+    served_host.write_kubeconfig(&host_kubeconfig).unwrap();
+    let _controller = Agent(
+        Command::new(workspace_binary("controller", "kovn-controller"))
+            .arg(format!(
+                "--ovn-nb-addr=unix:{}",
+                sb.central().nb.socket.display()
+            ))
+            .arg("--metrics-addr=127.0.0.1:0")
+            .env("KUBECONFIG", &host_kubeconfig)
+            .env("KUBE_NAMESPACE", "kube-system")
+            .env("POD_NAME", "kovn-controller-e2e")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("kovn-controller"),
+    );
+    // One agent per node, each with the API at its own loopback.
+    let mut agents = Vec::new();
+    let mut servers = Vec::new();
+    let mut confs = Vec::new();
+    for node in sb.nodes() {
+        let (served, kubeconfig) = serve_in(&api, &node.netns, &dir);
+        let socket = dir.join(format!("{}.sock", node.name));
+        agents.push(start_agent(&sb, node, &kubeconfig, &socket, 30));
+        servers.push(served);
+        confs.push(plugin_conf(&conflist(&socket)));
+    }
+    wait(
+        "node join ports",
+        std::time::Duration::from_secs(30),
+        || {
+            api.all::<k8s_openapi::api::core::v1::Node>()
+                .iter()
+                .all(|n| {
+                    n.metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(annotations::PORT_NAME))
+                })
+        },
+    );
+
+    // Pods a and b on n0, c on n1, created the way the scheduler leaves them.
+    let prefix = sandbox::registry::netns_prefix(sb.id());
+    let pods = [
+        ("a", 0, "a0a0000000000001"),
+        ("b", 0, "b0b0000000000002"),
+        ("c", 1, "c0c0000000000003"),
+    ];
+    let _namespaces = Namespaces(
+        pods.iter()
+            .map(|(p, _, _)| format!("{prefix}x-{p}"))
+            .collect(),
+    );
+    let mut ips = BTreeMap::new();
+    for (name, node, id) in pods {
+        api.put(&Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(sb.node(node).name.clone()),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        });
+        let ns = format!("{prefix}x-{name}");
+        netns::add(&ns).unwrap();
+        // The kubelet runs the plugin at once; the agent waits for the controller.
+        let (ok, result) = kubelet("ADD", name, id, &ns, &confs[node]);
+        assert!(ok, "ADD {name}: {result}");
+        let ip = result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert_eq!(routed_pod(&api, name).unwrap()[annotations::IP_ADDRESS], ip);
+        ips.insert(name, ip);
+    }
+    let nbctl = sb.central().nbctl();
+    for (name, _, _) in pods {
+        nbctl
+            .run([
+                "--timeout=20",
+                "wait-until",
+                "Logical_Switch_Port",
+                &format!("{name}.default"),
+                "up=true",
+            ])
+            .expect("port up");
+    }
+    nbctl.run(["--wait=hv", "sync"]).unwrap();
+    let a = format!("{prefix}x-a");
+    assert!(pinged(&a, &ips["b"]), "a -> b (same node)");
+    assert!(pinged(&a, &ips["c"]), "a -> c (across nodes, Geneve)");
+    // Pod -> its node's ovn0, and a node -> a pod on another node, over the join network.
+    let n0 = api
+        .all::<k8s_openapi::api::core::v1::Node>()
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some("n0"))
+        .unwrap();
+    let n0_ip = n0.metadata.annotations.unwrap()[annotations::IP_ADDRESS].clone();
+    for node in sb.nodes() {
+        wait(
+            &format!("{} routes the pod subnet via ovn0", node.name),
+            std::time::Duration::from_secs(20),
+            || {
+                Cmd::new("ip")
+                    .args(["route", "show", "10.16.0.0/16"])
+                    .netns(&node.netns)
+                    .run()
+                    .is_ok_and(|o| o.contains("ovn0"))
+            },
+        );
+    }
+    if !pinged(&a, &n0_ip) {
+        let diag = |args: &[&str]| {
+            Cmd::new("ip")
+                .args(args.iter().copied())
+                .netns(&sb.node(0).netns)
+                .run()
+        };
+        panic!(
+            "a -> its node's ovn0 {n0_ip} failed\nroutes: {:?}\novn0: {:?}\nneigh: {:?}\nNB: {}",
+            diag(&["route"]),
+            diag(&["addr", "show", "ovn0"]),
+            diag(&["neigh"]),
+            nbctl.run(["show"]).unwrap_or_default()
+        );
+    }
+    assert!(pinged(&sb.node(1).netns, &ips["a"]), "node n1 -> a on n0");
+
+    // The pod goes: CNI DEL on its node, then the API delete; the controller releases it.
+    let (ok, out) = kubelet("DEL", "c", pods[2].2, &format!("{prefix}x-c"), &confs[1]);
+    assert!(ok, "DEL c: {out}");
+    assert_eq!(leftovers(sb.node(1), pods[2].2), Vec::<String>::new());
+    api.delete::<Pod>(Some("default"), "c");
+    wait(
+        "c's IP released",
+        std::time::Duration::from_secs(10),
+        || {
+            api.all::<api::IP>()
+                .iter()
+                .all(|i| i.metadata.name.as_deref() != Some("c.default"))
+        },
+    );
+    drop(agents);
     sb.teardown().expect("teardown");
 }

@@ -9,5 +9,7 @@ pub const CIDR: &str = "ovn.kubernetes.io/cidr";
 pub const GATEWAY: &str = "ovn.kubernetes.io/gateway";
 pub const LOGICAL_SWITCH: &str = "ovn.kubernetes.io/logical_switch";
 pub const LOGICAL_ROUTER: &str = "ovn.kubernetes.io/logical_router";
+/// On a Node: its join port (`node-<name>`), which the agent binds to `ovn0`.
+pub const PORT_NAME: &str = "ovn.kubernetes.io/port_name";
 /// On a Namespace: the subnet(s) its pods use.
 pub const NAMESPACE_LOGICAL_SWITCH: &str = "ovn.kubernetes.io/logical_switch";

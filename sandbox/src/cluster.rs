@@ -99,6 +99,16 @@ impl Sandbox {
     /// Cleans up stale sandboxes of dead runs, then starts a new one and waits until every
     /// node's chassis is registered.
     pub fn start(config: SandboxConfig) -> Result<Sandbox> {
+        Sandbox::start_with(config, true)
+    }
+
+    /// Like [`Sandbox::start`], but leaves the Northbound database empty: no cluster router,
+    /// no default subnet. For tests where kovn-controller builds the topology.
+    pub fn start_empty(config: SandboxConfig) -> Result<Sandbox> {
+        Sandbox::start_with(config, false)
+    }
+
+    fn start_with(config: SandboxConfig, default_topology: bool) -> Result<Sandbox> {
         if config.nodes == 0 || config.nodes > 200 {
             return Err(SandboxError::Invalid(format!(
                 "a sandbox has 1 to 200 nodes, not {}",
@@ -120,7 +130,7 @@ impl Sandbox {
             handoff: config.handoff,
             torn_down: false,
         };
-        if let Err(e) = sandbox.bring_up(&config) {
+        if let Err(e) = sandbox.bring_up(&config, default_topology) {
             eprintln!(
                 "\n==== sandbox {} failed to start: {e}; daemon logs (kept in {}) ====\n{}",
                 sandbox.id(),
@@ -135,7 +145,7 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    fn bring_up(&mut self, config: &SandboxConfig) -> Result<()> {
+    fn bring_up(&mut self, config: &SandboxConfig, default_topology: bool) -> Result<()> {
         let fabric = self.add_namespace("fabric")?;
         Cmd::new("ip")
             .args([
@@ -191,7 +201,9 @@ impl Sandbox {
             node.wait_ready(&central.sbctl(), NODE_READY_TIMEOUT)?;
         }
         self.resolve_underlay_neighbours()?;
-        self.create_default_topology()?;
+        if default_topology {
+            self.create_default_topology()?;
+        }
         self.supervisor.check()
     }
 

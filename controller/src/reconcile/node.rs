@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::topology::{self, PodPortPlan, gateway};
 
 /// Kube-OVN's node annotation naming the join port.
-pub const PORT_NAME: &str = "ovn.kubernetes.io/port_name";
+pub use api::annotations::PORT_NAME;
 /// Gateway state is rebuilt this often even without a change (port group membership races
 /// with pods created in the same batch).
 const RESYNC: Duration = Duration::from_secs(300);

@@ -1,0 +1,335 @@
+//! The node's own attachment to the overlay, as Kube-OVN's daemon makes it: the `ovn0`
+//! internal port on br-int bound to the node's join port (`node-<name>`, allocated by the
+//! controller and named in the Node's annotations), with the node's join address, and a route
+//! to every pod subnet through the join gateway, so the node reaches pods and pods reach the
+//! node.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use api::{Subnet, annotations};
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::wait::await_condition;
+use kube::{Api, ResourceExt};
+use ovsdb::models::open_vswitch::{Bridge, Interface, Port};
+use ovsdb::{Client, Condition, Datum, Model, Mutation, Transaction};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+use crate::pod_network::NetworkError;
+
+/// The node's internal port, named as Kube-OVN names it.
+pub const NODE_PORT: &str = "ovn0";
+
+/// The node's join attachment, from its annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeGateway {
+    pub port_name: String,
+    pub mac: String,
+    pub address: IpAddr,
+    pub prefix_len: u8,
+    pub gateway: IpAddr,
+}
+
+fn ready(node: &Node) -> bool {
+    let a = node.annotations();
+    [
+        annotations::PORT_NAME,
+        annotations::IP_ADDRESS,
+        annotations::MAC_ADDRESS,
+        annotations::CIDR,
+        annotations::GATEWAY,
+    ]
+    .iter()
+    .all(|k| a.get(*k).is_some_and(|v| !v.is_empty()))
+}
+
+/// Waits until the controller has given this node its join port, at most `timeout`.
+pub async fn wait_for_node(
+    kube: &kube::Client,
+    name: &str,
+    timeout: Duration,
+) -> Result<NodeGateway, NetworkError> {
+    let nodes: Api<Node> = Api::all(kube.clone());
+    let condition = await_condition(nodes, name, |n: Option<&Node>| n.is_some_and(ready));
+    let node = match tokio::time::timeout(timeout, condition).await {
+        Ok(Ok(Some(node))) => node,
+        Ok(Ok(None)) => return Err(NetworkError::Check(format!("node {name} was deleted"))),
+        Ok(Err(e)) => return Err(NetworkError::Check(format!("watching node {name}: {e}"))),
+        Err(_) => {
+            return Err(NetworkError::Check(format!(
+                "node {name} has no {} annotation after {} s: kovn-controller allocates the node's join port; is it running?",
+                annotations::PORT_NAME,
+                timeout.as_secs()
+            )));
+        }
+    };
+    let a = node.annotations();
+    let bad = |what: &str| NetworkError::Check(format!("node {name}: bad {what} annotation"));
+    let first = |key: &str| a[key].split(',').next().unwrap_or_default().to_owned();
+    let address: IpAddr = first(annotations::IP_ADDRESS)
+        .parse()
+        .map_err(|_| bad("ip_address"))?;
+    let prefix_len = first(annotations::CIDR)
+        .split_once('/')
+        .and_then(|(_, p)| p.parse().ok())
+        .ok_or_else(|| bad("cidr"))?;
+    Ok(NodeGateway {
+        port_name: a[annotations::PORT_NAME].clone(),
+        mac: a[annotations::MAC_ADDRESS].clone(),
+        address,
+        prefix_len,
+        gateway: first(annotations::GATEWAY)
+            .parse()
+            .map_err(|_| bad("gateway"))?,
+    })
+}
+
+fn by_name<M: Model>(cache: &ovsdb::Cache, name: &str) -> Option<M> {
+    let row = cache
+        .table(M::TABLE)?
+        .rows()
+        .find(|r| r.string("name") == Some(name))?;
+    M::from_row(row).ok()
+}
+
+fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
+    let what = what.into();
+    move |source| NetworkError::Netlink { what, source }
+}
+
+async fn link_index(handle: &Handle, name: &str) -> Option<u32> {
+    handle
+        .link()
+        .get()
+        .match_name(name.to_owned())
+        .execute()
+        .try_next()
+        .await
+        .ok()
+        .flatten()
+        .map(|l| l.header.index)
+}
+
+/// Makes `ovn0` exist on `bridge`, bound to the node's join port, with its MAC, MTU and
+/// address. Idempotent. Returns its interface index.
+pub async fn ensure_node_port(
+    ovs: &Client,
+    bridge: &str,
+    gateway: &NodeGateway,
+    mtu: u32,
+) -> Result<u32, NetworkError> {
+    let ids = Datum::map([("iface-id", gateway.port_name.as_str()), ("vendor", "kovn")]);
+    let mut t = Transaction::new("Open_vSwitch");
+    match ovs.read(|c| by_name::<Interface>(c, NODE_PORT)) {
+        Some(interface) => {
+            t.update(
+                Interface::TABLE,
+                &[Condition::uuid(interface.uuid)],
+                [
+                    ("external_ids", ids),
+                    ("mac", Datum::set([gateway.mac.as_str()])),
+                ],
+            );
+        }
+        None => {
+            let bridge_row = ovs
+                .read(|c| by_name::<Bridge>(c, bridge))
+                .ok_or_else(|| NetworkError::Ovsdb(format!("no bridge {bridge} on this node")))?;
+            let (_, interface) = t.insert_named(
+                Interface::TABLE,
+                "ovn0",
+                [
+                    ("name", Datum::atom(NODE_PORT)),
+                    ("type", Datum::atom("internal")),
+                    ("mac", Datum::set([gateway.mac.as_str()])),
+                    ("external_ids", ids),
+                ],
+            );
+            let (_, port) = t.insert_named(
+                Port::TABLE,
+                "ovn0port",
+                [
+                    ("name", Datum::atom(NODE_PORT)),
+                    ("interfaces", Datum::set([interface])),
+                ],
+            );
+            t.mutate(
+                Bridge::TABLE,
+                &[Condition::uuid(bridge_row.uuid)],
+                &[Mutation::insert("ports", Datum::set([port]))],
+            );
+        }
+    }
+    ovs.transact_synced(&t)
+        .await
+        .map_err(|e| NetworkError::Ovsdb(format!("binding {NODE_PORT}: {e}")))?;
+
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|source| NetworkError::Io {
+            what: "netlink socket".into(),
+            source,
+        })?;
+    let connection = tokio::spawn(connection);
+    // ovs-vswitchd creates the device once it sees the port.
+    let mut index = None;
+    for _ in 0..100 {
+        index = link_index(&handle, NODE_PORT).await;
+        if index.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let index = index.ok_or_else(|| {
+        NetworkError::Check(format!(
+            "ovs-vswitchd did not create {NODE_PORT} within 5 s"
+        ))
+    })?;
+    let mac = crate::datapath::parse_mac(&gateway.mac).map_err(NetworkError::Check)?;
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .mtu(mtu)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(netlink(format!("configuring {NODE_PORT}")))?;
+    match handle
+        .address()
+        .add(index, gateway.address, gateway.prefix_len)
+        .execute()
+        .await
+    {
+        Ok(()) => {}
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+        Err(e) => {
+            return Err(netlink(format!(
+                "adding {} to {NODE_PORT}",
+                gateway.address
+            ))(e));
+        }
+    }
+    connection.abort();
+    Ok(index)
+}
+
+/// The pod subnets the node must route through `ovn0`: every subnet of the default VPC but
+/// the join subnet itself.
+pub fn pod_cidrs(subnets: &[Subnet], join: &NodeGateway) -> Vec<(IpAddr, u8)> {
+    let mut out = Vec::new();
+    for subnet in subnets {
+        let default_vpc = subnet.spec.vpc.is_empty() || subnet.spec.vpc == "ovn-cluster";
+        if !default_vpc {
+            continue;
+        }
+        for cidr in subnet.spec.cidr_block.split(',') {
+            let Some((ip, prefix)) = cidr.trim().split_once('/') else {
+                continue;
+            };
+            let (Ok(ip), Ok(prefix)) = (ip.parse::<IpAddr>(), prefix.parse::<u8>()) else {
+                continue;
+            };
+            let is_join = ip.is_ipv4() == join.address.is_ipv4()
+                && prefix == join.prefix_len
+                && same_network(ip, join.address, prefix);
+            if !is_join && ip.is_ipv4() == join.gateway.is_ipv4() {
+                out.push((ip, prefix));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn same_network(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Routes every pod CIDR (and the service CIDR) via the join gateway on `ovn0`. Adds what is
+/// missing; a route already there is left alone.
+pub async fn ensure_routes(
+    ovn0: u32,
+    gateway: IpAddr,
+    cidrs: &[(IpAddr, u8)],
+) -> Result<(), NetworkError> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|source| NetworkError::Io {
+            what: "netlink socket".into(),
+            source,
+        })?;
+    let connection = tokio::spawn(connection);
+    for (ip, prefix) in cidrs {
+        let message = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(*ip, *prefix)
+            .and_then(|b| b.gateway(gateway))
+            .map_err(|e| NetworkError::Check(format!("route {ip}/{prefix}: {e}")))?
+            .output_interface(ovn0)
+            .build();
+        match handle.route().add(message).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+            Err(e) => return Err(netlink(format!("route {ip}/{prefix} via {gateway}"))(e)),
+        }
+    }
+    connection.abort();
+    Ok(())
+}
+
+/// Keeps `ovn0` and the node's routes in step with the Subnets, until the task is dropped.
+pub async fn run(
+    kube: kube::Client,
+    ovs: Client,
+    node_name: String,
+    bridge: String,
+    mtu: u32,
+    service_cidr: Option<(IpAddr, u8)>,
+) -> Result<(), NetworkError> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let gateway = wait_for_node(&kube, &node_name, Duration::from_secs(300)).await?;
+    let ovn0 = ensure_node_port(&ovs, &bridge, &gateway, mtu).await?;
+    tracing::info!(address = %gateway.address, port = %gateway.port_name, "ovn0 is up");
+    let (store, writer) = reflector::store::<Subnet>();
+    let mut changes = watcher(Api::<Subnet>::all(kube), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .boxed();
+    let mut routed = Vec::new();
+    // Every event, InitDone included: the store shows the initial list only from InitDone on.
+    while changes.next().await.is_some() {
+        let subnets: Vec<Subnet> = store.state().iter().map(|s| (**s).clone()).collect();
+        let mut cidrs = pod_cidrs(&subnets, &gateway);
+        cidrs.extend(service_cidr);
+        if cidrs == routed {
+            continue;
+        }
+        // Until ovs-vswitchd has opened ovn0 it has no carrier, and routes through it are
+        // refused ("network unreachable"): retry rather than wait for the next Subnet event.
+        let mut attempt = 0u32;
+        while let Err(e) = ensure_routes(ovn0, gateway.gateway, &cidrs).await {
+            attempt += 1;
+            if attempt % 20 == 1 {
+                tracing::warn!(error = %e, attempt, "node routes not in place yet; retrying");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tracing::info!(?cidrs, "node routes to pod subnets via ovn0");
+        routed = cidrs;
+    }
+    Ok(())
+}
