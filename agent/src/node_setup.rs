@@ -214,6 +214,16 @@ pub async fn ensure_node_port(
         }
     }
     connection.abort();
+    // The node forwards between ovn0 and its other interfaces: hostPorts, NodePorts, and
+    // replies to traffic that reached a pod through the node.
+    for path in [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv6/conf/all/forwarding",
+    ] {
+        if let Err(e) = std::fs::write(path, "1") {
+            tracing::warn!(%path, error = %e, "cannot turn forwarding on");
+        }
+    }
     Ok(index)
 }
 

@@ -16,6 +16,7 @@ use api::annotations;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec};
 use kube::api::ObjectMeta;
 use sandbox::kube_api::FakeApi;
+use sandbox::kubelet::{Kubelet, PodSandbox, PortMapping};
 use sandbox::{Cmd, Handoff, Node, Sandbox, SandboxConfig, mac_for, netns};
 use serde_json::{Value, json};
 
@@ -62,48 +63,69 @@ fn conflist(socket: &Path) -> Value {
         {"type": "portmap", "capabilities": {"portMappings": true}}]})
 }
 
-/// What libcni hands the first plugin: its own conf with the list's name and version.
-fn plugin_conf(list: &Value) -> String {
-    let mut conf = list["plugins"][0].clone();
-    conf["name"] = list["name"].clone();
-    conf["cniVersion"] = list["cniVersion"].clone();
-    conf.to_string()
+/// The kubelet of `node`: Kube-OVN's conflist, kube-ovn from this build and the reference
+/// plugins from Debian, run in the node's namespace.
+fn node_kubelet(node: &Node, socket: &Path) -> Kubelet {
+    let kube_ovn = workspace_binary("cni", "kube-ovn");
+    Kubelet {
+        conflist: conflist(socket),
+        plugin_dirs: vec![
+            kube_ovn.parent().unwrap().to_path_buf(),
+            PathBuf::from("/usr/lib/cni"),
+            PathBuf::from("/opt/cni/bin"),
+        ],
+        node_netns: node.netns.clone(),
+    }
 }
 
-/// The kubelet running the CNI plugin for a pod sandbox: (success, stdout JSON).
+/// ADD results by container ID, as the kubelet caches them for CHECK and DEL.
+static RESULTS: std::sync::Mutex<BTreeMap<String, Value>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// The kubelet running the conflist for a pod sandbox: (success, result or error JSON).
 fn kubelet(
     command: &str,
     pod: &str,
     container_id: &str,
     netns_name: &str,
-    conf: &str,
+    k: &Kubelet,
 ) -> (bool, Value) {
-    let mut child = Command::new(workspace_binary("cni", "kube-ovn"))
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container_id)
-        .env("CNI_NETNS", format!("/var/run/netns/{netns_name}"))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={container_id}"))
-        .env("CNI_PATH", "/usr/lib/cni:/opt/cni/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("kube-ovn");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let value = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    kubelet_with_ports(command, pod, container_id, netns_name, k, vec![])
+}
+
+fn kubelet_with_ports(
+    command: &str,
+    pod: &str,
+    container_id: &str,
+    netns_name: &str,
+    k: &Kubelet,
+    port_mappings: Vec<PortMapping>,
+) -> (bool, Value) {
+    let sandbox = PodSandbox {
+        name: pod.into(),
+        namespace: "default".into(),
+        container_id: container_id.into(),
+        netns: netns_name.into(),
+        if_name: "eth0".into(),
+        port_mappings,
     };
-    (out.status.success(), value)
+    let cached = RESULTS.lock().unwrap().get(container_id).cloned();
+    let outcome = match command {
+        "ADD" => k.add(&sandbox).inspect(|r| {
+            RESULTS
+                .lock()
+                .unwrap()
+                .insert(container_id.into(), r.clone());
+        }),
+        "CHECK" => k
+            .check(&sandbox, cached.as_ref().unwrap_or(&Value::Null))
+            .map(|()| Value::Null),
+        "DEL" => k.del(&sandbox, cached.as_ref()).map(|()| Value::Null),
+        other => panic!("no CNI command {other}"),
+    };
+    match outcome {
+        Ok(v) => (true, v),
+        Err(failure) => (false, failure.output),
+    }
 }
 
 /// The annotations kovn-controller writes once a pod's port is in NB.
@@ -268,7 +290,7 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
         0o600,
         "the CNI socket is for root only"
     );
-    let conf = plugin_conf(&conflist(&socket));
+    let conf = node_kubelet(&node, &socket);
 
     // Two pods, as the controller would leave them: annotated, with their NB ports.
     let prefix = sandbox::registry::netns_prefix(sb.id());
@@ -354,8 +376,19 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
         "{metrics}"
     );
 
-    // CHECK verifies what ADD built.
+    // CHECK verifies what ADD built (CHECK exists from CNI 0.4.0 on: a 1.0.0 list here).
     let (ok, out) = kubelet("CHECK", "a", pods[0].2, &format!("{prefix}k-a"), &conf);
+    assert!(!ok, "libcni refuses CHECK for Kube-OVN's 0.3.1 list: {out}");
+    let mut check_conf = conf.clone();
+    check_conf.conflist["cniVersion"] = json!("1.0.0");
+    check_conf.conflist["plugins"] = json!([check_conf.conflist["plugins"][0].clone()]);
+    let (ok, out) = kubelet(
+        "CHECK",
+        "a",
+        pods[0].2,
+        &format!("{prefix}k-a"),
+        &check_conf,
+    );
     assert!(ok, "CHECK a: {out}");
 
     // DEL (twice: it is idempotent) leaves nothing.
@@ -533,7 +566,7 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
         let socket = dir.join(format!("{}.sock", node.name));
         agents.push(start_agent(&sb, node, &kubeconfig, &socket, 30));
         servers.push(served);
-        confs.push(plugin_conf(&conflist(&socket)));
+        confs.push(node_kubelet(node, &socket));
     }
     wait(
         "node join ports",
@@ -578,8 +611,18 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
         });
         let ns = format!("{prefix}x-{name}");
         netns::add(&ns).unwrap();
-        // The kubelet runs the plugin at once; the agent waits for the controller.
-        let (ok, result) = kubelet("ADD", name, id, &ns, &confs[node]);
+        // The kubelet runs the plugins at once; the agent waits for the controller. Pod a
+        // has a hostPort, which the chained portmap plugin programs.
+        let ports = if name == "a" {
+            vec![PortMapping {
+                host_port: 18080,
+                container_port: 5201,
+                protocol: "tcp".into(),
+            }]
+        } else {
+            vec![]
+        };
+        let (ok, result) = kubelet_with_ports("ADD", name, id, &ns, &confs[node], ports);
         assert!(ok, "ADD {name}: {result}");
         let ip = result["ips"][0]["address"]
             .as_str()
@@ -643,6 +686,41 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
         );
     }
     assert!(pinged(&sb.node(1).netns, &ips["a"]), "node n1 -> a on n0");
+
+    // hostPort (Kube-OVN's conflist: kube-ovn, then portmap): n1 reaches a's server at n0's
+    // address, port 18080.
+    let mut server = Cmd::new("iperf3")
+        .args(["-s", "-p", "5201", "-1"])
+        .netns(&a)
+        .to_command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let client = Cmd::new("iperf3")
+        .args(["-c", &sb.node(0).address, "-p", "18080", "-t", "1"])
+        .netns(&sb.node(1).netns)
+        .timeout(std::time::Duration::from_secs(8))
+        .run();
+    let _ = server.kill();
+    let _ = server.wait();
+    if client.is_err() {
+        let on = |node: usize, program: &str, args: &[&str]| {
+            Cmd::new(program)
+                .args(args.iter().copied())
+                .netns(&sb.node(node).netns)
+                .run()
+        };
+        panic!(
+            "hostPort 18080 on n0 does not reach a:5201: {client:?}\nnat: {:?}\nroutes: {:?}\npolicies: {:?}\nport groups: {:?}\nforward: {:?}",
+            on(0, "iptables-save", &["-t", "nat"]),
+            on(0, "ip", &["route"]),
+            nbctl.run(["lr-policy-list", "ovn-cluster"]),
+            nbctl.run(["--columns=name,ports", "list", "Port_Group"]),
+            on(0, "sysctl", &["net.ipv4.ip_forward"]),
+        );
+    }
 
     // The pod goes: CNI DEL on its node, then the API delete; the controller releases it.
     let (ok, out) = kubelet("DEL", "c", pods[2].2, &format!("{prefix}x-c"), &confs[1]);

@@ -135,6 +135,7 @@ async fn subnets_and_pod_ports_converge_and_stay_converged() {
         pod: "p1".into(),
         namespace: "default".into(),
         node: "n1".into(),
+        port_security: true,
     };
     assert!(apply(&client, client.read(|c| reconcile_pod_port(c, &pod))).await);
     assert!(

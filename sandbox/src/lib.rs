@@ -9,6 +9,7 @@ pub mod cmd;
 mod db_server;
 mod error;
 pub mod kube_api;
+pub mod kubelet;
 pub mod netns;
 mod node;
 mod ovs;

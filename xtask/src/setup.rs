@@ -23,6 +23,8 @@ pub const PACKAGES: &[&str] = &[
     "tcpdump",
     "bpftool",
     "containernetworking-plugins",
+    // portmap (chained after kube-ovn) programs hostPorts with iptables.
+    "iptables",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -53,6 +53,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
         pod: name.clone(),
         namespace: String::new(),
         node: name.clone(),
+        port_security: false,
     };
     let router = ctx.settings.cluster_router.clone();
     let join_ips = allocation.ips.clone();

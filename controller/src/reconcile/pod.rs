@@ -93,6 +93,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         pod: name.clone(),
         namespace: namespace.clone(),
         node: node.clone(),
+        port_security: true,
     };
     let distributed = uses_node_gateway(&subnet, &ctx.settings);
     let port_group = node_port_group(&node);

@@ -52,6 +52,26 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
             next_hop: r.next_hop_ip.clone(),
         })
         .collect();
+    // The default VPC sends what is not for the cluster to the join gateway, as Kube-OVN
+    // does: without a route, traffic to outside addresses is dropped at routing, before the
+    // distributed gateway's reroute policies (which pick each node's ovn0) are applied.
+    let mut routes = routes;
+    if is_default(vpc, ctx) {
+        for gateway in ctx.settings.node_switch_gateway.split(',').map(str::trim) {
+            let prefix = if gateway.contains(':') {
+                "::/0"
+            } else {
+                "0.0.0.0/0"
+            };
+            if !gateway.is_empty() && !routes.iter().any(|r| r.prefix == prefix) {
+                routes.push(Route {
+                    policy: "dst-ip",
+                    prefix: prefix.into(),
+                    next_hop: gateway.into(),
+                });
+            }
+        }
+    }
     let policies: Vec<Policy> = vpc
         .spec
         .policy_routes

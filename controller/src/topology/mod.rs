@@ -320,6 +320,10 @@ pub struct PodPortPlan {
     pub namespace: String,
     /// The node the pod runs on (empty: not scheduled yet).
     pub node: String,
+    /// Whether OVN drops what the port sends from other addresses. True for pods; false for
+    /// a node's join port, which forwards traffic of other sources (hostPorts, replies to
+    /// traffic that entered through the node), as Kube-OVN's node ports do.
+    pub port_security: bool,
 }
 
 impl PodPortPlan {
@@ -351,6 +355,11 @@ pub fn pod_port_ops(
         find(cache, &plan.switch).ok_or_else(|| MissingSwitch(plan.switch.clone()))?;
     let port: Option<LogicalSwitchPort> = find(cache, &plan.name);
     let address = plan.address();
+    let security: Vec<String> = if plan.port_security {
+        vec![address.clone()]
+    } else {
+        Vec::new()
+    };
     let reference = match port {
         None => {
             let (_, port) = t.insert_named(
@@ -359,7 +368,10 @@ pub fn pod_port_ops(
                 [
                     ("name", Datum::atom(plan.name.as_str())),
                     ("addresses", Datum::set([address.as_str()])),
-                    ("port_security", Datum::set([address.as_str()])),
+                    (
+                        "port_security",
+                        Datum::set(security.iter().map(String::as_str)),
+                    ),
                     (
                         "external_ids",
                         Datum::map([
@@ -382,13 +394,16 @@ pub fn pod_port_ops(
             );
             port
         }
-        Some(p) if p.addresses != [address.clone()] || p.port_security != [address.clone()] => {
+        Some(p) if p.addresses != [address.clone()] || p.port_security != security => {
             t.update(
                 LogicalSwitchPort::TABLE,
                 &[Condition::uuid(p.uuid)],
                 [
                     ("addresses", Datum::set([address.as_str()])),
-                    ("port_security", Datum::set([address.as_str()])),
+                    (
+                        "port_security",
+                        Datum::set(security.iter().map(String::as_str)),
+                    ),
                 ],
             );
             bump_nb_cfg(t);
