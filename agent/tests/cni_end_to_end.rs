@@ -504,6 +504,169 @@ fn pinged(netns_name: &str, ip: &str) -> bool {
         .is_ok()
 }
 
+/// A sandbox with an empty NB, kovn-controller (a process on the host, with the NB's unix
+/// socket) and one `kovn-agent daemon` per node, all on the API stand-in with kubeconfigs.
+struct Cluster {
+    sb: Sandbox,
+    api: FakeApi,
+    dir: PathBuf,
+    controller: Agent,
+    agents: Vec<Agent>,
+    kubelets: Vec<Kubelet>,
+    kubeconfigs: Vec<PathBuf>,
+    host_kubeconfig: PathBuf,
+    _servers: Vec<sandbox::kube_api::ServedApi>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    fn start(nodes: usize) -> Cluster {
+        let sb = Sandbox::start_empty(SandboxConfig {
+            nodes,
+            handoff: Handoff::Datapath,
+        })
+        .expect("sandbox");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = sb.dir().join("cluster-e2e");
+        std::fs::create_dir_all(&dir).unwrap();
+        let api = FakeApi::new();
+        api.put(&Namespace {
+            metadata: ObjectMeta {
+                name: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        });
+        for node in sb.nodes() {
+            api.put(&k8s_openapi::api::core::v1::Node {
+                metadata: ObjectMeta {
+                    name: Some(node.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                ..Default::default()
+            });
+        }
+        let mut servers = Vec::new();
+        let served_host = {
+            let _guard = runtime.enter();
+            runtime.block_on(api.serve()).unwrap()
+        };
+        let host_kubeconfig = dir.join("kubeconfig-host");
+        served_host.write_kubeconfig(&host_kubeconfig).unwrap();
+        servers.push(served_host);
+        let controller = start_controller(&sb, &host_kubeconfig);
+        let mut agents = Vec::new();
+        let mut kubelets = Vec::new();
+        let mut kubeconfigs = Vec::new();
+        for node in sb.nodes() {
+            let (served, kubeconfig) = {
+                let _guard = runtime.enter();
+                serve_in(&api, &node.netns, &dir)
+            };
+            let socket = dir.join(format!("{}.sock", node.name));
+            agents.push(start_agent(&sb, node, &kubeconfig, &socket, 30));
+            servers.push(served);
+            kubelets.push(node_kubelet(node, &socket));
+            kubeconfigs.push(kubeconfig);
+        }
+        wait(
+            "node join ports",
+            std::time::Duration::from_secs(30),
+            || {
+                api.all::<k8s_openapi::api::core::v1::Node>()
+                    .iter()
+                    .all(|n| {
+                        n.metadata
+                            .annotations
+                            .as_ref()
+                            .is_some_and(|a| a.contains_key(annotations::PORT_NAME))
+                    })
+            },
+        );
+        Cluster {
+            sb,
+            api,
+            dir,
+            controller,
+            agents,
+            kubelets,
+            kubeconfigs,
+            host_kubeconfig,
+            _servers: servers,
+            _runtime: runtime,
+        }
+    }
+
+    fn teardown(self) {
+        let Cluster {
+            sb,
+            agents,
+            controller,
+            ..
+        } = self;
+        drop(agents);
+        drop(controller);
+        sb.teardown().expect("teardown");
+    }
+
+    fn socket(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("{}.sock", self.sb.node(node).name))
+    }
+
+    /// SIGKILL and start again (a crashed container restarting in the same pod).
+    fn restart_agent(&mut self, node: usize) {
+        let _ = self.agents[node].0.kill();
+        let _ = self.agents[node].0.wait();
+        let socket = self.socket(node);
+        self.agents[node] = start_agent(
+            &self.sb,
+            self.sb.node(node),
+            &self.kubeconfigs[node],
+            &socket,
+            30,
+        );
+    }
+
+    fn restart_controller(&mut self) {
+        let _ = self.controller.0.kill();
+        let _ = self.controller.0.wait();
+        self.controller = start_controller(&self.sb, &self.host_kubeconfig);
+    }
+
+    fn add_pod(&self, name: &str, node: usize) {
+        self.api.put(&Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(self.sb.node(node).name.clone()),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        });
+    }
+}
+
+fn start_controller(sb: &Sandbox, kubeconfig: &Path) -> Agent {
+    Agent(
+        Command::new(workspace_binary("controller", "kovn-controller"))
+            .arg(format!(
+                "--ovn-nb-addr=unix:{}",
+                sb.central().nb.socket.display()
+            ))
+            .arg("--metrics-addr=127.0.0.1:0")
+            .env("KUBECONFIG", kubeconfig)
+            .env("KUBE_NAMESPACE", "kube-system")
+            .env("POD_NAME", "kovn-controller-e2e")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("kovn-controller"),
+    )
+}
+
 #[test]
 fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
     if !sandbox::privileged(
@@ -511,77 +674,8 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
     ) {
         return;
     }
-    // An empty NB: kovn-controller builds the topology.
-    let sb = Sandbox::start_empty(SandboxConfig {
-        nodes: 2,
-        handoff: Handoff::Datapath,
-    })
-    .expect("sandbox");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _guard = runtime.enter();
-    let dir = sb.dir().join("cluster-e2e");
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = FakeApi::new();
-    api.put(&Namespace {
-        metadata: ObjectMeta {
-            name: Some("default".into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    });
-    for node in sb.nodes() {
-        api.put(&k8s_openapi::api::core::v1::Node {
-            metadata: ObjectMeta {
-                name: Some(node.name.clone()),
-                ..ObjectMeta::default()
-            },
-            ..Default::default()
-        });
-    }
-    // kovn-controller, a process on the host, with the NB's unix socket.
-    let served_host = runtime.block_on(api.serve()).unwrap();
-    let host_kubeconfig = dir.join("kubeconfig-host");
-    served_host.write_kubeconfig(&host_kubeconfig).unwrap();
-    let _controller = Agent(
-        Command::new(workspace_binary("controller", "kovn-controller"))
-            .arg(format!(
-                "--ovn-nb-addr=unix:{}",
-                sb.central().nb.socket.display()
-            ))
-            .arg("--metrics-addr=127.0.0.1:0")
-            .env("KUBECONFIG", &host_kubeconfig)
-            .env("KUBE_NAMESPACE", "kube-system")
-            .env("POD_NAME", "kovn-controller-e2e")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("kovn-controller"),
-    );
-    // One agent per node, each with the API at its own loopback.
-    let mut agents = Vec::new();
-    let mut servers = Vec::new();
-    let mut confs = Vec::new();
-    for node in sb.nodes() {
-        let (served, kubeconfig) = serve_in(&api, &node.netns, &dir);
-        let socket = dir.join(format!("{}.sock", node.name));
-        agents.push(start_agent(&sb, node, &kubeconfig, &socket, 30));
-        servers.push(served);
-        confs.push(node_kubelet(node, &socket));
-    }
-    wait(
-        "node join ports",
-        std::time::Duration::from_secs(30),
-        || {
-            api.all::<k8s_openapi::api::core::v1::Node>()
-                .iter()
-                .all(|n| {
-                    n.metadata
-                        .annotations
-                        .as_ref()
-                        .is_some_and(|a| a.contains_key(annotations::PORT_NAME))
-                })
-        },
-    );
+    let cluster = Cluster::start(2);
+    let (sb, api, confs) = (&cluster.sb, &cluster.api, &cluster.kubelets);
 
     // Pods a and b on n0, c on n1, created the way the scheduler leaves them.
     let prefix = sandbox::registry::netns_prefix(sb.id());
@@ -631,7 +725,7 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
             .next()
             .unwrap()
             .to_owned();
-        assert_eq!(routed_pod(&api, name).unwrap()[annotations::IP_ADDRESS], ip);
+        assert_eq!(routed_pod(api, name).unwrap()[annotations::IP_ADDRESS], ip);
         ips.insert(name, ip);
     }
     let nbctl = sb.central().nbctl();
@@ -736,6 +830,123 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
                 .all(|i| i.metadata.name.as_deref() != Some("c.default"))
         },
     );
-    drop(agents);
-    sb.teardown().expect("teardown");
+    cluster.teardown();
+}
+
+#[test]
+fn restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_once() {
+    if !sandbox::privileged(
+        "restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_once",
+    ) {
+        return;
+    }
+    const PODS: usize = 50;
+    let mut cluster = Cluster::start(1);
+    let prefix = sandbox::registry::netns_prefix(cluster.sb.id());
+    let names: Vec<String> = (0..PODS).map(|i| format!("r{i}")).collect();
+    let _namespaces = Namespaces(names.iter().map(|n| format!("{prefix}x-{n}")).collect());
+    for name in &names {
+        cluster.add_pod(name, 0);
+        netns::add(&format!("{prefix}x-{name}")).unwrap();
+    }
+    // The kubelet: one ADD after another, each retried while it fails with "try again
+    // later" (as the kubelet retries a sandbox whose network setup failed).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worker = std::thread::spawn({
+        let node_kubelet = cluster.kubelets[0].clone();
+        let names = names.clone();
+        let prefix = prefix.clone();
+        let done = done.clone();
+        move || {
+            let mut results = BTreeMap::new();
+            let mut retries = 0;
+            for (i, name) in names.iter().enumerate() {
+                // Unique in the first 12 characters, as real container IDs are.
+                let id = format!("{:012x}{:052x}", 0x5eed_0000_0000_u64 + i as u64, 0);
+                let ns = format!("{prefix}x-{name}");
+                let result = loop {
+                    let (ok, out) = kubelet("ADD", name, &id, &ns, &node_kubelet);
+                    if ok {
+                        break out;
+                    }
+                    assert_eq!(out["code"], 11, "ADD {name}: {out}");
+                    retries += 1;
+                    assert!(retries < 200, "too many retries; last: {out}");
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                };
+                results.insert(name.clone(), result);
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            (results, retries)
+        }
+    });
+    let at = |n: usize| {
+        wait(
+            &format!("{n} ADDs"),
+            std::time::Duration::from_secs(120),
+            || done.load(std::sync::atomic::Ordering::SeqCst) >= n,
+        )
+    };
+    at(15);
+    cluster.restart_agent(0);
+    at(30);
+    cluster.restart_controller();
+    let (results, retries) = worker.join().expect("kubelet thread");
+    eprintln!("50 ADDs with the agent and the controller restarted: {retries} retried");
+
+    // Every pod networked once: its own address, its interface holding it, one OVS port.
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &names {
+        let ip = results[name]["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(seen.insert(ip.clone()), "{ip} handed out twice");
+        let annotated = routed_pod(&cluster.api, name).expect("routed");
+        assert_eq!(
+            ip.split('/').next().unwrap(),
+            annotated[annotations::IP_ADDRESS]
+        );
+        let inside = Cmd::new("ip")
+            .args(["-o", "addr", "show", "eth0"])
+            .netns(format!("{prefix}x-{name}"))
+            .run()
+            .unwrap();
+        assert!(inside.contains(&ip), "{name}'s eth0 lacks {ip}: {inside}");
+    }
+    let ports = on_node(cluster.sb.node(0), async || {
+        let ovs = ovsdb::Client::connect(ovs_port::client_config(&format!(
+            "unix:{}",
+            cluster.sb.node(0).db.socket.display()
+        )))
+        .await
+        .unwrap();
+        ovs_port::kovn_ports(&ovs)
+    });
+    assert_eq!(ports.len(), PODS, "one OVS port per pod: {ports:?}");
+    let nbctl = cluster.sb.central().nbctl();
+    for name in [&names[0], &names[PODS - 1]] {
+        nbctl
+            .run([
+                "--timeout=20",
+                "wait-until",
+                "Logical_Switch_Port",
+                &format!("{name}.default"),
+                "up=true",
+            ])
+            .expect("port up");
+    }
+    nbctl.run(["--wait=hv", "sync"]).unwrap();
+    let last_ip = results[&names[PODS - 1]]["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        pinged(&format!("{prefix}x-{}", names[0]), &last_ip),
+        "first pod cannot reach the last"
+    );
+    cluster.teardown();
 }

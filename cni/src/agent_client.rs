@@ -85,6 +85,12 @@ impl AgentClient {
                 self.unavailable(format!("reading the reply: {e}"))
             });
         }
+        if raw.is_empty() {
+            // The agent went away mid-request (a restart): the kubelet should retry.
+            return Err(self.unavailable(format!(
+                "it closed the connection without answering {method} {path}"
+            )));
+        }
         parse_reply(&raw).ok_or_else(|| {
             CniError::new(
                 Code::Io,

@@ -168,13 +168,10 @@ pub fn kovn_ports(client: &Client) -> BTreeMap<String, String> {
                 t.typed::<Interface>()
                     .into_iter()
                     .filter(|i| i.external_ids.get("vendor").map(String::as_str) == Some("kovn"))
-                    .map(|i| {
-                        let id = i
-                            .external_ids
-                            .get("container_id")
-                            .cloned()
-                            .unwrap_or_default();
-                        (i.name, id)
+                    // Pods' ports only (ovn0 is kovn's too, and belongs to no container).
+                    .filter_map(|i| {
+                        let id = i.external_ids.get("container_id")?.clone();
+                        (!id.is_empty()).then_some((i.name, id))
                     })
                     .collect()
             })
