@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use agent::pod_network::{PodLinks, links, ovs_port};
 use api::annotations;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec};
 use kube::api::ObjectMeta;
+use sandbox::kovn::{KovnBinaries, KovnCluster, Process, conflist, wait_for};
 use sandbox::kube_api::FakeApi;
 use sandbox::kubelet::{Kubelet, PodSandbox, PortMapping};
 use sandbox::{Cmd, Handoff, Node, Sandbox, SandboxConfig, mac_for, netns};
@@ -37,15 +38,6 @@ fn workspace_binary(package: &str, name: &str) -> PathBuf {
     path
 }
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Namespaces(Vec<String>);
 
 impl Drop for Namespaces {
@@ -54,13 +46,6 @@ impl Drop for Namespaces {
             let _ = netns::delete(n);
         }
     }
-}
-
-/// The conflist Kube-OVN installs (01-kube-ovn.conflist), pointed at this agent's socket.
-fn conflist(socket: &Path) -> Value {
-    json!({"name": "kube-ovn", "cniVersion": "0.3.1", "plugins": [
-        {"type": "kube-ovn", "server_socket": socket, "ipam": {"server_socket": socket}},
-        {"type": "portmap", "capabilities": {"portMappings": true}}]})
 }
 
 /// The kubelet of `node`: Kube-OVN's conflist, kube-ovn from this build and the reference
@@ -164,7 +149,7 @@ fn start_agent(
     kubeconfig: &Path,
     socket: &Path,
     annotation_timeout: u64,
-) -> Agent {
+) -> Process {
     let mut child = Cmd::new(env!("CARGO_BIN_EXE_kovn-agent"))
         .arg("daemon")
         .args(["--node-name", &node.name])
@@ -189,7 +174,7 @@ fn start_agent(
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready", "kovn-agent daemon did not come up");
-    Agent(child)
+    Process(child)
 }
 
 fn on_node<T: Send>(node: &Node, f: impl AsyncFnOnce() -> T + Send) -> T {
@@ -462,21 +447,6 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     sb.teardown().expect("teardown");
 }
 
-/// The API stand-in served inside `netns` (at its 127.0.0.1), with a kubeconfig for it.
-fn serve_in(
-    api: &FakeApi,
-    netns_name: &str,
-    dir: &Path,
-) -> (sandbox::kube_api::ServedApi, PathBuf) {
-    let listener = netns::run_in(netns_name, || std::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap()
-        .unwrap();
-    let served = api.serve_listener(listener).unwrap();
-    let kubeconfig = dir.join(format!("kubeconfig-{netns_name}"));
-    served.write_kubeconfig(&kubeconfig).unwrap();
-    (served, kubeconfig)
-}
-
 fn routed_pod(api: &FakeApi, name: &str) -> Option<BTreeMap<String, String>> {
     api.all::<Pod>()
         .into_iter()
@@ -485,15 +455,8 @@ fn routed_pod(api: &FakeApi, name: &str) -> Option<BTreeMap<String, String>> {
         .filter(|a| a.get(annotations::ROUTED).map(String::as_str) == Some("true"))
 }
 
-fn wait(what: &str, limit: std::time::Duration, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + limit;
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+fn wait(what: &str, limit: std::time::Duration, check: impl FnMut() -> bool) {
+    wait_for(what, limit, check).unwrap();
 }
 
 fn pinged(netns_name: &str, ip: &str) -> bool {
@@ -504,167 +467,17 @@ fn pinged(netns_name: &str, ip: &str) -> bool {
         .is_ok()
 }
 
-/// A sandbox with an empty NB, kovn-controller (a process on the host, with the NB's unix
-/// socket) and one `kovn-agent daemon` per node, all on the API stand-in with kubeconfigs.
-struct Cluster {
-    sb: Sandbox,
-    api: FakeApi,
-    dir: PathBuf,
-    controller: Agent,
-    agents: Vec<Agent>,
-    kubelets: Vec<Kubelet>,
-    kubeconfigs: Vec<PathBuf>,
-    host_kubeconfig: PathBuf,
-    _servers: Vec<sandbox::kube_api::ServedApi>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Cluster {
-    fn start(nodes: usize) -> Cluster {
-        let sb = Sandbox::start_empty(SandboxConfig {
-            nodes,
-            handoff: Handoff::Datapath,
-        })
-        .expect("sandbox");
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let dir = sb.dir().join("cluster-e2e");
-        std::fs::create_dir_all(&dir).unwrap();
-        let api = FakeApi::new();
-        api.put(&Namespace {
-            metadata: ObjectMeta {
-                name: Some("default".into()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        });
-        for node in sb.nodes() {
-            api.put(&k8s_openapi::api::core::v1::Node {
-                metadata: ObjectMeta {
-                    name: Some(node.name.clone()),
-                    ..ObjectMeta::default()
-                },
-                ..Default::default()
-            });
-        }
-        let mut servers = Vec::new();
-        let served_host = {
-            let _guard = runtime.enter();
-            runtime.block_on(api.serve()).unwrap()
-        };
-        let host_kubeconfig = dir.join("kubeconfig-host");
-        served_host.write_kubeconfig(&host_kubeconfig).unwrap();
-        servers.push(served_host);
-        let controller = start_controller(&sb, &host_kubeconfig);
-        let mut agents = Vec::new();
-        let mut kubelets = Vec::new();
-        let mut kubeconfigs = Vec::new();
-        for node in sb.nodes() {
-            let (served, kubeconfig) = {
-                let _guard = runtime.enter();
-                serve_in(&api, &node.netns, &dir)
-            };
-            let socket = dir.join(format!("{}.sock", node.name));
-            agents.push(start_agent(&sb, node, &kubeconfig, &socket, 30));
-            servers.push(served);
-            kubelets.push(node_kubelet(node, &socket));
-            kubeconfigs.push(kubeconfig);
-        }
-        wait(
-            "node join ports",
-            std::time::Duration::from_secs(30),
-            || {
-                api.all::<k8s_openapi::api::core::v1::Node>()
-                    .iter()
-                    .all(|n| {
-                        n.metadata
-                            .annotations
-                            .as_ref()
-                            .is_some_and(|a| a.contains_key(annotations::PORT_NAME))
-                    })
-            },
-        );
-        Cluster {
-            sb,
-            api,
-            dir,
-            controller,
-            agents,
-            kubelets,
-            kubeconfigs,
-            host_kubeconfig,
-            _servers: servers,
-            _runtime: runtime,
-        }
+/// kovn from this build: the agent of this package, the controller and the plugin built
+/// if they are not yet.
+fn binaries() -> KovnBinaries {
+    KovnBinaries {
+        controller: workspace_binary("controller", "kovn-controller"),
+        agent: PathBuf::from(env!("CARGO_BIN_EXE_kovn-agent")),
+        cni_dir: workspace_binary("cni", "kube-ovn")
+            .parent()
+            .unwrap()
+            .to_path_buf(),
     }
-
-    fn teardown(self) {
-        let Cluster {
-            sb,
-            agents,
-            controller,
-            ..
-        } = self;
-        drop(agents);
-        drop(controller);
-        sb.teardown().expect("teardown");
-    }
-
-    fn socket(&self, node: usize) -> PathBuf {
-        self.dir.join(format!("{}.sock", self.sb.node(node).name))
-    }
-
-    /// SIGKILL and start again (a crashed container restarting in the same pod).
-    fn restart_agent(&mut self, node: usize) {
-        let _ = self.agents[node].0.kill();
-        let _ = self.agents[node].0.wait();
-        let socket = self.socket(node);
-        self.agents[node] = start_agent(
-            &self.sb,
-            self.sb.node(node),
-            &self.kubeconfigs[node],
-            &socket,
-            30,
-        );
-    }
-
-    fn restart_controller(&mut self) {
-        let _ = self.controller.0.kill();
-        let _ = self.controller.0.wait();
-        self.controller = start_controller(&self.sb, &self.host_kubeconfig);
-    }
-
-    fn add_pod(&self, name: &str, node: usize) {
-        self.api.put(&Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("default".into()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(PodSpec {
-                node_name: Some(self.sb.node(node).name.clone()),
-                ..PodSpec::default()
-            }),
-            ..Pod::default()
-        });
-    }
-}
-
-fn start_controller(sb: &Sandbox, kubeconfig: &Path) -> Agent {
-    Agent(
-        Command::new(workspace_binary("controller", "kovn-controller"))
-            .arg(format!(
-                "--ovn-nb-addr=unix:{}",
-                sb.central().nb.socket.display()
-            ))
-            .arg("--metrics-addr=127.0.0.1:0")
-            .env("KUBECONFIG", kubeconfig)
-            .env("KUBE_NAMESPACE", "kube-system")
-            .env("POD_NAME", "kovn-controller-e2e")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("kovn-controller"),
-    )
 }
 
 #[test]
@@ -674,7 +487,7 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
     ) {
         return;
     }
-    let cluster = Cluster::start(2);
+    let cluster = KovnCluster::start(2, binaries()).expect("kovn on the sandbox");
     let (sb, api, confs) = (&cluster.sb, &cluster.api, &cluster.kubelets);
 
     // Pods a and b on n0, c on n1, created the way the scheduler leaves them.
@@ -830,7 +643,7 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
                 .all(|i| i.metadata.name.as_deref() != Some("c.default"))
         },
     );
-    cluster.teardown();
+    cluster.teardown().expect("teardown");
 }
 
 #[test]
@@ -841,7 +654,7 @@ fn restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_onc
         return;
     }
     const PODS: usize = 50;
-    let mut cluster = Cluster::start(1);
+    let mut cluster = KovnCluster::start(1, binaries()).expect("kovn on the sandbox");
     let prefix = sandbox::registry::netns_prefix(cluster.sb.id());
     let names: Vec<String> = (0..PODS).map(|i| format!("r{i}")).collect();
     let _namespaces = Namespaces(names.iter().map(|n| format!("{prefix}x-{n}")).collect());
@@ -888,9 +701,9 @@ fn restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_onc
         )
     };
     at(15);
-    cluster.restart_agent(0);
+    cluster.restart_agent(0).expect("agent restart");
     at(30);
-    cluster.restart_controller();
+    cluster.restart_controller().expect("controller restart");
     let (results, retries) = worker.join().expect("kubelet thread");
     eprintln!("50 ADDs with the agent and the controller restarted: {retries} retried");
 
@@ -948,5 +761,5 @@ fn restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_onc
         pinged(&format!("{prefix}x-{}", names[0]), &last_ip),
         "first pod cannot reach the last"
     );
-    cluster.teardown();
+    cluster.teardown().expect("teardown");
 }

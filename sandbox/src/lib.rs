@@ -8,6 +8,7 @@ mod cluster;
 pub mod cmd;
 mod db_server;
 mod error;
+pub mod kovn;
 pub mod kube_api;
 pub mod kubelet;
 pub mod netns;

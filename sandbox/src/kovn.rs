@@ -1,0 +1,283 @@
+//! kovn itself on the sandbox, multi-process, as a cluster runs it: kovn-controller (a
+//! process on the host, with the NB's unix socket) and one `kovn-agent daemon` per node (a
+//! process in the node's namespace), all talking to the in-memory API stand-in through
+//! kubeconfigs, and the kubelet's part played by [`crate::kubelet`] with Kube-OVN's conflist.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod, PodSpec};
+use kube::api::ObjectMeta;
+use serde_json::{Value, json};
+
+use crate::cmd::Cmd;
+use crate::error::{Result, SandboxError};
+use crate::kube_api::{FakeApi, ServedApi};
+use crate::kubelet::Kubelet;
+use crate::{Handoff, Node, Sandbox, SandboxConfig, netns};
+
+/// Node annotation naming the node's join port (the controller writes it last).
+const PORT_NAME: &str = "ovn.kubernetes.io/port_name";
+
+/// Where kovn's binaries are.
+#[derive(Debug, Clone)]
+pub struct KovnBinaries {
+    pub controller: PathBuf,
+    pub agent: PathBuf,
+    /// The directory holding the `kube-ovn` CNI plugin.
+    pub cni_dir: PathBuf,
+}
+
+/// A child process killed (and reaped) when dropped.
+#[derive(Debug)]
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The conflist Kube-OVN installs (01-kube-ovn.conflist), pointed at an agent's socket.
+pub fn conflist(socket: &Path) -> Value {
+    json!({"name": "kube-ovn", "cniVersion": "0.3.1", "plugins": [
+        {"type": "kube-ovn", "server_socket": socket, "ipam": {"server_socket": socket}},
+        {"type": "portmap", "capabilities": {"portMappings": true}}]})
+}
+
+/// Polls `check` every 100 ms until it holds, or fails after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        if Instant::now() > deadline {
+            return Err(SandboxError::Invalid(format!(
+                "timed out waiting for {what}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The API stand-in served inside `netns_name` (at its 127.0.0.1), and a kubeconfig for it.
+pub fn serve_in(api: &FakeApi, netns_name: &str, dir: &Path) -> Result<(ServedApi, PathBuf)> {
+    let io =
+        |e: std::io::Error| SandboxError::Invalid(format!("serving the API in {netns_name}: {e}"));
+    let listener =
+        netns::run_in(netns_name, || std::net::TcpListener::bind("127.0.0.1:0"))?.map_err(io)?;
+    let served = api.serve_listener(listener).map_err(io)?;
+    let kubeconfig = dir.join(format!("kubeconfig-{netns_name}"));
+    served.write_kubeconfig(&kubeconfig).map_err(io)?;
+    Ok((served, kubeconfig))
+}
+
+/// The sandbox with kovn running on it.
+pub struct KovnCluster {
+    pub sb: Sandbox,
+    pub api: FakeApi,
+    pub dir: PathBuf,
+    pub binaries: KovnBinaries,
+    pub kubelets: Vec<Kubelet>,
+    /// Seconds an agent's ADD waits for the controller's annotations.
+    pub annotation_timeout: u64,
+    controller: Process,
+    agents: Vec<Process>,
+    kubeconfigs: Vec<PathBuf>,
+    host_kubeconfig: PathBuf,
+    _servers: Vec<ServedApi>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl KovnCluster {
+    /// Starts a sandbox with an empty NB and kovn on it; returns once every node has its join
+    /// port.
+    pub fn start(nodes: usize, binaries: KovnBinaries) -> Result<KovnCluster> {
+        let sb = Sandbox::start_empty(SandboxConfig {
+            nodes,
+            handoff: Handoff::Datapath,
+        })?;
+        let runtime = tokio::runtime::Runtime::new()
+            .map_err(|e| SandboxError::Invalid(format!("a runtime for the API stand-in: {e}")))?;
+        let dir = sb.dir().join("kovn");
+        std::fs::create_dir_all(&dir).map_err(crate::error::io_error(&dir))?;
+        let api = FakeApi::new();
+        api.put(&Namespace {
+            metadata: ObjectMeta {
+                name: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        });
+        for node in sb.nodes() {
+            api.put(&KubeNode {
+                metadata: ObjectMeta {
+                    name: Some(node.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                ..KubeNode::default()
+            });
+        }
+        let mut servers = Vec::new();
+        let host_kubeconfig = dir.join("kubeconfig-host");
+        {
+            let _guard = runtime.enter();
+            let served = runtime
+                .block_on(api.serve())
+                .map_err(|e| SandboxError::Invalid(format!("serving the API: {e}")))?;
+            served
+                .write_kubeconfig(&host_kubeconfig)
+                .map_err(crate::error::io_error(&host_kubeconfig))?;
+            servers.push(served);
+        }
+        let controller = start_controller(&binaries, &sb, &host_kubeconfig)?;
+        let mut cluster = KovnCluster {
+            sb,
+            api,
+            dir,
+            binaries,
+            kubelets: Vec::new(),
+            annotation_timeout: 30,
+            controller,
+            agents: Vec::new(),
+            kubeconfigs: Vec::new(),
+            host_kubeconfig,
+            _servers: servers,
+            runtime,
+        };
+        for i in 0..nodes {
+            let node = cluster.sb.node(i).clone();
+            let (served, kubeconfig) = {
+                let _guard = cluster.runtime.enter();
+                serve_in(&cluster.api, &node.netns, &cluster.dir)?
+            };
+            cluster._servers.push(served);
+            cluster.kubeconfigs.push(kubeconfig);
+            let agent = cluster.start_agent(i)?;
+            cluster.agents.push(agent);
+            cluster.kubelets.push(Kubelet {
+                conflist: conflist(&cluster.socket(i)),
+                plugin_dirs: vec![
+                    cluster.binaries.cni_dir.clone(),
+                    PathBuf::from("/usr/lib/cni"),
+                    PathBuf::from("/opt/cni/bin"),
+                ],
+                node_netns: node.netns.clone(),
+            });
+        }
+        let api = cluster.api.clone();
+        wait_for("every node's join port", Duration::from_secs(30), || {
+            api.all::<KubeNode>().iter().all(|n| {
+                n.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(PORT_NAME))
+            })
+        })?;
+        Ok(cluster)
+    }
+
+    /// The CNI socket of node `i`'s agent.
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.sock", self.sb.node(i).name))
+    }
+
+    fn start_agent(&self, i: usize) -> Result<Process> {
+        let node: &Node = self.sb.node(i);
+        let mut child = Cmd::new(self.binaries.agent.display().to_string())
+            .arg("daemon")
+            .args(["--node-name", &node.name])
+            .arg("--cni-socket")
+            .arg(self.socket(i).display().to_string())
+            .arg("--ovs-db")
+            .arg(format!("unix:{}", node.db.socket.display()))
+            .args(["--metrics-addr", "127.0.0.1:10665", "--annotation-timeout"])
+            .arg(self.annotation_timeout.to_string())
+            .arg("--pin-dir")
+            .arg(self.sb.bpffs_dir().join(&node.name).display().to_string())
+            .env("KUBECONFIG", self.kubeconfigs[i].display().to_string())
+            .env("RUST_LOG", "warn")
+            .netns_keep_mounts(&node.netns)
+            .to_command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| SandboxError::Invalid(format!("starting kovn-agent: {e}")))?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut line);
+        }
+        let process = Process(child);
+        if line.trim() != "ready" {
+            return Err(SandboxError::Invalid(format!(
+                "kovn-agent on {} did not come up (see its log above)",
+                node.name
+            )));
+        }
+        Ok(process)
+    }
+
+    /// SIGKILL node `i`'s agent and start it again (a crashed container restarting).
+    pub fn restart_agent(&mut self, i: usize) -> Result<()> {
+        let _ = self.agents[i].0.kill();
+        let _ = self.agents[i].0.wait();
+        self.agents[i] = self.start_agent(i)?;
+        Ok(())
+    }
+
+    /// SIGKILL the controller and start it again (same pod name: it takes its Lease back).
+    pub fn restart_controller(&mut self) -> Result<()> {
+        let _ = self.controller.0.kill();
+        let _ = self.controller.0.wait();
+        self.controller = start_controller(&self.binaries, &self.sb, &self.host_kubeconfig)?;
+        Ok(())
+    }
+
+    /// Creates a pod on node `i`, as the scheduler leaves it.
+    pub fn add_pod(&self, name: &str, i: usize) {
+        self.api.put(&Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(self.sb.node(i).name.clone()),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        });
+    }
+
+    /// Stops kovn and tears the sandbox down.
+    pub fn teardown(self) -> Result<crate::TeardownReport> {
+        let KovnCluster {
+            sb,
+            agents,
+            controller,
+            ..
+        } = self;
+        drop(agents);
+        drop(controller);
+        sb.teardown()
+    }
+}
+
+fn start_controller(binaries: &KovnBinaries, sb: &Sandbox, kubeconfig: &Path) -> Result<Process> {
+    Command::new(&binaries.controller)
+        .arg(format!(
+            "--ovn-nb-addr=unix:{}",
+            sb.central().nb.socket.display()
+        ))
+        .arg("--metrics-addr=127.0.0.1:0")
+        .env("KUBECONFIG", kubeconfig)
+        .env("KUBE_NAMESPACE", "kube-system")
+        .env("POD_NAME", "kovn-controller-sandbox")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .map(Process)
+        .map_err(|e| SandboxError::Invalid(format!("starting kovn-controller: {e}")))
+}
