@@ -1,6 +1,7 @@
 //! kovn-bench: benchmarks that put kovn side by side with what it replaces, in one run.
 
 mod alloc_counter;
+mod cni_bench;
 mod controller_bench;
 mod fastpath_bench;
 mod ovsdb_bench;
@@ -35,6 +36,9 @@ enum Command {
     /// The controller on a simulated cluster (1,000 nodes, 50,000 pods, 200 subnets by
     /// default) against a real OVN_Northbound: cold start, restart, NB transactions, peak RSS.
     Controller(controller_bench::Options),
+    /// CNI ADD through the whole path (kubelet's conflist, agent, netlink, OVS, datapath)
+    /// on one sandbox node: ADD p50/p99 and pods per second.
+    Cni(cni_bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -49,6 +53,7 @@ fn main() -> Result<()> {
             println!("JSON report: {}", path.display());
         }
         Command::Fastpath(options) => fastpath_bench::run(&options, &cli.out)?,
+        Command::Cni(options) => cni_bench::run(&options, &cli.out)?,
         Command::Controller(options) => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(controller_bench::run_bench(&options, &cli.out))?;

@@ -8,7 +8,7 @@ use crate::progress::{Step, stream};
 use crate::{setup, workspace_root};
 
 /// Benchmark sections, in the order they run.
-const SECTIONS: &[&str] = &["fastpath", "ovsdb", "controller"];
+const SECTIONS: &[&str] = &["fastpath", "ovsdb", "controller", "cni"];
 
 pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     let sections: Vec<&str> = match only {
@@ -23,12 +23,25 @@ pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> R
     let step = Step::start(1, total, "setup");
     step.done(setup::run_if_needed()?);
     let root = workspace_root();
-    let step = Step::start(2, total, "build the eBPF datapath and kovn-bench (release)");
+    let step = Step::start(
+        2,
+        total,
+        "build the eBPF datapath, kovn and kovn-bench (release)",
+    );
     let object = crate::ebpf::build(true)?;
     stream(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "bench"]),
+        Command::new("cargo").current_dir(&root).args([
+            "build",
+            "--release",
+            "-p",
+            "bench",
+            "-p",
+            "agent",
+            "-p",
+            "controller",
+            "-p",
+            "cni",
+        ]),
         "fix the build errors above",
     )?;
     step.done("built");
@@ -44,6 +57,16 @@ pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> R
             }
             if quick {
                 cmd.arg("--quick");
+            }
+            if let Some(json) = json {
+                cmd.arg("--json").arg(json);
+            }
+        } else if *section == "cni" {
+            if !crate::is_root() {
+                bail!("the cni benchmark creates namespaces and loads eBPF: run as root");
+            }
+            if quick {
+                cmd.args(["--pods", "50"]);
             }
             if let Some(json) = json {
                 cmd.arg("--json").arg(json);
