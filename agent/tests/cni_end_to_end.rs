@@ -376,6 +376,26 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     );
     assert!(ok, "CHECK a: {out}");
 
+    // GC (CNI 1.1.0) with only b still valid: a's interfaces and port go, b keeps working.
+    let mut gc_conf = check_conf.clone();
+    gc_conf.conflist["cniVersion"] = json!("1.1.0");
+    gc_conf
+        .gc(&[(pods[1].2.to_owned(), "eth0".to_owned())])
+        .expect("GC");
+    assert_eq!(
+        leftovers(&node, pods[0].2),
+        Vec::<String>::new(),
+        "after GC"
+    );
+    let (ok, out) = kubelet(
+        "CHECK",
+        "b",
+        pods[1].2,
+        &format!("{prefix}k-b"),
+        &check_conf,
+    );
+    assert!(ok, "CHECK b after GC: {out}");
+
     // DEL (twice: it is idempotent) leaves nothing.
     for (name, _, id) in pods {
         for _ in 0..2 {

@@ -188,6 +188,36 @@ impl Kubelet {
         Ok(())
     }
 
+    /// GC with the attachments the runtime still has, `(container ID, interface)`. As libcni,
+    /// only for a list of CNI 1.1.0.
+    pub fn gc(&self, valid: &[(String, String)]) -> Result<(), CniFailure> {
+        let version = self.conflist["cniVersion"].as_str().unwrap_or("0.1.0");
+        if version != "1.1.0" {
+            return Err(CniFailure {
+                plugin: String::new(),
+                output: json!({"msg": format!("configuration version {version:?} does not support the GC command")}),
+            });
+        }
+        let attachments: Vec<Value> = valid
+            .iter()
+            .map(|(id, ifname)| json!({"containerID": id, "ifname": ifname}))
+            .collect();
+        let nobody = PodSandbox {
+            name: String::new(),
+            namespace: String::new(),
+            container_id: String::new(),
+            netns: String::new(),
+            if_name: String::new(),
+            port_mappings: vec![],
+        };
+        for i in 0..self.plugins() {
+            let mut conf = self.plugin_conf(i, &nobody, None);
+            conf["cni.dev/valid-attachments"] = json!(attachments);
+            self.exec("GC", i, &nobody, &conf)?;
+        }
+        Ok(())
+    }
+
     /// DEL through the list in reverse, with the cached result if there is one.
     pub fn del(&self, pod: &PodSandbox, cached: Option<&Value>) -> Result<(), CniFailure> {
         for i in (0..self.plugins()).rev() {

@@ -472,11 +472,18 @@ async fn gc_pods(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
         .iter()
         .map(|a| a.container_id.as_str())
         .collect();
-    for (port, container_id) in ovs_port::kovn_ports(&server.ovs) {
-        if !valid.contains(container_id.as_str()) {
-            tracing::info!(%port, %container_id, "garbage-collecting a port whose container is gone");
-            pod_network::detach(&server.ovs, &PodLinks::for_container(&container_id)).await?;
+    for (port, pod) in ovs_port::kovn_ports(&server.ovs) {
+        if valid.contains(pod.container_id.as_str()) {
+            continue;
         }
+        tracing::info!(%port, container_id = %pod.container_id, owner = %pod.owner, "garbage-collecting a pod whose container is gone");
+        if let Some(datapath) = &server.datapath {
+            let _ = datapath
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove_pod(&pod.owner);
+        }
+        pod_network::detach(&server.ovs, &PodLinks::for_container(&pod.container_id)).await?;
     }
     Ok(())
 }

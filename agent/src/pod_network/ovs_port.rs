@@ -160,8 +160,16 @@ pub fn bound(client: &Client, port_name: &str) -> Option<BTreeMap<String, String
     client.read(|c| by_name::<Interface>(c, port_name).map(|i| i.external_ids))
 }
 
-/// Every kovn port on the node: port name → container ID (for garbage collection).
-pub fn kovn_ports(client: &Client) -> BTreeMap<String, String> {
+/// What a pod's port records about its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPort {
+    pub container_id: String,
+    /// `<pod>.<namespace>`, the datapath's name for the pod.
+    pub owner: String,
+}
+
+/// Every pod port kovn made on the node, by port name (for garbage collection).
+pub fn kovn_ports(client: &Client) -> BTreeMap<String, PodPort> {
     client.read(|c| {
         c.table(Interface::TABLE)
             .map(|t| {
@@ -170,8 +178,16 @@ pub fn kovn_ports(client: &Client) -> BTreeMap<String, String> {
                     .filter(|i| i.external_ids.get("vendor").map(String::as_str) == Some("kovn"))
                     // Pods' ports only (ovn0 is kovn's too, and belongs to no container).
                     .filter_map(|i| {
-                        let id = i.external_ids.get("container_id")?.clone();
-                        (!id.is_empty()).then_some((i.name, id))
+                        let ids = &i.external_ids;
+                        let container_id = ids.get("container_id").filter(|c| !c.is_empty())?;
+                        let owner = ids.get("iface-id").cloned().unwrap_or_default();
+                        Some((
+                            i.name,
+                            PodPort {
+                                container_id: container_id.clone(),
+                                owner,
+                            },
+                        ))
                     })
                     .collect()
             })
