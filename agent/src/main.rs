@@ -63,6 +63,14 @@ enum DatapathCommand {
         #[arg(long, default_value = "/sys/fs/bpf/kovn")]
         pin_dir: PathBuf,
     },
+    /// Switch a running agent's fast path on or off (through its pinned config map); off,
+    /// every packet goes through OVS, for comparing the two.
+    FastPath {
+        #[arg(long, default_value = "/sys/fs/bpf/kovn")]
+        pin_dir: PathBuf,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// Print the decision counters of a running agent (from its pinned maps).
     Stats {
         #[arg(long, default_value = "/sys/fs/bpf/kovn")]
@@ -98,6 +106,16 @@ fn main() -> ExitCode {
         Command::Datapath {
             command: DatapathCommand::Stats { pin_dir },
         } => report(print_stats(&pin_dir)),
+        Command::Datapath {
+            command: DatapathCommand::FastPath { pin_dir, state },
+        } => report((|| {
+            let mut maps = PinnedMaps::open(&pin_dir)?;
+            let mut config = maps.config()?;
+            config.fast_path_enabled = u32::from(state == "on");
+            maps.set_config(&config)?;
+            println!("fast path {state}");
+            Ok(())
+        })()),
         Command::Datapath {
             command:
                 DatapathCommand::Run {

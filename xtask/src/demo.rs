@@ -1,20 +1,38 @@
-//! `cargo xtask demo`: a 2-node sandbox with real OVN/OVS, 2 pods per node wired by kovn's
-//! eBPF datapath, connectivity between every pair, and a table comparing the fast path, the
-//! slow path (OVS) on the same node, and cross-node traffic (OVS + Geneve). Then everything is
-//! torn down.
+//! `cargo xtask demo`: kovn as a cluster runs it, on a 2-node sandbox with real OVN/OVS:
+//! kovn-controller and one `kovn-agent daemon` per node as processes on the in-memory API
+//! stand-in, pods created through the API and networked by the kubelet's path (Kube-OVN's
+//! conflist: the `kube-ovn` plugin, then portmap), connectivity between every pair, and a table
+//! comparing the fast path, the slow path (OVS) on the same node, and cross-node traffic (OVS
+//! + Geneve). Then everything is torn down.
 
+use std::net::Ipv4Addr;
+use std::process::Command;
 use std::time::Duration;
 
-use agent::datapath::{Datapath, LoadOptions, PodInterfaces, ReadMaps};
+use agent::datapath::{PinnedMaps, ReadMaps};
+use agent::pod_network::PodLinks;
 use anyhow::{Context, Result, bail};
-use datapath_common::{DatapathConfig, Reason};
+use datapath_common::Reason;
+use sandbox::kovn::{KovnBinaries, KovnCluster};
+use sandbox::kubelet::PodSandbox;
 use sandbox::traffic::{self, LatencyReport, ThroughputReport};
-use sandbox::{Handoff, Pod, Sandbox, SandboxConfig, netns};
+use sandbox::{Pod, netns};
 
-use crate::progress::Step;
-use crate::{ebpf, is_root, setup};
+use crate::progress::{Step, stream};
+use crate::{ebpf, is_root, setup, workspace_root};
 
 const SECONDS: u32 = 3;
+
+/// Pod namespaces the demo made, deleted even when it fails.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = netns::delete(n);
+        }
+    }
+}
 
 pub fn run() -> Result<()> {
     const STEPS: usize = 7;
@@ -26,71 +44,113 @@ pub fn run() -> Result<()> {
     let step = Step::start(1, STEPS, "setup");
     step.done(setup::run_if_needed()?);
 
-    let step = Step::start(2, STEPS, "build the eBPF datapath");
+    let step = Step::start(
+        2,
+        STEPS,
+        "build the eBPF datapath and kovn (kovn-controller, kovn-agent, kube-ovn; release)",
+    );
     let object = ebpf::build(true)?;
-    step.done("built");
+    let root = workspace_root();
+    stream(
+        Command::new("cargo").current_dir(&root).args([
+            "build",
+            "--release",
+            "-p",
+            "agent",
+            "-p",
+            "controller",
+            "-p",
+            "cni",
+        ]),
+        "fix the build errors above",
+    )?;
+    step.done(&format!("built; datapath object {}", object.display()));
 
     let step = Step::start(
         3,
         STEPS,
-        "start the sandbox: OVN central + 2 nodes (OVS userspace datapath, ovn-controller)",
+        "start the sandbox (OVN central + 2 nodes) and kovn: kovn-controller and a kovn-agent per node",
     );
-    let mut sb = Sandbox::start(SandboxConfig {
-        nodes: 2,
-        handoff: Handoff::Datapath,
-    })
-    .context("starting the sandbox")?;
+    let release = root.join("target/release");
+    let cluster = KovnCluster::start(
+        2,
+        KovnBinaries {
+            controller: release.join("kovn-controller"),
+            agent: release.join("kovn-agent"),
+            cni_dir: release.clone(),
+        },
+    )
+    .context("starting the sandbox with kovn")?;
     step.done(&format!(
-        "sandbox {} up, state in {}",
-        sb.id(),
-        sb.dir().display()
+        "sandbox {} up, the controller built the topology, every node has ovn0; state in {}",
+        cluster.sb.id(),
+        cluster.sb.dir().display()
     ));
 
     let step = Step::start(
         4,
         STEPS,
-        "create pods a, b on n0 and c, d on n1 (OVN ports bound, split-port veths)",
+        "create pods a, b on n0 and c, d on n1 through the API; the kubelet's CNI ADD networks them",
     );
-    let pods = [
-        sb.add_pod(0, "a")?,
-        sb.add_pod(0, "b")?,
-        sb.add_pod(1, "c")?,
-        sb.add_pod(1, "d")?,
-    ];
-    for pod in &pods {
+    let prefix = sandbox::registry::netns_prefix(cluster.sb.id());
+    let spec = [("a", 0), ("b", 0), ("c", 1), ("d", 1)];
+    let _namespaces = Namespaces(
+        spec.iter()
+            .map(|(n, _)| format!("{prefix}demo-{n}"))
+            .collect(),
+    );
+    let mut pods = Vec::new();
+    // (node, container ID) of each pod, for its DEL.
+    let mut sandboxes = Vec::new();
+    for (i, (name, node)) in spec.iter().enumerate() {
+        cluster.add_pod(name, *node);
+        let ns = format!("{prefix}demo-{name}");
+        netns::add(&ns)?;
+        let container_id = format!("{:012x}{:052x}", 0xde_0000_0000_u64 + i as u64, 0);
+        let result = cluster.kubelets[*node]
+            .add(&PodSandbox {
+                name: (*name).into(),
+                namespace: "default".into(),
+                container_id: container_id.clone(),
+                netns: ns.clone(),
+                if_name: "eth0".into(),
+                port_mappings: vec![],
+            })
+            .map_err(|e| anyhow::anyhow!("CNI ADD {name}: {e}"))?;
+        let pod = pod_from_result(&cluster, name, *node, &ns, &container_id, &result)?;
         println!(
-            "    pod {:<2} {:<11} on {}  lsp {}",
+            "    pod {:<2} {:<11} on {}  lsp {}  (host veth {})",
             pod.name,
             pod.ip.to_string(),
             pod.node,
-            pod.lsp
+            pod.lsp,
+            pod.host_veth
         );
+        pods.push(pod);
+        sandboxes.push((*node, container_id));
     }
-    step.done("4 pods created");
-
-    let step = Step::start(
-        5,
-        STEPS,
-        "load kovn's eBPF datapath (one per node, as one agent per node) and attach it to the pods",
-    );
-    let mut datapaths = Vec::new();
-    for node in sb.nodes() {
-        let mut datapath = Datapath::load(&object, &LoadOptions::default())
-            .with_context(|| format!("loading {} for {}", object.display(), node.name))?;
-        for pod in pods.iter().filter(|p| p.node == node.name) {
-            let interfaces = PodInterfaces {
-                name: pod.lsp.clone(),
-                host_veth: pod.host_veth.clone(),
-                ovs_peer: pod.ovs_peer.clone(),
-                ip: pod.ip.into(),
-                mac: agent::datapath::parse_mac(&pod.mac).map_err(anyhow::Error::msg)?,
-            };
-            netns::run_in(&node.netns, || datapath.attach_pod(&interfaces))??;
-        }
-        datapaths.push((node.name.clone(), datapath));
+    let nbctl = cluster.sb.central().nbctl();
+    for pod in &pods {
+        nbctl.run([
+            "--timeout=30",
+            "wait-until",
+            "Logical_Switch_Port",
+            &pod.lsp,
+            "up=true",
+        ])?;
     }
-    step.done("verifier accepted; fast path and hand-off attached");
+    nbctl.run(["--wait=hv", "sync"])?;
+    step.done("4 pods networked by kovn-agent, their ports bound by ovn-controller");
 
+    let step = Step::start(5, STEPS, "the datapath on each node (pinned by its agent)");
+    let mut maps = Vec::new();
+    for node in cluster.sb.nodes() {
+        let dir = cluster.sb.bpffs_dir().join(&node.name);
+        let pinned = PinnedMaps::open(&dir)
+            .with_context(|| format!("the datapath of {} ({})", node.name, dir.display()))?;
+        maps.push((node.name.clone(), node.netns.clone(), pinned));
+    }
+    step.done("loaded and attached by each agent; verifier accepted");
     let step = Step::start(
         6,
         STEPS,
@@ -124,7 +184,7 @@ pub fn run() -> Result<()> {
     if failures > 0 {
         bail!(
             "{failures} pod pairs could not talk; the sandbox logs are in {}",
-            sb.dir().display()
+            cluster.sb.dir().display()
         );
     }
     step.done("every pair talks");
@@ -138,9 +198,10 @@ pub fn run() -> Result<()> {
     println!("    same node, fast path on …");
     let fast = measure(a, b)?;
     println!("    same node, fast path off on n0 (every packet through OVS) …");
-    set_fast_path(&mut datapaths[0].1, false)?;
-    let slow = measure(a, b)?;
-    set_fast_path(&mut datapaths[0].1, true)?;
+    set_fast_path(&mut maps[0].2, false)?;
+    let slow = measure(a, b);
+    set_fast_path(&mut maps[0].2, true)?;
+    let slow = slow?;
     println!("    cross node …");
     let cross = measure(a, c)?;
     step.done("measured");
@@ -172,13 +233,7 @@ pub fn run() -> Result<()> {
     println!(
         "|------|-----|--------------------|-------------|---------------|------------------|"
     );
-    for (node, datapath) in &datapaths {
-        let node_ns = &sb
-            .nodes()
-            .iter()
-            .find(|n| &n.name == node)
-            .context("node")?
-            .netns;
+    for (node, node_ns, datapath) in &maps {
         for pod in pods.iter().filter(|p| &p.node == node) {
             let host = netns::ifindex(node_ns, &pod.host_veth)?;
             let peer = netns::ifindex(node_ns, &pod.ovs_peer)?;
@@ -194,9 +249,25 @@ pub fn run() -> Result<()> {
     }
     println!();
 
-    drop(datapaths);
-    sb.check_daemons()?;
-    let report = sb.teardown()?;
+    drop(maps);
+    for (pod, (node, container_id)) in pods.iter().zip(&sandboxes) {
+        // The kubelet's DEL when the pod goes; the agent removes everything.
+        cluster.kubelets[*node]
+            .del(
+                &PodSandbox {
+                    name: pod.name.clone(),
+                    namespace: "default".into(),
+                    container_id: container_id.clone(),
+                    netns: pod.netns.clone(),
+                    if_name: "eth0".into(),
+                    port_mappings: vec![],
+                },
+                None,
+            )
+            .map_err(|e| anyhow::anyhow!("CNI DEL {}: {e}", pod.name))?;
+    }
+    drop(_namespaces);
+    let report = cluster.teardown()?;
     println!(
         "torn down: {} namespaces and {} daemons removed; nothing left behind",
         report.namespaces.len(),
@@ -205,12 +276,49 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn set_fast_path(datapath: &mut Datapath, on: bool) -> Result<()> {
-    datapath.set_config(&DatapathConfig {
-        fast_path_enabled: u32::from(on),
-        ..DatapathConfig::default()
-    })?;
+/// Switches a running agent's fast path (as `kovn-agent datapath fast-path on|off` does).
+fn set_fast_path(maps: &mut PinnedMaps, on: bool) -> Result<()> {
+    let mut config = maps.config()?;
+    config.fast_path_enabled = u32::from(on);
+    maps.set_config(&config)?;
     Ok(())
+}
+
+/// The pod as the traffic helpers know it, from the CNI result and kovn's interface names.
+fn pod_from_result(
+    cluster: &KovnCluster,
+    name: &str,
+    node: usize,
+    netns_name: &str,
+    container_id: &str,
+    result: &serde_json::Value,
+) -> Result<Pod> {
+    let (ip, prefix) = result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split_once('/'))
+        .context("no address in the CNI result")?;
+    let links = PodLinks::for_container(container_id);
+    let node = cluster.sb.node(node);
+    Ok(Pod {
+        name: name.into(),
+        node: node.name.clone(),
+        node_netns: node.netns.clone(),
+        netns: netns_name.into(),
+        ip: ip.parse::<Ipv4Addr>()?,
+        prefix_len: prefix.parse()?,
+        gateway: result["ips"][0]["gateway"]
+            .as_str()
+            .context("no gateway in the CNI result")?
+            .parse()?,
+        mac: result["interfaces"][0]["mac"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        lsp: format!("{name}.default"),
+        host_veth: links.host_veth,
+        ovs_port: links.ovs_port,
+        ovs_peer: links.ovs_peer,
+    })
 }
 
 struct Measurement {

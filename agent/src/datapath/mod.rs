@@ -288,6 +288,29 @@ impl PinnedMaps {
         }
         Ok(PinnedMaps { maps })
     }
+
+    /// The settings a running agent's programs use now.
+    pub fn config(&self) -> Result<datapath_common::DatapathConfig, DatapathError> {
+        let name = datapath_common::CONFIG_MAP;
+        let array: aya::maps::Array<_, datapath_common::DatapathConfig> =
+            aya::maps::Array::try_from(self.map(name)?).map_err(|e| map_error(name, e))?;
+        array.get(&0, 0).map_err(|e| map_error(name, e))
+    }
+
+    /// Changes a running agent's settings (e.g. switching the fast path off to compare).
+    pub fn set_config(
+        &mut self,
+        config: &datapath_common::DatapathConfig,
+    ) -> Result<(), DatapathError> {
+        let name = datapath_common::CONFIG_MAP;
+        let map = self
+            .maps
+            .get_mut(name)
+            .ok_or(DatapathError::MissingMap { name })?;
+        let mut array: aya::maps::Array<_, datapath_common::DatapathConfig> =
+            aya::maps::Array::try_from(map).map_err(|e| map_error(name, e))?;
+        array.set(0, *config, 0).map_err(|e| map_error(name, e))
+    }
 }
 
 impl MapSource for PinnedMaps {
