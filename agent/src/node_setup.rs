@@ -300,6 +300,71 @@ pub async fn ensure_routes(
     Ok(())
 }
 
+/// The masquerade rules for natOutgoing: pods of those subnets reach addresses outside the
+/// cluster with the node's address. One nftables table, replaced atomically.
+pub fn nat_ruleset(nat_outgoing: &[(IpAddr, u8)], cluster: &[(IpAddr, u8)]) -> String {
+    let set = |name: &str, cidrs: &[(IpAddr, u8)]| {
+        let v4: Vec<String> = cidrs
+            .iter()
+            .filter(|(ip, _)| ip.is_ipv4())
+            .map(|(ip, p)| format!("{ip}/{p}"))
+            .collect();
+        let elements = if v4.is_empty() {
+            String::new()
+        } else {
+            format!(" elements = {{ {} }};", v4.join(", "))
+        };
+        format!("  set {name} {{ type ipv4_addr; flags interval;{elements} }}\n")
+    };
+    format!(
+        "add table ip kovn\ndelete table ip kovn\ntable ip kovn {{\n{}{}  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr @nat_outgoing ip daddr != @cluster oifname != \"{NODE_PORT}\" masquerade\n  }}\n}}\n",
+        set("nat_outgoing", nat_outgoing),
+        set("cluster", cluster),
+    )
+}
+
+fn apply_nat(ruleset: &str) -> Result<(), NetworkError> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| NetworkError::Io {
+            what: "running nft (is nftables installed?)".into(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(ruleset.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|source| NetworkError::Io {
+            what: "nft".into(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetworkError::Check(format!(
+            "nft refused the natOutgoing rules: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn cidrs_of(subnet: &Subnet) -> Vec<(IpAddr, u8)> {
+    subnet
+        .spec
+        .cidr_block
+        .split(',')
+        .filter_map(|c| {
+            let (ip, p) = c.trim().split_once('/')?;
+            Some((ip.parse().ok()?, p.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Keeps `ovn0` and the node's routes in step with the Subnets, until the task is dropped.
 pub async fn run(
     kube: kube::Client,
@@ -320,11 +385,29 @@ pub async fn run(
         .reflect(writer)
         .boxed();
     let mut routed = Vec::new();
+    let mut nat = String::new();
     // Every event, InitDone included: the store shows the initial list only from InitDone on.
     while changes.next().await.is_some() {
         let subnets: Vec<Subnet> = store.state().iter().map(|s| (**s).clone()).collect();
         let mut cidrs = pod_cidrs(&subnets, &gateway);
         cidrs.extend(service_cidr);
+        let masqueraded: Vec<(IpAddr, u8)> = subnets
+            .iter()
+            .filter(|s| s.spec.nat_outgoing)
+            .flat_map(cidrs_of)
+            .collect();
+        let mut cluster: Vec<(IpAddr, u8)> = subnets.iter().flat_map(cidrs_of).collect();
+        cluster.extend(service_cidr);
+        let ruleset = nat_ruleset(&masqueraded, &cluster);
+        if ruleset != nat {
+            match apply_nat(&ruleset) {
+                Ok(()) => {
+                    tracing::info!(?masqueraded, "natOutgoing masquerade");
+                    nat = ruleset;
+                }
+                Err(e) => tracing::warn!(error = %e, "natOutgoing"),
+            }
+        }
         if cidrs == routed {
             continue;
         }
@@ -342,4 +425,35 @@ pub async fn run(
         routed = cidrs;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nat_ruleset_masquerades_only_natoutgoing_pods_leaving_the_cluster() {
+        let v4 = |s: &str| -> (IpAddr, u8) {
+            let (ip, p) = s.split_once('/').unwrap();
+            (ip.parse().unwrap(), p.parse().unwrap())
+        };
+        let rules = nat_ruleset(
+            &[v4("10.16.0.0/16")],
+            &[v4("10.16.0.0/16"), v4("100.64.0.0/16")],
+        );
+        assert!(
+            rules.starts_with("add table ip kovn\ndelete table ip kovn\n"),
+            "atomic replace"
+        );
+        assert!(rules.contains(
+            "set nat_outgoing { type ipv4_addr; flags interval; elements = { 10.16.0.0/16 }; }"
+        ));
+        assert!(rules.contains("elements = { 10.16.0.0/16, 100.64.0.0/16 }"));
+        assert!(rules.contains(
+            "ip saddr @nat_outgoing ip daddr != @cluster oifname != \"ovn0\" masquerade"
+        ));
+        // No subnet asks for it: an empty set, still valid nftables.
+        let none = nat_ruleset(&[], &[v4("10.16.0.0/16")]);
+        assert!(none.contains("set nat_outgoing { type ipv4_addr; flags interval; }"));
+    }
 }

@@ -649,6 +649,15 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
         );
     }
 
+    // natOutgoing (ovn-default has it): a reaches an address outside the cluster, the OVN
+    // central's on the fabric, which has no route back to pods: only masquerading at n0
+    // makes the reply come back.
+    let outside = sb.central().address.clone();
+    assert!(
+        pinged(&a, &outside),
+        "a -> {outside} outside the cluster (natOutgoing)"
+    );
+
     // The pod goes: CNI DEL on its node, then the API delete; the controller releases it.
     let (ok, out) = kubelet("DEL", "c", pods[2].2, &format!("{prefix}x-c"), &confs[1]);
     assert!(ok, "DEL c: {out}");

@@ -25,6 +25,8 @@ pub const PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     // portmap (chained after kube-ovn) programs hostPorts with iptables.
     "iptables",
+    // The agent masquerades natOutgoing subnets with nftables.
+    "nftables",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
