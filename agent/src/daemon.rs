@@ -45,6 +45,19 @@ pub struct DaemonOptions {
     pub pin_dir: PathBuf,
     #[arg(long)]
     pub object: Option<PathBuf>,
+    /// OVN Southbound for this node's ovn-controller (e.g. tcp:10.0.0.1:6642). When given,
+    /// the agent writes the chassis settings into the node's Open_vSwitch row, as Kube-OVN's
+    /// ovs-ovn does; when not, it leaves them to whoever set up OVS.
+    #[arg(long)]
+    pub ovn_remote: Option<String>,
+    #[arg(long, default_value = "geneve")]
+    pub encap_type: String,
+    /// The node's tunnel endpoint address.
+    #[arg(long, env = "POD_IP")]
+    pub encap_ip: Option<String>,
+    /// `netdev` for OVS's userspace datapath.
+    #[arg(long)]
+    pub datapath_type: Option<String>,
     /// The Service CIDR, routed from the node through ovn0 like the pod subnets.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
@@ -86,6 +99,21 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let kube = kube::Client::try_default()
         .await
         .context("no Kubernetes API access (in-cluster config or KUBECONFIG)")?;
+    if let Some(ovn_remote) = &options.ovn_remote {
+        crate::node_setup::configure_chassis(
+            &options.ovs_db,
+            &crate::node_setup::OvnChassisSettings {
+                ovn_remote: ovn_remote.clone(),
+                encap_type: options.encap_type.clone(),
+                encap_ip: options.encap_ip.clone(),
+                system_id: options.node_name.clone(),
+                hostname: options.node_name.clone(),
+                datapath_type: options.datapath_type.clone(),
+            },
+        )
+        .await
+        .context("configuring this node's chassis in Open vSwitch")?;
+    }
     let ovs = ovsdb::Client::connect(ovs_port::client_config(&options.ovs_db))
         .await
         .with_context(|| {

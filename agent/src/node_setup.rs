@@ -300,6 +300,70 @@ pub async fn ensure_routes(
     Ok(())
 }
 
+/// What the node's ovn-controller needs in its Open_vSwitch row, as Kube-OVN's ovs-ovn sets
+/// it: where OVN's Southbound is, how and from where to tunnel, the chassis name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvnChassisSettings {
+    pub ovn_remote: String,
+    pub encap_type: String,
+    pub encap_ip: Option<String>,
+    pub system_id: String,
+    pub hostname: String,
+    /// `netdev` for the userspace datapath (no openvswitch kernel module).
+    pub datapath_type: Option<String>,
+}
+
+/// Writes the chassis settings into the Open_vSwitch row's external_ids, keeping every other
+/// key. Idempotent.
+pub async fn configure_chassis(
+    remote: &str,
+    settings: &OvnChassisSettings,
+) -> Result<(), NetworkError> {
+    use ovsdb::models::open_vswitch::OpenVswitch;
+    let client = Client::connect(
+        ovsdb::ClientConfig::new(&[remote], "Open_vSwitch")
+            .monitor(ovsdb::MonitorRequest::table(OpenVswitch::TABLE).columns(&["external_ids"])),
+    )
+    .await
+    .map_err(|e| NetworkError::Ovsdb(format!("connecting to {remote}: {e}")))?;
+    let row = client
+        .read(|c| {
+            c.table(OpenVswitch::TABLE)
+                .and_then(|t| t.typed::<OpenVswitch>().into_iter().next())
+        })
+        .ok_or_else(|| {
+            NetworkError::Ovsdb("no Open_vSwitch row (is ovs-vswitchd initialised?)".into())
+        })?;
+    let mut ids = row.external_ids.clone();
+    let mut set = |k: &str, v: &str| {
+        ids.insert(k.to_owned(), v.to_owned());
+    };
+    set("ovn-remote", &settings.ovn_remote);
+    set("ovn-encap-type", &settings.encap_type);
+    set("system-id", &settings.system_id);
+    set("hostname", &settings.hostname);
+    if let Some(ip) = &settings.encap_ip {
+        set("ovn-encap-ip", ip);
+    }
+    if let Some(datapath_type) = &settings.datapath_type {
+        set("ovn-bridge-datapath-type", datapath_type);
+    }
+    if ids == row.external_ids {
+        return Ok(());
+    }
+    let mut t = Transaction::new("Open_vSwitch");
+    t.update(
+        OpenVswitch::TABLE,
+        &[Condition::uuid(row.uuid)],
+        [("external_ids", Datum::map(ids))],
+    );
+    client
+        .transact_synced(&t)
+        .await
+        .map_err(|e| NetworkError::Ovsdb(format!("setting the chassis external_ids: {e}")))?;
+    Ok(())
+}
+
 /// The masquerade rules for natOutgoing: pods of those subnets reach addresses outside the
 /// cluster with the node's address. One nftables table, replaced atomically.
 pub fn nat_ruleset(nat_outgoing: &[(IpAddr, u8)], cluster: &[(IpAddr, u8)]) -> String {

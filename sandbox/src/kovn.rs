@@ -197,6 +197,11 @@ impl KovnCluster {
             .arg(self.annotation_timeout.to_string())
             .arg("--pin-dir")
             .arg(self.sb.bpffs_dir().join(&node.name).display().to_string())
+            // The chassis settings the sandbox gave the node, written again by the agent as
+            // in a cluster: a wrong value would break tunnels in every test on top.
+            .arg(format!("--ovn-remote={}", self.sb.central().sb_remote()))
+            .arg(format!("--encap-ip={}", node.address))
+            .arg("--datapath-type=netdev")
             .env("KUBECONFIG", self.kubeconfigs[i].display().to_string())
             .env("RUST_LOG", "warn")
             .netns_keep_mounts(&node.netns)
