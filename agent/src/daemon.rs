@@ -45,6 +45,9 @@ pub struct DaemonOptions {
     pub pin_dir: PathBuf,
     #[arg(long)]
     pub object: Option<PathBuf>,
+    /// How often the network of pods the API no longer has is removed (seconds).
+    #[arg(long, default_value_t = 60)]
+    pub gc_interval: u64,
     /// OVN Southbound for this node's ovn-controller (e.g. tcp:10.0.0.1:6642). When given,
     /// the agent writes the chassis settings into the node's Open_vSwitch row, as Kube-OVN's
     /// ovs-ovn does; when not, it leaves them to whoever set up OVS.
@@ -193,6 +196,20 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             annotation_timeout: Duration::from_secs(options.annotation_timeout),
         },
         metrics,
+    });
+    tokio::spawn({
+        let server = server.clone();
+        let every = Duration::from_secs(options.gc_interval.max(1));
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match cni_server::collect_garbage(&server).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "garbage collection"),
+                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+                }
+            }
+        }
     });
     let _cni = cni_server::serve(server)
         .await

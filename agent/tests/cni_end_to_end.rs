@@ -157,7 +157,13 @@ fn start_agent(
         .arg(socket.display().to_string())
         .arg("--ovs-db")
         .arg(format!("unix:{}", node.db.socket.display()))
-        .args(["--metrics-addr", "127.0.0.1:10665", "--annotation-timeout"])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:10665",
+            "--gc-interval",
+            "1",
+            "--annotation-timeout",
+        ])
         .arg(annotation_timeout.to_string())
         .arg("--pin-dir")
         .arg(sb.bpffs_dir().join(&node.name).display().to_string())
@@ -448,6 +454,29 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
         &conf,
     );
     assert_eq!(out.1["code"], 3, "{}", out.1);
+
+    // A pod deleted while no DEL comes (the kubelet was down): the agent's periodic garbage
+    // collection removes its network.
+    api.put(&annotated_pod("z", &node.name, "10.16.0.25"));
+    let (ok, out) = kubelet(
+        "ADD",
+        "z",
+        "ffff0000000000000006",
+        &format!("{prefix}k-c"),
+        &conf,
+    );
+    assert!(ok, "ADD z: {out}");
+    assert_eq!(
+        leftovers(&node, "ffff0000000000000006").len(),
+        4,
+        "z plumbed"
+    );
+    api.delete::<Pod>(Some("default"), "z");
+    wait(
+        "z's network collected",
+        std::time::Duration::from_secs(15),
+        || leftovers(&node, "ffff0000000000000006").is_empty(),
+    );
 
     // The netns is gone (the runtime tore the sandbox down first): an error, nothing left.
     api.put(&annotated_pod("gone", &node.name, "10.16.0.24"));

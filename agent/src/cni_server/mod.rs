@@ -488,6 +488,46 @@ async fn gc_pods(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
     Ok(())
 }
 
+/// Removes the network of pods on this node that the API no longer has (a DEL that never
+/// came: the kubelet or the agent was down when the pod went). Returns how many were removed.
+pub async fn collect_garbage(server: &CniServer) -> Result<usize, CniError> {
+    let pods: Api<Pod> = Api::all(server.kube.clone());
+    let on_node = pods
+        .list(
+            &kube::api::ListParams::default()
+                .fields(&format!("spec.nodeName={}", server.config.node_name)),
+        )
+        .await
+        .map_err(|e| CniError::Kubernetes(format!("listing this node's pods: {e}")))?;
+    let alive: std::collections::BTreeSet<String> = on_node
+        .items
+        .iter()
+        .map(|p| {
+            format!(
+                "{}.{}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                p.metadata.namespace.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    let mut removed = 0;
+    for (port, pod) in ovs_port::kovn_ports(&server.ovs) {
+        if alive.contains(&pod.owner) {
+            continue;
+        }
+        tracing::info!(%port, owner = %pod.owner, "garbage-collecting the network of a pod that is gone");
+        if let Some(datapath) = &server.datapath {
+            let _ = datapath
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove_pod(&pod.owner);
+        }
+        pod_network::detach(&server.ovs, &PodLinks::for_container(&pod.container_id)).await?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 async fn status(State(server): State<Shared>) -> Response {
     if server.ovs.is_connected() {
         StatusCode::OK.into_response()
