@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use agent::datapath::{PinnedMaps, ReadMaps};
 use agent::pod_network::{PodLinks, links, ovs_port};
 use api::annotations;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec};
@@ -382,6 +383,24 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     );
     assert!(ok, "CHECK a: {out}");
 
+    // Learned flows of the pods, in the agent's pinned flow map: GC (like DEL) purges them.
+    let pins = sb.bpffs_dir().join(&node.name);
+    let flows_of = |ip: &str| {
+        let mapped = ip
+            .parse::<std::net::Ipv4Addr>()
+            .unwrap()
+            .to_ipv6_mapped()
+            .octets();
+        PinnedMaps::open(&pins)
+            .expect("pinned maps")
+            .flows()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.src == mapped || k.dst == mapped)
+            .count()
+    };
+    assert!(flows_of(pods[0].1) > 0, "no flow learned for a");
+
     // GC (CNI 1.1.0) with only b still valid: a's interfaces and port go, b keeps working.
     let mut gc_conf = check_conf.clone();
     gc_conf.conflist["cniVersion"] = json!("1.1.0");
@@ -686,6 +705,27 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
         pinged(&a, &outside),
         "a -> {outside} outside the cluster (natOutgoing)"
     );
+
+    // The agent on n0 is stopped as the kubelet stops a container: it exits cleanly and
+    // leaves the pods and the datapath running (a -> b still talks, through the fast path).
+    let pins = sb.bpffs_dir().join(&sb.node(0).name);
+    let hits = || {
+        let maps = PinnedMaps::open(&pins).expect("n0's pinned maps");
+        maps.reason_counts()
+            .unwrap()
+            .iter()
+            .filter(|c| c.reason == datapath_common::Reason::FastHit)
+            .map(|c| c.packets)
+            .sum::<u64>()
+    };
+    assert!(hits() > 0, "no fast-path hit on n0");
+    let stopped_clean = cluster
+        .stop_agent(0, std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(stopped_clean, "kovn-agent did not exit cleanly on SIGTERM");
+    let before = hits();
+    assert!(pinged(&a, &ips["b"]), "a -> b with n0's agent stopped");
+    assert!(hits() > before, "the fast path stopped with the agent");
 
     // The pod goes: CNI DEL on its node, then the API delete; the controller releases it.
     let (ok, out) = kubelet("DEL", "c", pods[2].2, &format!("{prefix}x-c"), &confs[1]);

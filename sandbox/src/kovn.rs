@@ -232,6 +232,25 @@ impl KovnCluster {
         Ok(())
     }
 
+    /// SIGTERM node `i`'s agent, as the kubelet stops a container, and wait for it to exit
+    /// (at most `limit`). Returns whether it exited with status 0. Pods and the datapath stay.
+    pub fn stop_agent(&self, i: usize, limit: Duration) -> Result<bool> {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let pid = nix::unistd::Pid::from_raw(self.agents[i].0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .map_err(|e| SandboxError::Invalid(format!("SIGTERM to kovn-agent: {e}")))?;
+        let deadline = Instant::now() + limit;
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code == 0),
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(_) | Err(_) => return Ok(false),
+            }
+        }
+    }
+
     /// SIGKILL the controller and start it again (same pod name: it takes its Lease back).
     pub fn restart_controller(&mut self) -> Result<()> {
         let _ = self.controller.0.kill();
