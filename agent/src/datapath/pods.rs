@@ -219,8 +219,24 @@ impl Datapath {
             .as_ref()
             .and_then(|path| PinnedLink::from_pin(path).ok())
             .and_then(|pinned| SchedClassifierLink::try_from(FdLink::from(pinned)).ok());
-        let id = match adopted {
-            Some(link) => prog.attach_to_link(link).map_err(attach_error)?,
+        let adopted_id = match adopted {
+            Some(link) => match prog.attach_to_link(link) {
+                Ok(id) => Some(id),
+                // The pinned link outlived its interface (a pod sandbox re-created under the
+                // same name while no agent ran, or an agent killed mid-ADD): it cannot be
+                // updated, so it goes and a fresh link takes its place.
+                Err(e) => {
+                    tracing::debug!(%interface, program, error = %e, "stale pinned link replaced");
+                    if let Some(path) = &pin {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        let id = match adopted_id {
+            Some(id) => id,
             None => {
                 let _ = tc::qdisc_add_clsact(interface);
                 prog.attach(interface, TcAttachType::Ingress)
