@@ -98,6 +98,36 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
     }
 }
 
+/// After a restart: the pods this node's OVS still has are attached again, which adopts their
+/// pinned links (no window without the fast path) and lets DEL and GC purge them later.
+fn readopt_pods(ovs: &ovsdb::Client, datapath: &mut Datapath) {
+    let mut adopted = 0;
+    for (port, pod) in ovs_port::kovn_ports(ovs) {
+        let links = crate::pod_network::PodLinks::for_container(&pod.container_id);
+        let ip = pod.ip.split(',').next().and_then(|ip| ip.parse().ok());
+        let mac = crate::datapath::parse_mac(&pod.mac).ok();
+        let (Some(ip), Some(mac)) = (ip, mac) else {
+            tracing::warn!(%port, "a pod port without its address or MAC: left to garbage collection");
+            continue;
+        };
+        let interfaces = crate::datapath::PodInterfaces {
+            name: pod.owner.clone(),
+            host_veth: links.host_veth,
+            ovs_peer: links.ovs_peer,
+            ip,
+            mac,
+        };
+        match datapath.attach_pod(&interfaces) {
+            Ok(()) => adopted += 1,
+            // Its interfaces are gone (the sandbox went while no agent ran): GC removes it.
+            Err(e) => tracing::info!(%port, owner = %pod.owner, error = %e, "not re-adopted"),
+        }
+    }
+    if adopted > 0 {
+        tracing::info!(pods = adopted, "re-adopted the pods already on this node");
+    }
+}
+
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let kube = kube::Client::try_default()
         .await
@@ -126,6 +156,12 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             )
         })?;
     let datapath = load_datapath(&options).map(|d| Arc::new(Mutex::new(d)));
+    if let Some(datapath) = &datapath {
+        readopt_pods(
+            &ovs,
+            &mut datapath.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+    }
     if let Some(datapath) = &datapath {
         let follower = ovsdb::Client::connect(
             ovsdb::ClientConfig::new(&[&options.ovs_db], "Open_vSwitch")

@@ -859,5 +859,42 @@ fn restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_onc
         pinged(&format!("{prefix}x-{}", names[0]), &last_ip),
         "first pod cannot reach the last"
     );
+
+    // DEL of the first pod purges its learned flows from the datapath at once.
+    let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
+    let first_ip = results[&names[0]]["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse::<std::net::Ipv4Addr>()
+        .unwrap()
+        .to_ipv6_mapped()
+        .octets();
+    let flows_of_first = || {
+        PinnedMaps::open(&pins)
+            .unwrap()
+            .flows()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.src == first_ip || k.dst == first_ip)
+            .count()
+    };
+    assert!(flows_of_first() > 0, "no flow learned for the first pod");
+    let first_id = format!("{:012x}{:052x}", 0x5eed_0000_0000_u64, 0);
+    let (ok, out) = kubelet(
+        "DEL",
+        &names[0],
+        &first_id,
+        &format!("{prefix}x-{}", names[0]),
+        &cluster.kubelets[0],
+    );
+    assert!(ok, "DEL: {out}");
+    assert_eq!(
+        flows_of_first(),
+        0,
+        "the first pod's flows outlived its DEL"
+    );
     cluster.teardown().expect("teardown");
 }

@@ -321,3 +321,32 @@ fn agent_down_hung_or_refusing_is_a_retryable_error_that_says_why() {
         3
     );
 }
+
+#[test]
+fn status_is_ok_when_the_agent_is_ready_and_50_when_it_is_not() {
+    let (ready, received) = agent(&tempdir("status-ok"), Some((200, Value::Null)));
+    let ready_conf = conf("1.1.0", &ready);
+    assert_eq!(plugin("STATUS", &[], &ready_conf), (true, Value::Null));
+    assert_eq!(received.lock().unwrap()[0].1, "/api/v1/status");
+    let (unready, _) = agent(
+        &tempdir("status-bad"),
+        Some((
+            503,
+            json!({"error": "not connected to the node's Open_vSwitch database"}),
+        )),
+    );
+    let out = plugin("STATUS", &[], &conf("1.1.0", &unready));
+    assert_eq!(error_code(&out), 50);
+    assert!(
+        out.1["details"].as_str().unwrap().contains("Open_vSwitch"),
+        "{}",
+        out.1
+    );
+    // No agent at all: not available either.
+    let out = plugin(
+        "STATUS",
+        &[],
+        &conf("1.1.0", &tempdir("status-none").join("absent.sock")),
+    );
+    assert_eq!(error_code(&out), 50);
+}

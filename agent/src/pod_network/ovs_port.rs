@@ -166,6 +166,9 @@ pub struct PodPort {
     pub container_id: String,
     /// `<pod>.<namespace>`, the datapath's name for the pod.
     pub owner: String,
+    /// The pod's addresses, comma-separated, as bound.
+    pub ip: String,
+    pub mac: String,
 }
 
 /// Every pod port kovn made on the node, by port name (for garbage collection).
@@ -180,12 +183,14 @@ pub fn kovn_ports(client: &Client) -> BTreeMap<String, PodPort> {
                     .filter_map(|i| {
                         let ids = &i.external_ids;
                         let container_id = ids.get("container_id").filter(|c| !c.is_empty())?;
-                        let owner = ids.get("iface-id").cloned().unwrap_or_default();
+                        let get = |k: &str| ids.get(k).cloned().unwrap_or_default();
                         Some((
                             i.name,
                             PodPort {
                                 container_id: container_id.clone(),
-                                owner,
+                                owner: get("iface-id"),
+                                ip: get("ip"),
+                                mac: get("attached-mac"),
                             },
                         ))
                     })
