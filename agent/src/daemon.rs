@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cni_server::{self, CniMetrics, CniServer, CniServerConfig};
-use crate::datapath::invalidation::{self, follow_nb_cfg};
+use crate::datapath::invalidation;
 use crate::datapath::{Datapath, LoadOptions, locate_object};
 use crate::pod_network::ovs_port;
 
@@ -163,34 +163,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         );
     }
     if let Some(datapath) = &datapath {
-        let follower = ovsdb::Client::connect(
-            ovsdb::ClientConfig::new(&[&options.ovs_db], "Open_vSwitch")
-                .monitor(invalidation::monitor_request()),
-        )
-        .await?;
-        tokio::spawn(follow_nb_cfg(
-            follower,
-            datapath.clone(),
-            |nb_cfg, generation| {
-                tracing::info!(nb_cfg, generation, "policy changed: fast path invalidated");
-            },
-        ));
-        tokio::spawn({
-            let datapath = datapath.clone();
-            async move {
-                let mut every = tokio::time::interval(Duration::from_secs(10));
-                loop {
-                    every.tick().await;
-                    let result = datapath
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .collect_garbage();
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "flow GC failed");
-                    }
-                }
-            }
-        });
+        invalidation::spawn_upkeep(datapath.clone(), Some(&options.ovs_db)).await?;
     }
     // ovn0 and the node's routes, once the controller has given the node its join port.
     let service_cidr = options

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use std::sync::{Arc, Mutex};
 
-use agent::datapath::invalidation::{self, follow_nb_cfg};
+use agent::datapath::invalidation;
 use agent::datapath::{Datapath, LoadOptions, PinnedMaps, PodInterfaces, ReadMaps, locate_object};
 use clap::{Parser, Subcommand};
 
@@ -235,20 +235,7 @@ fn run(
     let datapath = Arc::new(Mutex::new(datapath));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        if let Some(remote) = ovs_db {
-            let client = ovsdb::Client::connect(
-                ovsdb::ClientConfig::new(&[&remote], "Open_vSwitch")
-                    .monitor(invalidation::monitor_request()),
-            )
-            .await?;
-            tokio::spawn(follow_nb_cfg(
-                client,
-                datapath.clone(),
-                |nb_cfg, generation| {
-                    tracing::info!(nb_cfg, generation, "policy changed: fast path invalidated");
-                },
-            ));
-        }
+        invalidation::spawn_upkeep(datapath.clone(), ovs_db.as_deref()).await?;
         tokio::spawn(agent::metrics::serve(metrics_addr, Some(datapath.clone())));
         if let Some(logger) = logger {
             // SAFETY: the logger owns its ring buffer's fd, which stays open and the same until
@@ -267,23 +254,6 @@ fn run(
                 }
             });
         }
-        tokio::spawn({
-            let datapath = datapath.clone();
-            async move {
-                let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
-                loop {
-                    every.tick().await;
-                    let result = datapath
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .collect_garbage();
-                    match result {
-                        Ok(r) => tracing::debug!(expired = r.expired, stale = r.stale, "flow GC"),
-                        Err(e) => tracing::warn!(error = %e, "flow GC failed"),
-                    }
-                }
-            }
-        });
         println!("ready");
         // Stopping leaves the datapath running: maps and links are pinned.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -8,15 +8,16 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use api::{Subnet, annotations};
-use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::wait::await_condition;
 use kube::{Api, ResourceExt};
 use ovsdb::models::open_vswitch::{Bridge, Interface, Port};
 use ovsdb::{Client, Condition, Datum, Model, Mutation, Transaction};
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
 use crate::pod_network::NetworkError;
+use crate::pod_network::links::{connect, index_of, netlink};
+use crate::pod_network::ovs_port::by_name;
 
 /// The node's internal port, named as Kube-OVN names it.
 pub const NODE_PORT: &str = "ovn0";
@@ -85,32 +86,6 @@ pub async fn wait_for_node(
     })
 }
 
-fn by_name<M: Model>(cache: &ovsdb::Cache, name: &str) -> Option<M> {
-    let row = cache
-        .table(M::TABLE)?
-        .rows()
-        .find(|r| r.string("name") == Some(name))?;
-    M::from_row(row).ok()
-}
-
-fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
-    let what = what.into();
-    move |source| NetworkError::Netlink { what, source }
-}
-
-async fn link_index(handle: &Handle, name: &str) -> Option<u32> {
-    handle
-        .link()
-        .get()
-        .match_name(name.to_owned())
-        .execute()
-        .try_next()
-        .await
-        .ok()
-        .flatten()
-        .map(|l| l.header.index)
-}
-
 /// Makes `ovn0` exist on `bridge`, bound to the node's join port, with its MAC, MTU and
 /// address. Idempotent. Returns its interface index.
 pub async fn ensure_node_port(
@@ -165,16 +140,11 @@ pub async fn ensure_node_port(
         .await
         .map_err(|e| NetworkError::Ovsdb(format!("binding {NODE_PORT}: {e}")))?;
 
-    let (connection, handle, _) =
-        rtnetlink::new_connection().map_err(|source| NetworkError::Io {
-            what: "netlink socket".into(),
-            source,
-        })?;
-    let connection = tokio::spawn(connection);
+    let handle = connect()?;
     // ovs-vswitchd creates the device once it sees the port.
     let mut index = None;
     for _ in 0..100 {
-        index = link_index(&handle, NODE_PORT).await;
+        index = index_of(&handle, NODE_PORT).await?;
         if index.is_some() {
             break;
         }
@@ -213,7 +183,6 @@ pub async fn ensure_node_port(
             ))(e));
         }
     }
-    connection.abort();
     // The node forwards between ovn0 and its other interfaces: hostPorts, NodePorts, and
     // replies to traffic that reached a pod through the node.
     for path in [
@@ -277,12 +246,7 @@ pub async fn ensure_routes(
     gateway: IpAddr,
     cidrs: &[(IpAddr, u8)],
 ) -> Result<(), NetworkError> {
-    let (connection, handle, _) =
-        rtnetlink::new_connection().map_err(|source| NetworkError::Io {
-            what: "netlink socket".into(),
-            source,
-        })?;
-    let connection = tokio::spawn(connection);
+    let handle = connect()?;
     for (ip, prefix) in cidrs {
         let message = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(*ip, *prefix)
@@ -296,7 +260,6 @@ pub async fn ensure_routes(
             Err(e) => return Err(netlink(format!("route {ip}/{prefix} via {gateway}"))(e)),
         }
     }
-    connection.abort();
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 //!
 //! The controller's part (annotations, the NB port) is played by the test here.
 
+mod common;
+use common::on_node;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -182,17 +184,6 @@ fn start_agent(
         .unwrap();
     assert_eq!(line.trim(), "ready", "kovn-agent daemon did not come up");
     Process(child)
-}
-
-fn on_node<T: Send>(node: &Node, f: impl AsyncFnOnce() -> T + Send) -> T {
-    netns::run_in(&node.netns, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
-    .expect("node namespace")
 }
 
 /// Whether anything of container `id` is left on the node: interfaces or an OVS port.
@@ -385,20 +376,7 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
 
     // Learned flows of the pods, in the agent's pinned flow map: GC (like DEL) purges them.
     let pins = sb.bpffs_dir().join(&node.name);
-    let flows_of = |ip: &str| {
-        let mapped = ip
-            .parse::<std::net::Ipv4Addr>()
-            .unwrap()
-            .to_ipv6_mapped()
-            .octets();
-        PinnedMaps::open(&pins)
-            .expect("pinned maps")
-            .flows()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.src == mapped || k.dst == mapped)
-            .count()
-    };
+    let flows_of = |ip: &str| common::flows_involving(&pins, ip.parse().unwrap());
     assert!(flows_of(pods[0].1) > 0, "no flow learned for a");
 
     // GC (CNI 1.1.0) with only b still valid: a's interfaces and port go, b keeps working.
@@ -868,19 +846,9 @@ fn restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_onc
         .split('/')
         .next()
         .unwrap()
-        .parse::<std::net::Ipv4Addr>()
-        .unwrap()
-        .to_ipv6_mapped()
-        .octets();
-    let flows_of_first = || {
-        PinnedMaps::open(&pins)
-            .unwrap()
-            .flows()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.src == first_ip || k.dst == first_ip)
-            .count()
-    };
+        .parse()
+        .unwrap();
+    let flows_of_first = || common::flows_involving(&pins, first_ip);
     assert!(flows_of_first() > 0, "no flow learned for the first pod");
     let first_id = format!("{:012x}{:052x}", 0x5eed_0000_0000_u64, 0);
     let (ok, out) = kubelet(

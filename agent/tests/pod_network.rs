@@ -4,6 +4,8 @@
 //! has the MAC, MTU, addresses and routes asked for; ADD again is harmless; DEL leaves no
 //! interface and no OVS port; a netns that is gone is a clear error with nothing left behind.
 
+mod common;
+use common::on_node;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -60,18 +62,6 @@ impl TestPod {
             }],
         }
     }
-}
-
-/// Runs `f` on a runtime inside the node's namespace (where the agent runs).
-fn on_node<T: Send>(node: &Node, f: impl AsyncFnOnce() -> T + Send) -> T {
-    netns::run_in(&node.netns, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
-    .expect("node namespace")
 }
 
 async fn ovs(node: &Node) -> ovsdb::Client {

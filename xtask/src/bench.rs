@@ -29,21 +29,7 @@ pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> R
         "build the eBPF datapath, kovn and kovn-bench (release)",
     );
     let object = crate::ebpf::build(true)?;
-    stream(
-        Command::new("cargo").current_dir(&root).args([
-            "build",
-            "--release",
-            "-p",
-            "bench",
-            "-p",
-            "agent",
-            "-p",
-            "controller",
-            "-p",
-            "cni",
-        ]),
-        "fix the build errors above",
-    )?;
+    build_release(&["bench", "agent", "controller", "cni"])?;
     step.done("built");
     for (i, section) in sections.iter().enumerate() {
         let step = Step::start(3 + i, total, &format!("benchmark: {section}"));
@@ -92,4 +78,16 @@ pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> R
         step.done("done");
     }
     Ok(())
+}
+
+/// `cargo build --release` of `packages`, streamed (the benchmarks and the demo run kovn's
+/// release binaries from target/release).
+pub fn build_release(packages: &[&str]) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release"]);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    stream(&mut cmd, "fix the build errors above")
 }

@@ -6,7 +6,6 @@
 //! + Geneve). Then everything is torn down.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::time::Duration;
 
 use agent::datapath::{PinnedMaps, ReadMaps};
@@ -18,7 +17,7 @@ use sandbox::kubelet::PodSandbox;
 use sandbox::traffic::{self, LatencyReport, ThroughputReport};
 use sandbox::{Pod, netns};
 
-use crate::progress::{Step, stream};
+use crate::progress::Step;
 use crate::{ebpf, is_root, setup, workspace_root};
 
 const SECONDS: u32 = 3;
@@ -51,19 +50,7 @@ pub fn run() -> Result<()> {
     );
     let object = ebpf::build(true)?;
     let root = workspace_root();
-    stream(
-        Command::new("cargo").current_dir(&root).args([
-            "build",
-            "--release",
-            "-p",
-            "agent",
-            "-p",
-            "controller",
-            "-p",
-            "cni",
-        ]),
-        "fix the build errors above",
-    )?;
+    crate::bench::build_release(&["agent", "controller", "cni"])?;
     step.done(&format!("built; datapath object {}", object.display()));
 
     let step = Step::start(

@@ -382,15 +382,28 @@ async fn del(State(server): State<Shared>, body: axum::body::Bytes) -> Response 
 
 async fn del_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
     let request = parse_request(body)?;
-    let owner = format!("{}.{}", request.pod_name, request.pod_namespace);
+    forget(
+        server,
+        &ovs_port::PodPort {
+            container_id: request.container_id.clone(),
+            owner: format!("{}.{}", request.pod_name, request.pod_namespace),
+            ip: String::new(),
+            mac: String::new(),
+        },
+    )
+    .await
+}
+
+/// Removes everything of a pod from the node: its datapath entries (its flows go at once; an
+/// unknown pod is fine, DEL and GC are idempotent), its OVS port and its interfaces.
+async fn forget(server: &CniServer, pod: &ovs_port::PodPort) -> Result<(), CniError> {
     if let Some(datapath) = &server.datapath {
-        // Its flows go at once; an unknown pod is fine (DEL is idempotent).
         let _ = datapath
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove_pod(&owner);
+            .remove_pod(&pod.owner);
     }
-    pod_network::detach(&server.ovs, &PodLinks::for_container(&request.container_id)).await?;
+    pod_network::detach(&server.ovs, &PodLinks::for_container(&pod.container_id)).await?;
     Ok(())
 }
 
@@ -477,13 +490,7 @@ async fn gc_pods(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
             continue;
         }
         tracing::info!(%port, container_id = %pod.container_id, owner = %pod.owner, "garbage-collecting a pod whose container is gone");
-        if let Some(datapath) = &server.datapath {
-            let _ = datapath
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove_pod(&pod.owner);
-        }
-        pod_network::detach(&server.ovs, &PodLinks::for_container(&pod.container_id)).await?;
+        forget(server, &pod).await?;
     }
     Ok(())
 }
@@ -516,13 +523,7 @@ pub async fn collect_garbage(server: &CniServer) -> Result<usize, CniError> {
             continue;
         }
         tracing::info!(%port, owner = %pod.owner, "garbage-collecting the network of a pod that is gone");
-        if let Some(datapath) = &server.datapath {
-            let _ = datapath
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove_pod(&pod.owner);
-        }
-        pod_network::detach(&server.ovs, &PodLinks::for_container(&pod.container_id)).await?;
+        forget(server, &pod).await?;
         removed += 1;
     }
     Ok(removed)

@@ -72,3 +72,40 @@ pub async fn follow_nb_cfg(
         }
     }
 }
+
+/// Keeps a loaded datapath current while the agent runs: follows the node's installed NB
+/// config (when `ovs_db` is given) to invalidate the fast path, and collects expired and
+/// stale flows every 10 s so live flows are not evicted instead. Tasks on the current runtime.
+pub async fn spawn_upkeep(
+    datapath: Arc<Mutex<Datapath>>,
+    ovs_db: Option<&str>,
+) -> Result<(), ovsdb::Error> {
+    if let Some(remote) = ovs_db {
+        let client = Client::connect(
+            ovsdb::ClientConfig::new(&[remote], "Open_vSwitch").monitor(monitor_request()),
+        )
+        .await?;
+        tokio::spawn(follow_nb_cfg(
+            client,
+            datapath.clone(),
+            |nb_cfg, generation| {
+                tracing::info!(nb_cfg, generation, "policy changed: fast path invalidated");
+            },
+        ));
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            let result = datapath
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .collect_garbage();
+            match result {
+                Ok(r) => tracing::debug!(expired = r.expired, stale = r.stale, "flow GC"),
+                Err(e) => tracing::warn!(error = %e, "flow GC failed"),
+            }
+        }
+    });
+    Ok(())
+}

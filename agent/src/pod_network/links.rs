@@ -15,7 +15,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{NetworkError, PodAddressing, PodLinks};
 
-fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
+pub(crate) fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
     let what = what.into();
     move |source| NetworkError::Netlink { what, source }
 }
@@ -27,14 +27,14 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetworkError {
 
 /// A netlink handle in the calling thread's namespace (its connection runs on the current
 /// runtime until the handle's last clone is dropped).
-fn connect() -> Result<Handle, NetworkError> {
+pub(crate) fn connect() -> Result<Handle, NetworkError> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(io("netlink socket"))?;
     tokio::spawn(connection);
     Ok(handle)
 }
 
 /// The index of `name`, or None when there is no such link.
-async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkError> {
+pub(crate) async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkError> {
     match handle
         .link()
         .get()

@@ -59,7 +59,7 @@ pub fn client_config(remote: &str) -> ClientConfig {
         ]))
 }
 
-fn by_name<M: Model>(cache: &Cache, name: &str) -> Option<M> {
+pub(crate) fn by_name<M: Model>(cache: &Cache, name: &str) -> Option<M> {
     let row = cache
         .table(M::TABLE)?
         .rows()

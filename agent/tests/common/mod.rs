@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
-use sandbox::{Cmd, Pod, Sandbox};
+use sandbox::{Cmd, Node, Pod, Sandbox, netns};
 
 /// Starts `kovn-agent datapath run` in node 0 of `sb` (network namespace only, so its pins
 /// land on the host's bpffs) for `pods`, with `extra` arguments, and waits for "ready".
@@ -34,4 +34,29 @@ pub fn start_agent(sb: &Sandbox, pods: &[&Pod], extra: &[String]) -> Child {
         .expect("read kovn-agent's output");
     assert_eq!(line.trim(), "ready", "kovn-agent did not come up");
     child
+}
+
+/// Runs `f` on a runtime inside `node`'s namespace (where the agent runs).
+pub fn on_node<T: Send>(node: &Node, f: impl AsyncFnOnce() -> T + Send) -> T {
+    netns::run_in(&node.netns, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .expect("node namespace")
+}
+
+/// How many learned flows in the agent's pinned flow map (under `pins`) are from or to `ip`.
+pub fn flows_involving(pins: &std::path::Path, ip: std::net::Ipv4Addr) -> usize {
+    use agent::datapath::{PinnedMaps, ReadMaps};
+    let mapped = ip.to_ipv6_mapped().octets();
+    PinnedMaps::open(pins)
+        .expect("pinned maps")
+        .flows()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.src == mapped || k.dst == mapped)
+        .count()
 }
