@@ -505,6 +505,23 @@ fn wait(what: &str, limit: std::time::Duration, check: impl FnMut() -> bool) {
     wait_for(what, limit, check).unwrap();
 }
 
+/// Waits until ovn-controller has bound the ports of `pods` (in `default`) and every chassis
+/// has the flows.
+fn ports_up(nbctl: &sandbox::Ctl, pods: impl IntoIterator<Item = impl std::fmt::Display>) {
+    for name in pods {
+        nbctl
+            .run([
+                "--timeout=20",
+                "wait-until",
+                "Logical_Switch_Port",
+                &format!("{name}.default"),
+                "up=true",
+            ])
+            .expect("port up");
+    }
+    nbctl.run(["--wait=hv", "sync"]).unwrap();
+}
+
 fn pinged(netns_name: &str, ip: &str) -> bool {
     Cmd::new("ping")
         .args(["-c", "3", "-i", "0.2", "-W", "2", ip])
@@ -588,18 +605,7 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
         ips.insert(name, ip);
     }
     let nbctl = sb.central().nbctl();
-    for (name, _, _) in pods {
-        nbctl
-            .run([
-                "--timeout=20",
-                "wait-until",
-                "Logical_Switch_Port",
-                &format!("{name}.default"),
-                "up=true",
-            ])
-            .expect("port up");
-    }
-    nbctl.run(["--wait=hv", "sync"]).unwrap();
+    ports_up(&nbctl, pods.iter().map(|(name, _, _)| *name));
     let a = format!("{prefix}x-a");
     assert!(pinged(&a, &ips["b"]), "a -> b (same node)");
     assert!(pinged(&a, &ips["c"]), "a -> c (across nodes, Geneve)");
@@ -814,18 +820,7 @@ fn restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_onc
     });
     assert_eq!(ports.len(), PODS, "one OVS port per pod: {ports:?}");
     let nbctl = cluster.sb.central().nbctl();
-    for name in [&names[0], &names[PODS - 1]] {
-        nbctl
-            .run([
-                "--timeout=20",
-                "wait-until",
-                "Logical_Switch_Port",
-                &format!("{name}.default"),
-                "up=true",
-            ])
-            .expect("port up");
-    }
-    nbctl.run(["--wait=hv", "sync"]).unwrap();
+    ports_up(&nbctl, [&names[0], &names[PODS - 1]]);
     let last_ip = results[&names[PODS - 1]]["ips"][0]["address"]
         .as_str()
         .unwrap()
