@@ -311,15 +311,13 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
 /// disconnected).
 async fn hand_to_datapath(server: &CniServer, pod: &PodInterfaces) -> Result<(), CniError> {
     match &server.datapath {
-        Some(datapath) => {
-            let mut datapath = datapath.lock().unwrap_or_else(|e| e.into_inner());
-            // A repeated ADD for the pod (a retry, a re-created sandbox): its old links point
-            // at interfaces that are gone, and their pins would block the new ones.
-            let _ = datapath.remove_pod(&pod.name);
-            datapath
-                .attach_pod(pod)
-                .map_err(|e| CniError::Datapath(e.to_string()))
-        }
+        // attach_pod replaces an earlier attachment of the pod (a retried ADD) and any stale
+        // pinned link of a re-created interface.
+        Some(datapath) => datapath
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attach_pod(pod)
+            .map_err(|e| CniError::Datapath(e.to_string())),
         None => install_kernel_handoff(pod)
             .await
             .map_err(|e| CniError::Datapath(e.to_string())),
