@@ -165,6 +165,26 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     if let Some(datapath) = &datapath {
         invalidation::spawn_upkeep(datapath.clone(), Some(&options.ovs_db)).await?;
     }
+    // ClusterIP load balancing in the datapath; without it OVN's load balancers serve the VIPs.
+    let services = match &datapath {
+        Some(datapath) => {
+            let adopted = crate::services::ServiceSync::adopt(
+                &datapath.lock().unwrap_or_else(|e| e.into_inner()),
+            )
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read the pinned service maps; starting afresh");
+                Default::default()
+            });
+            let sync = Arc::new(Mutex::new(adopted));
+            tokio::spawn(crate::services::run(
+                kube.clone(),
+                datapath.clone(),
+                sync.clone(),
+            ));
+            Some(sync)
+        }
+        None => None,
+    };
     // ovn0 and the node's routes, once the controller has given the node its join port.
     let service_cidr = options
         .service_cluster_ip_range
@@ -192,6 +212,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         metrics_listener,
         datapath.clone(),
         Some(metrics.clone()),
+        services,
     ));
     let server = Arc::new(CniServer {
         kube,

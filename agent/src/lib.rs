@@ -7,3 +7,4 @@ pub mod datapath;
 pub mod metrics;
 pub mod node_setup;
 pub mod pod_network;
+pub mod services;

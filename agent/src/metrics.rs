@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::datapath::{Datapath, ReadMaps};
+use crate::services::ServiceSync;
 
 /// Default listen address of the agent's metrics.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:10665";
@@ -46,13 +47,14 @@ fn interface_name(ifindex: u32) -> String {
 /// the node is on OVS only). A fresh registry per scrape: counters start at 0 and are raised to
 /// the values the maps hold.
 pub fn render(datapath: Option<&Datapath>) -> String {
-    render_with(datapath, None)
+    render_with(datapath, None, None)
 }
 
 /// [`render`], plus the CNI server's `cni_op_latency_seconds` when the agent serves CNI.
 pub fn render_with(
     datapath: Option<&Datapath>,
     cni: Option<&crate::cni_server::CniMetrics>,
+    services: Option<&ServiceSync>,
 ) -> String {
     let mut root = Registry::default();
     if let Some(cni) = cni {
@@ -105,10 +107,66 @@ pub fn render_with(
         let flows = Gauge::<i64>::default();
         flows.set(dp.flows().map_or(-1, |f| f.len() as i64));
         registry.register("flows", "Learned flows in the flow map", flows);
+        if let Some(services) = services {
+            register_services(registry, dp, services);
+        }
     }
     let mut out = String::new();
     let _ = encode(&mut out, &root);
     out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+    vip: String,
+    event: String,
+}
+
+/// Per-VIP counters (hits, new connections, no backend, conntrack full, hairpin) and the
+/// sizes of the service maps.
+fn register_services(registry: &mut Registry, dp: &Datapath, services: &ServiceSync) {
+    use crate::datapath::ReadServiceMaps;
+    let packets = Family::<ServiceLabels, Counter<u64>>::default();
+    let names: HashMap<u32, (String, String)> = services
+        .programmed()
+        .map(|(key, vip)| {
+            let ip = crate::datapath::ip_from_bytes(&key.vip);
+            let proto = if key.proto == 6 { "tcp" } else { "udp" };
+            let vip_label = format!("{}/{proto}", std::net::SocketAddr::new(ip, key.port));
+            (vip.entry.id, (vip.service.clone(), vip_label))
+        })
+        .collect();
+    for c in dp.service_counts().unwrap_or_default() {
+        let Some((service, vip)) = names.get(&c.service_id) else {
+            continue;
+        };
+        packets
+            .get_or_create(&ServiceLabels {
+                service: service.clone(),
+                vip: vip.clone(),
+                event: c.event.as_str().to_owned(),
+            })
+            .inc_by(c.count);
+    }
+    registry.register(
+        "service_packets",
+        "Packets to Service VIPs balanced in the datapath, by service, VIP and event",
+        packets,
+    );
+    let vips = Gauge::<i64>::default();
+    vips.set(names.len() as i64);
+    registry.register("service_vips", "VIPs programmed into the datapath", vips);
+    let backends = Gauge::<i64>::default();
+    backends.set(services.programmed().map(|(_, v)| v.backends.len() as i64).sum());
+    registry.register("service_backends", "Backends programmed into the datapath", backends);
+    let connections = Gauge::<i64>::default();
+    connections.set(dp.lb_connections().map_or(-1, |c| c.len() as i64));
+    registry.register(
+        "service_connections",
+        "Connections pinned to a backend in the LB conntrack map",
+        connections,
+    );
 }
 
 /// Serves `/metrics` and `/healthz` on `addr` until the process ends.
@@ -126,7 +184,7 @@ pub async fn serve_with(
     cni: Option<Arc<crate::cni_server::CniMetrics>>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(listener, datapath, cni).await
+    serve_on(listener, datapath, cni, None).await
 }
 
 /// Serves on a bound listener (so a taken port fails start-up, not a background task).
@@ -134,6 +192,7 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     datapath: Option<Arc<Mutex<Datapath>>>,
     cni: Option<Arc<crate::cni_server::CniMetrics>>,
+    services: Option<Arc<Mutex<ServiceSync>>>,
 ) -> std::io::Result<()> {
     use axum::{Router, routing::get};
     let app = Router::new()
@@ -142,11 +201,15 @@ pub async fn serve_on(
             get(move || {
                 let datapath = datapath.clone();
                 let cni = cni.clone();
+                let services = services.clone();
                 async move {
                     let guard = datapath
                         .as_ref()
                         .map(|d| d.lock().unwrap_or_else(|e| e.into_inner()));
-                    render_with(guard.as_deref(), cni.as_deref())
+                    let services = services
+                        .as_ref()
+                        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
+                    render_with(guard.as_deref(), cni.as_deref(), services.as_deref())
                 }
             }),
         )

@@ -140,6 +140,9 @@ pub mod flow_flags {
     pub const ROUTED: u32 = 1;
     /// IPv6 (otherwise IPv4).
     pub const IPV6: u32 = 2;
+    /// A Service's reply (backend to client): the fast path applies the reverse NAT from
+    /// [`super::LB_REVERSE_NAT_MAP`] before delivering it.
+    pub const SERVICE_REPLY: u32 = 4;
 }
 
 /// A local pod port: both host-side interfaces and the pod's MAC.
@@ -291,6 +294,185 @@ pub struct ReasonKey {
     pub reason: u32,
 }
 
+// ---- Services (ClusterIP load balancing) -------------------------------------------------------
+
+/// Key of [`SERVICES_MAP`]: a Service's virtual IP, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub vip: IpBytes,
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of [`SERVICES_MAP`]: how to pick a backend for a VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// Key of the service's Maglev table in [`MAGLEV_MAP`] and of its counters.
+    pub id: u32,
+    /// Ready backends; 0 means "no endpoints": the client gets an ICMP port unreachable.
+    pub backend_count: u32,
+    /// [`service_flags`].
+    pub flags: u32,
+    /// sessionAffinity ClientIP: how long a client stays on its backend (seconds).
+    pub affinity_timeout_s: u32,
+}
+
+/// Bits of [`ServiceEntry::flags`].
+pub mod service_flags {
+    /// sessionAffinity: ClientIP.
+    pub const AFFINITY: u32 = 1;
+}
+
+/// Value of [`BACKENDS_MAP`] (key: backend id, u32): where a chosen backend is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceBackend {
+    pub ip: IpBytes,
+    pub port: u16,
+    pub _pad: u16,
+    /// The service the backend belongs to: a restarted agent regroups backends by it and keeps
+    /// their ids, which the LB conntrack entries of established connections hold.
+    pub service_id: u32,
+}
+
+/// Prime size of every service's Maglev lookup table (Maglev's M; Cilium's default too). With
+/// M ≥ 100 × backends, a backend change moves about 1/backends of the table and no more.
+pub const MAGLEV_TABLE_SIZE: usize = 16381;
+
+/// A service's Maglev lookup table: slot → backend id. The only value of the one-element
+/// inner array of [`MAGLEV_MAP`]: the agent builds a new table in a new inner map and swaps
+/// the outer entry, so a packet sees the old table or the new one, never a mix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    pub backends: [u32; MAGLEV_TABLE_SIZE],
+}
+
+/// Value of [`LB_CONNTRACK_MAP`] (key: the client's [`FlowKey`] to the VIP): the backend a
+/// connection is pinned to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbConnection {
+    pub backend_id: u32,
+    pub service_id: u32,
+    pub last_seen_ns: u64,
+}
+
+/// Value of [`LB_REVERSE_NAT_MAP`] (key: the backend's reply [`FlowKey`]): what the reply's
+/// source is rewritten to before the client sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbReverseNat {
+    pub vip: IpBytes,
+    pub port: u16,
+    /// The client port (hairpin: the destination is rewritten back to it).
+    pub client_port: u16,
+    /// [`reverse_nat_flags`].
+    pub flags: u32,
+}
+
+/// Bits of [`LbReverseNat::flags`].
+pub mod reverse_nat_flags {
+    /// A pod reaching itself through its own Service: the request was source-NATed to the
+    /// VIP and delivered straight back; the reply's destination is the pod again.
+    pub const HAIRPIN: u32 = 1;
+}
+
+/// Key of [`LB_AFFINITY_MAP`]: one client of one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    pub client: IpBytes,
+    pub service_id: u32,
+}
+
+/// Value of [`LB_AFFINITY_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffinityEntry {
+    pub backend_id: u32,
+    pub _pad: u32,
+    pub last_seen_ns: u64,
+}
+
+/// Key of [`SERVICE_COUNTERS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceCounterKey {
+    pub service_id: u32,
+    /// A [`ServiceEvent`] as u32.
+    pub event: u32,
+}
+
+/// What happened to a packet addressed to a VIP; counted per service.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceEvent {
+    /// A packet was translated to a backend (new or existing connection).
+    Hit = 0,
+    /// A new connection was balanced (Maglev or affinity).
+    NewConnection = 1,
+    /// No ready backend: the client got an ICMP port unreachable.
+    NoBackend = 2,
+    /// The LB conntrack map was full: the connection was balanced but not pinned.
+    ConntrackFull = 3,
+    /// A pod reached itself through the service.
+    Hairpin = 4,
+}
+
+impl ServiceEvent {
+    pub const ALL: [ServiceEvent; 5] = [
+        ServiceEvent::Hit,
+        ServiceEvent::NewConnection,
+        ServiceEvent::NoBackend,
+        ServiceEvent::ConntrackFull,
+        ServiceEvent::Hairpin,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServiceEvent::Hit => "hit",
+            ServiceEvent::NewConnection => "new_connection",
+            ServiceEvent::NoBackend => "no_backend",
+            ServiceEvent::ConntrackFull => "conntrack_full",
+            ServiceEvent::Hairpin => "hairpin",
+        }
+    }
+
+    pub const fn from_u32(raw: u32) -> Option<ServiceEvent> {
+        if (raw as usize) < Self::ALL.len() {
+            Some(Self::ALL[raw as usize])
+        } else {
+            None
+        }
+    }
+}
+
+/// Hash `ServiceKey -> ServiceEntry`.
+pub const SERVICES_MAP: &str = "KOVN_SERVICES";
+pub const SERVICES_MAX_ENTRIES: u32 = 65_536;
+/// Hash `u32 backend id -> ServiceBackend`.
+pub const BACKENDS_MAP: &str = "KOVN_BACKENDS";
+pub const BACKENDS_MAX_ENTRIES: u32 = 262_144;
+/// Hash of maps `u32 service id -> Array<MaglevTable, 1>`.
+pub const MAGLEV_MAP: &str = "KOVN_MAGLEV";
+pub const MAGLEV_MAX_ENTRIES: u32 = 65_536;
+/// LRU hash `FlowKey (client -> VIP) -> LbConnection`.
+pub const LB_CONNTRACK_MAP: &str = "KOVN_LB_CT";
+/// LRU hash `FlowKey (backend -> client) -> LbReverseNat`.
+pub const LB_REVERSE_NAT_MAP: &str = "KOVN_LB_REVNAT";
+pub const LB_CONNTRACK_MAX_ENTRIES: u32 = 262_144;
+/// LRU hash `AffinityKey -> AffinityEntry`.
+pub const LB_AFFINITY_MAP: &str = "KOVN_LB_AFFINITY";
+pub const LB_AFFINITY_MAX_ENTRIES: u32 = 65_536;
+/// Per-CPU hash `ServiceCounterKey -> u64`.
+pub const SERVICE_COUNTERS_MAP: &str = "KOVN_SERVICE_COUNTERS";
+pub const SERVICE_COUNTERS_MAX_ENTRIES: u32 = 65_536;
+
 /// Names of the TC programs in the object, as the loader looks them up.
 pub mod programs {
     /// Counts packets and bytes at a TC ingress hook.
@@ -323,6 +505,24 @@ mod user {
     unsafe impl aya::Pod for super::DatapathConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ReasonKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ServiceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ServiceEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ServiceBackend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MaglevTable {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbConnection {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbReverseNat {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AffinityKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AffinityEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ServiceCounterKey {}
 }
 
 #[cfg(test)]
@@ -342,6 +542,15 @@ mod tests {
         assert_eq!(core::mem::size_of::<PodPort>(), 32);
         assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);
         assert_eq!(core::mem::size_of::<ReasonKey>(), 8);
+        assert_eq!(core::mem::size_of::<ServiceKey>(), 20);
+        assert_eq!(core::mem::size_of::<ServiceEntry>(), 16);
+        assert_eq!(core::mem::size_of::<ServiceBackend>(), 24);
+        assert_eq!(core::mem::size_of::<MaglevTable>(), MAGLEV_TABLE_SIZE * 4);
+        assert_eq!(core::mem::size_of::<LbConnection>(), 16);
+        assert_eq!(core::mem::size_of::<LbReverseNat>(), 24);
+        assert_eq!(core::mem::size_of::<AffinityKey>(), 20);
+        assert_eq!(core::mem::size_of::<AffinityEntry>(), 16);
+        assert_eq!(core::mem::size_of::<ServiceCounterKey>(), 8);
     }
 
     #[test]

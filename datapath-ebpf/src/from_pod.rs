@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use datapath_common::{PodPort, Reason, flow_flags};
 
+use crate::lb::{self, Balanced};
 use crate::maps::{self, FLOWS};
 use crate::parse::{IPPROTO_TCP, parse};
 
@@ -21,11 +22,18 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         maps::count(ifindex, Reason::UnknownPort);
         return TC_ACT_UNSPEC;
     };
-    let Ok(packet) = parse(ctx) else {
+    let Ok(mut packet) = parse(ctx) else {
         maps::count(ifindex, Reason::ParseFailure);
         return handoff(ifindex, &port);
     };
+    // Services first: from here on a packet to a VIP is a packet to its backend.
+    if let Balanced::Done(verdict) = lb::balance(ctx, &mut packet, ifindex) {
+        return verdict;
+    }
     if packet.is_control() {
+        if let Some(verdict) = lb::hairpin_reply(ctx, &mut packet, ifindex) {
+            return verdict;
+        }
         if packet.ends_connection() && FLOWS.remove(&packet.key).is_ok() {
             maps::count(ifindex, Reason::Retired);
         }
@@ -44,6 +52,9 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         return handoff(ifindex, &port);
     }
     let Some(entry) = FLOWS.get_ptr_mut(&packet.key) else {
+        if let Some(verdict) = lb::hairpin_reply(ctx, &mut packet, ifindex) {
+            return verdict;
+        }
         maps::count(ifindex, Reason::Miss);
         return handoff(ifindex, &port);
     };
@@ -73,6 +84,10 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
     }
     if entry.flags & flow_flags::ROUTED != 0 && !decrement_ttl(ctx, packet.l3, packet.ipv6) {
         // TTL would expire: OVS sends the ICMP error.
+        return handoff(ifindex, &port);
+    }
+    if entry.flags & flow_flags::SERVICE_REPLY != 0 && !lb::reverse(ctx, &mut packet) {
+        // The connection is gone from the LB maps: OVS (and OVN's load balancer) decide.
         return handoff(ifindex, &port);
     }
     // Rewrite only what OVS changed (a routed flow): a write to a cloned packet (TCP keeps

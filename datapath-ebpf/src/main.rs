@@ -9,8 +9,11 @@
 
 mod counters;
 mod from_pod;
+mod lb;
 mod maps;
+mod nat;
 mod parse;
+mod reject;
 mod to_pod;
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};

@@ -40,6 +40,8 @@ pub(crate) struct Packet {
     pub dst_mac: [u8; 6],
     /// Offset of the IP header.
     pub l3: usize,
+    /// Offset of the TCP/UDP/ICMP header.
+    pub l4: usize,
     pub ipv6: bool,
     pub tcp_flags: u8,
     /// ICMP errors, neighbour discovery and other ICMP that must go through OVS.
@@ -88,6 +90,7 @@ pub(crate) fn parse(ctx: &TcContext) -> Result<Packet, ParseError> {
         src_mac,
         dst_mac,
         l3,
+        l4: 0,
         ipv6: false,
         tcp_flags: 0,
         icmp_control: false,
@@ -101,6 +104,7 @@ pub(crate) fn parse(ctx: &TcContext) -> Result<Packet, ParseError> {
         _ => return Err(ParseError::Unsupported),
     };
     packet.key.proto = proto;
+    packet.l4 = l4;
     match proto {
         IPPROTO_TCP => {
             // Ports and flags in one load: bytes 0..14 of the TCP header.

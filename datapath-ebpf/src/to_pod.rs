@@ -5,6 +5,7 @@
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, helpers::bpf_redirect_peer, programs::TcContext};
 use datapath_common::{FlowEntry, FlowKey, Reason, flow_flags};
 
+use crate::lb;
 use crate::maps::{self, FLOWS};
 use crate::parse::parse;
 
@@ -18,15 +19,17 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
     };
     match parse(ctx) {
         Err(_) => maps::count(ifindex, Reason::ParseFailure),
-        Ok(packet) if packet.is_control() => {
-            if packet.ends_connection() && FLOWS.remove(&packet.key).is_ok() {
-                maps::count(ifindex, Reason::Retired);
-            }
-            maps::count(ifindex, Reason::Control);
-        }
-        Ok(packet) => {
-            // Only flows between local pods are fast-pathed: the source must be one.
-            if let Some(source) = maps::endpoint(&packet.key.src) {
+        Ok(mut packet) => {
+            // What OVS delivered, before a service reply is translated back to its VIP.
+            let key = packet.key;
+            let service_reply = lb::reverse(ctx, &mut packet);
+            if packet.is_control() {
+                if packet.ends_connection() && FLOWS.remove(&key).is_ok() {
+                    maps::count(ifindex, Reason::Retired);
+                }
+                maps::count(ifindex, Reason::Control);
+            } else if let Some(source) = maps::endpoint(&key.src) {
+                // Only flows between local pods are fast-pathed: the source must be one.
                 let mut flags = 0;
                 if packet.src_mac != source.mac {
                     // The source MAC is a router's: OVS routed the packet.
@@ -35,9 +38,12 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
                 if packet.ipv6 {
                     flags |= flow_flags::IPV6;
                 }
+                if service_reply {
+                    flags |= flow_flags::SERVICE_REPLY;
+                }
                 learn(
                     ifindex,
-                    &packet.key,
+                    &key,
                     FlowEntry {
                         dst_host_ifindex: port.host_ifindex,
                         flags,

@@ -93,7 +93,7 @@ pub fn run(with_setup: bool, cargo_test_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Free disk a fresh build and test run needs (target/ measured at about 5 GiB, plus the
+/// Free disk a fresh build and test run needs (target/ measured at 2.8 GiB, plus the
 /// sandboxes' OVS databases and logs), and what a rebuild on an existing target/ needs.
 const FRESH_BUILD_GIB: u64 = 8;
 const REBUILD_GIB: u64 = 2;

@@ -10,6 +10,7 @@ pub mod invalidation;
 mod object;
 mod pods;
 mod policy;
+mod services;
 
 use std::path::{Path, PathBuf};
 
@@ -22,8 +23,9 @@ use datapath_common::{Direction, programs};
 pub use counters::{FaultCount, InterfaceCounters, ReadMaps, ReasonCount};
 pub use fallback::install_kernel_handoff;
 pub use object::{BPF_OBJECT_ENV, locate_object};
-pub use pods::{PodInterfaces, ip_bytes, parse_mac};
+pub use pods::{PodInterfaces, ip_bytes, ip_from_bytes, parse_mac};
 pub use policy::{GcReport, monotonic_ns};
+pub use services::{ReadServiceMaps, ServiceCount};
 
 /// Errors of the datapath loader; each says which step failed.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +231,13 @@ const PINNED_MAPS: &[&str] = &[
     datapath_common::REASONS_MAP,
     datapath_common::IF_COUNTERS_MAP,
     datapath_common::FAULTS_MAP,
+    datapath_common::SERVICES_MAP,
+    datapath_common::BACKENDS_MAP,
+    datapath_common::MAGLEV_MAP,
+    datapath_common::LB_CONNTRACK_MAP,
+    datapath_common::LB_REVERSE_NAT_MAP,
+    datapath_common::LB_AFFINITY_MAP,
+    datapath_common::SERVICE_COUNTERS_MAP,
 ];
 
 fn classifier<'a>(

@@ -71,6 +71,15 @@ pub fn ip_bytes(ip: IpAddr) -> IpBytes {
     }
 }
 
+/// The address an [`IpBytes`] holds (IPv4-mapped addresses as IPv4).
+pub fn ip_from_bytes(bytes: &IpBytes) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(*bytes);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
 fn ifindex(name: &str) -> Result<u32, DatapathError> {
     nix::net::if_::if_nametoindex(name).map_err(|e| DatapathError::Interface {
         interface: name.to_owned(),

@@ -1,0 +1,258 @@
+//! Programs VIPs into the datapath's service maps, touching only what changed, and keeps the
+//! ids stable: a backend keeps its id as long as it stays a backend of its VIP, because the
+//! LB conntrack entries of established connections hold that id.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+
+use datapath_common::{
+    MAGLEV_TABLE_SIZE, MaglevTable, ServiceBackend, ServiceEntry, ServiceKey, service_flags,
+};
+
+use super::{Vip, maglev};
+use crate::datapath::{Datapath, DatapathError, ReadServiceMaps, ip_bytes};
+
+/// What is programmed for one VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgrammedVip {
+    /// The Service (`namespace/name`) it belongs to; empty for entries adopted from a previous
+    /// agent and not yet claimed.
+    pub service: String,
+    pub entry: ServiceEntry,
+    pub backends: BTreeMap<SocketAddr, u32>,
+}
+
+/// Ids handed out and returned (services and backends).
+#[derive(Debug, Default)]
+struct Ids {
+    next: u32,
+    free: Vec<u32>,
+}
+
+impl Ids {
+    fn take(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next
+        })
+    }
+
+    fn give_back(&mut self, id: u32) {
+        self.free.push(id);
+    }
+
+    /// After adopting ids from the maps: never hand out one in use.
+    fn reserve(&mut self, used: impl IntoIterator<Item = u32>) {
+        self.next = used.into_iter().fold(self.next, u32::max);
+        self.free.clear();
+    }
+}
+
+/// The agent's view of the service maps.
+#[derive(Debug, Default)]
+pub struct ServiceSync {
+    vips: HashMap<ServiceKey, ProgrammedVip>,
+    by_service: HashMap<String, BTreeSet<ServiceKey>>,
+    service_ids: Ids,
+    backend_ids: Ids,
+}
+
+fn key_of(vip: &Vip) -> ServiceKey {
+    ServiceKey {
+        vip: ip_bytes(vip.ip),
+        port: vip.port,
+        proto: vip.proto,
+        _pad: 0,
+    }
+}
+
+impl ServiceSync {
+    /// Takes over what a previous agent programmed (the maps are pinned), ids included, so
+    /// established connections keep their backends across a restart. Entries no Service
+    /// claims by [`ServiceSync::finish_resync`] are removed then.
+    pub fn adopt(datapath: &Datapath) -> Result<ServiceSync, DatapathError> {
+        let mut sync = ServiceSync::default();
+        let services = datapath.services()?;
+        let backends = datapath.backends()?;
+        let mut by_id: HashMap<u32, BTreeMap<SocketAddr, u32>> = HashMap::new();
+        for (id, b) in &backends {
+            let ip = crate::datapath::ip_from_bytes(&b.ip);
+            by_id
+                .entry(b.service_id)
+                .or_default()
+                .insert(SocketAddr::new(ip, b.port), *id);
+        }
+        for (key, entry) in services {
+            sync.vips.insert(
+                key,
+                ProgrammedVip {
+                    service: String::new(),
+                    entry,
+                    backends: by_id.remove(&entry.id).unwrap_or_default(),
+                },
+            );
+        }
+        sync.service_ids
+            .reserve(sync.vips.values().map(|v| v.entry.id));
+        sync.backend_ids.reserve(backends.iter().map(|(id, _)| *id));
+        Ok(sync)
+    }
+
+    /// Programs `service`'s VIPs (replacing what it had): changed VIPs are rewritten, VIPs it
+    /// no longer has are removed, unchanged ones are not touched. Returns how many VIPs were
+    /// written or removed.
+    pub fn apply(
+        &mut self,
+        datapath: &mut Datapath,
+        service: &str,
+        vips: &[Vip],
+    ) -> Result<usize, DatapathError> {
+        let mut changed = 0;
+        let wanted: BTreeSet<ServiceKey> = vips.iter().map(key_of).collect();
+        let before = self.by_service.remove(service).unwrap_or_default();
+        for key in before.difference(&wanted) {
+            self.remove_vip(datapath, key)?;
+            changed += 1;
+        }
+        for vip in vips {
+            if self.write_vip(datapath, service, vip)? {
+                changed += 1;
+            }
+        }
+        if !wanted.is_empty() {
+            self.by_service.insert(service.to_owned(), wanted);
+        }
+        Ok(changed)
+    }
+
+    /// Removes every programmed VIP no Service has claimed since [`ServiceSync::adopt`].
+    pub fn finish_resync(&mut self, datapath: &mut Datapath) -> Result<usize, DatapathError> {
+        let orphans: Vec<ServiceKey> = self
+            .vips
+            .iter()
+            .filter(|(_, v)| v.service.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &orphans {
+            self.remove_vip(datapath, key)?;
+        }
+        Ok(orphans.len())
+    }
+
+    /// The programmed VIPs (inspection and metrics).
+    pub fn programmed(&self) -> impl Iterator<Item = (&ServiceKey, &ProgrammedVip)> {
+        self.vips.iter()
+    }
+
+    /// The Service owning a service id (metrics labels).
+    pub fn service_of(&self, id: u32) -> Option<(&ServiceKey, &ProgrammedVip)> {
+        self.vips.iter().find(|(_, v)| v.entry.id == id)
+    }
+
+    fn write_vip(
+        &mut self,
+        datapath: &mut Datapath,
+        service: &str,
+        vip: &Vip,
+    ) -> Result<bool, DatapathError> {
+        let key = key_of(vip);
+        let (id, old_backends) = match self.vips.get_mut(&key) {
+            Some(existing) => {
+                existing.service = service.to_owned();
+                (existing.entry.id, existing.backends.clone())
+            }
+            None => (self.service_ids.take(), BTreeMap::new()),
+        };
+        let mut backends = BTreeMap::new();
+        for addr in &vip.backends {
+            let backend_id = match old_backends.get(addr) {
+                Some(id) => *id,
+                None => self.backend_ids.take(),
+            };
+            backends.insert(*addr, backend_id);
+        }
+        let entry = ServiceEntry {
+            id,
+            backend_count: backends.len() as u32,
+            flags: if vip.affinity_timeout_s.is_some() {
+                service_flags::AFFINITY
+            } else {
+                0
+            },
+            affinity_timeout_s: vip.affinity_timeout_s.unwrap_or(0),
+        };
+        if let Some(existing) = self.vips.get(&key)
+            && existing.entry == entry
+            && existing.backends == backends
+        {
+            return Ok(false);
+        }
+        // New backends first, then the table that names them, then the entry; a packet sees
+        // either the old state or the new one.
+        for (addr, backend_id) in &backends {
+            if !old_backends.contains_key(addr) {
+                datapath.write_backend(
+                    *backend_id,
+                    ServiceBackend {
+                        ip: ip_bytes(addr.ip()),
+                        port: addr.port(),
+                        _pad: 0,
+                        service_id: id,
+                    },
+                )?;
+            }
+        }
+        if !backends.is_empty() {
+            datapath.write_maglev(id, &maglev_table(&backends))?;
+        }
+        datapath.write_service(key, entry)?;
+        if backends.is_empty() {
+            datapath.remove_maglev(id)?;
+        }
+        // Removed backends last: their connections end with them.
+        for (addr, backend_id) in &old_backends {
+            if !backends.contains_key(addr) {
+                datapath.remove_backend(*backend_id)?;
+                self.backend_ids.give_back(*backend_id);
+            }
+        }
+        self.vips.insert(
+            key,
+            ProgrammedVip {
+                service: service.to_owned(),
+                entry,
+                backends,
+            },
+        );
+        Ok(true)
+    }
+
+    fn remove_vip(&mut self, datapath: &mut Datapath, key: &ServiceKey) -> Result<(), DatapathError> {
+        let Some(vip) = self.vips.remove(key) else {
+            return Ok(());
+        };
+        datapath.remove_service(key)?;
+        datapath.remove_maglev(vip.entry.id)?;
+        for backend_id in vip.backends.values() {
+            datapath.remove_backend(*backend_id)?;
+            self.backend_ids.give_back(*backend_id);
+        }
+        self.service_ids.give_back(vip.entry.id);
+        Ok(())
+    }
+}
+
+/// The Maglev table of backend ids for these backends (sorted by address, so every node
+/// computes the same table).
+pub fn maglev_table(backends: &BTreeMap<SocketAddr, u32>) -> Box<MaglevTable> {
+    let names: Vec<String> = backends.keys().map(|a| a.to_string()).collect();
+    let ids: Vec<u32> = backends.values().copied().collect();
+    let mut table = Box::new(MaglevTable {
+        backends: [0; MAGLEV_TABLE_SIZE],
+    });
+    maglev::populate(&names, &mut table.backends);
+    for slot in table.backends.iter_mut() {
+        *slot = ids[*slot as usize];
+    }
+    table
+}
