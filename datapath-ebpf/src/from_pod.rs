@@ -4,15 +4,16 @@
 //! the pod's OVS port pair.
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
 };
 use datapath_common::{PodPort, Reason, flow_flags};
 
-use crate::lb::{self, Balanced};
+use crate::lb;
+use crate::reject;
 use crate::maps::{self, FLOWS};
-use crate::parse::{IPPROTO_TCP, parse};
+use crate::parse::{IPPROTO_TCP, Packet, parse};
 
 #[inline(always)]
 pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
@@ -22,16 +23,27 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         maps::count(ifindex, Reason::UnknownPort);
         return TC_ACT_UNSPEC;
     };
-    let Ok(mut packet) = parse(ctx) else {
+    let mut packet = Packet::empty();
+    if !parse(ctx, &mut packet) {
         maps::count(ifindex, Reason::ParseFailure);
         return handoff(ifindex, &port);
-    };
+    }
     // Services first: from here on a packet to a VIP is a packet to its backend.
-    if let Balanced::Done(verdict) = lb::balance(ctx, &mut packet, ifindex) {
-        return verdict;
+    match lb::balance(ctx, &mut packet, ifindex) {
+        lb::CONTINUE => {}
+        lb::NO_BACKEND => {
+            // As kube-proxy does: the client learns at once that nobody serves the port.
+            if !reject::port_unreachable(ctx, &packet) {
+                return TC_ACT_SHOT;
+            }
+            // SAFETY: a helper call with plain arguments.
+            return unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
+        }
+        verdict => return verdict,
     }
     if packet.is_control() {
-        if let Some(verdict) = lb::hairpin_reply(ctx, &mut packet, ifindex) {
+        let verdict = lb::hairpin_reply(ctx, &mut packet, ifindex);
+        if verdict != lb::CONTINUE {
             return verdict;
         }
         if packet.ends_connection() && FLOWS.remove(&packet.key).is_ok() {
@@ -52,7 +64,8 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         return handoff(ifindex, &port);
     }
     let Some(entry) = FLOWS.get_ptr_mut(&packet.key) else {
-        if let Some(verdict) = lb::hairpin_reply(ctx, &mut packet, ifindex) {
+        let verdict = lb::hairpin_reply(ctx, &mut packet, ifindex);
+        if verdict != lb::CONTINUE {
             return verdict;
         }
         maps::count(ifindex, Reason::Miss);

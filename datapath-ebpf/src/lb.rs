@@ -8,7 +8,7 @@
 //! own address.
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, TC_ACT_SHOT},
+    bindings::BPF_NOEXIST,
     btf_maps::{Array as BtfArray, HashOfMaps},
     helpers::bpf_redirect_peer,
     macros::{btf_map, map},
@@ -25,7 +25,6 @@ use datapath_common::{
 use crate::maps;
 use crate::nat::{self, End};
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
-use crate::reject;
 
 #[map(name = "KOVN_SERVICES")]
 static SERVICES: HashMap<ServiceKey, ServiceEntry> =
@@ -54,23 +53,22 @@ static AFFINITY: LruHashMap<AffinityKey, AffinityEntry> =
 static COUNTERS: PerCpuHashMap<ServiceCounterKey, u64> =
     PerCpuHashMap::with_max_entries(SERVICE_COUNTERS_MAX_ENTRIES, 0);
 
-/// What the balancer did with a packet from a pod.
-pub(crate) enum Balanced {
-    /// Not addressed to a service: carry on.
-    NotService,
-    /// Destination-NATed to a backend (packet and key rewritten): carry on with the backend
-    /// as the destination.
-    ToBackend,
-    /// Finished here; return this TC verdict.
-    Done(i32),
-}
+/// What [`balance`] and [`hairpin_reply`] return when the packet goes on through the normal
+/// logic (not a TC verdict: those are -1..=7). Plain integers rather than an enum: the kernel
+/// rejects the BTF rustc emits for enums with data, and BTF-defined maps need the BTF.
+pub(crate) const CONTINUE: i32 = i32::MIN;
+/// What [`balance`] returns for a VIP without ready backends: the caller rejects the packet
+/// (its own call chain: the reject needs a stack frame of its own).
+pub(crate) const NO_BACKEND: i32 = i32::MIN + 1;
 
-/// Balances a packet a pod sent to a VIP. A BPF-to-BPF call rather than inlined: its stack
-/// frame is its own, so the callers stay under the 512-byte stack limit.
+/// Balances a packet a pod sent to a VIP: [`CONTINUE`] when the packet goes on (to its
+/// backend, rewritten, or untouched when it is not for a service), a TC verdict when it is
+/// finished here. A BPF-to-BPF call rather than inlined: its stack frame is its own, so the
+/// callers stay under the 512-byte stack limit.
 #[inline(never)]
-pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -> Balanced {
+pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -> i32 {
     if packet.key.proto != IPPROTO_TCP && packet.key.proto != IPPROTO_UDP {
-        return Balanced::NotService;
+        return CONTINUE;
     }
     let service_key = ServiceKey {
         vip: packet.key.dst,
@@ -80,40 +78,54 @@ pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -
     };
     // SAFETY: a plain-data value copied out at once.
     let Some(service) = (unsafe { SERVICES.get(&service_key).copied() }) else {
-        return Balanced::NotService;
+        return CONTINUE;
     };
     if service.backend_count == 0 {
         count(service.id, ServiceEvent::NoBackend);
         // As kube-proxy does: the client learns at once that nobody serves the port.
-        return Balanced::Done(match reject::port_unreachable(ctx, packet) {
-            Ok(()) => {
-                // SAFETY: a helper call with plain arguments.
-                unsafe { bpf_redirect_peer(host_ifindex, 0) as i32 }
-            }
-            Err(_) => TC_ACT_SHOT,
-        });
+        return NO_BACKEND;
     }
     count(service.id, ServiceEvent::Hit);
     let client_key = packet.key;
     let now = maps::now_ns();
-    let Some(backend) = connection_backend(&client_key, now)
-        .or_else(|| new_connection(&client_key, &service, now))
-    else {
+    let mut backend = ServiceBackend::default();
+    if !connection_backend(&client_key, now, &mut backend)
+        && !new_connection(&client_key, &service, now, &mut backend)
+    {
         // A table not (yet) written for a service with backends: let OVN's load balancer
         // serve the VIP.
-        return Balanced::NotService;
+        return CONTINUE;
     };
     let hairpin = backend.ip == client_key.src;
     if hairpin {
         count(service.id, ServiceEvent::Hairpin);
         // The pod would drop a packet from its own address: it comes from the VIP instead.
-        if nat::rewrite(ctx, packet, End::Source, &service_key.vip, client_key.sport).is_err() {
-            return Balanced::NotService;
+        if !nat::rewrite(ctx, packet, End::Source, &service_key.vip, client_key.sport) {
+            return CONTINUE;
         }
     }
-    if nat::rewrite(ctx, packet, End::Destination, &backend.ip, backend.port).is_err() {
-        return Balanced::NotService;
+    if !nat::rewrite(ctx, packet, End::Destination, &backend.ip, backend.port) {
+        return CONTINUE;
     }
+    record_reverse_nat(&service_key, &client_key, &backend, hairpin, service.id);
+    if hairpin {
+        // Straight back into the pod: a pod may always reach itself.
+        // SAFETY: a helper call with plain arguments.
+        return unsafe { bpf_redirect_peer(host_ifindex, 0) as i32 };
+    }
+    CONTINUE
+}
+
+/// Records how the backend's replies are translated back (source = the VIP; for a hairpin
+/// also destination = the pod). Its own call, to keep [`balance`]'s frame small.
+#[inline(never)]
+fn record_reverse_nat(
+    service_key: &ServiceKey,
+    client_key: &FlowKey,
+    backend: &ServiceBackend,
+    hairpin: bool,
+    service_id: u32,
+) {
     let reply = FlowKey {
         src: backend.ip,
         dst: if hairpin {
@@ -135,19 +147,24 @@ pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -
     // SAFETY: a plain-data value copied out at once.
     let known = unsafe { REVERSE_NAT.get(&reply).copied() };
     if known != Some(reverse) && REVERSE_NAT.insert(&reply, &reverse, 0).is_err() {
-        count(service.id, ServiceEvent::ConntrackFull);
+        count(service_id, ServiceEvent::ConntrackFull);
     }
-    if hairpin {
-        // Straight back into the pod: a pod may always reach itself.
-        // SAFETY: a helper call with plain arguments.
-        return Balanced::Done(unsafe { bpf_redirect_peer(host_ifindex, 0) as i32 });
-    }
-    Balanced::ToBackend
 }
 
 /// The backend an existing connection is pinned to, if it is still live and still a backend.
 #[inline(always)]
-fn connection_backend(key: &FlowKey, now: u64) -> Option<ServiceBackend> {
+fn connection_backend(key: &FlowKey, now: u64, out: &mut ServiceBackend) -> bool {
+    match pinned_backend(key, now) {
+        Some(backend) => {
+            *out = backend;
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn pinned_backend(key: &FlowKey, now: u64) -> Option<ServiceBackend> {
     let entry = CONNECTIONS.get_ptr_mut(key)?;
     // SAFETY: the pointer comes from the lookup and stays valid while the program runs.
     let entry = unsafe { &mut *entry };
@@ -162,12 +179,26 @@ fn connection_backend(key: &FlowKey, now: u64) -> Option<ServiceBackend> {
 }
 
 /// Picks a backend for a new connection (ClientIP affinity first, then Maglev) and pins it.
-#[inline(always)]
+/// Its own call: only a connection's first packet needs its stack. False when the service's
+/// table is not there (yet).
+#[inline(never)]
 fn new_connection(
     key: &FlowKey,
     service: &ServiceEntry,
     now: u64,
-) -> Option<ServiceBackend> {
+    out: &mut ServiceBackend,
+) -> bool {
+    match pick_backend(key, service, now) {
+        Some(backend) => {
+            *out = backend;
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn pick_backend(key: &FlowKey, service: &ServiceEntry, now: u64) -> Option<ServiceBackend> {
     let affinity = service.flags & service_flags::AFFINITY != 0;
     let affinity_key = AffinityKey {
         client: key.src,
@@ -195,7 +226,9 @@ fn new_connection(
             } else {
                 flow_hash(&key.src, key.sport, key.proto)
             };
-            let slot = (hash % MAGLEV_TABLE_SIZE as u32) as usize;
+            // black_box: LLVM knows the remainder is in bounds and drops the check below, but
+            // the verifier does not know it and needs the comparison.
+            let slot = core::hint::black_box((hash % MAGLEV_TABLE_SIZE as u32) as usize);
             // SAFETY: the outer map is only updated by swapping whole inner maps.
             let table = unsafe { MAGLEV.get_value(&service.id, &0) }?;
             let backend_id = *table.backends.get(slot)?;
@@ -238,34 +271,32 @@ pub(crate) fn reverse(ctx: &TcContext, packet: &mut Packet) -> bool {
 }
 
 /// A hairpinned reply (a pod answering itself through its Service) never goes through OVS:
-/// translate it and deliver it straight back. Returns the verdict if it was one.
+/// translate it and deliver it straight back. Returns the verdict if it was one, [`CONTINUE`]
+/// otherwise.
 #[inline(never)]
-pub(crate) fn hairpin_reply(
-    ctx: &TcContext,
-    packet: &mut Packet,
-    host_ifindex: u32,
-) -> Option<i32> {
+pub(crate) fn hairpin_reply(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -> i32 {
     // SAFETY: a plain-data value copied out at once.
-    let translation = unsafe { REVERSE_NAT.get(&packet.key).copied() }?;
+    let Some(translation) = (unsafe { REVERSE_NAT.get(&packet.key).copied() }) else {
+        return CONTINUE;
+    };
     if translation.flags & reverse_nat_flags::HAIRPIN == 0
         || !translate_reply(ctx, packet, &translation)
     {
-        return None;
+        return CONTINUE;
     }
     // SAFETY: a helper call with plain arguments.
-    Some(unsafe { bpf_redirect_peer(host_ifindex, 0) as i32 })
+    unsafe { bpf_redirect_peer(host_ifindex, 0) as i32 }
 }
 
 #[inline(always)]
 fn translate_reply(ctx: &TcContext, packet: &mut Packet, translation: &LbReverseNat) -> bool {
     if translation.flags & reverse_nat_flags::HAIRPIN != 0 {
         let client = packet.key.src;
-        if nat::rewrite(ctx, packet, End::Destination, &client, translation.client_port).is_err()
-        {
+        if !nat::rewrite(ctx, packet, End::Destination, &client, translation.client_port) {
             return false;
         }
     }
-    nat::rewrite(ctx, packet, End::Source, &translation.vip, translation.port).is_ok()
+    nat::rewrite(ctx, packet, End::Source, &translation.vip, translation.port)
 }
 
 #[inline(always)]

@@ -20,7 +20,7 @@ pub(crate) enum End {
 }
 
 /// Rewrite failed (the packet could not be written); the caller hands it on untouched.
-pub(crate) struct RewriteError;
+struct RewriteError;
 
 /// Offset of the L4 checksum field, and the flags its updates need.
 #[inline(always)]
@@ -34,10 +34,23 @@ fn l4_checksum(packet: &Packet) -> Result<(usize, u64), RewriteError> {
 }
 
 /// Rewrites one end's address and port, fixing the IPv4 header checksum and the TCP/UDP
-/// checksum (whose pseudo-header covers the addresses), and the parsed key to match. A
-/// BPF-to-BPF call: inlined at each use it would multiply its buffers on the callers' stack.
+/// checksum (whose pseudo-header covers the addresses), and the parsed key to match; false if
+/// the packet could not be written. A BPF-to-BPF call: inlined at each use it would multiply
+/// its buffers on the callers' stack. (Its signature has no Rust enum: the kernel rejects the
+/// BTF rustc emits for enums with data, and BTF-defined maps need the BTF loaded.)
 #[inline(never)]
 pub(crate) fn rewrite(
+    ctx: &TcContext,
+    packet: &mut Packet,
+    end: End,
+    ip: &IpBytes,
+    port: u16,
+) -> bool {
+    rewrite_checked(ctx, packet, end, ip, port).is_ok()
+}
+
+#[inline(always)]
+fn rewrite_checked(
     ctx: &TcContext,
     packet: &mut Packet,
     end: End,

@@ -49,6 +49,21 @@ pub(crate) struct Packet {
 }
 
 impl Packet {
+    /// A packet of nothing, to parse into.
+    #[inline(always)]
+    pub fn empty() -> Packet {
+        Packet {
+            key: FlowKey::default(),
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            l3: 0,
+            l4: 0,
+            ipv6: false,
+            tcp_flags: 0,
+            icmp_control: false,
+        }
+    }
+
     /// SYN, FIN, RST and ICMP control messages always go through OVS.
     #[inline(always)]
     pub fn is_control(&self) -> bool {
@@ -72,8 +87,23 @@ fn load_u16_be(ctx: &TcContext, offset: usize) -> Result<u16, ParseError> {
     Ok(u16::from_be(load::<u16>(ctx, offset)?))
 }
 
+/// Parses the packet into `packet`; false if it cannot be parsed (the caller lets OVS handle
+/// it). A BPF-to-BPF call: its load buffers stay off the callers' stack frames, which the
+/// service balancer's call chain needs (512 bytes for the whole chain). No Rust enum in the
+/// signature: the kernel rejects the BTF rustc emits for enums with data.
+#[inline(never)]
+pub(crate) fn parse(ctx: &TcContext, packet: &mut Packet) -> bool {
+    match parse_packet(ctx) {
+        Ok(parsed) => {
+            *packet = parsed;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 #[inline(always)]
-pub(crate) fn parse(ctx: &TcContext) -> Result<Packet, ParseError> {
+fn parse_packet(ctx: &TcContext) -> Result<Packet, ParseError> {
     let macs: [u8; 12] = load(ctx, 0)?;
     let mut dst_mac = [0u8; 6];
     let mut src_mac = [0u8; 6];

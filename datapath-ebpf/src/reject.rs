@@ -11,14 +11,19 @@ const QUOTE_LEN: usize = 20 + 8;
 /// Ethernet + IPv4 + ICMP header + quote.
 const REPLY_LEN: u32 = (ETH_HLEN + 20 + 8 + QUOTE_LEN) as u32;
 
-pub(crate) struct RejectError;
+struct RejectError;
 
 /// Rewrites the packet into an ICMP destination unreachable (port unreachable) from the VIP to
 /// the client, ready to be delivered back into the client. IPv4 without options only; anything
-/// else is an error and the caller drops the packet. Its own BPF-to-BPF call: its buffers
-/// need their own stack frame.
+/// else is an error (false) and the caller drops the packet. Its own BPF-to-BPF call: its
+/// buffers need their own stack frame.
 #[inline(never)]
-pub(crate) fn port_unreachable(ctx: &TcContext, packet: &Packet) -> Result<(), RejectError> {
+pub(crate) fn port_unreachable(ctx: &TcContext, packet: &Packet) -> bool {
+    build_port_unreachable(ctx, packet).is_ok()
+}
+
+#[inline(always)]
+fn build_port_unreachable(ctx: &TcContext, packet: &Packet) -> Result<(), RejectError> {
     if packet.ipv6 || packet.l3 != ETH_HLEN || packet.l4 != ETH_HLEN + 20 {
         return Err(RejectError);
     }

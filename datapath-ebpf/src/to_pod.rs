@@ -7,7 +7,7 @@ use datapath_common::{FlowEntry, FlowKey, Reason, flow_flags};
 
 use crate::lb;
 use crate::maps::{self, FLOWS};
-use crate::parse::parse;
+use crate::parse::{Packet, parse};
 
 #[inline(always)]
 pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
@@ -17,9 +17,10 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
         maps::count(ifindex, Reason::UnknownPort);
         return TC_ACT_UNSPEC;
     };
-    match parse(ctx) {
-        Err(_) => maps::count(ifindex, Reason::ParseFailure),
-        Ok(mut packet) => {
+    let mut packet = Packet::empty();
+    match parse(ctx, &mut packet) {
+        false => maps::count(ifindex, Reason::ParseFailure),
+        true => {
             // What OVS delivered, before a service reply is translated back to its VIP.
             let key = packet.key;
             let service_reply = lb::reverse(ctx, &mut packet);
