@@ -158,8 +158,17 @@ fn register_services(registry: &mut Registry, dp: &Datapath, services: &ServiceS
     vips.set(names.len() as i64);
     registry.register("service_vips", "VIPs programmed into the datapath", vips);
     let backends = Gauge::<i64>::default();
-    backends.set(services.programmed().map(|(_, v)| v.backends.len() as i64).sum());
-    registry.register("service_backends", "Backends programmed into the datapath", backends);
+    backends.set(
+        services
+            .programmed()
+            .map(|(_, v)| v.backends.len() as i64)
+            .sum(),
+    );
+    registry.register(
+        "service_backends",
+        "Backends programmed into the datapath",
+        backends,
+    );
     let connections = Gauge::<i64>::default();
     connections.set(dp.lb_connections().map_or(-1, |c| c.len() as i64));
     registry.register(

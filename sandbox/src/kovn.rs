@@ -75,6 +75,30 @@ pub fn serve_in(api: &FakeApi, netns_name: &str, dir: &Path) -> Result<(ServedAp
 }
 
 /// The sandbox with kovn running on it.
+/// A pod networked by kovn through the kubelet's CNI ADD.
+#[derive(Debug)]
+pub struct RunningPod {
+    pub name: String,
+    pub node: usize,
+    /// Its network namespace (under /var/run/netns).
+    pub netns: String,
+    pub ip: std::net::Ipv4Addr,
+    pub container_id: String,
+}
+
+impl Drop for RunningPod {
+    fn drop(&mut self) {
+        let _ = netns::delete(&self.netns);
+    }
+}
+
+/// A stable container ID for a pod name.
+fn fnv(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 pub struct KovnCluster {
     pub sb: Sandbox,
     pub api: FakeApi,
@@ -273,6 +297,41 @@ impl KovnCluster {
             }),
             ..Pod::default()
         });
+    }
+
+    /// Creates pod `name` on node `i` and runs the kubelet's CNI ADD for it in a new network
+    /// namespace (deleted when the returned pod is dropped); returns once ADD succeeded.
+    pub fn start_pod(&self, name: &str, i: usize) -> Result<RunningPod> {
+        self.add_pod(name, i);
+        let netns_name = format!("{}k-{name}", crate::registry::netns_prefix(self.sb.id()));
+        netns::add(&netns_name)?;
+        let mut pod = RunningPod {
+            name: name.into(),
+            node: i,
+            netns: netns_name,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            // Distinct in the first 12 characters: the agent names interfaces after them.
+            container_id: format!("{:016x}{:048x}", fnv(name), 0),
+        };
+        let result = self.kubelets[i]
+            .add(&crate::kubelet::PodSandbox {
+                name: name.into(),
+                namespace: "default".into(),
+                container_id: pod.container_id.clone(),
+                netns: pod.netns.clone(),
+                if_name: "eth0".into(),
+                port_mappings: vec![],
+            })
+            .map_err(|e| SandboxError::Invalid(format!("CNI ADD {name}: {e}")))?;
+        let ip = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                SandboxError::Invalid(format!("no IPv4 address for {name}: {result}"))
+            })?;
+        pod.ip = ip;
+        Ok(pod)
     }
 
     /// Stops kovn and tears the sandbox down.

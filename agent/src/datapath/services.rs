@@ -48,10 +48,16 @@ impl Datapath {
 
     /// Installs a service's Maglev table (backend ids, MAGLEV_TABLE_SIZE of them): written into
     /// a new inner map, then swapped into the outer map in one update.
-    pub fn write_maglev(&mut self, service_id: u32, table: &MaglevTable) -> Result<(), DatapathError> {
+    pub fn write_maglev(
+        &mut self,
+        service_id: u32,
+        table: &MaglevTable,
+    ) -> Result<(), DatapathError> {
         let mut inner: Array<MapData, MaglevTable> =
             Array::create(1, 0).map_err(|e| map_error(MAGLEV_MAP, e))?;
-        inner.set(0, table, 0).map_err(|e| map_error(MAGLEV_MAP, e))?;
+        inner
+            .set(0, table, 0)
+            .map_err(|e| map_error(MAGLEV_MAP, e))?;
         let mut outer: HashOfMaps<_, u32, Array<MapData, MaglevTable>> =
             self.map_mut_typed(MAGLEV_MAP)?;
         outer
@@ -96,9 +102,8 @@ pub trait ReadServiceMaps: MapSource {
 
     /// Established service connections: client flow → backend.
     fn lb_connections(&self) -> Result<Vec<(FlowKey, LbConnection)>, DatapathError> {
-        let map: HashMap<_, FlowKey, LbConnection> =
-            HashMap::try_from(self.map(LB_CONNTRACK_MAP)?)
-                .map_err(|e| map_error(LB_CONNTRACK_MAP, e))?;
+        let map: HashMap<_, FlowKey, LbConnection> = HashMap::try_from(self.map(LB_CONNTRACK_MAP)?)
+            .map_err(|e| map_error(LB_CONNTRACK_MAP, e))?;
         Ok(map.iter().filter_map(Result::ok).collect())
     }
 
@@ -127,7 +132,11 @@ fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::ma
     match result {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         // A delete of a missing key reports ENOENT through the syscall error.
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }

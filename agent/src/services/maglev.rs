@@ -78,7 +78,9 @@ mod tests {
     use super::*;
 
     fn names(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("10.16.{}.{}:8080", i / 250, i % 250 + 2)).collect()
+        (0..n)
+            .map(|i| format!("10.16.{}.{}:8080", i / 250, i % 250 + 2))
+            .collect()
     }
 
     fn shares(table: &[u32], n: usize) -> Vec<usize> {
@@ -97,7 +99,10 @@ mod tests {
             for (i, c) in shares(&t, n).into_iter().enumerate() {
                 let deviation = (c as f64 - even).abs() / even;
                 // The paper: within a few percent of even for M >> N.
-                assert!(deviation < 0.06, "backend {i} of {n}: {c} slots, even is {even:.0}");
+                assert!(
+                    deviation < 0.06,
+                    "backend {i} of {n}: {c} slots, even is {even:.0}"
+                );
             }
         }
     }
@@ -119,8 +124,15 @@ mod tests {
         }
         // Slots of surviving backends that changed owner: a small fraction of the table.
         let fraction = moved_from_survivors as f64 / MAGLEV_TABLE_SIZE as f64;
-        assert!(fraction < 0.03, "{fraction:.3} of the table moved between survivors");
-        assert!(!after.iter().any(|a| after_names[*a as usize] == before_names[3]));
+        assert!(
+            fraction < 0.03,
+            "{fraction:.3} of the table moved between survivors"
+        );
+        assert!(
+            !after
+                .iter()
+                .any(|a| after_names[*a as usize] == before_names[3])
+        );
     }
 
     #[test]
@@ -128,7 +140,18 @@ mod tests {
         // Fixed seeds: a regression here would balance a client differently per node.
         let t = table(&names(3));
         assert_eq!(&t[..8], &table(&names(3))[..8]);
-        let digest: u64 = t.iter().enumerate().map(|(i, b)| (i as u64 + 1) * u64::from(*b)).sum();
-        assert_eq!(digest, table(&names(3)).iter().enumerate().map(|(i, b)| (i as u64 + 1) * u64::from(*b)).sum::<u64>());
+        let digest: u64 = t
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u64 + 1) * u64::from(*b))
+            .sum();
+        assert_eq!(
+            digest,
+            table(&names(3))
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (i as u64 + 1) * u64::from(*b))
+                .sum::<u64>()
+        );
     }
 }

@@ -102,11 +102,7 @@ fn same_family(address_type: &str, vip: &IpAddr) -> bool {
 
 /// The ready endpoints of one slice for the Service port named `port_name` (EndpointSlice
 /// ports carry the Service port's name and the resolved target port).
-fn ready_backends(
-    slice: &EndpointSlice,
-    port_name: Option<&str>,
-    proto: u8,
-) -> Vec<SocketAddr> {
+fn ready_backends(slice: &EndpointSlice, port_name: Option<&str>, proto: u8) -> Vec<SocketAddr> {
     let protocol = if proto == 6 { "TCP" } else { "UDP" };
     let Some(target) = slice.ports.iter().flatten().find(|p| {
         p.name.as_deref().unwrap_or("") == port_name.unwrap_or("")
@@ -176,11 +172,18 @@ mod tests {
         assert_eq!(vips.len(), 2, "TCP and UDP; SCTP is OVN's: {vips:?}");
         let http = &vips[0];
         assert_eq!((http.port, http.proto), (80, 6));
-        let want: BTreeSet<SocketAddr> =
-            ["10.16.0.5:8080".parse().unwrap(), "10.16.0.6:8080".parse().unwrap()].into();
+        let want: BTreeSet<SocketAddr> = [
+            "10.16.0.5:8080".parse().unwrap(),
+            "10.16.0.6:8080".parse().unwrap(),
+        ]
+        .into();
         assert_eq!(http.backends, want, "the not-ready endpoint is left out");
         assert_eq!(vips[1].proto, 17);
-        assert!(vips[1].backends.contains(&"10.16.0.5:5353".parse().unwrap()));
+        assert!(
+            vips[1]
+                .backends
+                .contains(&"10.16.0.5:5353".parse().unwrap())
+        );
         assert_eq!(http.affinity_timeout_s, None);
     }
 
@@ -188,20 +191,38 @@ mod tests {
     fn client_ip_affinity_and_its_timeout() {
         let s = slice(json!([]));
         let with_default = vips(&service(json!({"sessionAffinity": "ClientIP"})), &[&s]);
-        assert_eq!(with_default[0].affinity_timeout_s, Some(DEFAULT_AFFINITY_TIMEOUT_S));
+        assert_eq!(
+            with_default[0].affinity_timeout_s,
+            Some(DEFAULT_AFFINITY_TIMEOUT_S)
+        );
         let with_timeout = vips(
             &service(json!({"sessionAffinity": "ClientIP",
                 "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}})),
             &[&s],
         );
         assert_eq!(with_timeout[0].affinity_timeout_s, Some(60));
-        assert!(with_timeout[0].backends.is_empty(), "no endpoints: kept, with none");
+        assert!(
+            with_timeout[0].backends.is_empty(),
+            "no endpoints: kept, with none"
+        );
     }
 
     #[test]
     fn headless_and_external_name_services_have_no_vips() {
         let s = slice(json!([{"addresses": ["10.16.0.5"]}]));
-        assert!(vips(&service(json!({"clusterIP": "None", "clusterIPs": ["None"]})), &[&s]).is_empty());
-        assert!(vips(&service(json!({"type": "ExternalName", "clusterIPs": null, "clusterIP": null})), &[&s]).is_empty());
+        assert!(
+            vips(
+                &service(json!({"clusterIP": "None", "clusterIPs": ["None"]})),
+                &[&s]
+            )
+            .is_empty()
+        );
+        assert!(
+            vips(
+                &service(json!({"type": "ExternalName", "clusterIPs": null, "clusterIP": null})),
+                &[&s]
+            )
+            .is_empty()
+        );
     }
 }

@@ -227,7 +227,11 @@ impl ServiceSync {
         Ok(true)
     }
 
-    fn remove_vip(&mut self, datapath: &mut Datapath, key: &ServiceKey) -> Result<(), DatapathError> {
+    fn remove_vip(
+        &mut self,
+        datapath: &mut Datapath,
+        key: &ServiceKey,
+    ) -> Result<(), DatapathError> {
         let Some(vip) = self.vips.remove(key) else {
             return Ok(());
         };

@@ -26,7 +26,10 @@ pub struct ServiceIndex {
 
 fn slice_owner(slice: &EndpointSlice) -> Option<String> {
     let service = slice.labels().get(SERVICE_NAME_LABEL)?;
-    Some(service_name(&slice.namespace().unwrap_or_default(), service))
+    Some(service_name(
+        &slice.namespace().unwrap_or_default(),
+        service,
+    ))
 }
 
 impl ServiceIndex {
@@ -129,14 +132,21 @@ pub async fn run(
     datapath: Arc<Mutex<Datapath>>,
     sync: Arc<Mutex<ServiceSync>>,
 ) {
-    let mut services = watcher(Api::<Service>::all(kube.clone()), watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut services = watcher(
+        Api::<Service>::all(kube.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
     let mut slices = watcher(Api::<EndpointSlice>::all(kube), watcher::Config::default())
         .default_backoff()
         .boxed();
     let mut index = ServiceIndex::default();
     let (mut services_listed, mut slices_listed, mut resynced) = (false, false, false);
+    // Nothing is programmed before both initial lists are in: a Service seen before its
+    // EndpointSlices would look like a Service without endpoints, and a restarted agent would
+    // cut its established connections.
+    let mut pending = BTreeSet::new();
     loop {
         let dirty = tokio::select! {
             Some(event) = services.next() => match event {
@@ -155,15 +165,20 @@ pub async fn run(
             },
             else => return,
         };
+        pending.extend(dirty);
+        if !(services_listed && slices_listed) {
+            continue;
+        }
         let mut datapath = datapath.lock().unwrap_or_else(|e| e.into_inner());
         let mut sync = sync.lock().unwrap_or_else(|e| e.into_inner());
-        for service in &dirty {
+        for service in std::mem::take(&mut pending) {
+            let service = &service;
             let vips = index.vips(service);
             if let Err(e) = sync.apply(&mut datapath, service, &vips) {
                 tracing::warn!(%service, error = %e, "programming the service maps");
             }
         }
-        if services_listed && slices_listed && !resynced {
+        if !resynced {
             resynced = true;
             match sync.finish_resync(&mut datapath) {
                 Ok(n) => tracing::info!(removed = n, "service maps in step with the API"),

@@ -1,0 +1,389 @@
+//! ClusterIP Services balanced in the eBPF datapath, on the product path: the real controller
+//! and `kovn-agent daemon` processes on a 2-node sandbox with real OVN/OVS, Services and
+//! EndpointSlices in the API stand-in, pods networked by the kubelet's CNI ADD, and real TCP
+//! and UDP sockets in the pods.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use sandbox::kovn::{KovnBinaries, KovnCluster, RunningPod, wait_for};
+use sandbox::netns;
+use serde_json::json;
+
+/// A binary of another package of the workspace, built if it is not yet.
+fn workspace_binary(package: &str, name: &str) -> PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(Path::to_path_buf))
+        .expect("target directory");
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+fn binaries() -> KovnBinaries {
+    KovnBinaries {
+        controller: workspace_binary("controller", "kovn-controller"),
+        agent: PathBuf::from(env!("CARGO_BIN_EXE_kovn-agent")),
+        cni_dir: workspace_binary("cni", "kube-ovn")
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    }
+}
+
+const HTTP_PORT: u16 = 8080;
+const DNS_PORT: u16 = 5353;
+
+/// A backend pod's servers: TCP on 8080 answers its name, then echoes; UDP on 5353 answers
+/// every datagram with its name.
+fn serve(pod: &RunningPod) {
+    let name = pod.name.clone();
+    let (tcp, udp) = netns::run_in(&pod.netns, || {
+        (
+            TcpListener::bind(("0.0.0.0", HTTP_PORT)).unwrap(),
+            UdpSocket::bind(("0.0.0.0", DNS_PORT)).unwrap(),
+        )
+    })
+    .unwrap();
+    let tcp_name = name.clone();
+    std::thread::spawn(move || {
+        for conn in tcp.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let name = tcp_name.clone();
+            std::thread::spawn(move || {
+                if conn.write_all(format!("{name}\n").as_bytes()).is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 256];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(name.as_bytes(), from);
+        }
+    });
+}
+
+/// A connection from a pod to a Service, with the backend that answered.
+struct Connection {
+    stream: BufReader<TcpStream>,
+    backend: String,
+}
+
+impl Connection {
+    fn open(client: &RunningPod, vip: SocketAddr) -> std::io::Result<Connection> {
+        let stream = netns::run_in(&client.netns, move || {
+            TcpStream::connect_timeout(&vip, Duration::from_secs(3))
+        })
+        .unwrap()?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut stream = BufReader::new(stream);
+        let mut backend = String::new();
+        stream.read_line(&mut backend)?;
+        Ok(Connection {
+            stream,
+            backend: backend.trim().to_owned(),
+        })
+    }
+
+    /// Sends a line and reads it back.
+    fn echo(&mut self, line: &str) -> std::io::Result<bool> {
+        self.stream
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())?;
+        let mut back = String::new();
+        self.stream.read_line(&mut back)?;
+        Ok(back.trim() == line)
+    }
+}
+
+/// Opens `n` connections one after the other; counts the answers per backend.
+fn spread(client: &RunningPod, vip: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    try_spread(client, vip, n).unwrap_or_else(|(i, e)| panic!("connection {i} to {vip}: {e}"))
+}
+
+fn try_spread(
+    client: &RunningPod,
+    vip: SocketAddr,
+    n: usize,
+) -> Result<BTreeMap<String, usize>, (usize, std::io::Error)> {
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        let c = Connection::open(client, vip).map_err(|e| (i, e))?;
+        *counts.entry(c.backend).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+fn udp_query(client: &RunningPod, vip: SocketAddr) -> std::io::Result<String> {
+    let socket = netns::run_in(&client.netns, || UdpSocket::bind("0.0.0.0:0")).unwrap()?;
+    // A connected socket accepts datagrams from `vip` only: an answer proves the reply was
+    // translated back to the VIP.
+    socket.connect(vip)?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    socket.send(b"query")?;
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn service(name: &str, vip: Ipv4Addr, affinity: bool) -> Service {
+    let mut spec = json!({
+        "clusterIP": vip.to_string(),
+        "clusterIPs": [vip.to_string()],
+        "ports": [
+            {"name": "http", "port": 80, "protocol": "TCP", "targetPort": HTTP_PORT},
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": DNS_PORT}
+        ]
+    });
+    if affinity {
+        spec["sessionAffinity"] = json!("ClientIP");
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 60}});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn endpoints(service: &str, backends: &[&RunningPod]) -> EndpointSlice {
+    let endpoints: Vec<_> = backends
+        .iter()
+        .map(|p| {
+            json!({"addresses": [p.ip.to_string()], "conditions": {"ready": true},
+                        "targetRef": {"kind": "Pod", "name": p.name, "namespace": "default"}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-1"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": HTTP_PORT, "protocol": "TCP"},
+                  {"name": "dns", "port": DNS_PORT, "protocol": "UDP"}],
+        "endpoints": endpoints
+    }))
+    .unwrap()
+}
+
+/// The agent's /metrics on node `i`.
+fn scrape(cluster: &KovnCluster, i: usize) -> String {
+    netns::run_in(&cluster.sb.node(i).netns, || {
+        let mut s = TcpStream::connect("127.0.0.1:10665").expect("agent metrics");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+fn metric(text: &str, name: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn cluster_ip_services_are_balanced_in_the_datapath() {
+    if !sandbox::privileged("cluster_ip_services_are_balanced_in_the_datapath") {
+        return;
+    }
+    let mut cluster = KovnCluster::start(2, binaries()).expect("kovn on the sandbox");
+    let be1 = cluster.start_pod("be1", 0).expect("be1");
+    let be2 = cluster.start_pod("be2", 0).expect("be2");
+    let be3 = cluster.start_pod("be3", 1).expect("be3");
+    let client = cluster.start_pod("client", 0).expect("client");
+    for pod in [&be1, &be2, &be3] {
+        serve(pod);
+    }
+    let nbctl = cluster.sb.central().nbctl();
+    for pod in ["be1", "be2", "be3", "client"] {
+        nbctl
+            .run([
+                "--timeout=30",
+                "wait-until",
+                "Logical_Switch_Port",
+                &format!("{pod}.default"),
+                "up=true",
+            ])
+            .expect("port up");
+    }
+    let web_vip = Ipv4Addr::new(10, 96, 0, 100);
+    let web = SocketAddr::from((web_vip, 80));
+    cluster.api.put(&service("web", web_vip, false));
+    cluster.api.put(&endpoints("web", &[&be1, &be2, &be3]));
+    wait_for("the VIP to answer", Duration::from_secs(20), || {
+        Connection::open(&client, web).is_ok()
+    })
+    .unwrap();
+
+    // 3,000 connections spread evenly (±10 %) over 3 backends on 2 nodes.
+    let counts = spread(&client, web, 3000);
+    eprintln!("3,000 connections through {web}: {counts:?}");
+    assert_eq!(
+        counts.len(),
+        3,
+        "every backend gets connections: {counts:?}"
+    );
+    for (backend, n) in &counts {
+        assert!(
+            (900..=1100).contains(n),
+            "{backend}: {n} of 3000 ({counts:?})"
+        );
+    }
+    let text = scrape(&cluster, 0);
+    let new = metric(
+        &text,
+        "kovn_datapath_service_packets_total",
+        &[
+            "service=\"default/web\"",
+            "event=\"new_connection\"",
+            "/tcp",
+        ],
+    );
+    assert!(
+        new >= 3000,
+        "the datapath balanced them (new_connection = {new})\n{text}"
+    );
+
+    // UDP request/response (DNS-like): the answer comes from the VIP.
+    let dns = SocketAddr::from((web_vip, 53));
+    for _ in 0..20 {
+        let answer = udp_query(&client, dns).expect("UDP answer from the VIP");
+        assert!(["be1", "be2", "be3"].contains(&answer.as_str()), "{answer}");
+    }
+
+    // Long-lived connections, then be1 leaves: new connections avoid it; connections to the
+    // other backends are untouched; be1's end.
+    let mut long_lived: Vec<Connection> = Vec::new();
+    while long_lived.len() < 12
+        || !["be1", "be2", "be3"]
+            .iter()
+            .all(|b| long_lived.iter().any(|c| c.backend == *b))
+    {
+        long_lived.push(Connection::open(&client, web).expect("long-lived connection"));
+        assert!(long_lived.len() < 200, "no spread over the backends");
+    }
+    cluster.api.put(&endpoints("web", &[&be2, &be3]));
+    wait_for("be1 to leave the service", Duration::from_secs(20), || {
+        // A connection opened while be1 leaves may be cut: that is the point.
+        try_spread(&client, web, 30).is_ok_and(|c| !c.contains_key("be1"))
+    })
+    .unwrap();
+    let after = spread(&client, web, 300);
+    eprintln!("after be1 left: {after:?}");
+    assert!(
+        !after.contains_key("be1"),
+        "a removed backend got new connections: {after:?}"
+    );
+    for c in long_lived.iter_mut() {
+        let alive = c.echo("still there").unwrap_or(false);
+        if c.backend == "be1" {
+            assert!(!alive, "a connection to the removed backend went on");
+        } else {
+            assert!(alive, "a connection to {} broke when be1 left", c.backend);
+        }
+    }
+    long_lived.retain(|c| c.backend != "be1");
+
+    // The agent restarts: established service connections survive it.
+    cluster.restart_agent(0).expect("agent restart");
+    for c in long_lived.iter_mut() {
+        assert!(
+            c.echo("after restart").unwrap_or(false),
+            "connection to {} lost in the restart",
+            c.backend
+        );
+    }
+    let after_restart = spread(&client, web, 60);
+    assert!(!after_restart.contains_key("be1"), "{after_restart:?}");
+
+    // ClientIP affinity: every connection of the client lands on one backend.
+    let sticky_vip = Ipv4Addr::new(10, 96, 0, 101);
+    cluster.api.put(&service("sticky", sticky_vip, true));
+    cluster.api.put(&endpoints("sticky", &[&be1, &be2, &be3]));
+    let sticky = SocketAddr::from((sticky_vip, 80));
+    wait_for("the sticky VIP to answer", Duration::from_secs(20), || {
+        Connection::open(&client, sticky).is_ok()
+    })
+    .unwrap();
+    let counts = spread(&client, sticky, 50);
+    assert_eq!(counts.len(), 1, "ClientIP affinity: {counts:?}");
+
+    // No endpoints: refused at once, as kube-proxy does.
+    let empty_vip = Ipv4Addr::new(10, 96, 0, 102);
+    cluster.api.put(&service("empty", empty_vip, false));
+    cluster.api.put(&endpoints("empty", &[]));
+    let empty = SocketAddr::from((empty_vip, 80));
+    wait_for(
+        "the empty VIP to be programmed",
+        Duration::from_secs(20),
+        || metric(&scrape(&cluster, 0), "kovn_datapath_service_vips", &[]) >= 6,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let refused = Connection::open(&client, empty).err().map(|e| e.kind());
+    assert_eq!(
+        refused,
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "no endpoints"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not timed out"
+    );
+    let no_backend = metric(
+        &scrape(&cluster, 0),
+        "kovn_datapath_service_packets_total",
+        &["default/empty", "no_backend"],
+    );
+    assert!(no_backend >= 1);
+
+    // Hairpin: a pod reaches itself through its own Service.
+    let self_vip = Ipv4Addr::new(10, 96, 0, 103);
+    cluster.api.put(&service("self", self_vip, false));
+    cluster.api.put(&endpoints("self", &[&be2]));
+    let own = SocketAddr::from((self_vip, 80));
+    wait_for(
+        "be2 to reach itself through its service",
+        Duration::from_secs(20),
+        || Connection::open(&be2, own).is_ok_and(|c| c.backend == "be2"),
+    )
+    .unwrap();
+    let mut hairpin = Connection::open(&be2, own).expect("hairpin");
+    assert!(hairpin.echo("me").unwrap(), "hairpin echo");
+    assert_eq!(
+        udp_query(&be2, SocketAddr::from((self_vip, 53))).unwrap(),
+        "be2"
+    );
+
+    drop((long_lived, hairpin, be1, be2, be3, client));
+    cluster.teardown().expect("teardown");
+}
