@@ -4,6 +4,7 @@
 
 pub mod annotations;
 mod ip;
+pub mod service;
 mod subnet;
 mod vpc;
 

@@ -137,21 +137,12 @@ mod tests {
 
     #[test]
     fn the_table_is_the_same_wherever_it_is_computed() {
-        // Fixed seeds: a regression here would balance a client differently per node.
+        // Fixed seeds, fixed hash: every node and every agent version computes this table for
+        // these backends. A change here rebalances clients differently per node during an
+        // upgrade; change it knowingly.
         let t = table(&names(3));
-        assert_eq!(&t[..8], &table(&names(3))[..8]);
-        let digest: u64 = t
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (i as u64 + 1) * u64::from(*b))
-            .sum();
-        assert_eq!(
-            digest,
-            table(&names(3))
-                .iter()
-                .enumerate()
-                .map(|(i, b)| (i as u64 + 1) * u64::from(*b))
-                .sum::<u64>()
-        );
+        assert_eq!(&t[..12], &PINNED_PREFIX);
     }
+
+    const PINNED_PREFIX: [u32; 12] = [1, 2, 1, 0, 1, 1, 0, 1, 0, 1, 2, 2];
 }

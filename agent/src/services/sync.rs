@@ -9,8 +9,9 @@ use datapath_common::{
     MAGLEV_TABLE_SIZE, MaglevTable, ServiceBackend, ServiceEntry, ServiceKey, service_flags,
 };
 
-use super::{Vip, maglev};
+use super::maglev;
 use crate::datapath::{Datapath, DatapathError, ReadServiceMaps, ip_bytes};
+use api::service::Vip;
 
 /// What is programmed for one VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
