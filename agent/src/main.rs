@@ -71,6 +71,19 @@ enum DatapathCommand {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Switch a running agent's service balancer on or off; off, packets to Service VIPs go
+    /// to OVS and OVN's load balancers serve them, for comparing the two.
+    ServiceLb {
+        #[arg(long, default_value = "/sys/fs/bpf/kovn")]
+        pin_dir: PathBuf,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// List a running agent's services: VIPs, backends, pinned connections and counters.
+    Services {
+        #[arg(long, default_value = "/sys/fs/bpf/kovn")]
+        pin_dir: PathBuf,
+    },
     /// Print the decision counters of a running agent (from its pinned maps).
     Stats {
         #[arg(long, default_value = "/sys/fs/bpf/kovn")]
@@ -106,6 +119,19 @@ fn main() -> ExitCode {
         Command::Datapath {
             command: DatapathCommand::Stats { pin_dir },
         } => report(print_stats(&pin_dir)),
+        Command::Datapath {
+            command: DatapathCommand::ServiceLb { pin_dir, state },
+        } => report((|| {
+            let mut maps = PinnedMaps::open(&pin_dir)?;
+            let mut config = maps.config()?;
+            config.service_lb_off = u32::from(state == "off");
+            maps.set_config(&config)?;
+            println!("service balancer {state}");
+            Ok(())
+        })()),
+        Command::Datapath {
+            command: DatapathCommand::Services { pin_dir },
+        } => report(print_services(&pin_dir)),
         Command::Datapath {
             command: DatapathCommand::FastPath { pin_dir, state },
         } => report((|| {
@@ -377,4 +403,78 @@ fn serve_without_datapath(
         }
         Ok(())
     })
+}
+
+/// The service maps of a running agent, as a table.
+fn print_services(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    use agent::datapath::{ReadServiceMaps, ip_from_bytes};
+    use std::collections::BTreeMap;
+    let maps = PinnedMaps::open(pin_dir)?;
+    let proto = |p: u8| match p {
+        6 => "tcp",
+        17 => "udp",
+        _ => "?",
+    };
+    let mut backends: BTreeMap<u32, Vec<(u32, String)>> = BTreeMap::new();
+    for (id, b) in maps.backends()? {
+        let addr = std::net::SocketAddr::new(ip_from_bytes(&b.ip), b.port);
+        backends
+            .entry(b.service_id)
+            .or_default()
+            .push((id, addr.to_string()));
+    }
+    let mut counts: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for c in maps.service_counts()? {
+        counts
+            .entry(c.service_id)
+            .or_default()
+            .push(format!("{}={}", c.event.as_str(), c.count));
+    }
+    let mut services = maps.services()?;
+    services.sort_by_key(|(_, e)| e.id);
+    println!(
+        "{:>5}  {:<28} {:<9} {:<10} backends / counters",
+        "id", "vip", "affinity", "ready"
+    );
+    for (key, entry) in &services {
+        let vip = std::net::SocketAddr::new(ip_from_bytes(&key.vip), key.port);
+        let affinity = if entry.flags & datapath_common::service_flags::AFFINITY != 0 {
+            format!("{}s", entry.affinity_timeout_s)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:>5}  {:<28} {:<9} {:<10} {}",
+            entry.id,
+            format!("{vip}/{}", proto(key.proto)),
+            affinity,
+            entry.backend_count,
+            backends
+                .get(&entry.id)
+                .map(|b| b
+                    .iter()
+                    .map(|(id, a)| format!("#{id} {a}"))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        );
+        if let Some(c) = counts.get(&entry.id) {
+            println!("{:>5}  {:<49} {}", "", "", c.join(" "));
+        }
+    }
+    let connections = maps.lb_connections()?;
+    println!("\n{} pinned connections", connections.len());
+    for (key, c) in connections.iter().take(50) {
+        println!(
+            "  {}:{} -> {}:{}/{}  backend #{} (service {})",
+            ip_from_bytes(&key.src),
+            key.sport,
+            ip_from_bytes(&key.dst),
+            key.dport,
+            proto(key.proto),
+            c.backend_id,
+            c.service_id
+        );
+    }
+    Ok(())
 }

@@ -54,6 +54,10 @@ fn the_role_grants_what_the_agent_reads_and_the_binary_accepts_the_daemonset() {
         ("", "nodes", "watch"),
         ("kubeovn.io", "subnets", "list"),
         ("kubeovn.io", "subnets", "watch"),
+        ("", "services", "list"),
+        ("", "services", "watch"),
+        ("discovery.k8s.io", "endpointslices", "list"),
+        ("discovery.k8s.io", "endpointslices", "watch"),
     ] {
         assert!(
             granted.contains(&(group.into(), resource.into(), verb.into())),

@@ -13,3 +13,6 @@ pub const LOGICAL_ROUTER: &str = "ovn.kubernetes.io/logical_router";
 pub const PORT_NAME: &str = "ovn.kubernetes.io/port_name";
 /// On a Namespace: the subnet(s) its pods use.
 pub const NAMESPACE_LOGICAL_SWITCH: &str = "ovn.kubernetes.io/logical_switch";
+/// On a Service: the VPC whose load balancers serve it (Kube-OVN's key); the default VPC
+/// without it.
+pub const VPC: &str = "ovn.kubernetes.io/vpc";

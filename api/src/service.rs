@@ -225,6 +225,11 @@ impl ServiceIndex {
         dirty
     }
 
+    /// The Service named `service` (`namespace/name`), if it exists.
+    pub fn service(&self, service: &str) -> Option<&Service> {
+        self.services.get(service)
+    }
+
     /// The VIPs `service` should have now (none when it is gone).
     pub fn vips(&self, service: &str) -> Vec<Vip> {
         let Some(svc) = self.services.get(service) else {

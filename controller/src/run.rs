@@ -8,7 +8,8 @@ use std::sync::Arc;
 use api::{IP, Subnet, SubnetSpec, Vpc, VpcSpec};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, Store};
@@ -38,6 +39,8 @@ pub struct Inputs {
     pub subnets: Events<Subnet>,
     pub vpcs: Events<Vpc>,
     pub ips: Events<IP>,
+    pub services: Events<Service>,
+    pub endpoint_slices: Events<EndpointSlice>,
 }
 
 impl Inputs {
@@ -63,6 +66,8 @@ impl Inputs {
             subnets: watch(client),
             vpcs: watch(client),
             ips: watch(client),
+            services: watch(client),
+            endpoint_slices: watch(client),
         }
     }
 }
@@ -222,7 +227,8 @@ pub async fn run(
             }
         }
     };
-    tokio::join!(subnet_ctl, vpc_ctl, node_ctl, pod_ctl, deletions);
+    let services = reconcile::service::run(ctx.clone(), inputs.services, inputs.endpoint_slices);
+    tokio::join!(subnet_ctl, vpc_ctl, node_ctl, pod_ctl, deletions, services);
     drop(tasks);
     Ok(())
 }

@@ -58,6 +58,8 @@ fn the_cluster_role_grants_every_request_the_controller_makes() {
         ("kubeovn.io", "subnets"),
         ("kubeovn.io", "vpcs"),
         ("kubeovn.io", "ips"),
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
     ] {
         needed.push((group, resource, "list"));
         needed.push((group, resource, "watch"));

@@ -91,6 +91,10 @@ fn inputs(api: &FakeApi) -> Inputs {
         subnets: api.watch::<Subnet>().boxed(),
         vpcs: api.watch::<api::Vpc>().boxed(),
         ips: api.watch::<IP>().boxed(),
+        services: api.watch::<k8s_openapi::api::core::v1::Service>().boxed(),
+        endpoint_slices: api
+            .watch::<k8s_openapi::api::discovery::v1::EndpointSlice>()
+            .boxed(),
     }
 }
 

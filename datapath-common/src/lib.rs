@@ -178,7 +178,9 @@ pub struct DatapathConfig {
     pub refresh_ns: u64,
     /// 0 disables the fast path (every packet goes to OVS; learning goes on).
     pub fast_path_enabled: u32,
-    pub _pad: u32,
+    /// Non-zero switches the eBPF service balancer off: packets to VIPs go to OVS untouched and
+    /// OVN's load balancers serve them (0 is "on", so a zeroed map balances).
+    pub service_lb_off: u32,
 }
 
 impl Default for DatapathConfig {
@@ -188,7 +190,7 @@ impl Default for DatapathConfig {
             udp_timeout_ns: 30_000_000_000,
             refresh_ns: 5_000_000_000,
             fast_path_enabled: 1,
-            _pad: 0,
+            service_lb_off: 0,
         }
     }
 }

@@ -11,9 +11,9 @@ use aya_ebpf::{
 use datapath_common::{PodPort, Reason, flow_flags};
 
 use crate::lb;
-use crate::reject;
 use crate::maps::{self, FLOWS};
 use crate::parse::{IPPROTO_TCP, Packet, parse};
+use crate::reject;
 
 #[inline(always)]
 pub(crate) fn from_pod(ctx: &TcContext) -> i32 {

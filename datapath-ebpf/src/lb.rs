@@ -67,7 +67,9 @@ pub(crate) const NO_BACKEND: i32 = i32::MIN + 1;
 /// callers stay under the 512-byte stack limit.
 #[inline(never)]
 pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -> i32 {
-    if packet.key.proto != IPPROTO_TCP && packet.key.proto != IPPROTO_UDP {
+    if packet.key.proto != IPPROTO_TCP && packet.key.proto != IPPROTO_UDP
+        || maps::config().service_lb_off != 0
+    {
         return CONTINUE;
     }
     let service_key = ServiceKey {
@@ -142,7 +144,11 @@ fn record_reverse_nat(
         vip: service_key.vip,
         port: service_key.port,
         client_port: client_key.sport,
-        flags: if hairpin { reverse_nat_flags::HAIRPIN } else { 0 },
+        flags: if hairpin {
+            reverse_nat_flags::HAIRPIN
+        } else {
+            0
+        },
     };
     // SAFETY: a plain-data value copied out at once.
     let known = unsafe { REVERSE_NAT.get(&reply).copied() };
@@ -292,7 +298,13 @@ pub(crate) fn hairpin_reply(ctx: &TcContext, packet: &mut Packet, host_ifindex: 
 fn translate_reply(ctx: &TcContext, packet: &mut Packet, translation: &LbReverseNat) -> bool {
     if translation.flags & reverse_nat_flags::HAIRPIN != 0 {
         let client = packet.key.src;
-        if !nat::rewrite(ctx, packet, End::Destination, &client, translation.client_port) {
+        if !nat::rewrite(
+            ctx,
+            packet,
+            End::Destination,
+            &client,
+            translation.client_port,
+        ) {
             return false;
         }
     }

@@ -72,13 +72,7 @@ fn rewrite_checked(
             let mut new = *ip;
             // SAFETY: both buffers are 16 bytes on this program's stack.
             let diff = unsafe {
-                bpf_csum_diff(
-                    old.as_mut_ptr().cast(),
-                    16,
-                    new.as_mut_ptr().cast(),
-                    16,
-                    0,
-                )
+                bpf_csum_diff(old.as_mut_ptr().cast(), 16, new.as_mut_ptr().cast(), 16, 0)
             };
             if diff < 0 {
                 return Err(RewriteError);

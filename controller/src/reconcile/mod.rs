@@ -3,6 +3,7 @@
 
 pub mod node;
 pub mod pod;
+pub mod service;
 pub mod subnet;
 pub mod vpc;
 

@@ -10,6 +10,7 @@
 
 pub mod acl;
 pub mod gateway;
+pub mod load_balancer;
 pub mod owned;
 pub mod vpc;
 
@@ -18,8 +19,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use ovsdb::models::ovn_northbound::{
-    Acl, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort, LogicalRouterStaticRoute,
-    LogicalSwitch, LogicalSwitchPort, NbGlobal, PortGroup,
+    Acl, LoadBalancer, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort,
+    LogicalRouterStaticRoute, LogicalSwitch, LogicalSwitchPort, NbGlobal, PortGroup,
 };
 use ovsdb::{Atom, Cache, Condition, Datum, IndexSpec, Model, Mutation, Mutator, Transaction};
 
@@ -30,7 +31,7 @@ pub const NB: &str = "OVN_Northbound";
 const VENDOR: (&str, &str) = ("vendor", "kube-ovn");
 
 /// The NB tables a topology client must monitor.
-pub fn monitored_tables() -> [&'static str; 9] {
+pub fn monitored_tables() -> [&'static str; 10] {
     [
         LogicalSwitch::TABLE,
         LogicalSwitchPort::TABLE,
@@ -41,6 +42,7 @@ pub fn monitored_tables() -> [&'static str; 9] {
         LogicalRouterPolicy::TABLE,
         LogicalRouterStaticRoute::TABLE,
         PortGroup::TABLE,
+        LoadBalancer::TABLE,
     ]
 }
 
@@ -64,6 +66,7 @@ pub fn indexes() -> Vec<IndexSpec> {
     vec![
         IndexSpec::new(LogicalSwitch::TABLE, &["name"]),
         IndexSpec::new(LogicalRouter::TABLE, &["name"]),
+        IndexSpec::new(LoadBalancer::TABLE, &["name"]),
         IndexSpec::new(LogicalSwitchPort::TABLE, &["external_ids:node"]),
         IndexSpec::new(Acl::TABLE, &[&owner]),
         IndexSpec::new(LogicalRouterPolicy::TABLE, &[&owner]),

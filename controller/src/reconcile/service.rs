@@ -1,0 +1,233 @@
+//! A Service's lifecycle in OVN: its VIPs in its VPC's load balancers (see
+//! [`crate::topology::load_balancer`]). Every Service or EndpointSlice event marks the one
+//! Service it concerns; only that Service's VIPs are rewritten, and only those that changed.
+//! Nothing is written before both initial lists are in (a Service seen before its slices would
+//! lose its backends); then VIPs that no Service claims are removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::service::{ServiceIndex, Vip};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::runtime::watcher;
+
+use crate::context::Context;
+use crate::topology::load_balancer::{LbKind, LbVip, ensure_ops, programmed_vips, vip_ops};
+
+type Events<K> = BoxStream<'static, watcher::Result<watcher::Event<K>>>;
+
+/// How often every VPC's load balancers are re-attached to its switches (a new Subnet gets
+/// them within this time).
+const ATTACH_EVERY: Duration = Duration::from_secs(10);
+
+/// `10.96.0.10:80`, `[fd00::10]:80`.
+fn vip_key(ip: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
+/// The VPC serving `service` (Kube-OVN's `ovn.kubernetes.io/vpc` annotation, else the
+/// default VPC).
+fn vpc_of(service: Option<&Service>, ctx: &Context) -> String {
+    service
+        .and_then(|s| s.annotations().get(api::annotations::VPC).cloned())
+        .unwrap_or_else(|| ctx.settings.cluster_router.clone())
+}
+
+/// The VPC's switches that carry its load balancers: every Subnet of the VPC but `join`.
+fn switches_of(vpc: &str, ctx: &Context) -> Vec<String> {
+    ctx.stores
+        .subnets
+        .state()
+        .iter()
+        .filter(|s| {
+            let subnet_vpc = if s.spec.vpc.is_empty() {
+                ctx.settings.cluster_router.as_str()
+            } else {
+                s.spec.vpc.as_str()
+            };
+            subnet_vpc == vpc && s.name_any() != ctx.settings.node_switch
+        })
+        .map(|s| s.name_any())
+        .collect()
+}
+
+/// The load-balancer entries `vips` need in `vpc`.
+fn lb_vips(vips: &[Vip], vpc: &str, default_vpc: bool) -> Vec<LbVip> {
+    vips.iter()
+        .filter_map(|v| {
+            let kind = LbKind::for_proto(v.proto, v.affinity_timeout_s.is_some())?;
+            let backends = (!v.backends.is_empty()).then(|| {
+                v.backends
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            Some(LbVip {
+                load_balancer: kind.name(vpc, default_vpc),
+                vip: vip_key(v.ip, v.port),
+                backends,
+            })
+        })
+        .collect()
+}
+
+/// Runs until both streams end.
+pub async fn run(
+    ctx: Arc<Context>,
+    mut services: Events<Service>,
+    mut slices: Events<EndpointSlice>,
+) {
+    let mut index = ServiceIndex::default();
+    // What each Service has in the load balancers: (load balancer, VIP).
+    let mut programmed: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    let (mut services_listed, mut slices_listed, mut resynced) = (false, false, false);
+    let mut pending = BTreeSet::new();
+    let mut attach = tokio::time::interval(ATTACH_EVERY);
+    loop {
+        tokio::select! {
+            Some(event) = services.next() => match event {
+                Ok(event) => {
+                    services_listed |= matches!(event, watcher::Event::InitDone);
+                    pending.extend(index.service_event(event));
+                }
+                Err(e) => tracing::warn!(error = %e, "Service watch"),
+            },
+            Some(event) = slices.next() => match event {
+                Ok(event) => {
+                    slices_listed |= matches!(event, watcher::Event::InitDone);
+                    pending.extend(index.slice_event(event));
+                }
+                Err(e) => tracing::warn!(error = %e, "EndpointSlice watch"),
+            },
+            _ = attach.tick() => {
+                if resynced {
+                    for vpc in vpcs(&ctx) {
+                        ensure_load_balancers(&ctx, &vpc).await;
+                    }
+                }
+            },
+            else => return,
+        }
+        if !(services_listed && slices_listed) {
+            continue;
+        }
+        let mut ensured = BTreeSet::new();
+        for service in std::mem::take(&mut pending) {
+            let vpc = vpc_of(index.service(&service), &ctx);
+            let default_vpc = vpc == ctx.settings.cluster_router;
+            if ensured.insert(vpc.clone()) {
+                ensure_load_balancers(&ctx, &vpc).await;
+            }
+            let mut wanted = lb_vips(&index.vips(&service), &vpc, default_vpc);
+            let now: BTreeSet<(String, String)> = wanted
+                .iter()
+                .filter(|v| v.backends.is_some())
+                .map(|v| (v.load_balancer.clone(), v.vip.clone()))
+                .collect();
+            let before = programmed.remove(&service).unwrap_or_default();
+            for (lb, vip) in before.difference(&now) {
+                if !wanted
+                    .iter()
+                    .any(|w| &w.load_balancer == lb && &w.vip == vip)
+                {
+                    wanted.push(LbVip {
+                        load_balancer: lb.clone(),
+                        vip: vip.clone(),
+                        backends: None,
+                    });
+                }
+            }
+            let result = ctx
+                .nb
+                .apply(move |cache, t| vip_ops(cache, t, &wanted))
+                .await;
+            match result {
+                Ok(()) => {
+                    if !now.is_empty() {
+                        programmed.insert(service, now);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%service, error = %e, "programming load balancer VIPs; retrying");
+                    programmed.insert(service.clone(), before);
+                    pending.insert(service);
+                }
+            }
+        }
+        if !resynced {
+            resynced = true;
+            remove_unclaimed(&ctx, &programmed).await;
+        }
+    }
+}
+
+/// Every VPC the controller knows (the default one included).
+fn vpcs(ctx: &Context) -> BTreeSet<String> {
+    let mut vpcs: BTreeSet<String> = ctx
+        .stores
+        .vpcs
+        .state()
+        .iter()
+        .map(|v| v.name_any())
+        .collect();
+    vpcs.insert(ctx.settings.cluster_router.clone());
+    vpcs
+}
+
+async fn ensure_load_balancers(ctx: &Context, vpc: &str) {
+    let default_vpc = vpc == ctx.settings.cluster_router;
+    let switches = switches_of(vpc, ctx);
+    let vpc_name = vpc.to_owned();
+    let result = ctx
+        .nb
+        .apply(move |cache, t| {
+            ensure_ops(cache, t, &vpc_name, default_vpc, &switches);
+            Ok(())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(%vpc, error = %e, "creating or attaching the VPC's load balancers");
+    }
+}
+
+/// After a restart: VIPs in kovn's load balancers that no Service has (deleted while no
+/// controller ran) are removed.
+async fn remove_unclaimed(
+    ctx: &Context,
+    programmed: &BTreeMap<String, BTreeSet<(String, String)>>,
+) {
+    let claimed: BTreeSet<&(String, String)> = programmed.values().flatten().collect();
+    for vpc in vpcs(ctx) {
+        let default_vpc = vpc == ctx.settings.cluster_router;
+        let unclaimed: Vec<LbVip> = ctx
+            .nb
+            .client()
+            .read(|cache| programmed_vips(cache, &vpc, default_vpc))
+            .into_iter()
+            .filter(|entry| !claimed.contains(entry))
+            .map(|(load_balancer, vip)| LbVip {
+                load_balancer,
+                vip,
+                backends: None,
+            })
+            .collect();
+        if unclaimed.is_empty() {
+            continue;
+        }
+        let n = unclaimed.len();
+        match ctx
+            .nb
+            .apply(move |cache, t| vip_ops(cache, t, &unclaimed))
+            .await
+        {
+            Ok(()) => tracing::info!(%vpc, removed = n, "VIPs of deleted Services removed"),
+            Err(e) => tracing::warn!(%vpc, error = %e, "removing VIPs of deleted Services"),
+        }
+    }
+}
