@@ -67,8 +67,7 @@ pub(crate) const NO_BACKEND: i32 = i32::MIN + 1;
 /// callers stay under the 512-byte stack limit.
 #[inline(never)]
 pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -> i32 {
-    if packet.key.proto != IPPROTO_TCP && packet.key.proto != IPPROTO_UDP
-        || maps::config().service_lb_off != 0
+    if packet.key.proto != IPPROTO_TCP && packet.key.proto != IPPROTO_UDP || maps::service_lb_off()
     {
         return CONTINUE;
     }
@@ -88,28 +87,29 @@ pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -
         return NO_BACKEND;
     }
     count(service.id, ServiceEvent::Hit);
-    let client_key = packet.key;
     let now = maps::now_ns();
     let mut backend = ServiceBackend::default();
-    if !connection_backend(&client_key, now, &mut backend)
-        && !new_connection(&client_key, &service, now, &mut backend)
+    if !connection_backend(&packet.key, now, &mut backend)
+        && !new_connection(&packet.key, &service, now, &mut backend)
     {
         // A table not (yet) written for a service with backends: let OVN's load balancer
         // serve the VIP.
         return CONTINUE;
     };
-    let hairpin = backend.ip == client_key.src;
+    let hairpin = backend.ip == packet.key.src;
+    // Before the rewrites, while the key is still the client's (no copy of it on the stack).
+    record_reverse_nat(&service_key, &packet.key, &backend, hairpin, service.id);
     if hairpin {
         count(service.id, ServiceEvent::Hairpin);
         // The pod would drop a packet from its own address: it comes from the VIP instead.
-        if !nat::rewrite(ctx, packet, End::Source, &service_key.vip, client_key.sport) {
+        let sport = packet.key.sport;
+        if !nat::rewrite(ctx, packet, End::Source, &service_key.vip, sport) {
             return CONTINUE;
         }
     }
     if !nat::rewrite(ctx, packet, End::Destination, &backend.ip, backend.port) {
         return CONTINUE;
     }
-    record_reverse_nat(&service_key, &client_key, &backend, hairpin, service.id);
     if hairpin {
         // Straight back into the pod: a pod may always reach itself.
         // SAFETY: a helper call with plain arguments.
@@ -313,12 +313,7 @@ fn translate_reply(ctx: &TcContext, packet: &mut Packet, translation: &LbReverse
 
 #[inline(always)]
 fn idle_timeout(proto: u8) -> u64 {
-    let config = maps::config();
-    if proto == IPPROTO_TCP {
-        config.tcp_timeout_ns
-    } else {
-        config.udp_timeout_ns
-    }
+    maps::idle_timeout_ns(proto == IPPROTO_TCP)
 }
 
 /// A flow hash that is the same on every node (Maglev's slot choice must not depend on
@@ -336,7 +331,9 @@ fn flow_hash(ip: &[u8; 16], port: u16, proto: u8) -> u32 {
     h as u32
 }
 
-#[inline(always)]
+/// Its own call: inlined at each of its uses, its key and value would each take stack slots
+/// in the balancer's frames.
+#[inline(never)]
 fn count(service_id: u32, event: ServiceEvent) {
     let key = ServiceCounterKey {
         service_id,

@@ -49,6 +49,24 @@ pub(crate) fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Whether the service balancer is switched off (one field read, not a copy of the whole
+/// config: the balancer's call chain has little stack to spare).
+#[inline(always)]
+pub(crate) fn service_lb_off() -> bool {
+    CONFIG.get(0).is_some_and(|c| c.service_lb_off != 0)
+}
+
+/// The idle timeout of a flow of protocol `proto` (one field read).
+#[inline(always)]
+pub(crate) fn idle_timeout_ns(tcp: bool) -> u64 {
+    match CONFIG.get(0) {
+        Some(c) if tcp => c.tcp_timeout_ns,
+        Some(c) => c.udp_timeout_ns,
+        None if tcp => DatapathConfig::default().tcp_timeout_ns,
+        None => DatapathConfig::default().udp_timeout_ns,
+    }
+}
+
 /// Counts one packet under `reason` for interface `ifindex`.
 #[inline(always)]
 pub(crate) fn count(ifindex: u32, reason: Reason) {

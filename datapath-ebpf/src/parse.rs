@@ -93,38 +93,22 @@ fn load_u16_be(ctx: &TcContext, offset: usize) -> Result<u16, ParseError> {
 /// signature: the kernel rejects the BTF rustc emits for enums with data.
 #[inline(never)]
 pub(crate) fn parse(ctx: &TcContext, packet: &mut Packet) -> bool {
-    match parse_packet(ctx) {
-        Ok(parsed) => {
-            *packet = parsed;
-            true
-        }
-        Err(_) => false,
-    }
+    parse_into(ctx, packet).is_ok()
 }
 
+/// Fills `packet` in place (a Packet built here and copied out costs two of them on the stack).
 #[inline(always)]
-fn parse_packet(ctx: &TcContext) -> Result<Packet, ParseError> {
-    let macs: [u8; 12] = load(ctx, 0)?;
-    let mut dst_mac = [0u8; 6];
-    let mut src_mac = [0u8; 6];
-    dst_mac.copy_from_slice(&macs[..6]);
-    src_mac.copy_from_slice(&macs[6..]);
+fn parse_into(ctx: &TcContext, packet: &mut Packet) -> Result<(), ParseError> {
+    *packet = Packet::empty();
+    packet.dst_mac = load(ctx, 0)?;
+    packet.src_mac = load(ctx, 6)?;
     let mut ethertype = load_u16_be(ctx, 12)?;
     let mut l3 = ETH_HLEN;
     if ethertype == ETH_P_8021Q {
         ethertype = load_u16_be(ctx, ETH_HLEN + 2)?;
         l3 += VLAN_HLEN;
     }
-    let mut packet = Packet {
-        key: FlowKey::default(),
-        src_mac,
-        dst_mac,
-        l3,
-        l4: 0,
-        ipv6: false,
-        tcp_flags: 0,
-        icmp_control: false,
-    };
+    packet.l3 = l3;
     let (proto, l4) = match ethertype {
         ETH_P_IP => parse_ipv4(ctx, l3, &mut packet.key)?,
         ETH_P_IPV6 => {
@@ -164,7 +148,7 @@ fn parse_packet(ctx: &TcContext) -> Result<Packet, ParseError> {
         }
         _ => return Err(ParseError::Unsupported),
     }
-    Ok(packet)
+    Ok(())
 }
 
 #[inline(always)]

@@ -49,6 +49,20 @@ impl Ids {
     }
 }
 
+/// Changes decided by [`ServiceSync::stage`] and written by [`ServiceSync::flush`], in an
+/// order that never shows a packet a half-made service: new backends (written at once), then
+/// the Maglev tables that name them (one batch), then the service entries, then what goes.
+#[derive(Debug, Default)]
+struct Staged {
+    tables: Vec<(u32, Box<MaglevTable>)>,
+    entries: Vec<(ServiceKey, ServiceEntry)>,
+    /// Tables of services left without backends (their entry says so first).
+    emptied: Vec<u32>,
+    removed_entries: Vec<ServiceKey>,
+    removed_tables: Vec<u32>,
+    removed_backends: Vec<u32>,
+}
+
 /// The agent's view of the service maps.
 #[derive(Debug, Default)]
 pub struct ServiceSync {
@@ -56,6 +70,7 @@ pub struct ServiceSync {
     by_service: HashMap<String, BTreeSet<ServiceKey>>,
     service_ids: Ids,
     backend_ids: Ids,
+    staged: Staged,
 }
 
 fn key_of(vip: &Vip) -> ServiceKey {
@@ -99,10 +114,23 @@ impl ServiceSync {
         Ok(sync)
     }
 
-    /// Programs `service`'s VIPs (replacing what it had): changed VIPs are rewritten, VIPs it
-    /// no longer has are removed, unchanged ones are not touched. Returns how many VIPs were
-    /// written or removed.
+    /// Programs `service`'s VIPs now (see [`ServiceSync::stage`]).
     pub fn apply(
+        &mut self,
+        datapath: &mut Datapath,
+        service: &str,
+        vips: &[Vip],
+    ) -> Result<usize, DatapathError> {
+        let changed = self.stage(datapath, service, vips)?;
+        self.flush(datapath)?;
+        Ok(changed)
+    }
+
+    /// Stages `service`'s VIPs (replacing what it had): changed VIPs are rewritten, VIPs it
+    /// no longer has are removed, unchanged ones are not touched. New backends are written at
+    /// once; the rest waits for [`ServiceSync::flush`], so many services cost one batch.
+    /// Returns how many VIPs change.
+    pub fn stage(
         &mut self,
         datapath: &mut Datapath,
         service: &str,
@@ -112,7 +140,7 @@ impl ServiceSync {
         let wanted: BTreeSet<ServiceKey> = vips.iter().map(key_of).collect();
         let before = self.by_service.remove(service).unwrap_or_default();
         for key in before.difference(&wanted) {
-            self.remove_vip(datapath, key)?;
+            self.remove_vip(key);
             changed += 1;
         }
         for vip in vips {
@@ -135,8 +163,9 @@ impl ServiceSync {
             .map(|(k, _)| *k)
             .collect();
         for key in &orphans {
-            self.remove_vip(datapath, key)?;
+            self.remove_vip(key);
         }
+        self.flush(datapath)?;
         Ok(orphans.len())
     }
 
@@ -203,18 +232,15 @@ impl ServiceSync {
                 )?;
             }
         }
-        if !backends.is_empty() {
-            datapath.write_maglev(id, &maglev_table(&backends))?;
-        }
-        datapath.write_service(key, entry)?;
         if backends.is_empty() {
-            datapath.remove_maglev(id)?;
+            self.staged.emptied.push(id);
+        } else {
+            self.staged.tables.push((id, maglev_table(&backends)));
         }
-        // Removed backends last: their connections end with them.
+        self.staged.entries.push((key, entry));
         for (addr, backend_id) in &old_backends {
             if !backends.contains_key(addr) {
-                datapath.remove_backend(*backend_id)?;
-                self.backend_ids.give_back(*backend_id);
+                self.staged.removed_backends.push(*backend_id);
             }
         }
         self.vips.insert(
@@ -228,21 +254,39 @@ impl ServiceSync {
         Ok(true)
     }
 
-    fn remove_vip(
-        &mut self,
-        datapath: &mut Datapath,
-        key: &ServiceKey,
-    ) -> Result<(), DatapathError> {
+    fn remove_vip(&mut self, key: &ServiceKey) {
         let Some(vip) = self.vips.remove(key) else {
-            return Ok(());
+            return;
         };
-        datapath.remove_service(key)?;
-        datapath.remove_maglev(vip.entry.id)?;
-        for backend_id in vip.backends.values() {
-            datapath.remove_backend(*backend_id)?;
-            self.backend_ids.give_back(*backend_id);
+        self.staged.removed_entries.push(*key);
+        self.staged.removed_tables.push(vip.entry.id);
+        self.staged.removed_backends.extend(vip.backends.values());
+    }
+
+    /// Writes what [`ServiceSync::stage`] decided. Ids of what was removed are reused only
+    /// after this.
+    pub fn flush(&mut self, datapath: &mut Datapath) -> Result<(), DatapathError> {
+        let staged = std::mem::take(&mut self.staged);
+        let tables: Vec<(u32, &MaglevTable)> =
+            staged.tables.iter().map(|(id, t)| (*id, &**t)).collect();
+        datapath.write_maglev_tables(&tables)?;
+        for (key, entry) in &staged.entries {
+            datapath.write_service(*key, *entry)?;
         }
-        self.service_ids.give_back(vip.entry.id);
+        for key in &staged.removed_entries {
+            datapath.remove_service(key)?;
+        }
+        let mut gone_tables = staged.emptied.clone();
+        gone_tables.extend(&staged.removed_tables);
+        datapath.remove_maglev_tables(&gone_tables)?;
+        // Removed backends last: their connections end with them.
+        for id in &staged.removed_backends {
+            datapath.remove_backend(*id)?;
+            self.backend_ids.give_back(*id);
+        }
+        for id in &staged.removed_tables {
+            self.service_ids.give_back(*id);
+        }
         Ok(())
     }
 }

@@ -66,9 +66,12 @@ pub async fn run(
             // SCTP is OVN's alone.
             let mut vips = index.vips(service);
             vips.retain(|v| v.proto == 6 || v.proto == 17);
-            if let Err(e) = sync.apply(&mut datapath, service, &vips) {
+            if let Err(e) = sync.stage(&mut datapath, service, &vips) {
                 tracing::warn!(%service, error = %e, "programming the service maps");
             }
+        }
+        if let Err(e) = sync.flush(&mut datapath) {
+            tracing::warn!(error = %e, "programming the service maps");
         }
         if !resynced {
             resynced = true;

@@ -1,0 +1,112 @@
+//! 10,000 Services × 10 endpoints programmed into a loaded datapath: the maps hold every VIP,
+//! backend and Maglev table, and the kernel memory they take is reported. (How fast this is,
+//! is the benchmark's business: `cargo xtask bench --only service`.)
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use agent::datapath::{Datapath, LoadOptions, ReadServiceMaps, locate_object};
+use agent::services::ServiceSync;
+use api::service::Vip;
+
+/// Kernel memory of every BPF map on the machine (bpftool's bytes_memlock), in bytes.
+fn bpf_map_memory() -> u64 {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()
+        .expect("bpftool");
+    let maps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    maps.as_array()
+        .map(|m| m.iter().filter_map(|m| m["bytes_memlock"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+pub fn vips(services: usize, endpoints: usize) -> Vec<(String, Vip)> {
+    (0..services)
+        .map(|s| {
+            let vip = Ipv4Addr::new(10, 96, (s / 250) as u8, (s % 250) as u8 + 1);
+            let backends: BTreeSet<SocketAddr> = (0..endpoints)
+                .map(|e| {
+                    let n = s * endpoints + e;
+                    SocketAddr::new(
+                        IpAddr::V4(Ipv4Addr::new(
+                            10,
+                            16 + (n >> 16) as u8,
+                            (n >> 8) as u8,
+                            n as u8,
+                        )),
+                        8080,
+                    )
+                })
+                .collect();
+            (
+                format!("default/svc-{s}"),
+                Vip {
+                    ip: IpAddr::V4(vip),
+                    port: 80,
+                    proto: 6,
+                    affinity_timeout_s: None,
+                    backends,
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ten_thousand_services_of_ten_endpoints_fit_in_the_maps() {
+    if !sandbox::privileged("ten_thousand_services_of_ten_endpoints_fit_in_the_maps") {
+        return;
+    }
+    let object = locate_object().expect("eBPF object (cargo xtask build-ebpf)");
+    let before = bpf_map_memory();
+    let mut datapath = Datapath::load(&object, &LoadOptions::default()).expect("datapath");
+    let loaded = bpf_map_memory();
+    let mut sync = ServiceSync::default();
+    let wanted = vips(10_000, 10);
+    let started = Instant::now();
+    // As the agent does with what one round of watch events changed: stage, then one flush.
+    for (service, vip) in &wanted {
+        sync.stage(&mut datapath, service, std::slice::from_ref(vip))
+            .expect("staged");
+    }
+    sync.flush(&mut datapath).expect("programmed");
+    let elapsed = started.elapsed();
+    let programmed = bpf_map_memory();
+
+    let services = datapath.services().unwrap();
+    let backends = datapath.backends().unwrap();
+    assert_eq!(services.len(), 10_000, "every VIP is in the service map");
+    assert_eq!(
+        backends.len(),
+        100_000,
+        "every backend is in the backend map"
+    );
+    assert!(services.iter().all(|(_, e)| e.backend_count == 10));
+    // Each table names only its own service's backends, every one of them.
+    for (_, entry) in services.iter().step_by(997) {
+        let table = datapath.maglev(entry.id).unwrap().expect("a Maglev table");
+        let ids: BTreeSet<u32> = table.into_iter().collect();
+        let own: BTreeSet<u32> = backends
+            .iter()
+            .filter(|(_, b)| b.service_id == entry.id)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(ids, own, "service {}", entry.id);
+    }
+    eprintln!(
+        "10,000 services × 10 endpoints programmed in {:.2} s; BPF map memory: {} MiB for the \
+         loaded (empty) maps, {} MiB more with the services",
+        elapsed.as_secs_f64(),
+        (loaded.saturating_sub(before)) >> 20,
+        (programmed.saturating_sub(loaded)) >> 20,
+    );
+    // Dropping them all gives the memory back.
+    for (service, _) in &wanted {
+        sync.stage(&mut datapath, service, &[]).unwrap();
+    }
+    sync.flush(&mut datapath).unwrap();
+    assert!(datapath.services().unwrap().is_empty());
+    assert!(datapath.backends().unwrap().is_empty());
+}
