@@ -6,6 +6,7 @@ mod controller_bench;
 mod fastpath_bench;
 mod ovsdb_bench;
 mod report;
+mod service_bench;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,9 @@ enum Command {
     /// CNI ADD through the whole path (kubelet's conflist, agent, netlink, OVS, datapath)
     /// on one sandbox node: ADD p50/p99 and pods per second.
     Cni(cni_bench::Options),
+    /// ClusterIP Services on 2 sandbox nodes: pod IP vs the VIP balanced in eBPF vs the VIP
+    /// balanced by OVN, same node and cross node; time to program 10,000 Services.
+    Service(service_bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -54,6 +58,7 @@ fn main() -> Result<()> {
         }
         Command::Fastpath(options) => fastpath_bench::run(&options, &cli.out)?,
         Command::Cni(options) => cni_bench::run(&options, &cli.out)?,
+        Command::Service(options) => service_bench::run(&options, &cli.out)?,
         Command::Controller(options) => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(controller_bench::run_bench(&options, &cli.out))?;

@@ -86,6 +86,27 @@ pub struct RunningPod {
     pub container_id: String,
 }
 
+impl RunningPod {
+    /// As the traffic helpers take a pod (they use its namespace and address).
+    pub fn as_pod(&self, cluster: &KovnCluster) -> crate::Pod {
+        let node = cluster.sb.node(self.node);
+        crate::Pod {
+            name: self.name.clone(),
+            node: node.name.clone(),
+            node_netns: node.netns.clone(),
+            netns: self.netns.clone(),
+            ip: self.ip,
+            prefix_len: 16,
+            gateway: self.ip,
+            mac: String::new(),
+            lsp: format!("{}.default", self.name),
+            host_veth: String::new(),
+            ovs_port: String::new(),
+            ovs_peer: String::new(),
+        }
+    }
+}
+
 impl Drop for RunningPod {
     fn drop(&mut self) {
         let _ = netns::delete(&self.netns);

@@ -124,9 +124,25 @@ impl ThroughputReport {
     }
 }
 
+/// The port [`iperf3`] serves on.
+pub const IPERF3_PORT: u16 = 5201;
+/// The port [`sockperf_ping_pong`] serves on.
+pub const SOCKPERF_PORT: u16 = 11111;
+
 /// One iperf3 TCP stream from `client` to `server` for `seconds`.
 pub fn iperf3(client: &Pod, server: &Pod, seconds: u32) -> Result<ThroughputReport> {
-    const PORT: u16 = 5201;
+    iperf3_to(client, server, server.ip, seconds)
+}
+
+/// [`iperf3`] with the client connecting to `target` (a Service VIP that leads to `server`)
+/// on the same port.
+pub fn iperf3_to(
+    client: &Pod,
+    server: &Pod,
+    target: Ipv4Addr,
+    seconds: u32,
+) -> Result<ThroughputReport> {
+    const PORT: u16 = IPERF3_PORT;
     let _server = start_server(&server.cmd("iperf3").args([
         "-s",
         "-1",
@@ -138,7 +154,7 @@ pub fn iperf3(client: &Pod, server: &Pod, seconds: u32) -> Result<ThroughputRepo
     wait_listening(server, PORT)?;
     let cmd = client
         .cmd("iperf3")
-        .args(["-c", &server.ip.to_string(), "-p", &PORT.to_string()])
+        .args(["-c", &target.to_string(), "-p", &PORT.to_string()])
         .args([
             "-t",
             &seconds.to_string(),
@@ -191,16 +207,33 @@ pub struct LatencyReport {
 /// sockperf TCP ping-pong from `client` to `server` for `seconds`. sockperf reports half the
 /// round trip as "latency"; this reports it as sockperf does.
 pub fn sockperf_ping_pong(client: &Pod, server: &Pod, seconds: u32) -> Result<LatencyReport> {
-    sockperf(client, server, seconds, true)
+    sockperf(client, server, server.ip, seconds, true)
+}
+
+/// [`sockperf_ping_pong`] with the client talking to `target` (a Service VIP that leads to
+/// `server`) on the same port.
+pub fn sockperf_ping_pong_to(
+    client: &Pod,
+    server: &Pod,
+    target: Ipv4Addr,
+    seconds: u32,
+) -> Result<LatencyReport> {
+    sockperf(client, server, target, seconds, true)
 }
 
 /// The same over UDP (request/response datagrams, like DNS).
 pub fn sockperf_udp_ping_pong(client: &Pod, server: &Pod, seconds: u32) -> Result<LatencyReport> {
-    sockperf(client, server, seconds, false)
+    sockperf(client, server, server.ip, seconds, false)
 }
 
-fn sockperf(client: &Pod, server: &Pod, seconds: u32, tcp: bool) -> Result<LatencyReport> {
-    const PORT: u16 = 11111;
+fn sockperf(
+    client: &Pod,
+    server: &Pod,
+    target: Ipv4Addr,
+    seconds: u32,
+    tcp: bool,
+) -> Result<LatencyReport> {
+    const PORT: u16 = SOCKPERF_PORT;
     let proto: &[&str] = if tcp { &["--tcp"] } else { &[] };
     let _server = start_server(
         &server
@@ -219,7 +252,7 @@ fn sockperf(client: &Pod, server: &Pod, seconds: u32, tcp: bool) -> Result<Laten
         .cmd("sockperf")
         .arg("ping-pong")
         .args(proto.iter().copied())
-        .args(["-i", &server.ip.to_string()])
+        .args(["-i", &target.to_string()])
         .args(["-p", &PORT.to_string(), "-t", &seconds.to_string()])
         .timeout(Duration::from_secs(u64::from(seconds) + 30));
     let output = cmd.run()?;

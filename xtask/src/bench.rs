@@ -8,7 +8,7 @@ use crate::progress::{Step, stream};
 use crate::{setup, workspace_root};
 
 /// Benchmark sections, in the order they run.
-const SECTIONS: &[&str] = &["fastpath", "ovsdb", "controller", "cni"];
+const SECTIONS: &[&str] = &["fastpath", "ovsdb", "controller", "cni", "service"];
 
 pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     let sections: Vec<&str> = match only {
@@ -40,6 +40,16 @@ pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> R
         if *section == "fastpath" {
             if !crate::is_root() {
                 bail!("the fastpath benchmark creates namespaces and loads eBPF: run as root");
+            }
+            if quick {
+                cmd.arg("--quick");
+            }
+            if let Some(json) = json {
+                cmd.arg("--json").arg(json);
+            }
+        } else if *section == "service" {
+            if !crate::is_root() {
+                bail!("the service benchmark creates namespaces and loads eBPF: run as root");
             }
             if quick {
                 cmd.arg("--quick");
