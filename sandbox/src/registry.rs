@@ -76,6 +76,11 @@ pub fn release(reg: &Registration, keep: bool) {
 /// them), its pinned BPF objects, its directory (kept for a day if it failed). Returns the ids
 /// it cleaned.
 pub fn cleanup_stale() -> Result<Vec<String>> {
+    // Tests of one binary start sandboxes in parallel; one of them cleaning is enough.
+    static CLEANING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CLEANING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = root();
     let mut cleaned = Vec::new();
     let Ok(entries) = std::fs::read_dir(&root) else {

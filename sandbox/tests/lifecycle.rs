@@ -84,8 +84,15 @@ fn a_run_killed_half_way_is_cleaned_up_by_the_next() {
         "killing the owner should have orphaned its daemons (or the test proves nothing)"
     );
 
-    // The next run cleans up (here directly; `Sandbox::start` calls the same).
-    registry::cleanup_stale().expect("cleanup");
+    // The next run cleans up (here directly; `Sandbox::start` calls the same). Tests of one
+    // binary start their sandboxes in parallel, so two clean-ups race over the same leftovers:
+    // both must succeed (CI once failed on `ip netns del` of a namespace the other had removed).
+    std::thread::scope(|s| {
+        let racers: Vec<_> = (0..2).map(|_| s.spawn(registry::cleanup_stale)).collect();
+        for racer in racers {
+            racer.join().expect("cleanup thread").expect("cleanup");
+        }
+    });
 
     let left: Vec<String> = netns::list()
         .expect("netns list")
