@@ -15,6 +15,8 @@ use crate::cni_server::{self, CniMetrics, CniServer, CniServerConfig};
 use crate::datapath::invalidation;
 use crate::datapath::{Datapath, LoadOptions, locate_object};
 use crate::pod_network::ovs_port;
+use ovsdb::Model as _;
+use ovsdb::models::open_vswitch::Bridge;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonOptions {
@@ -155,6 +157,31 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
                 options.ovs_db
             )
         })?;
+    // Fast-pathed TCP must still close, and recover after a policy change, through OVS.
+    match crate::ovs_conntrack::rundir_of(&options.ovs_db) {
+        Some(rundir) => {
+            let (ovs, bridge) = (ovs.clone(), options.bridge.clone());
+            tokio::spawn(crate::ovs_conntrack::keep_relaxed(
+                rundir,
+                move || {
+                    ovs.read(|cache| {
+                        let row = cache
+                            .table(Bridge::TABLE)?
+                            .rows()
+                            .find(|r| r.string("name") == Some(bridge.as_str()))?;
+                        Some(crate::ovs_conntrack::OvsDatapath::of_bridge(
+                            row.string("datapath_type").unwrap_or_default(),
+                        ))
+                    })
+                },
+                Duration::from_secs(10),
+            ));
+        }
+        None => tracing::warn!(
+            ovs_db = %options.ovs_db,
+            "not a unix socket: cannot find ovs-vswitchd to relax its conntrack's TCP window checks"
+        ),
+    }
     let datapath = load_datapath(&options).map(|d| Arc::new(Mutex::new(d)));
     if let Some(datapath) = &datapath {
         readopt_pods(

@@ -6,5 +6,6 @@ pub mod daemon;
 pub mod datapath;
 pub mod metrics;
 pub mod node_setup;
+pub mod ovs_conntrack;
 pub mod pod_network;
 pub mod services;

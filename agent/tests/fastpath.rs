@@ -381,3 +381,102 @@ fn routed_flows_are_rewritten_exactly_as_ovs_rewrites_them() {
         "fast and slow path packets differ"
     );
 }
+
+/// Once OVN puts a switch's traffic through conntrack (a load balancer or a stateful ACL on
+/// it), OVS's conntrack sees a fast-pathed connection's SYN and FIN but not the bytes between:
+/// a sequence-checking conntrack would call the FIN out of window, OVN would drop it, and the
+/// server would never see the end of the stream.
+#[test]
+fn a_fast_pathed_connection_closes_cleanly_through_ovn_conntrack() {
+    use std::io::{Read, Write};
+    if !sandbox::privileged("a_fast_pathed_connection_closes_cleanly_through_ovn_conntrack") {
+        return;
+    }
+    let mut cluster = Cluster::start(1);
+    let a = cluster.add_pod(0, "a");
+    let b = cluster.add_pod(0, "b");
+    let node = cluster.sb.node(0).clone();
+    // What the agent does at node setup (the daemon tests cover that it does).
+    cluster
+        .runtime
+        .block_on(agent::ovs_conntrack::relax_tcp_window(
+            node.db.socket.parent().unwrap(),
+            agent::ovs_conntrack::OvsDatapath::Userspace,
+        ))
+        .expect("relax OVS conntrack's TCP window check");
+    let nbctl = cluster.sb.central().nbctl();
+    nbctl
+        .run([
+            "lb-add",
+            "ct-on",
+            "10.96.0.9:80",
+            &format!("{}:80", b.ip),
+            "tcp",
+        ])
+        .unwrap();
+    nbctl.run(["ls-lb-add", "ovn-default", "ct-on"]).unwrap();
+    nbctl
+        .run([
+            "--wait=hv",
+            "acl-add",
+            "ovn-default",
+            "from-lport",
+            "1000",
+            "ip4",
+            "allow-related",
+        ])
+        .unwrap();
+
+    let listener = netns::run_in(&b.netns, || std::net::TcpListener::bind((b.ip, 7000)))
+        .unwrap()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let end = loop {
+            match conn.read(&mut buf) {
+                Ok(0) => break Ok(received),
+                Ok(n) => received += n,
+                Err(e) => break Err(format!("after {received} bytes: {e}")),
+            }
+        };
+        let _ = conn.write_all(b"bye");
+        end
+    });
+    let before = cluster.reason(&a, Reason::FastHit);
+    let target = std::net::SocketAddr::from((b.ip, 7000));
+    let mut client = netns::run_in(&a.netns, move || {
+        std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3))
+    })
+    .unwrap()
+    .unwrap();
+    client
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let chunk = vec![7u8; 1 << 16];
+    let total = 64 << 20;
+    for i in 0..total / chunk.len() {
+        if let Err(e) = client.write_all(&chunk) {
+            panic!("the stream stalled after {} bytes: {e}", i * chunk.len());
+        }
+    }
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let fast = cluster.reason(&a, Reason::FastHit) - before;
+    assert!(fast > 1000, "the stream was fast-pathed ({fast} hits)");
+    assert_eq!(
+        server.join().unwrap(),
+        Ok(total),
+        "the server saw the client's FIN after everything it sent"
+    );
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reply = Vec::new();
+    client
+        .read_to_end(&mut reply)
+        .expect("the client saw the server's FIN");
+    assert_eq!(reply, b"bye");
+    cluster.sb.check_daemons().unwrap();
+}

@@ -67,34 +67,46 @@ fn parse_ping(out: &str) -> Option<PingReport> {
     })
 }
 
-/// A server process in a pod, killed when dropped.
-#[derive(Debug)]
-struct Server(Child);
+/// A server process in a pod, killed when dropped. Its output goes to a file so that a server
+/// that dies before it listens can say why.
+struct Server {
+    child: Child,
+    stderr: PathBuf,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
     }
 }
 
 fn start_server(cmd: &Cmd) -> Result<Server> {
+    static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let stderr = std::env::temp_dir().join(format!(
+        "kovn-server-{}-{}.err",
+        std::process::id(),
+        SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let file = std::fs::File::create(&stderr).map_err(crate::error::io_error(&stderr))?;
     let child = cmd
         .to_command()
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(file.try_clone().map_err(crate::error::io_error(&stderr))?)
+        .stderr(file)
         .spawn()
         .map_err(|source| SandboxError::Spawn {
             command: cmd.display(),
             source,
         })?;
-    Ok(Server(child))
+    Ok(Server { child, stderr })
 }
 
-/// Waits until something in `pod` listens on TCP `port`.
-fn wait_listening(pod: &Pod, port: u16) -> Result<()> {
-    crate::ovs::wait_until(
+/// Waits until something in `pod` listens on TCP `port`; if `server` exits first, the error
+/// carries its exit status and what it printed.
+fn wait_listening(pod: &Pod, port: u16, server: &mut Server) -> Result<()> {
+    let waited = crate::ovs::wait_until(
         &format!("a listener on TCP port {port} in pod {}", pod.name),
         Duration::from_secs(10),
         || {
@@ -104,7 +116,22 @@ fn wait_listening(pod: &Pod, port: u16) -> Result<()> {
                 .run()?;
             Ok(!out.trim().is_empty())
         },
-    )
+    );
+    match (waited, server.child.try_wait()) {
+        (Err(_), Ok(Some(status))) => Err(SandboxError::Command {
+            command: format!("the server for TCP port {port} in pod {}", pod.name),
+            status: format!("{status} before it listened"),
+            stderr: format!(
+                "{}\nsockets on the port:\n{}",
+                std::fs::read_to_string(&server.stderr).unwrap_or_default(),
+                pod.cmd("ss")
+                    .args(["-Htan", &format!("sport = :{port}")])
+                    .run()
+                    .unwrap_or_default()
+            ),
+        }),
+        (waited, _) => waited,
+    }
 }
 
 /// Throughput of one TCP stream.
@@ -143,7 +170,7 @@ pub fn iperf3_to(
     seconds: u32,
 ) -> Result<ThroughputReport> {
     const PORT: u16 = IPERF3_PORT;
-    let _server = start_server(&server.cmd("iperf3").args([
+    let mut listener = start_server(&server.cmd("iperf3").args([
         "-s",
         "-1",
         "-p",
@@ -151,7 +178,7 @@ pub fn iperf3_to(
         "-B",
         &server.ip.to_string(),
     ]))?;
-    wait_listening(server, PORT)?;
+    wait_listening(server, PORT, &mut listener)?;
     let cmd = client
         .cmd("iperf3")
         .args(["-c", &target.to_string(), "-p", &PORT.to_string()])
@@ -235,7 +262,7 @@ fn sockperf(
 ) -> Result<LatencyReport> {
     const PORT: u16 = SOCKPERF_PORT;
     let proto: &[&str] = if tcp { &["--tcp"] } else { &[] };
-    let _server = start_server(
+    let mut listener = start_server(
         &server
             .cmd("sockperf")
             .arg("server")
@@ -243,7 +270,7 @@ fn sockperf(
             .args(["-i", &server.ip.to_string(), "-p", &PORT.to_string()]),
     )?;
     if tcp {
-        wait_listening(server, PORT)?;
+        wait_listening(server, PORT, &mut listener)?;
     } else {
         // A UDP server has no listen state to wait for; give it a moment to bind.
         std::thread::sleep(Duration::from_millis(300));
@@ -256,6 +283,25 @@ fn sockperf(
         .args(["-p", &PORT.to_string(), "-t", &seconds.to_string()])
         .timeout(Duration::from_secs(u64::from(seconds) + 30));
     let output = cmd.run()?;
+    if tcp {
+        // sockperf's server binds without SO_REUSEADDR: killed while its connection is still
+        // open, it would close first and leave a TIME_WAIT that makes the next server on this
+        // port fail to bind for a minute. Let the client's close reach it first.
+        let _ = crate::ovs::wait_until(
+            &format!(
+                "the connections to TCP port {PORT} in pod {} to close",
+                server.name
+            ),
+            Duration::from_secs(5),
+            || {
+                let out = server
+                    .cmd("ss")
+                    .args(["-Htn", "state", "established", &format!("sport = :{PORT}")])
+                    .run()?;
+                Ok(out.trim().is_empty())
+            },
+        );
+    }
     parse_sockperf(&output).ok_or_else(|| SandboxError::Parse {
         command: cmd.display(),
         detail: output,

@@ -46,7 +46,12 @@ impl PortBinding {
 /// The client configuration the agent's port management needs.
 pub fn client_config(remote: &str) -> ClientConfig {
     ClientConfig::new(&[remote], DB)
-        .monitor(MonitorRequest::table(Bridge::TABLE).columns(&["name", "ports", "external_ids"]))
+        .monitor(MonitorRequest::table(Bridge::TABLE).columns(&[
+            "name",
+            "ports",
+            "external_ids",
+            "datapath_type",
+        ]))
         .monitor(MonitorRequest::table(Port::TABLE).columns(&[
             "name",
             "interfaces",
