@@ -27,6 +27,9 @@ pub struct Options {
     /// Services programmed in the programming-time measurement (10 endpoints each).
     #[arg(long, default_value_t = 10_000)]
     services: usize,
+    /// Only the programming-time measurement, no traffic.
+    #[arg(long)]
+    program_only: bool,
     /// Also write `{"service": …}` into this JSON file (merged with what it holds).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -155,10 +158,15 @@ fn program_services(services: usize) -> Result<(f64, u64)> {
     let mut sync = ServiceSync::default();
     let started = Instant::now();
     for (name, vip) in &vips {
-        sync.stage(&mut datapath, name, std::slice::from_ref(vip))?;
+        sync.stage(name, std::slice::from_ref(vip));
     }
+    let staged = started.elapsed().as_secs_f64();
     sync.flush(&mut datapath)?;
     let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "service: staging {staged:.2} s, flushing (backends, Maglev tables computed and written, services) {:.2} s",
+        seconds - staged
+    );
     let memory = bpf_map_memory().saturating_sub(before);
     if datapath.services()?.len() != services {
         bail!("the service map does not hold the {services} services");
@@ -166,8 +174,10 @@ fn program_services(services: usize) -> Result<(f64, u64)> {
     Ok((seconds, memory))
 }
 
-pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
-    let (rounds, seconds) = if options.quick { (1, 2) } else { (3, 5) };
+type PathSamples = [(&'static str, Samples); 3];
+
+/// Pod IP, eBPF LB and OVN LB, same node and cross node, interleaved in `rounds` rounds.
+fn measure_traffic(rounds: usize, seconds: u32) -> Result<Vec<(&'static str, PathSamples)>> {
     println!("service: starting the sandbox with kovn-controller and kovn-agent on 2 nodes …");
     let cluster = KovnCluster::start(2, binaries()?)?;
     let client = cluster.start_pod("client", 0)?;
@@ -222,7 +232,7 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     )?;
     let client_pod = client.as_pod(&cluster);
     let ovn_client_pod = ovn_client.as_pod(&cluster);
-    let mut results: Vec<(&str, [(&str, Samples); 3])> = placements
+    let mut results: Vec<(&str, PathSamples)> = placements
         .iter()
         .map(|(name, _, _)| {
             (
@@ -266,6 +276,16 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     }
     drop((client, ovn_client, same, cross));
     cluster.teardown()?;
+    Ok(results)
+}
+
+pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
+    let (rounds, seconds) = if options.quick { (1, 2) } else { (3, 5) };
+    let results = if options.program_only {
+        Vec::new()
+    } else {
+        measure_traffic(rounds, seconds)?
+    };
 
     println!(
         "service: programming {} Services × 10 endpoints …",

@@ -42,6 +42,23 @@ impl Datapath {
             .map_err(|e| map_error(BACKENDS_MAP, e))
     }
 
+    /// Writes many backends in one BPF_MAP_UPDATE_BATCH.
+    pub fn write_backends(
+        &mut self,
+        backends: &[(u32, ServiceBackend)],
+    ) -> Result<(), DatapathError> {
+        if backends.is_empty() {
+            return Ok(());
+        }
+        let fd = match self.map(BACKENDS_MAP)? {
+            aya::maps::Map::HashMap(data) => data.fd().as_fd().as_raw_fd(),
+            _ => return Err(DatapathError::MissingMap { name: BACKENDS_MAP }),
+        };
+        let (ids, values): (Vec<u32>, Vec<ServiceBackend>) = backends.iter().copied().unzip();
+        map_batch(BPF_MAP_UPDATE_BATCH, fd, &ids, Some(&values))
+            .map_err(|e| map_io_error(BACKENDS_MAP, "BPF_MAP_UPDATE_BATCH", e))
+    }
+
     /// Removes a backend: connections pinned to it end (their next packet is balanced anew).
     pub fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
         let mut map: HashMap<_, u32, ServiceBackend> = self.map_mut_typed(BACKENDS_MAP)?;
@@ -99,7 +116,7 @@ impl Datapath {
         if present.is_empty() {
             return Ok(());
         }
-        map_batch(BPF_MAP_DELETE_BATCH, outer, &present, None)
+        map_batch::<u32>(BPF_MAP_DELETE_BATCH, outer, &present, None)
             .map_err(|e| map_io_error(MAGLEV_MAP, "BPF_MAP_DELETE_BATCH", e))
     }
 
@@ -203,14 +220,17 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// One BPF_MAP_UPDATE_BATCH (with `values`) or BPF_MAP_DELETE_BATCH of u32 keys and values.
+/// One BPF_MAP_UPDATE_BATCH (with `values`, one per key) or BPF_MAP_DELETE_BATCH of u32 keys.
 /// aya does not wrap the batch commands.
-fn map_batch(
+fn map_batch<V>(
     command: libc::c_long,
     map_fd: i32,
     keys: &[u32],
-    values: Option<&[u32]>,
+    values: Option<&[V]>,
 ) -> std::io::Result<()> {
+    if values.is_some_and(|v| v.len() != keys.len()) {
+        return Err(std::io::Error::other("a batch needs one value per key"));
+    }
     let mut attr = BatchAttr {
         keys: keys.as_ptr() as u64,
         values: values.map_or(0, |v| v.as_ptr() as u64),

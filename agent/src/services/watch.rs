@@ -66,9 +66,7 @@ pub async fn run(
             // SCTP is OVN's alone.
             let mut vips = index.vips(service);
             vips.retain(|v| v.proto == 6 || v.proto == 17);
-            if let Err(e) = sync.stage(&mut datapath, service, &vips) {
-                tracing::warn!(%service, error = %e, "programming the service maps");
-            }
+            sync.stage(service, &vips);
         }
         if let Err(e) = sync.flush(&mut datapath) {
             tracing::warn!(error = %e, "programming the service maps");
