@@ -225,6 +225,11 @@ impl ServiceIndex {
         dirty
     }
 
+    /// Every Service's name (`namespace/name`).
+    pub fn service_names(&self) -> impl Iterator<Item = &String> {
+        self.services.keys()
+    }
+
     /// The Service named `service` (`namespace/name`), if it exists.
     pub fn service(&self, service: &str) -> Option<&Service> {
         self.services.get(service)

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use api::service::ServiceIndex;
 use futures::StreamExt;
@@ -37,8 +38,25 @@ pub async fn run(
     // EndpointSlices would look like a Service without endpoints, and a restarted agent would
     // cut its established connections.
     let mut pending = BTreeSet::new();
+    // After a failed write (a full map, say) the maps, not our record, say what is programmed:
+    // re-read them and program every Service again after a pause, doubling up to a minute.
+    let mut retry: Option<(tokio::time::Instant, Duration)> = None;
     loop {
+        let retry_at = retry.map(|(at, _)| at);
+        let mut retrying = false;
         let dirty = tokio::select! {
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                // The datapath, then the record: the order every holder of both takes them in.
+                let datapath = datapath.lock().unwrap_or_else(|e| e.into_inner());
+                let mut sync = sync.lock().unwrap_or_else(|e| e.into_inner());
+                match ServiceSync::adopt(&datapath) {
+                    Ok(adopted) => *sync = adopted,
+                    Err(e) => tracing::warn!(error = %e, "re-reading the service maps"),
+                }
+                resynced = false;
+                retrying = true;
+                index.service_names().cloned().collect()
+            },
             Some(event) = services.next() => match event {
                 Ok(event) => {
                     services_listed |= matches!(event, watcher::Event::InitDone);
@@ -68,15 +86,25 @@ pub async fn run(
             vips.retain(|v| v.proto == 6 || v.proto == 17);
             sync.stage(service, &vips);
         }
-        if let Err(e) = sync.flush(&mut datapath) {
-            tracing::warn!(error = %e, "programming the service maps");
-        }
-        if !resynced {
+        let mut written = sync.flush(&mut datapath);
+        if written.is_ok() && !resynced {
             resynced = true;
-            match sync.finish_resync(&mut datapath) {
-                Ok(n) => tracing::info!(removed = n, "service maps in step with the API"),
-                Err(e) => tracing::warn!(error = %e, "removing stale service entries"),
-            }
+            written = sync.finish_resync(&mut datapath).map(|n| {
+                tracing::info!(removed = n, "service maps in step with the API");
+            });
         }
+        retry = match written {
+            // Only a full re-read and rewrite clears a failure: a later partial write
+            // succeeding says nothing about what the failed one left out.
+            Ok(()) if retrying || retry.is_none() => None,
+            Ok(()) => retry,
+            Err(e) => {
+                let pause = retry.map_or(Duration::from_secs(1), |(_, p)| {
+                    (p * 2).min(Duration::from_secs(60))
+                });
+                tracing::warn!(error = %e, retry_in = ?pause, "programming the service maps; VIPs not in them are served by OVN meanwhile");
+                Some((tokio::time::Instant::now() + pause, pause))
+            }
+        };
     }
 }
