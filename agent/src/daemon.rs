@@ -106,7 +106,9 @@ fn readopt_pods(ovs: &ovsdb::Client, datapath: &mut Datapath) {
     let mut adopted = 0;
     for (port, pod) in ovs_port::kovn_ports(ovs) {
         let links = crate::pod_network::PodLinks::for_container(&pod.container_id);
-        let ip = pod.ip.split(',').next().and_then(|ip| ip.parse().ok());
+        let mut addresses = pod.ip.split(',').filter_map(|ip| ip.parse().ok());
+        let ip = addresses.next();
+        let other_ips: Vec<std::net::IpAddr> = addresses.collect();
         let mac = crate::datapath::parse_mac(&pod.mac).ok();
         let (Some(ip), Some(mac)) = (ip, mac) else {
             tracing::warn!(%port, "a pod port without its address or MAC: left to garbage collection");
@@ -118,6 +120,7 @@ fn readopt_pods(ovs: &ovsdb::Client, datapath: &mut Datapath) {
             ovs_peer: links.ovs_peer,
             ip,
             mac,
+            other_ips,
         };
         match datapath.attach_pod(&interfaces) {
             Ok(()) => adopted += 1,

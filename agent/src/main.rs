@@ -214,6 +214,7 @@ fn parse_pod(spec: &str) -> Result<PodInterfaces, String> {
         ovs_peer: ovs_peer.to_owned(),
         ip,
         mac: mac_bytes,
+        other_ips: Vec::new(),
     })
 }
 

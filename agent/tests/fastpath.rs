@@ -84,6 +84,7 @@ impl Cluster {
             ovs_peer: pod.ovs_peer.clone(),
             ip: IpAddr::V4(pod.ip),
             mac: agent::datapath::parse_mac(&pod.mac).unwrap(),
+            other_ips: Vec::new(),
         };
         let datapath = self.datapaths[node].clone();
         netns::run_in(&pod.node_netns, move || {

@@ -99,6 +99,7 @@ async fn add(node: &Node, pod: &TestPod) -> Result<(), NetworkError> {
         ovs_peer: links.ovs_peer.clone(),
         ip: IpAddr::V4(pod.ip),
         mac: agent::datapath::parse_mac(&pod.mac()).unwrap(),
+        other_ips: Vec::new(),
     })
     .await
     .map_err(|e| NetworkError::Check(e.to_string()))

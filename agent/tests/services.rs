@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -58,12 +58,17 @@ const DNS_PORT: u16 = 5353;
 /// A backend pod's servers: TCP on 8080 answers its name, then echoes; UDP on 5353 answers
 /// every datagram with its name.
 fn serve(pod: &RunningPod) {
+    serve_on(pod, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+}
+
+/// The same servers on `any` (`::` serves IPv6 and IPv4).
+fn serve_on(pod: &RunningPod, any: IpAddr) {
     let name = pod.name.clone();
     let (tcp, tcp2, udp) = netns::run_in(&pod.netns, || {
         (
-            TcpListener::bind(("0.0.0.0", HTTP_PORT)).unwrap(),
-            TcpListener::bind(("0.0.0.0", HTTP_PORT_2)).unwrap(),
-            UdpSocket::bind(("0.0.0.0", DNS_PORT)).unwrap(),
+            TcpListener::bind((any, HTTP_PORT)).unwrap(),
+            TcpListener::bind((any, HTTP_PORT_2)).unwrap(),
+            UdpSocket::bind((any, DNS_PORT)).unwrap(),
         )
     })
     .unwrap();
@@ -147,7 +152,12 @@ fn try_spread(
 }
 
 fn udp_query(client: &RunningPod, vip: SocketAddr) -> std::io::Result<String> {
-    let socket = netns::run_in(&client.netns, || UdpSocket::bind("0.0.0.0:0")).unwrap()?;
+    let any: IpAddr = if vip.is_ipv6() {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    };
+    let socket = netns::run_in(&client.netns, || UdpSocket::bind((any, 0))).unwrap()?;
     // A connected socket accepts datagrams from `vip` only: an answer proves the reply was
     // translated back to the VIP.
     socket.connect(vip)?;
@@ -159,13 +169,14 @@ fn udp_query(client: &RunningPod, vip: SocketAddr) -> std::io::Result<String> {
 }
 
 fn service(name: &str, vip: Ipv4Addr, affinity: bool) -> Service {
-    service_to(name, vip, affinity, HTTP_PORT)
+    service_to(name, vip.into(), affinity, HTTP_PORT)
 }
 
-fn service_to(name: &str, vip: Ipv4Addr, affinity: bool, target_port: u16) -> Service {
+fn service_to(name: &str, vip: IpAddr, affinity: bool, target_port: u16) -> Service {
     let mut spec = json!({
         "clusterIP": vip.to_string(),
         "clusterIPs": [vip.to_string()],
+        "ipFamilies": [if vip.is_ipv6() { "IPv6" } else { "IPv4" }],
         "ports": [
             {"name": "http", "port": 80, "protocol": "TCP", "targetPort": target_port},
             {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": DNS_PORT}
@@ -188,10 +199,25 @@ fn endpoints(service: &str, backends: &[&RunningPod]) -> EndpointSlice {
 }
 
 fn endpoints_to(service: &str, backends: &[&RunningPod], target_port: u16) -> EndpointSlice {
+    endpoints_of_family(service, backends, target_port, false)
+}
+
+/// The pods' IPv4 addresses, or with `ipv6` their IPv6 ones, as an EndpointSlice.
+fn endpoints_of_family(
+    service: &str,
+    backends: &[&RunningPod],
+    target_port: u16,
+    ipv6: bool,
+) -> EndpointSlice {
     let endpoints: Vec<_> = backends
         .iter()
         .map(|p| {
-            json!({"addresses": [p.ip.to_string()], "conditions": {"ready": true},
+            let address = if ipv6 {
+                p.ipv6.expect("an IPv6 address").to_string()
+            } else {
+                p.ip.to_string()
+            };
+            json!({"addresses": [address], "conditions": {"ready": true},
                         "targetRef": {"kind": "Pod", "name": p.name, "namespace": "default"}})
         })
         .collect();
@@ -199,7 +225,7 @@ fn endpoints_to(service: &str, backends: &[&RunningPod], target_port: u16) -> En
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": format!("{service}-1"), "namespace": "default",
                      "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
+        "addressType": if ipv6 { "IPv6" } else { "IPv4" },
         "ports": [{"name": "http", "port": target_port, "protocol": "TCP"},
                   {"name": "dns", "port": DNS_PORT, "protocol": "UDP"}],
         "endpoints": endpoints
@@ -407,7 +433,7 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
     let sticky_vip = Ipv4Addr::new(10, 96, 0, 101);
     cluster
         .api
-        .put(&service_to("sticky", sticky_vip, true, HTTP_PORT_2));
+        .put(&service_to("sticky", sticky_vip.into(), true, HTTP_PORT_2));
     cluster
         .api
         .put(&endpoints_to("sticky", &[&be1, &be2, &be3], HTTP_PORT_2));
@@ -518,4 +544,127 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
 
     drop((long_lived, hairpin, be1, be2, be3, client, fresh_client));
     cluster.teardown().expect("teardown");
+}
+
+#[test]
+fn ipv6_services_are_balanced_in_the_datapath() {
+    if !sandbox::privileged("ipv6_services_are_balanced_in_the_datapath") {
+        return;
+    }
+    let cluster = KovnCluster::start(1, binaries()).expect("kovn on the sandbox");
+    // Pods of the default namespace in a dual-stack subnet.
+    let dual: api::Subnet = serde_json::from_value(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+        "metadata": {"name": "dual"},
+        "spec": {"protocol": "Dual", "cidrBlock": "10.40.0.0/16,fd00:40::/112",
+                 "gateway": "10.40.0.1,fd00:40::1", "namespaces": ["default"]}
+    }))
+    .unwrap();
+    cluster.api.put(&dual);
+    let nbctl = cluster.sb.central().nbctl();
+    wait_for("the dual-stack switch", Duration::from_secs(20), || {
+        nbctl
+            .run([
+                "--bare",
+                "--columns=name",
+                "find",
+                "Logical_Switch",
+                "name=dual",
+            ])
+            .is_ok_and(|o| o.contains("dual"))
+    })
+    .unwrap();
+    let be1 = cluster.start_pod("be1", 0).expect("be1");
+    let be2 = cluster.start_pod("be2", 0).expect("be2");
+    let client = cluster.start_pod("client", 0).expect("client");
+    for pod in [&be1, &be2, &client] {
+        assert!(pod.ipv6.is_some(), "{} has no IPv6 address", pod.name);
+    }
+    for pod in [&be1, &be2] {
+        serve_on(pod, Ipv6Addr::UNSPECIFIED.into());
+    }
+    for pod in ["be1", "be2", "client"] {
+        nbctl
+            .run([
+                "--timeout=30",
+                "wait-until",
+                "Logical_Switch_Port",
+                &format!("{pod}.default"),
+                "up=true",
+            ])
+            .expect("port up");
+    }
+    let vip: Ipv6Addr = "fd00:10:96::100".parse().unwrap();
+    let web = SocketAddr::from((vip, 80));
+    cluster
+        .api
+        .put(&service_to("web6", vip.into(), false, HTTP_PORT));
+    cluster
+        .api
+        .put(&endpoints_of_family("web6", &[&be1, &be2], HTTP_PORT, true));
+    wait_programmed(&cluster, 0, web, 6, 2);
+    wait_programmed(&cluster, 0, SocketAddr::from((vip, 53)), 17, 2);
+
+    let counts = spread(&client, web, 400);
+    eprintln!("400 IPv6 connections through {web}: {counts:?}");
+    assert_eq!(counts.len(), 2, "both backends answer: {counts:?}");
+    for (backend, n) in &counts {
+        assert!(
+            (150..=250).contains(n),
+            "{backend}: {n} of 400 ({counts:?})"
+        );
+    }
+    let new = metric(
+        &scrape(&cluster, 0),
+        "kovn_datapath_service_packets_total",
+        &["service=\"default/web6\"", "event=\"new_connection\""],
+    );
+    assert!(
+        new >= 400,
+        "the datapath balanced them (new_connection = {new})"
+    );
+    let dns = SocketAddr::from((vip, 53));
+    for _ in 0..10 {
+        let answer = udp_query(&client, dns).expect("UDP answer from the IPv6 VIP");
+        assert!(["be1", "be2"].contains(&answer.as_str()), "{answer}");
+    }
+
+    // No endpoints: refused at once, TCP with a reset and UDP with ICMPv6 port unreachable.
+    let empty_vip: Ipv6Addr = "fd00:10:96::102".parse().unwrap();
+    cluster
+        .api
+        .put(&service_to("empty6", empty_vip.into(), false, HTTP_PORT));
+    cluster
+        .api
+        .put(&endpoints_of_family("empty6", &[], HTTP_PORT, true));
+    let empty = SocketAddr::from((empty_vip, 80));
+    wait_programmed(&cluster, 0, empty, 6, 0);
+    wait_programmed(&cluster, 0, SocketAddr::from((empty_vip, 53)), 17, 0);
+    let started = Instant::now();
+    let refused = Connection::open(&client, empty).err().map(|e| e.kind());
+    assert_eq!(refused, Some(std::io::ErrorKind::ConnectionRefused));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not timed out"
+    );
+    let refused = udp_query(&client, SocketAddr::from((empty_vip, 53)))
+        .err()
+        .map(|e| e.kind());
+    assert_eq!(refused, Some(std::io::ErrorKind::ConnectionRefused));
+
+    // Hairpin: be1 reaches itself through a Service of its own.
+    let self_vip: Ipv6Addr = "fd00:10:96::103".parse().unwrap();
+    cluster
+        .api
+        .put(&service_to("self6", self_vip.into(), false, HTTP_PORT));
+    cluster
+        .api
+        .put(&endpoints_of_family("self6", &[&be1], HTTP_PORT, true));
+    let own = SocketAddr::from((self_vip, 80));
+    wait_programmed(&cluster, 0, own, 6, 1);
+    let mut to_itself = Connection::open(&be1, own).expect("be1 through its own IPv6 VIP");
+    assert_eq!(to_itself.backend, "be1");
+    assert!(to_itself.echo("hairpin").unwrap());
+    let answer = udp_query(&be1, SocketAddr::from((self_vip, 53))).expect("UDP hairpin");
+    assert_eq!(answer, "be1");
 }

@@ -42,6 +42,7 @@ fn a_stale_pinned_link_is_replaced_when_the_pod_is_attached_again() {
         ovs_peer: "pp".into(),
         ip: IpAddr::V4(Ipv4Addr::new(10, 16, 0, 9)),
         mac: [0x0a, 0x58, 0x0a, 0x10, 0x00, 0x09],
+        other_ips: Vec::new(),
     };
     let options = LoadOptions {
         pin_dir: Some(pin_dir.clone()),

@@ -183,6 +183,7 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
             ovs_peer: pod.ovs_peer.clone(),
             ip: pod.ip.into(),
             mac: agent::datapath::parse_mac(&pod.mac).map_err(anyhow::Error::msg)?,
+            other_ips: Vec::new(),
         };
         let dp = datapath.clone();
         netns::run_in(&pod.node_netns, move || {

@@ -83,6 +83,8 @@ pub struct RunningPod {
     /// Its network namespace (under /var/run/netns).
     pub netns: String,
     pub ip: std::net::Ipv4Addr,
+    /// Its IPv6 address, in a dual-stack subnet.
+    pub ipv6: Option<std::net::Ipv6Addr>,
     pub container_id: String,
 }
 
@@ -331,6 +333,7 @@ impl KovnCluster {
             node: i,
             netns: netns_name,
             ip: std::net::Ipv4Addr::UNSPECIFIED,
+            ipv6: None,
             // Distinct in the first 12 characters: the agent names interfaces after them.
             container_id: format!("{:016x}{:048x}", fnv(name), 0),
         };
@@ -352,6 +355,12 @@ impl KovnCluster {
                 SandboxError::Invalid(format!("no IPv4 address for {name}: {result}"))
             })?;
         pod.ip = ip;
+        pod.ipv6 = result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry["address"].as_str()?.split('/').next()?.parse().ok())
+            .next();
         Ok(pod)
     }
 

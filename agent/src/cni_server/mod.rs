@@ -283,6 +283,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         ovs_peer: links.ovs_peer.clone(),
         ip: first_ip,
         mac,
+        other_ips: network.ips[1..].iter().map(|(ip, _, _)| *ip).collect(),
     };
     if let Err(e) = hand_to_datapath(server, &interfaces).await {
         let _ = pod_network::detach(&server.ovs, &links).await;

@@ -28,6 +28,9 @@ pub struct PodInterfaces {
     pub ovs_peer: String,
     pub ip: IpAddr,
     pub mac: [u8; 6],
+    /// The pod's other addresses (the IPv6 one of a dual-stack pod): the fast path and the
+    /// Service balancer know them as the pod's too.
+    pub other_ips: Vec<IpAddr>,
 }
 
 /// How a program stays attached to a pod's interface.
@@ -45,6 +48,7 @@ enum Attachment {
 pub(super) struct AttachedPod {
     port: PodPort,
     ip: IpBytes,
+    other_ips: Vec<IpBytes>,
     links: Vec<Attachment>,
 }
 
@@ -103,6 +107,16 @@ impl Datapath {
             ip,
         };
         self.register_port(port, ip)?;
+        let other_ips: Vec<IpBytes> = pod.other_ips.iter().map(|ip| ip_bytes(*ip)).collect();
+        {
+            let mut endpoints: HashMap<_, EndpointKey, PodPort> =
+                self.map_mut_typed(ENDPOINTS_MAP)?;
+            for ip in &other_ips {
+                endpoints
+                    .insert(EndpointKey { ip: *ip }, port, 0)
+                    .map_err(|e| map_error(ENDPOINTS_MAP, e))?;
+            }
+        }
         let mut links = Vec::new();
         for (name, interface) in [
             (programs::FROM_POD, &pod.host_veth),
@@ -110,8 +124,15 @@ impl Datapath {
         ] {
             links.push(self.attach_program(name, interface)?);
         }
-        self.pods
-            .insert(pod.name.clone(), AttachedPod { port, ip, links });
+        self.pods.insert(
+            pod.name.clone(),
+            AttachedPod {
+                port,
+                ip,
+                other_ips,
+                links,
+            },
+        );
         Ok(())
     }
 
@@ -141,12 +162,13 @@ impl Datapath {
         {
             let mut endpoints: HashMap<_, EndpointKey, PodPort> =
                 self.map_mut_typed(ENDPOINTS_MAP)?;
-            let _ = endpoints.remove(&EndpointKey { ip: pod.ip });
+            for ip in std::iter::once(&pod.ip).chain(&pod.other_ips) {
+                let _ = endpoints.remove(&EndpointKey { ip: *ip });
+            }
         }
+        let owns = |ip: &IpBytes| *ip == pod.ip || pod.other_ips.contains(ip);
         self.purge_flows(|key, entry| {
-            key.src == pod.ip
-                || key.dst == pod.ip
-                || entry.dst_host_ifindex == pod.port.host_ifindex
+            owns(&key.src) || owns(&key.dst) || entry.dst_host_ifindex == pod.port.host_ifindex
         })?;
         Ok(())
     }
