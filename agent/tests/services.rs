@@ -233,6 +233,22 @@ fn endpoints_of_family(
     .unwrap()
 }
 
+/// Waits until OVN reports the pods' ports up (bound by ovn-controller).
+fn wait_ports_up(cluster: &KovnCluster, pods: &[&str]) {
+    let nbctl = cluster.sb.central().nbctl();
+    for pod in pods {
+        nbctl
+            .run([
+                "--timeout=30",
+                "wait-until",
+                "Logical_Switch_Port",
+                &format!("{pod}.default"),
+                "up=true",
+            ])
+            .expect("port up");
+    }
+}
+
 /// The agent's /metrics on node `i`.
 fn scrape(cluster: &KovnCluster, i: usize) -> String {
     netns::run_in(&cluster.sb.node(i).netns, || {
@@ -311,17 +327,7 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
         serve(pod);
     }
     let nbctl = cluster.sb.central().nbctl();
-    for pod in ["be1", "be2", "be3", "client", "fresh-client"] {
-        nbctl
-            .run([
-                "--timeout=30",
-                "wait-until",
-                "Logical_Switch_Port",
-                &format!("{pod}.default"),
-                "up=true",
-            ])
-            .expect("port up");
-    }
+    wait_ports_up(&cluster, &["be1", "be2", "be3", "client", "fresh-client"]);
     let web_vip = Ipv4Addr::new(10, 96, 0, 100);
     let web = SocketAddr::from((web_vip, 80));
     cluster.api.put(&service("web", web_vip, false));
@@ -583,17 +589,7 @@ fn ipv6_services_are_balanced_in_the_datapath() {
     for pod in [&be1, &be2] {
         serve_on(pod, Ipv6Addr::UNSPECIFIED.into());
     }
-    for pod in ["be1", "be2", "client"] {
-        nbctl
-            .run([
-                "--timeout=30",
-                "wait-until",
-                "Logical_Switch_Port",
-                &format!("{pod}.default"),
-                "up=true",
-            ])
-            .expect("port up");
-    }
+    wait_ports_up(&cluster, &["be1", "be2", "client"]);
     let vip: Ipv6Addr = "fd00:10:96::100".parse().unwrap();
     let web = SocketAddr::from((vip, 80));
     cluster

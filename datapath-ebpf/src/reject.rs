@@ -16,8 +16,6 @@ const IPV6_HLEN: usize = 40;
 const QUOTE6_LEN: usize = IPV6_HLEN + 8;
 /// ICMPv6 header and quote: the IPv6 payload of the reply.
 const ICMP6_LEN: usize = 8 + QUOTE6_LEN;
-/// Ethernet + IPv6 + ICMPv6 header + quote.
-const REPLY6_LEN: u32 = (ETH_HLEN + IPV6_HLEN + ICMP6_LEN) as u32;
 const NEXTHDR_ICMPV6: u8 = 58;
 const TCP_HLEN: usize = 20;
 const TCP_FIN_FLAG: u8 = 0x01;
@@ -99,28 +97,7 @@ fn build_tcp_reset_v6(ctx: &TcContext, packet: &Packet) -> Result<(), RejectErro
     sum[53] = TCP_RST_FLAG | TCP_ACK_FLAG;
     let csum = fold(checksum(&mut sum)?);
     sum[56..58].copy_from_slice(&csum.to_ne_bytes());
-
-    // SAFETY: as for IPv4.
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, (ETH_HLEN + IPV6_HLEN + TCP_HLEN) as u32, 0) }
-        != 0
-    {
-        return Err(RejectError);
-    }
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&packet.src_mac);
-    macs[6..].copy_from_slice(&packet.dst_mac);
-    ctx.store(0, &macs, 0).map_err(|_| RejectError)?;
-    let mut ip = [0u8; IPV6_HLEN];
-    ip[0] = 0x60;
-    ip[4..6].copy_from_slice(&(TCP_HLEN as u16).to_be_bytes());
-    ip[6] = IPPROTO_TCP;
-    ip[7] = 64;
-    ip[8..40].copy_from_slice(&sum[..32]);
-    ctx.store(ETH_HLEN, &ip, 0).map_err(|_| RejectError)?;
-    let mut reset = [0u8; TCP_HLEN];
-    reset.copy_from_slice(&sum[IPV6_HLEN..]);
-    ctx.store(ETH_HLEN + IPV6_HLEN, &reset, 0)
-        .map_err(|_| RejectError)
+    store_v6_reply(ctx, packet, &sum, IPPROTO_TCP)
 }
 
 /// ICMPv6 destination unreachable, code 4 (port unreachable), from the VIP to the client.
@@ -142,26 +119,44 @@ fn build_port_unreachable_v6(ctx: &TcContext, packet: &Packet) -> Result<(), Rej
     sum[48..].copy_from_slice(&quote);
     let csum = fold(checksum(&mut sum)?);
     sum[42..44].copy_from_slice(&csum.to_ne_bytes());
+    store_v6_reply(ctx, packet, &sum, NEXTHDR_ICMPV6)
+}
 
-    // SAFETY: as for IPv4.
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, REPLY6_LEN, 0) } != 0 {
+/// Writes an IPv6 reply from `sum`, the checksummed buffer: a pseudo-header (source,
+/// destination, length, next header) followed by the message. The pseudo-header has the IPv6
+/// header's length, so the whole buffer is stored where the IPv6 header starts and the header
+/// is then written over its pseudo-header.
+#[inline(always)]
+fn store_v6_reply<const N: usize>(
+    ctx: &TcContext,
+    packet: &Packet,
+    sum: &[u8; N],
+    next_header: u8,
+) -> Result<(), RejectError> {
+    turn_around(ctx, packet, (ETH_HLEN + N) as u32)?;
+    ctx.store(ETH_HLEN, sum, 0).map_err(|_| RejectError)?;
+    let mut ip = [0u8; IPV6_HLEN];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&((N - IPV6_HLEN) as u16).to_be_bytes());
+    ip[6] = next_header;
+    ip[7] = 64;
+    ip[8..40].copy_from_slice(&sum[..32]);
+    ctx.store(ETH_HLEN, &ip, 0).map_err(|_| RejectError)
+}
+
+/// Trims (or grows) the packet to `len` bytes and turns its Ethernet header around: the reply
+/// goes back to where the packet came from.
+#[inline(always)]
+fn turn_around(ctx: &TcContext, packet: &Packet, len: u32) -> Result<(), RejectError> {
+    // SAFETY: the context is the skb the kernel handed us; growing or trimming its tail is
+    // what the helper is for.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, len, 0) } != 0 {
         return Err(RejectError);
     }
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&packet.src_mac);
     macs[6..].copy_from_slice(&packet.dst_mac);
-    ctx.store(0, &macs, 0).map_err(|_| RejectError)?;
-    let mut ip = [0u8; IPV6_HLEN];
-    ip[0] = 0x60;
-    ip[4..6].copy_from_slice(&(ICMP6_LEN as u16).to_be_bytes());
-    ip[6] = NEXTHDR_ICMPV6;
-    ip[7] = 64;
-    ip[8..40].copy_from_slice(&sum[..32]);
-    ctx.store(ETH_HLEN, &ip, 0).map_err(|_| RejectError)?;
-    let mut icmp = [0u8; ICMP6_LEN];
-    icmp.copy_from_slice(&sum[IPV6_HLEN..]);
-    ctx.store(ETH_HLEN + IPV6_HLEN, &icmp, 0)
-        .map_err(|_| RejectError)
+    ctx.store(0, &macs, 0).map_err(|_| RejectError)
 }
 
 #[inline(always)]
@@ -170,16 +165,7 @@ fn build_port_unreachable(ctx: &TcContext, packet: &Packet) -> Result<(), Reject
         return Err(RejectError);
     }
     let quote: [u8; QUOTE_LEN] = ctx.load(ETH_HLEN).map_err(|_| RejectError)?;
-    // SAFETY: the context is the skb the kernel handed us; growing or trimming its tail is
-    // what the helper is for.
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, REPLY_LEN, 0) } != 0 {
-        return Err(RejectError);
-    }
-    // Ethernet: back to where it came from.
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&packet.src_mac);
-    macs[6..].copy_from_slice(&packet.dst_mac);
-    ctx.store(0, &macs, 0).map_err(|_| RejectError)?;
+    turn_around(ctx, packet, REPLY_LEN)?;
 
     // ICMP header (type 3 code 3, checksum, unused) followed by the quote, checksummed whole.
     let mut icmp = [0u8; 8 + QUOTE_LEN];
