@@ -47,12 +47,6 @@ fn binaries() -> KovnBinaries {
 }
 
 const HTTP_PORT: u16 = 8080;
-/// A second TCP port with the same server, for a second Service on the same backends: two
-/// VIPs translated to one backend port make one client port's connections to both VIPs the
-/// same 5-tuple after DNAT (the client keeps the first in TIME_WAIT and may reuse the port for
-/// the other VIP), which OVS 3.1's userspace conntrack does not survive once OVN's load
-/// balancers put the switch's traffic through conntrack (an assertion in conn_update_state).
-const HTTP_PORT_2: u16 = 8081;
 const DNS_PORT: u16 = 5353;
 
 /// A backend pod's servers: TCP on 8080 answers its name, then echoes; UDP on 5353 answers
@@ -64,15 +58,14 @@ fn serve(pod: &RunningPod) {
 /// The same servers on `any` (`::` serves IPv6 and IPv4).
 fn serve_on(pod: &RunningPod, any: IpAddr) {
     let name = pod.name.clone();
-    let (tcp, tcp2, udp) = netns::run_in(&pod.netns, || {
+    let (tcp, udp) = netns::run_in(&pod.netns, || {
         (
             TcpListener::bind((any, HTTP_PORT)).unwrap(),
-            TcpListener::bind((any, HTTP_PORT_2)).unwrap(),
             UdpSocket::bind((any, DNS_PORT)).unwrap(),
         )
     })
     .unwrap();
-    for tcp in [tcp, tcp2] {
+    {
         let tcp_name = name.clone();
         std::thread::spawn(move || {
             for conn in tcp.incoming() {
@@ -321,7 +314,7 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
     let be3 = cluster.start_pod("be3", 1).expect("be3");
     let client = cluster.start_pod("client", 0).expect("client");
     // A client with no history for the OVN phase at the end: OVN's NAT must not meet a 5-tuple
-    // the eBPF balancer already used (see HTTP_PORT_2).
+    // the eBPF balancer already used (OVS 3.1's userspace conntrack aborts on that clash).
     let fresh_client = cluster.start_pod("fresh-client", 0).expect("fresh-client");
     for pod in [&be1, &be2, &be3] {
         serve(pod);
@@ -435,18 +428,36 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
     let after_restart = spread(&client, web, 60);
     assert!(!after_restart.contains_key("be1"), "{after_restart:?}");
 
-    // ClientIP affinity: every connection of the client lands on one backend.
+    // ClientIP affinity: every connection of the client lands on one backend. A second
+    // Service on the same backends and port: the client reuses its ports across the two VIPs,
+    // so after DNAT a connection would have the tuple of one to `web` that OVS still holds
+    // (OVS 3.1's userspace conntrack aborts on that) unless the balancer picks another
+    // source port, as it must.
     let sticky_vip = Ipv4Addr::new(10, 96, 0, 101);
     cluster
         .api
-        .put(&service_to("sticky", sticky_vip.into(), true, HTTP_PORT_2));
+        .put(&service_to("sticky", sticky_vip.into(), true, HTTP_PORT));
     cluster
         .api
-        .put(&endpoints_to("sticky", &[&be1, &be2, &be3], HTTP_PORT_2));
+        .put(&endpoints_to("sticky", &[&be1, &be2, &be3], HTTP_PORT));
     let sticky = SocketAddr::from((sticky_vip, 80));
     wait_programmed(&cluster, 0, sticky, 6, 3);
     let counts = spread(&client, sticky, 50);
     assert_eq!(counts.len(), 1, "ClientIP affinity: {counts:?}");
+    let remapped = {
+        use agent::datapath::ReadServiceMaps;
+        let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
+        agent::datapath::PinnedMaps::open(&pins)
+            .and_then(|m| m.lb_connections())
+            .unwrap()
+            .iter()
+            .filter(|(key, c)| key.dport == 80 && c.source_port != key.sport)
+            .count()
+    };
+    assert!(
+        remapped > 0,
+        "the client reused ports across the two VIPs: some connections got another source port"
+    );
 
     // No endpoints: refused at once, as kube-proxy does.
     let empty_vip = Ipv4Addr::new(10, 96, 0, 102);

@@ -362,6 +362,11 @@ pub struct LbConnection {
     pub backend_id: u32,
     pub service_id: u32,
     pub last_seen_ns: u64,
+    /// The source port towards the backend: the client's, unless that would make the
+    /// connection's tuple after DNAT one another VIP's connection already has (then a free
+    /// one, as nf_nat picks; replies get the client's port back).
+    pub source_port: u16,
+    pub _pad: [u16; 3],
 }
 
 /// Value of [`LB_REVERSE_NAT_MAP`] (key: the backend's reply [`FlowKey`]): what the reply's

@@ -88,26 +88,39 @@ pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -
     }
     count(service.id, ServiceEvent::Hit);
     let now = maps::now_ns();
-    let mut backend = ServiceBackend::default();
-    if !connection_backend(&packet.key, now, &mut backend)
-        && !new_connection(&packet.key, &service, now, &mut backend)
-    {
-        // A table not (yet) written for a service with backends: let OVN's load balancer
-        // serve the VIP.
-        return CONTINUE;
+    let mut pick = Pick {
+        backend: ServiceBackend::default(),
+        source_port: packet.key.sport,
     };
-    let hairpin = backend.ip == packet.key.src;
+    if !connection_backend(&packet.key, now, &mut pick) {
+        if !new_connection(&packet.key, &service, now, &mut pick.backend) {
+            // A table not (yet) written for a service with backends: let OVN's load
+            // balancer serve the VIP.
+            return CONTINUE;
+        }
+        pick.source_port = free_source_port(&packet.key, &service_key, &pick.backend);
+    }
+    let hairpin = pick.backend.ip == packet.key.src;
     // Before the rewrites, while the key is still the client's (no copy of it on the stack).
-    record_reverse_nat(&service_key, &packet.key, &backend, hairpin, service.id);
+    record_reverse_nat(&service_key, &packet.key, &pick, service.id);
     if hairpin {
         count(service.id, ServiceEvent::Hairpin);
         // The pod would drop a packet from its own address: it comes from the VIP instead.
-        let sport = packet.key.sport;
-        if !nat::rewrite(ctx, packet, End::Source, &service_key.vip, sport) {
+        if !nat::rewrite(ctx, packet, End::Source, &service_key.vip, pick.source_port) {
             return CONTINUE;
         }
+    } else if pick.source_port != packet.key.sport
+        && !nat::rewrite_port(ctx, packet, End::Source, pick.source_port)
+    {
+        return CONTINUE;
     }
-    if !nat::rewrite(ctx, packet, End::Destination, &backend.ip, backend.port) {
+    if !nat::rewrite(
+        ctx,
+        packet,
+        End::Destination,
+        &pick.backend.ip,
+        pick.backend.port,
+    ) {
         return CONTINUE;
     }
     if hairpin {
@@ -124,10 +137,11 @@ pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -
 fn record_reverse_nat(
     service_key: &ServiceKey,
     client_key: &FlowKey,
-    backend: &ServiceBackend,
-    hairpin: bool,
+    pick: &Pick,
     service_id: u32,
 ) {
+    let (backend, source_port) = (&pick.backend, pick.source_port);
+    let hairpin = backend.ip == client_key.src;
     let reply = FlowKey {
         src: backend.ip,
         dst: if hairpin {
@@ -136,7 +150,7 @@ fn record_reverse_nat(
             client_key.src
         },
         sport: backend.port,
-        dport: client_key.sport,
+        dport: source_port,
         proto: client_key.proto,
         _pad: [0; 3],
     };
@@ -159,10 +173,10 @@ fn record_reverse_nat(
 
 /// The backend an existing connection is pinned to, if it is still live and still a backend.
 #[inline(always)]
-fn connection_backend(key: &FlowKey, now: u64, out: &mut ServiceBackend) -> bool {
-    match pinned_backend(key, now) {
+fn connection_backend(key: &FlowKey, now: u64, out: &mut Pick) -> bool {
+    match pinned_backend(key, now, &mut out.source_port) {
         Some(backend) => {
-            *out = backend;
+            out.backend = backend;
             true
         }
         None => false,
@@ -170,7 +184,7 @@ fn connection_backend(key: &FlowKey, now: u64, out: &mut ServiceBackend) -> bool
 }
 
 #[inline(always)]
-fn pinned_backend(key: &FlowKey, now: u64) -> Option<ServiceBackend> {
+fn pinned_backend(key: &FlowKey, now: u64, source_port: &mut u16) -> Option<ServiceBackend> {
     let entry = CONNECTIONS.get_ptr_mut(key)?;
     // SAFETY: the pointer comes from the lookup and stays valid while the program runs.
     let entry = unsafe { &mut *entry };
@@ -181,6 +195,7 @@ fn pinned_backend(key: &FlowKey, now: u64) -> Option<ServiceBackend> {
     // SAFETY: a plain-data value copied out at once.
     let backend = unsafe { BACKENDS.get(&entry.backend_id).copied() }?;
     entry.last_seen_ns = now;
+    *source_port = entry.source_port;
     Some(backend)
 }
 
@@ -201,6 +216,59 @@ fn new_connection(
         }
         None => false,
     }
+}
+
+/// The backend a connection goes to, and the source port it uses there.
+struct Pick {
+    backend: ServiceBackend,
+    source_port: u16,
+}
+
+/// Tries for a free source port when the client's clashes.
+const SOURCE_PORT_TRIES: u32 = 8;
+
+/// The source port for a new connection to `backend`: the client's own, unless a connection
+/// to another VIP already has the same tuple after DNAT (one client port may reach two VIPs
+/// at once, or again while OVS still holds the first connection; two VIPs may share a
+/// backend). Then its replies could not be told apart, and OVS 3.1's userspace conntrack
+/// aborts on the clash; so, as nf_nat does, another port in the ephemeral range is taken,
+/// and the connection's LB conntrack entry remembers it. Its own call: only a connection's
+/// first packet needs its stack.
+#[inline(never)]
+fn free_source_port(key: &FlowKey, service_key: &ServiceKey, backend: &ServiceBackend) -> u16 {
+    let port = find_source_port(key, service_key, backend);
+    if port != key.sport
+        && let Some(entry) = CONNECTIONS.get_ptr_mut(key)
+    {
+        // SAFETY: the pointer comes from the lookup and stays valid while the program runs.
+        unsafe { (*entry).source_port = port };
+    }
+    port
+}
+
+#[inline(always)]
+fn find_source_port(key: &FlowKey, service_key: &ServiceKey, backend: &ServiceBackend) -> u16 {
+    let mut reply = FlowKey {
+        src: backend.ip,
+        dst: key.src,
+        sport: backend.port,
+        dport: key.sport,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    let hash = flow_hash(&key.dst, key.sport, key.proto);
+    let mut candidate = key.sport;
+    for i in 0..SOURCE_PORT_TRIES {
+        // SAFETY: a plain-data value copied out at once.
+        match unsafe { REVERSE_NAT.get(&reply).copied() } {
+            Some(r) if r.vip != service_key.vip || r.port != service_key.port => {}
+            _ => return candidate,
+        }
+        candidate = (32768 + (hash.wrapping_add(i.wrapping_mul(7919)) % 28232)) as u16;
+        reply.dport = candidate;
+    }
+    // Every try clashed: keep the client's port (its replies may be mistranslated).
+    key.sport
 }
 
 #[inline(always)]
@@ -256,6 +324,8 @@ fn pick_backend(key: &FlowKey, service: &ServiceEntry, now: u64) -> Option<Servi
         backend_id,
         service_id: service.id,
         last_seen_ns: now,
+        source_port: key.sport,
+        _pad: [0; 3],
     };
     if CONNECTIONS.insert(key, &connection, 0).is_err() {
         // Balanced anyway; the next packet may pick another backend only if the table
@@ -296,6 +366,13 @@ pub(crate) fn hairpin_reply(ctx: &TcContext, packet: &mut Packet, host_ifindex: 
 
 #[inline(always)]
 fn translate_reply(ctx: &TcContext, packet: &mut Packet, translation: &LbReverseNat) -> bool {
+    if translation.flags & reverse_nat_flags::HAIRPIN == 0
+        && translation.client_port != packet.key.dport
+        // A connection given another source port: the client gets its own back.
+        && !nat::rewrite_port(ctx, packet, End::Destination, translation.client_port)
+    {
+        return false;
+    }
     if translation.flags & reverse_nat_flags::HAIRPIN != 0 {
         let client = packet.key.src;
         if !nat::rewrite(

@@ -49,6 +49,16 @@ pub(crate) fn rewrite(
     rewrite_checked(ctx, packet, end, ip, port).is_ok()
 }
 
+/// Rewrites only the port at `end`, keeping the address.
+#[inline(never)]
+pub(crate) fn rewrite_port(ctx: &TcContext, packet: &mut Packet, end: End, port: u16) -> bool {
+    let ip = match end {
+        End::Source => packet.key.src,
+        End::Destination => packet.key.dst,
+    };
+    rewrite_checked(ctx, packet, end, &ip, port).is_ok()
+}
+
 #[inline(always)]
 fn rewrite_checked(
     ctx: &TcContext,
