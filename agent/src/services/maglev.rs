@@ -66,7 +66,10 @@ pub fn populate(backends: &[impl AsRef<[u8]>], table: &mut [u32]) {
         }
         next[turn] = slot;
         empty -= 1;
-        turn = (turn + 1) % n;
+        turn += 1;
+        if turn == n {
+            turn = 0;
+        }
     }
     // Steps from slot c to slot e on a walk of stride `skip`: (e − c) · skip⁻¹ mod M.
     let inverses: Vec<u64> = permutations
@@ -82,7 +85,10 @@ pub fn populate(backends: &[impl AsRef<[u8]>], table: &mut [u32]) {
         let slot = empties.swap_remove(nearest);
         table[slot as usize] = turn as u32;
         next[turn] = (slot + permutations[turn].1) % m;
-        turn = (turn + 1) % n;
+        turn += 1;
+        if turn == n {
+            turn = 0;
+        }
     }
 }
 

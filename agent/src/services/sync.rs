@@ -260,16 +260,30 @@ impl ServiceSync {
     pub fn flush(&mut self, datapath: &mut Datapath) -> Result<(), DatapathError> {
         let staged = std::mem::take(&mut self.staged);
         datapath.write_backends(&staged.backends)?;
-        // In slices, so that 10,000 services do not hold 10,000 tables (64 KiB each) at once.
-        for slice in staged.tables.chunks(TABLES_PER_BATCH) {
-            let tables = maglev_tables(slice);
-            let tables: Vec<(u32, &MaglevTable)> = slice
-                .iter()
-                .zip(&tables)
-                .map(|((id, _), t)| (*id, &**t))
-                .collect();
-            datapath.write_maglev_tables(&tables)?;
-        }
+        // In slices, so that 10,000 services do not hold 10,000 tables (64 KiB each) at once;
+        // the next slice is computed while this one is written.
+        std::thread::scope(|scope| -> Result<(), DatapathError> {
+            let mut slices = staged.tables.chunks(TABLES_PER_BATCH);
+            let mut current = slices.next().map(|slice| (slice, maglev_tables(slice)));
+            while let Some((slice, tables)) = current.take() {
+                let next = slices
+                    .next()
+                    .map(|slice| (slice, scope.spawn(move || maglev_tables(slice))));
+                let written: Vec<(u32, &MaglevTable)> = slice
+                    .iter()
+                    .zip(&tables)
+                    .map(|((id, _), t)| (*id, &**t))
+                    .collect();
+                datapath.write_maglev_tables(&written)?;
+                current = next.map(|(slice, worker)| {
+                    let tables = worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (slice, tables)
+                });
+            }
+            Ok(())
+        })?;
         for (key, entry) in &staged.entries {
             datapath.write_service(*key, *entry)?;
         }
