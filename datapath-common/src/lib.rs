@@ -553,7 +553,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ServiceEntry>(), 16);
         assert_eq!(core::mem::size_of::<ServiceBackend>(), 24);
         assert_eq!(core::mem::size_of::<MaglevTable>(), MAGLEV_TABLE_SIZE * 4);
-        assert_eq!(core::mem::size_of::<LbConnection>(), 16);
+        assert_eq!(core::mem::size_of::<LbConnection>(), 24);
         assert_eq!(core::mem::size_of::<LbReverseNat>(), 24);
         assert_eq!(core::mem::size_of::<AffinityKey>(), 20);
         assert_eq!(core::mem::size_of::<AffinityEntry>(), 16);
