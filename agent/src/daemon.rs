@@ -63,6 +63,12 @@ pub struct DaemonOptions {
     /// `netdev` for OVS's userspace datapath.
     #[arg(long)]
     pub datapath_type: Option<String>,
+    /// Entries of the eBPF services map (one per VIP, port and protocol), as Cilium's
+    /// `--bpf-lb-service-map-max`. VIPs beyond it are balanced by OVN's load balancers and
+    /// counted in `kovn_datapath_service_vips_unprogrammed`. Takes effect when the map is
+    /// created (a pinned map keeps its size until the node restarts).
+    #[arg(long, default_value_t = datapath_common::SERVICES_MAX_ENTRIES)]
+    pub bpf_lb_service_map_max: u32,
     /// The Service CIDR, routed from the node through ovn0 like the pod subnets.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
@@ -83,6 +89,7 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
                 &LoadOptions {
                     pin_dir: Some(options.pin_dir.clone()),
                     log_level: None,
+                    services_max_entries: Some(options.bpf_lb_service_map_max),
                 },
             )
         });

@@ -233,6 +233,7 @@ fn run(
             &LoadOptions {
                 pin_dir: Some(pin_dir),
                 log_level,
+                ..LoadOptions::default()
             },
         )
     });

@@ -157,6 +157,13 @@ fn register_services(registry: &mut Registry, dp: &Datapath, services: &ServiceS
     let vips = Gauge::<i64>::default();
     vips.set(names.len() as i64);
     registry.register("service_vips", "VIPs programmed into the datapath", vips);
+    let unprogrammed = Gauge::<i64>::default();
+    unprogrammed.set(services.unprogrammed() as i64);
+    registry.register(
+        "service_vips_unprogrammed",
+        "VIPs the services map had no room for; OVN's load balancers serve them",
+        unprogrammed,
+    );
     let backends = Gauge::<i64>::default();
     backends.set(
         services

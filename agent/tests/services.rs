@@ -675,3 +675,100 @@ fn ipv6_services_are_balanced_in_the_datapath() {
     let answer = udp_query(&be1, SocketAddr::from((self_vip, 53))).expect("UDP hairpin");
     assert_eq!(answer, "be1");
 }
+
+#[test]
+fn vips_beyond_a_full_services_map_are_served_by_ovn_until_there_is_room() {
+    if !sandbox::privileged("vips_beyond_a_full_services_map_are_served_by_ovn_until_there_is_room")
+    {
+        return;
+    }
+    // Room for two Services of two ports each.
+    let cluster =
+        KovnCluster::start_with_agent_args(1, binaries(), &["--bpf-lb-service-map-max=4"])
+            .expect("kovn on the sandbox");
+    let be1 = cluster.start_pod("be1", 0).expect("be1");
+    let be2 = cluster.start_pod("be2", 0).expect("be2");
+    let client = cluster.start_pod("client", 0).expect("client");
+    // OVN's NAT and the eBPF balancer must not meet one client's 5-tuple (see
+    // wait_programmed): the client of the OVN phase is its own pod.
+    let ovn_client = cluster.start_pod("ovn-client", 0).expect("ovn-client");
+    for pod in [&be1, &be2] {
+        serve(pod);
+    }
+    wait_ports_up(&cluster, &["be1", "be2", "client", "ovn-client"]);
+    let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
+    let vip = |last: u8| SocketAddr::from((Ipv4Addr::new(10, 96, 0, last), 80));
+    let (a, b, c) = (vip(10), vip(11), vip(12));
+    for (name, v) in [("a", a), ("b", b)] {
+        let IpAddr::V4(ip) = v.ip() else {
+            unreachable!()
+        };
+        cluster.api.put(&service(name, ip, false));
+        cluster.api.put(&endpoints(name, &[&be1, &be2]));
+        wait_programmed(&cluster, 0, v, 6, 2);
+    }
+    let unprogrammed = || {
+        metric(
+            &scrape(&cluster, 0),
+            "kovn_datapath_service_vips_unprogrammed",
+            &[],
+        )
+    };
+    assert_eq!(unprogrammed(), 0);
+
+    // The third has no room: OVN's load balancer serves it, TCP and UDP.
+    let c_put = Instant::now();
+    cluster
+        .api
+        .put(&service("c", Ipv4Addr::new(10, 96, 0, 12), false));
+    cluster.api.put(&endpoints("c", &[&be1, &be2]));
+    wait_for(
+        "c's two VIPs reported unprogrammed",
+        Duration::from_secs(20),
+        || unprogrammed() == 2,
+    )
+    .unwrap();
+    let balanced_before = ebpf_new_connections(&pins);
+    wait_for("c served by OVN", Duration::from_secs(30), || {
+        Connection::open(&ovn_client, c).is_ok()
+    })
+    .unwrap();
+    let via_ovn = spread(&ovn_client, c, 40);
+    assert_eq!(via_ovn.len(), 2, "OVN balances over both: {via_ovn:?}");
+    let answer = udp_query(&ovn_client, SocketAddr::from((c.ip(), 53))).expect("UDP via OVN");
+    assert!(answer == "be1" || answer == "be2", "{answer}");
+    assert_eq!(
+        ebpf_new_connections(&pins),
+        balanced_before,
+        "c is not in the eBPF maps"
+    );
+    // What did fit is still balanced in eBPF.
+    spread(&client, a, 20);
+    assert_eq!(ebpf_new_connections(&pins), balanced_before + 20);
+
+    // Room is made: c is programmed at once, not after the retry's back-off. Its retries ran
+    // 1, 3 and 7 s after c came; the next is due 15 s after, so 8 s after, the back-off
+    // alone would take another 7 s.
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(c_put.elapsed()));
+    let room_made = Instant::now();
+    cluster.api.delete::<Service>(Some("default"), "a");
+    wait_programmed(&cluster, 0, c, 6, 2);
+    wait_programmed(&cluster, 0, SocketAddr::from((c.ip(), 53)), 17, 2);
+    assert!(
+        room_made.elapsed() < Duration::from_secs(3),
+        "c waited {:?} for room made",
+        room_made.elapsed()
+    );
+    assert_eq!(unprogrammed(), 0);
+    let before = ebpf_new_connections(&pins);
+    let via_ebpf = spread(&client, c, 40);
+    assert_eq!(via_ebpf.len(), 2, "{via_ebpf:?}");
+    assert_eq!(
+        ebpf_new_connections(&pins),
+        before + 40,
+        "c is balanced in eBPF now"
+    );
+
+    drop((be1, be2, client, ovn_client));
+    cluster.teardown().expect("teardown");
+}

@@ -109,3 +109,106 @@ fn ten_thousand_services_of_ten_endpoints_fit_in_the_maps() {
     assert!(datapath.services().unwrap().is_empty());
     assert!(datapath.backends().unwrap().is_empty());
 }
+
+/// The service map's entries' keys, as a set.
+fn programmed_keys(datapath: &Datapath) -> BTreeSet<(IpAddr, u16)> {
+    datapath
+        .services()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| (agent::datapath::ip_from_bytes(&k.vip), k.port))
+        .collect()
+}
+
+#[test]
+fn a_full_services_map_leaves_what_does_not_fit_to_ovn_and_leaks_nothing() {
+    if !sandbox::privileged("a_full_services_map_leaves_what_does_not_fit_to_ovn_and_leaks_nothing")
+    {
+        return;
+    }
+    let object = locate_object().expect("eBPF object (cargo xtask build-ebpf)");
+    let options = LoadOptions {
+        services_max_entries: Some(4),
+        ..LoadOptions::default()
+    };
+    let mut datapath = Datapath::load(&object, &options).expect("datapath");
+    let mut sync = ServiceSync::default();
+    let wanted = vips(6, 3);
+    let key = |i: usize| (wanted[i].1.ip, wanted[i].1.port);
+    let stage = |sync: &mut ServiceSync, i: usize| {
+        let (service, vip) = &wanted[i];
+        sync.stage(service, std::slice::from_ref(vip));
+    };
+    // Whatever else a tables-and-backends leak would look like: every table and backend in the
+    // maps belongs to a programmed VIP, and each such VIP has exactly its own.
+    let assert_no_leak = |datapath: &Datapath| {
+        let services = datapath.services().unwrap();
+        let ids: BTreeSet<u32> = services.iter().map(|(_, e)| e.id).collect();
+        let backends = datapath.backends().unwrap();
+        assert_eq!(
+            backends.len(),
+            3 * services.len(),
+            "backends of unprogrammed VIPs"
+        );
+        assert!(backends.iter().all(|(_, b)| ids.contains(&b.service_id)));
+        for id in 1..=16 {
+            assert_eq!(
+                datapath.maglev(id).unwrap().is_some(),
+                ids.contains(&id),
+                "Maglev table {id}"
+            );
+        }
+    };
+
+    for i in 0..4 {
+        stage(&mut sync, i);
+    }
+    sync.flush(&mut datapath).expect("four VIPs fit");
+    for i in 4..6 {
+        stage(&mut sync, i);
+    }
+    let full = sync.flush(&mut datapath).expect_err("two VIPs do not fit");
+    assert!(
+        matches!(
+            full,
+            agent::datapath::DatapathError::ServicesFull { vips: 2 }
+        ),
+        "{full}"
+    );
+    assert_eq!(sync.unprogrammed(), 2);
+    assert_eq!(programmed_keys(&datapath), (0..4).map(key).collect());
+    assert_eq!(
+        sync.programmed().count(),
+        4,
+        "the record says what the map holds"
+    );
+    assert_no_leak(&datapath);
+
+    // Trying again without room changes nothing and leaks nothing.
+    stage(&mut sync, 4);
+    assert!(sync.flush(&mut datapath).is_err());
+    assert_no_leak(&datapath);
+
+    // One VIP goes and another comes in the same round: the room is made first.
+    sync.stage(&wanted[0].0, &[]);
+    stage(&mut sync, 4);
+    sync.flush(&mut datapath).expect("the room made is used");
+    assert_eq!(
+        programmed_keys(&datapath),
+        [1, 2, 3, 4].into_iter().map(key).collect()
+    );
+    assert_eq!(sync.unprogrammed(), 1, "the sixth still waits");
+    assert_no_leak(&datapath);
+    // Every programmed VIP's backends are the ones it asked for.
+    let backends = datapath.backends().unwrap();
+    for (k, entry) in datapath.services().unwrap() {
+        let ip = agent::datapath::ip_from_bytes(&k.vip);
+        let (_, vip) = wanted.iter().find(|(_, v)| v.ip == ip).unwrap();
+        let own: BTreeSet<SocketAddr> = backends
+            .iter()
+            .filter(|(_, b)| b.service_id == entry.id)
+            .map(|(_, b)| SocketAddr::new(agent::datapath::ip_from_bytes(&b.ip), b.port))
+            .collect();
+        assert_eq!(own, vip.backends);
+    }
+}

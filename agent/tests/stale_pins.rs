@@ -46,7 +46,7 @@ fn a_stale_pinned_link_is_replaced_when_the_pod_is_attached_again() {
     };
     let options = LoadOptions {
         pin_dir: Some(pin_dir.clone()),
-        log_level: None,
+        ..LoadOptions::default()
     };
     let result = netns::run_in(&ns, || {
         veths(&ns);

@@ -130,6 +130,8 @@ pub struct KovnCluster {
     pub kubelets: Vec<Kubelet>,
     /// Seconds an agent's ADD waits for the controller's annotations.
     pub annotation_timeout: u64,
+    /// Extra arguments of every `kovn-agent daemon` (also when restarted).
+    pub agent_args: Vec<String>,
     controller: Process,
     agents: Vec<Process>,
     kubeconfigs: Vec<PathBuf>,
@@ -142,6 +144,15 @@ impl KovnCluster {
     /// Starts a sandbox with an empty NB and kovn on it; returns once every node has its join
     /// port.
     pub fn start(nodes: usize, binaries: KovnBinaries) -> Result<KovnCluster> {
+        KovnCluster::start_with_agent_args(nodes, binaries, &[])
+    }
+
+    /// As [`KovnCluster::start`], with extra arguments for every `kovn-agent daemon`.
+    pub fn start_with_agent_args(
+        nodes: usize,
+        binaries: KovnBinaries,
+        agent_args: &[&str],
+    ) -> Result<KovnCluster> {
         let sb = Sandbox::start_empty(SandboxConfig {
             nodes,
             handoff: Handoff::Datapath,
@@ -187,6 +198,7 @@ impl KovnCluster {
             binaries,
             kubelets: Vec::new(),
             annotation_timeout: 30,
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
             controller,
             agents: Vec::new(),
             kubeconfigs: Vec::new(),
@@ -249,6 +261,7 @@ impl KovnCluster {
             .arg(format!("--ovn-remote={}", self.sb.central().sb_remote()))
             .arg(format!("--encap-ip={}", node.address))
             .arg("--datapath-type=netdev")
+            .args(self.agent_args.iter().map(String::as_str))
             .env("KUBECONFIG", self.kubeconfigs[i].display().to_string())
             .env("RUST_LOG", "warn")
             .netns_keep_mounts(&node.netns)

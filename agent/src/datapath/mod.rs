@@ -67,6 +67,8 @@ pub enum DatapathError {
     },
     #[error("pinning under {path}: {detail}")]
     Pin { path: PathBuf, detail: String },
+    #[error("the services map is full: {vips} VIPs left to OVN's load balancer")]
+    ServicesFull { vips: usize },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -84,6 +86,10 @@ pub struct LoadOptions {
     /// aya-log level inside the programs; `None` compiles the log statements out at load time
     /// (they cost a ring-buffer reservation each, so they are off unless someone is debugging).
     pub log_level: Option<aya_log::Level>,
+    /// Entries of the services map (VIP, port, protocol) when it is created; `None` keeps
+    /// the object's size ([`datapath_common::SERVICES_MAX_ENTRIES`]). A pinned map keeps the
+    /// size it was created with.
+    pub services_max_entries: Option<u32>,
 }
 
 /// The loaded datapath object. Dropping it detaches every program it attached (nothing is
@@ -114,6 +120,9 @@ impl Datapath {
         let level: u8 = options.log_level.map_or(0, |l| l as u8);
         let mut loader = EbpfLoader::new();
         loader.override_global("AYA_LOG_LEVEL", &level, false);
+        if let Some(entries) = options.services_max_entries {
+            loader.map_max_entries(datapath_common::SERVICES_MAP, entries);
+        }
         let pinned_maps: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir.join("links")).map_err(|e| DatapathError::Pin {
@@ -251,6 +260,16 @@ fn classifier<'a>(
         name,
         source: Box::new(source),
     })
+}
+
+impl DatapathError {
+    /// A write into a hash map that is full (E2BIG): the caller leaves what did not fit to
+    /// OVS rather than failing everything else.
+    pub fn is_map_full(&self) -> bool {
+        matches!(self, DatapathError::Map { source, .. }
+            if matches!(&**source, aya::maps::MapError::SyscallError(e)
+                if e.io_error.raw_os_error() == Some(libc::E2BIG)))
+    }
 }
 
 pub(crate) fn map_error(name: &'static str, source: aya::maps::MapError) -> DatapathError {

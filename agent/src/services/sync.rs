@@ -73,6 +73,9 @@ pub struct ServiceSync {
     service_ids: Ids,
     backend_ids: Ids,
     staged: Staged,
+    /// VIPs that found the services map full (see [`ServiceSync::flush`]).
+    unprogrammed: BTreeSet<ServiceKey>,
+    vips_removed: u64,
 }
 
 fn key_of(vip: &Vip) -> ServiceKey {
@@ -256,7 +259,9 @@ impl ServiceSync {
     }
 
     /// Writes what [`ServiceSync::stage`] decided. Ids of what was removed are reused only
-    /// after this.
+    /// after this. A VIP the services map has no room for is left to OVN's load balancer: it
+    /// is written nowhere, the record forgets it (the next attempt sees it as new), and the
+    /// error says how many there were, after everything else was written.
     pub fn flush(&mut self, datapath: &mut Datapath) -> Result<(), DatapathError> {
         let staged = std::mem::take(&mut self.staged);
         datapath.write_backends(&staged.backends)?;
@@ -284,24 +289,61 @@ impl ServiceSync {
             }
             Ok(())
         })?;
-        for (key, entry) in &staged.entries {
-            datapath.write_service(*key, *entry)?;
-        }
+        // Entries that go before those that come: in a full map, their room is what the new
+        // ones need.
         for key in &staged.removed_entries {
             datapath.remove_service(key)?;
+            self.unprogrammed.remove(key);
+            self.vips_removed += 1;
         }
-        let mut gone_tables = staged.emptied.clone();
+        let mut gone_tables: BTreeSet<u32> = staged.emptied.iter().copied().collect();
         gone_tables.extend(&staged.removed_tables);
-        datapath.remove_maglev_tables(&gone_tables)?;
+        let mut gone_backends = staged.removed_backends.clone();
+        let mut freed_ids = staged.removed_tables.clone();
+        let mut no_room = 0;
+        for (key, entry) in &staged.entries {
+            match datapath.write_service(*key, *entry) {
+                Ok(()) => {
+                    self.unprogrammed.remove(key);
+                }
+                // Only a new key meets a full map (an existing one is updated in place), so
+                // the table and backends written for it are its own and go with it.
+                Err(e) if e.is_map_full() => {
+                    no_room += 1;
+                    self.unprogrammed.insert(*key);
+                    if let Some(vip) = self.vips.remove(key) {
+                        gone_tables.insert(vip.entry.id);
+                        freed_ids.push(vip.entry.id);
+                        gone_backends.extend(vip.backends.values());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        datapath.remove_maglev_tables(&gone_tables.into_iter().collect::<Vec<_>>())?;
         // Removed backends last: their connections end with them.
-        for id in &staged.removed_backends {
+        for id in &gone_backends {
             datapath.remove_backend(*id)?;
             self.backend_ids.give_back(*id);
         }
-        for id in &staged.removed_tables {
-            self.service_ids.give_back(*id);
+        for id in freed_ids {
+            self.service_ids.give_back(id);
+        }
+        if no_room > 0 {
+            return Err(DatapathError::ServicesFull { vips: no_room });
         }
         Ok(())
+    }
+
+    /// VIPs the services map had no room for at the last attempt: OVN balances them.
+    pub fn unprogrammed(&self) -> usize {
+        self.unprogrammed.len()
+    }
+
+    /// How many VIPs have been removed from the maps so far: after a change that freed room,
+    /// what did not fit is worth another try at once.
+    pub fn vips_removed(&self) -> u64 {
+        self.vips_removed
     }
 }
 

@@ -13,7 +13,7 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::ServiceSync;
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, DatapathError};
 
 /// Watches Services and EndpointSlices and keeps the datapath's service maps in step, until
 /// the task is dropped. The maps a previous agent left are adopted first and, once both
@@ -38,9 +38,12 @@ pub async fn run(
     // EndpointSlices would look like a Service without endpoints, and a restarted agent would
     // cut its established connections.
     let mut pending = BTreeSet::new();
-    // After a failed write (a full map, say) the maps, not our record, say what is programmed:
-    // re-read them and program every Service again after a pause, doubling up to a minute.
+    // After a failed write the maps, not our record, say what is programmed: re-read them and
+    // program every Service again after a pause, doubling up to a minute. A full services map
+    // is the exception: the record stays true (what did not fit is not in it), so the retry
+    // only programs again, which writes just what is missing.
     let mut retry: Option<(tokio::time::Instant, Duration)> = None;
+    let mut readopt = false;
     loop {
         let retry_at = retry.map(|(at, _)| at);
         let mut retrying = false;
@@ -49,11 +52,13 @@ pub async fn run(
                 // The datapath, then the record: the order every holder of both takes them in.
                 let datapath = datapath.lock().unwrap_or_else(|e| e.into_inner());
                 let mut sync = sync.lock().unwrap_or_else(|e| e.into_inner());
-                match ServiceSync::adopt(&datapath) {
-                    Ok(adopted) => *sync = adopted,
-                    Err(e) => tracing::warn!(error = %e, "re-reading the service maps"),
+                if readopt {
+                    match ServiceSync::adopt(&datapath) {
+                        Ok(adopted) => *sync = adopted,
+                        Err(e) => tracing::warn!(error = %e, "re-reading the service maps"),
+                    }
+                    resynced = false;
                 }
-                resynced = false;
                 retrying = true;
                 index.service_names().cloned().collect()
             },
@@ -86,24 +91,44 @@ pub async fn run(
             vips.retain(|v| v.proto == 6 || v.proto == 17);
             sync.stage(service, &vips);
         }
+        let removed_before = sync.vips_removed();
         let mut written = sync.flush(&mut datapath);
-        if written.is_ok() && !resynced {
+        // A full map is no reason to keep a previous agent's leftovers: they take room too.
+        let no_room = matches!(written, Err(DatapathError::ServicesFull { .. }));
+        if (written.is_ok() || no_room) && !resynced {
             resynced = true;
-            written = sync.finish_resync(&mut datapath).map(|n| {
+            let resync = sync.finish_resync(&mut datapath).map(|n| {
                 tracing::info!(removed = n, "service maps in step with the API");
             });
+            if resync.is_err() || written.is_ok() {
+                written = resync;
+            }
         }
+        let made_room = sync.vips_removed() != removed_before;
         retry = match written {
             // Only a full re-read and rewrite clears a failure: a later partial write
             // succeeding says nothing about what the failed one left out.
-            Ok(()) if retrying || retry.is_none() => None,
+            Ok(()) if retrying || retry.is_none() => {
+                readopt = false;
+                None
+            }
+            // Room was made: what did not fit may fit now.
+            Ok(()) if made_room => retry.map(|(_, pause)| (tokio::time::Instant::now(), pause)),
             Ok(()) => retry,
             Err(e) => {
-                let pause = retry.map_or(Duration::from_secs(1), |(_, p)| {
-                    (p * 2).min(Duration::from_secs(60))
-                });
-                tracing::warn!(error = %e, retry_in = ?pause, "programming the service maps; VIPs not in them are served by OVN meanwhile");
-                Some((tokio::time::Instant::now() + pause, pause))
+                readopt |= !matches!(e, DatapathError::ServicesFull { .. });
+                let pause = match retry {
+                    Some((_, p)) if made_room => p,
+                    Some((_, p)) => (p * 2).min(Duration::from_secs(60)),
+                    None => Duration::from_secs(1),
+                };
+                let at = if made_room && !retrying {
+                    tokio::time::Instant::now()
+                } else {
+                    tokio::time::Instant::now() + pause
+                };
+                tracing::warn!(error = %e, retry_in = ?(at - tokio::time::Instant::now()), "programming the service maps; VIPs not in them are served by OVN meanwhile");
+                Some((at, pause))
             }
         };
     }
