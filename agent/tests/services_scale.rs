@@ -199,6 +199,15 @@ fn a_full_services_map_leaves_what_does_not_fit_to_ovn_and_leaks_nothing() {
     );
     assert_eq!(sync.unprogrammed(), 1, "the sixth still waits");
     assert_no_leak(&datapath);
+    // A VIP that moves from one Service to another in one round stays programmed.
+    sync.stage(&wanted[1].0, &[]);
+    sync.stage("default/svc-1-renamed", std::slice::from_ref(&wanted[1].1));
+    sync.flush(&mut datapath).expect("a move needs no room");
+    assert_eq!(
+        programmed_keys(&datapath),
+        [1, 2, 3, 4].into_iter().map(key).collect()
+    );
+    assert_no_leak(&datapath);
     // Every programmed VIP's backends are the ones it asked for.
     let backends = datapath.backends().unwrap();
     for (k, entry) in datapath.services().unwrap() {
