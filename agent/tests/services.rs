@@ -568,7 +568,7 @@ fn ipv6_services_are_balanced_in_the_datapath() {
     if !sandbox::privileged("ipv6_services_are_balanced_in_the_datapath") {
         return;
     }
-    let cluster = KovnCluster::start(1, binaries()).expect("kovn on the sandbox");
+    let mut cluster = KovnCluster::start(1, binaries()).expect("kovn on the sandbox");
     // Pods of the default namespace in a dual-stack subnet.
     let dual: api::Subnet = serde_json::from_value(json!({
         "apiVersion": "kubeovn.io/v1", "kind": "Subnet",
@@ -635,6 +635,40 @@ fn ipv6_services_are_balanced_in_the_datapath() {
         let answer = udp_query(&client, dns).expect("UDP answer from the IPv6 VIP");
         assert!(["be1", "be2"].contains(&answer.as_str()), "{answer}");
     }
+
+    // ClientIP affinity (the affinity map keyed by the client's IPv6 address).
+    let sticky_vip: Ipv6Addr = "fd00:10:96::101".parse().unwrap();
+    cluster
+        .api
+        .put(&service_to("sticky6", sticky_vip.into(), true, HTTP_PORT));
+    cluster.api.put(&endpoints_of_family(
+        "sticky6",
+        &[&be1, &be2],
+        HTTP_PORT,
+        true,
+    ));
+    let sticky = SocketAddr::from((sticky_vip, 80));
+    wait_programmed(&cluster, 0, sticky, 6, 2);
+    let stuck = spread(&client, sticky, 30);
+    assert_eq!(stuck.len(), 1, "one backend for one client: {stuck:?}");
+
+    // Established IPv6 Service connections survive an agent restart.
+    let mut long_lived: Vec<Connection> = (0..6)
+        .map(|_| Connection::open(&client, web).expect("long-lived"))
+        .collect();
+    cluster.restart_agent(0).expect("agent restart");
+    for c in long_lived.iter_mut() {
+        assert!(
+            c.echo("after restart").unwrap_or(false),
+            "IPv6 connection to {} lost in the restart",
+            c.backend
+        );
+    }
+    assert_eq!(
+        spread(&client, web, 40).len(),
+        2,
+        "balanced after the restart"
+    );
 
     // No endpoints: refused at once, TCP with a reset and UDP with ICMPv6 port unreachable.
     let empty_vip: Ipv6Addr = "fd00:10:96::102".parse().unwrap();
