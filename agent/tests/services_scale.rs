@@ -3,56 +3,11 @@
 //! is the benchmark's business: `cargo xtask bench --only service`.)
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use agent::datapath::{Datapath, LoadOptions, ReadServiceMaps, locate_object};
-use agent::services::ServiceSync;
-use api::service::Vip;
-
-/// Kernel memory of every BPF map on the machine (bpftool's bytes_memlock), in bytes.
-fn bpf_map_memory() -> u64 {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "map", "show"])
-        .output()
-        .expect("bpftool");
-    let maps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    maps.as_array()
-        .map(|m| m.iter().filter_map(|m| m["bytes_memlock"].as_u64()).sum())
-        .unwrap_or(0)
-}
-
-pub fn vips(services: usize, endpoints: usize) -> Vec<(String, Vip)> {
-    (0..services)
-        .map(|s| {
-            let vip = Ipv4Addr::new(10, 96, (s / 250) as u8, (s % 250) as u8 + 1);
-            let backends: BTreeSet<SocketAddr> = (0..endpoints)
-                .map(|e| {
-                    let n = s * endpoints + e;
-                    SocketAddr::new(
-                        IpAddr::V4(Ipv4Addr::new(
-                            10,
-                            16 + (n >> 16) as u8,
-                            (n >> 8) as u8,
-                            n as u8,
-                        )),
-                        8080,
-                    )
-                })
-                .collect();
-            (
-                format!("default/svc-{s}"),
-                Vip {
-                    ip: IpAddr::V4(vip),
-                    port: 80,
-                    proto: 6,
-                    affinity_timeout_s: None,
-                    backends,
-                },
-            )
-        })
-        .collect()
-}
+use agent::services::{ServiceSync, synthetic_vips};
 
 #[test]
 fn ten_thousand_services_of_ten_endpoints_fit_in_the_maps() {
@@ -60,11 +15,11 @@ fn ten_thousand_services_of_ten_endpoints_fit_in_the_maps() {
         return;
     }
     let object = locate_object().expect("eBPF object (cargo xtask build-ebpf)");
-    let before = bpf_map_memory();
+    let before = sandbox::bpf_map_memory().expect("bpftool");
     let mut datapath = Datapath::load(&object, &LoadOptions::default()).expect("datapath");
-    let loaded = bpf_map_memory();
+    let loaded = sandbox::bpf_map_memory().expect("bpftool");
     let mut sync = ServiceSync::default();
-    let wanted = vips(10_000, 10);
+    let wanted = synthetic_vips(10_000, 10);
     let started = Instant::now();
     // As the agent does with what one round of watch events changed: stage, then one flush.
     for (service, vip) in &wanted {
@@ -72,7 +27,7 @@ fn ten_thousand_services_of_ten_endpoints_fit_in_the_maps() {
     }
     sync.flush(&mut datapath).expect("programmed");
     let elapsed = started.elapsed();
-    let programmed = bpf_map_memory();
+    let programmed = sandbox::bpf_map_memory().expect("bpftool");
 
     let services = datapath.services().unwrap();
     let backends = datapath.backends().unwrap();
@@ -133,7 +88,7 @@ fn a_full_services_map_leaves_what_does_not_fit_to_ovn_and_leaks_nothing() {
     };
     let mut datapath = Datapath::load(&object, &options).expect("datapath");
     let mut sync = ServiceSync::default();
-    let wanted = vips(6, 3);
+    let wanted = synthetic_vips(6, 3);
     let key = |i: usize| (wanted[i].1.ip, wanted[i].1.port);
     let stage = |sync: &mut ServiceSync, i: usize| {
         let (service, vip) = &wanted[i];

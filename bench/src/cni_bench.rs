@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use sandbox::kovn::{KovnBinaries, KovnCluster, wait_for};
+use anyhow::{Result, bail};
+use sandbox::kovn::{KovnCluster, wait_for};
 use sandbox::kubelet::PodSandbox;
 use sandbox::netns;
 use serde_json::json;
@@ -33,27 +33,6 @@ impl Drop for Namespaces {
     }
 }
 
-fn binaries() -> Result<KovnBinaries> {
-    let dir = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .context("the benchmark's directory")?;
-    let binaries = KovnBinaries {
-        controller: dir.join("kovn-controller"),
-        agent: dir.join("kovn-agent"),
-        cni_dir: dir.clone(),
-    };
-    for path in [&binaries.controller, &binaries.agent, &dir.join("kube-ovn")] {
-        if !path.exists() {
-            bail!(
-                "{} is missing: build with `cargo xtask bench --only cni` (it builds kovn's binaries in release)",
-                path.display()
-            );
-        }
-    }
-    Ok(binaries)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -64,7 +43,7 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
         bail!("--pods must be at least 1");
     }
     println!("cni: starting the sandbox with kovn-controller and kovn-agent …");
-    let cluster = KovnCluster::start(1, binaries()?)?;
+    let cluster = KovnCluster::start(1, crate::release_binaries("cni")?)?;
     let prefix = sandbox::registry::netns_prefix(cluster.sb.id());
     let names: Vec<String> = (0..options.pods).map(|i| format!("bench{i}")).collect();
     let _namespaces = Namespaces(names.iter().map(|n| format!("{prefix}b-{n}")).collect());

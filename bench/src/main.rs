@@ -66,3 +66,27 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+/// kovn's release binaries next to this one, as `cargo xtask bench --only <section>` builds
+/// them; an error that says so when one is missing.
+pub(crate) fn release_binaries(section: &str) -> Result<sandbox::kovn::KovnBinaries> {
+    use anyhow::Context as _;
+    let dir = std::env::current_exe()?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .context("the benchmark's directory")?;
+    let binaries = sandbox::kovn::KovnBinaries {
+        controller: dir.join("kovn-controller"),
+        agent: dir.join("kovn-agent"),
+        cni_dir: dir.clone(),
+    };
+    for path in [&binaries.controller, &binaries.agent, &dir.join("kube-ovn")] {
+        if !path.exists() {
+            anyhow::bail!(
+                "{} is missing: run `cargo xtask bench --only {section}` (it builds kovn's binaries in release)",
+                path.display()
+            );
+        }
+    }
+    Ok(binaries)
+}

@@ -4,18 +4,16 @@
 //! balancer (the agent's balancer switched off), side by side and interleaved, in one run.
 //! Then the time to program 10,000 Services × 10 endpoints into a datapath.
 
-use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agent::datapath::{Datapath, LoadOptions, PinnedMaps, ReadServiceMaps, locate_object};
 use agent::services::ServiceSync;
 use anyhow::{Context, Result, bail};
-use api::service::Vip;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use sandbox::kovn::{KovnBinaries, KovnCluster, RunningPod, wait_for};
+use sandbox::kovn::{KovnCluster, RunningPod, wait_for};
 use sandbox::traffic::{self, IPERF3_PORT, SOCKPERF_PORT};
 use serde_json::{Value, json};
 
@@ -55,27 +53,6 @@ impl Samples {
     }
 }
 
-fn binaries() -> Result<KovnBinaries> {
-    let dir = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .context("the benchmark's directory")?;
-    let binaries = KovnBinaries {
-        controller: dir.join("kovn-controller"),
-        agent: dir.join("kovn-agent"),
-        cni_dir: dir.clone(),
-    };
-    for path in [&binaries.controller, &binaries.agent, &dir.join("kube-ovn")] {
-        if !path.exists() {
-            bail!(
-                "{} is missing: run `cargo xtask bench --only service` (it builds kovn's binaries in release)",
-                path.display()
-            );
-        }
-    }
-    Ok(binaries)
-}
-
 fn service(name: &str, vip: Ipv4Addr, server: &RunningPod) -> Result<(Service, EndpointSlice)> {
     let ports = json!([
         {"name": "iperf", "port": IPERF3_PORT, "protocol": "TCP", "targetPort": IPERF3_PORT},
@@ -106,55 +83,13 @@ fn set_service_lb(pins: &Path, on: bool) -> Result<()> {
     Ok(())
 }
 
-/// Kernel memory of every BPF map on the machine (bpftool's bytes_memlock).
-fn bpf_map_memory() -> u64 {
-    std::process::Command::new("bpftool")
-        .args(["-j", "map", "show"])
-        .output()
-        .ok()
-        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
-        .and_then(|v| {
-            v.as_array()
-                .map(|m| m.iter().filter_map(|m| m["bytes_memlock"].as_u64()).sum())
-        })
-        .unwrap_or(0)
-}
-
 /// Seconds to program `services` Services of 10 endpoints each into a fresh datapath (Maglev
 /// tables computed, maps written), and the map memory they take.
 fn program_services(services: usize) -> Result<(f64, u64)> {
     let object = locate_object()?;
     let mut datapath = Datapath::load(&object, &LoadOptions::default())?;
-    let before = bpf_map_memory();
-    let vips: Vec<(String, Vip)> = (0..services)
-        .map(|s| {
-            let backends: BTreeSet<SocketAddr> = (0..10)
-                .map(|e| {
-                    let n = s * 10 + e;
-                    SocketAddr::new(
-                        IpAddr::V4(Ipv4Addr::new(
-                            10,
-                            16 + (n >> 16) as u8,
-                            (n >> 8) as u8,
-                            n as u8,
-                        )),
-                        8080,
-                    )
-                })
-                .collect();
-            let vip = Ipv4Addr::new(10, 96, (s / 250) as u8, (s % 250) as u8 + 1);
-            (
-                format!("default/svc-{s}"),
-                Vip {
-                    ip: IpAddr::V4(vip),
-                    port: 80,
-                    proto: 6,
-                    affinity_timeout_s: None,
-                    backends,
-                },
-            )
-        })
-        .collect();
+    let before = sandbox::bpf_map_memory().unwrap_or(0);
+    let vips = agent::services::synthetic_vips(services, 10);
     let mut sync = ServiceSync::default();
     let started = Instant::now();
     for (name, vip) in &vips {
@@ -167,7 +102,9 @@ fn program_services(services: usize) -> Result<(f64, u64)> {
         "service: staging {staged:.2} s, flushing (backends, Maglev tables computed and written, services) {:.2} s",
         seconds - staged
     );
-    let memory = bpf_map_memory().saturating_sub(before);
+    let memory = sandbox::bpf_map_memory()
+        .unwrap_or(0)
+        .saturating_sub(before);
     if datapath.services()?.len() != services {
         bail!("the service map does not hold the {services} services");
     }
@@ -179,7 +116,7 @@ type PathSamples = [(&'static str, Samples); 3];
 /// Pod IP, eBPF LB and OVN LB, same node and cross node, interleaved in `rounds` rounds.
 fn measure_traffic(rounds: usize, seconds: u32) -> Result<Vec<(&'static str, PathSamples)>> {
     println!("service: starting the sandbox with kovn-controller and kovn-agent on 2 nodes …");
-    let cluster = KovnCluster::start(2, binaries()?)?;
+    let cluster = KovnCluster::start(2, crate::release_binaries("service")?)?;
     let client = cluster.start_pod("client", 0)?;
     // OVN's load balancer NATs in OVS conntrack; a client of its own keeps its 5-tuples apart
     // from the eBPF-translated ones (OVS 3.1's userspace conntrack does not survive a clash).
@@ -310,13 +247,15 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     section.insert("programmed_services".into(), json!(options.services));
     section.insert("program_memory_mib".into(), json!(memory >> 20));
     let report = json!({ "service": section });
-    println!(
-        "\nmedians of {rounds} round(s), {seconds} s each, one TCP stream / sockperf TCP ping-pong:"
-    );
-    println!(
-        "{:<11} {:<8} {:>10} {:>10} {:>10}",
-        "placement", "path", "Gbit/s", "p50 µs", "p99 µs"
-    );
+    if !results.is_empty() {
+        println!(
+            "\nmedians of {rounds} round(s), {seconds} s each, one TCP stream / sockperf TCP ping-pong:"
+        );
+        println!(
+            "{:<11} {:<8} {:>10} {:>10} {:>10}",
+            "placement", "path", "Gbit/s", "p50 µs", "p99 µs"
+        );
+    }
     for (placement, paths) in &results {
         for (path, s) in paths {
             println!(

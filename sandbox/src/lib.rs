@@ -31,6 +31,20 @@ pub use node::{INTEGRATION_BRIDGE, Node, PHYSICAL_BRIDGE};
 pub use ovs::{Ctl, wait_until};
 pub use pod::{POD_MTU, POD_NAMESPACE, Pod, mac_for};
 
+/// Kernel memory of every BPF map on the machine (bpftool's `bytes_memlock`), in bytes.
+pub fn bpf_map_memory() -> Result<u64> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()
+        .map_err(|e| SandboxError::Invalid(format!("bpftool: {e}")))?;
+    let maps: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| SandboxError::Invalid(format!("bpftool's JSON: {e}")))?;
+    Ok(maps
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["bytes_memlock"].as_u64()).sum())
+        .unwrap_or(0))
+}
+
 /// Gate for privileged tests (netns, BPF, OVS). Returns true when the test may run.
 ///
 /// As root it returns true. Without root it fails the test when `CI=true` (CI must run every

@@ -298,8 +298,8 @@ impl ServiceSync {
         }
         let mut gone_tables: BTreeSet<u32> = staged.emptied.iter().copied().collect();
         gone_tables.extend(&staged.removed_tables);
-        let mut gone_backends = staged.removed_backends.clone();
-        let mut freed_ids = staged.removed_tables.clone();
+        let mut gone_backends = staged.removed_backends;
+        let mut freed_ids = staged.removed_tables;
         let mut no_room = 0;
         for (key, entry) in &staged.entries {
             match datapath.write_service(*key, *entry) {
