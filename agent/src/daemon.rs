@@ -69,6 +69,9 @@ pub struct DaemonOptions {
     /// created (a pinned map keeps its size until the node restarts).
     #[arg(long, default_value_t = datapath_common::SERVICES_MAX_ENTRIES)]
     pub bpf_lb_service_map_max: u32,
+    /// The default VPC's router and the join subnet, as the controller was told them.
+    #[command(flatten)]
+    pub names: api::TopologyNames,
     /// The Service CIDR, routed from the node through ovn0 like the pod subnets.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
@@ -225,18 +228,25 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     // ovn0 and the node's routes, once the controller has given the node its join port.
     let service_cidr = options
         .service_cluster_ip_range
-        .split_once('/')
-        .and_then(|(ip, p)| Some((ip.parse().ok()?, p.parse().ok()?)));
+        .parse::<ipnet::IpNet>()
+        .with_context(|| {
+            format!(
+                "--service-cluster-ip-range {:?} is not a CIDR",
+                options.service_cluster_ip_range
+            )
+        })?
+        .trunc();
     tokio::spawn({
         let (kube, ovs) = (kube.clone(), ovs.clone());
-        let (node, bridge, mtu) = (
-            options.node_name.clone(),
-            options.bridge.clone(),
-            options.mtu,
-        );
+        let config = crate::node_setup::NodeSetupConfig {
+            node_name: options.node_name.clone(),
+            bridge: options.bridge.clone(),
+            mtu: options.mtu,
+            service_cidr: Some(service_cidr),
+            names: options.names.clone(),
+        };
         async move {
-            if let Err(e) = crate::node_setup::run(kube, ovs, node, bridge, mtu, service_cidr).await
-            {
+            if let Err(e) = crate::node_setup::run(kube, ovs, config).await {
                 tracing::error!(error = %e, "node setup (ovn0, routes) failed");
             }
         }

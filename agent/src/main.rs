@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The node agent (as the DaemonSet runs it): CNI server, pod plumbing, datapath.
-    Daemon(agent::daemon::DaemonOptions),
+    Daemon(Box<agent::daemon::DaemonOptions>),
     /// Inspect the eBPF datapath.
     Datapath {
         #[command(subcommand)]
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         Command::Daemon(options) => report(
             tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)
-                .and_then(|runtime| runtime.block_on(agent::daemon::run(options))),
+                .and_then(|runtime| runtime.block_on(agent::daemon::run(*options))),
         ),
         Command::Datapath {
             command: DatapathCommand::Flows { pin_dir },

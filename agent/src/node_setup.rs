@@ -7,7 +7,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use api::{Subnet, annotations};
+use api::{Subnet, TopologyNames, annotations};
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::wait::await_condition;
 use kube::{Api, ResourceExt};
@@ -197,46 +198,17 @@ pub async fn ensure_node_port(
 }
 
 /// The pod subnets the node must route through `ovn0`: every subnet of the default VPC but
-/// the join subnet itself.
-pub fn pod_cidrs(subnets: &[Subnet], join: &NodeGateway) -> Vec<(IpAddr, u8)> {
-    let mut out = Vec::new();
-    for subnet in subnets {
-        let default_vpc = subnet.spec.vpc.is_empty() || subnet.spec.vpc == "ovn-cluster";
-        if !default_vpc {
-            continue;
-        }
-        for cidr in subnet.spec.cidr_block.split(',') {
-            let Some((ip, prefix)) = cidr.trim().split_once('/') else {
-                continue;
-            };
-            let (Ok(ip), Ok(prefix)) = (ip.parse::<IpAddr>(), prefix.parse::<u8>()) else {
-                continue;
-            };
-            let is_join = ip.is_ipv4() == join.address.is_ipv4()
-                && prefix == join.prefix_len
-                && same_network(ip, join.address, prefix);
-            if !is_join && ip.is_ipv4() == join.gateway.is_ipv4() {
-                out.push((ip, prefix));
-            }
-        }
-    }
+/// the join subnet itself, of the join address's family.
+pub fn pod_cidrs(subnets: &[Subnet], join: &NodeGateway, names: &TopologyNames) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = subnets
+        .iter()
+        .filter(|s| names.in_default_vpc(s) && s.name_any() != names.join_subnet)
+        .flat_map(cidrs_of)
+        .filter(|c| c.addr().is_ipv4() == join.gateway.is_ipv4())
+        .collect();
     out.sort();
     out.dedup();
     out
-}
-
-fn same_network(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(b) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(b) & mask
-        }
-        _ => false,
-    }
 }
 
 /// Routes every pod CIDR (and the service CIDR) via the join gateway on `ovn0`. Adds what is
@@ -244,20 +216,20 @@ fn same_network(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
 pub async fn ensure_routes(
     ovn0: u32,
     gateway: IpAddr,
-    cidrs: &[(IpAddr, u8)],
+    cidrs: &[IpNet],
 ) -> Result<(), NetworkError> {
     let handle = connect()?;
-    for (ip, prefix) in cidrs {
+    for cidr in cidrs {
         let message = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(*ip, *prefix)
+            .destination_prefix(cidr.addr(), cidr.prefix_len())
             .and_then(|b| b.gateway(gateway))
-            .map_err(|e| NetworkError::Check(format!("route {ip}/{prefix}: {e}")))?
+            .map_err(|e| NetworkError::Check(format!("route {cidr}: {e}")))?
             .output_interface(ovn0)
             .build();
         match handle.route().add(message).execute().await {
             Ok(()) => {}
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-            Err(e) => return Err(netlink(format!("route {ip}/{prefix} via {gateway}"))(e)),
+            Err(e) => return Err(netlink(format!("route {cidr} via {gateway}"))(e)),
         }
     }
     Ok(())
@@ -329,12 +301,12 @@ pub async fn configure_chassis(
 
 /// The masquerade rules for natOutgoing: pods of those subnets reach addresses outside the
 /// cluster with the node's address. One nftables table, replaced atomically.
-pub fn nat_ruleset(nat_outgoing: &[(IpAddr, u8)], cluster: &[(IpAddr, u8)]) -> String {
-    let set = |name: &str, cidrs: &[(IpAddr, u8)]| {
+pub fn nat_ruleset(nat_outgoing: &[IpNet], cluster: &[IpNet]) -> String {
+    let set = |name: &str, cidrs: &[IpNet]| {
         let v4: Vec<String> = cidrs
             .iter()
-            .filter(|(ip, _)| ip.is_ipv4())
-            .map(|(ip, p)| format!("{ip}/{p}"))
+            .filter(|c| c.addr().is_ipv4())
+            .map(ToString::to_string)
             .collect();
         let elements = if v4.is_empty() {
             String::new()
@@ -380,27 +352,40 @@ fn apply_nat(ruleset: &str) -> Result<(), NetworkError> {
     }
 }
 
-fn cidrs_of(subnet: &Subnet) -> Vec<(IpAddr, u8)> {
+/// A Subnet's CIDRs (`cidrBlock` is one CIDR or "v4,v6"; the controller refuses bad ones).
+fn cidrs_of(subnet: &Subnet) -> Vec<IpNet> {
     subnet
         .spec
         .cidr_block
         .split(',')
-        .filter_map(|c| {
-            let (ip, p) = c.trim().split_once('/')?;
-            Some((ip.parse().ok()?, p.parse().ok()?))
-        })
+        .filter_map(|c| c.trim().parse::<IpNet>().ok().map(|n| n.trunc()))
         .collect()
+}
+
+/// What the node's own attachment needs to know.
+#[derive(Debug, Clone)]
+pub struct NodeSetupConfig {
+    pub node_name: String,
+    pub bridge: String,
+    pub mtu: u32,
+    /// The Service CIDR, routed through ovn0 like the pod subnets.
+    pub service_cidr: Option<IpNet>,
+    pub names: TopologyNames,
 }
 
 /// Keeps `ovn0` and the node's routes in step with the Subnets, until the task is dropped.
 pub async fn run(
     kube: kube::Client,
     ovs: Client,
-    node_name: String,
-    bridge: String,
-    mtu: u32,
-    service_cidr: Option<(IpAddr, u8)>,
+    config: NodeSetupConfig,
 ) -> Result<(), NetworkError> {
+    let NodeSetupConfig {
+        node_name,
+        bridge,
+        mtu,
+        service_cidr,
+        names,
+    } = config;
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let gateway = wait_for_node(&kube, &node_name, Duration::from_secs(300)).await?;
@@ -416,14 +401,14 @@ pub async fn run(
     // Every event, InitDone included: the store shows the initial list only from InitDone on.
     while changes.next().await.is_some() {
         let subnets: Vec<Subnet> = store.state().iter().map(|s| (**s).clone()).collect();
-        let mut cidrs = pod_cidrs(&subnets, &gateway);
+        let mut cidrs = pod_cidrs(&subnets, &gateway, &names);
         cidrs.extend(service_cidr);
-        let masqueraded: Vec<(IpAddr, u8)> = subnets
+        let masqueraded: Vec<IpNet> = subnets
             .iter()
             .filter(|s| s.spec.nat_outgoing)
             .flat_map(cidrs_of)
             .collect();
-        let mut cluster: Vec<(IpAddr, u8)> = subnets.iter().flat_map(cidrs_of).collect();
+        let mut cluster: Vec<IpNet> = subnets.iter().flat_map(cidrs_of).collect();
         cluster.extend(service_cidr);
         let ruleset = nat_ruleset(&masqueraded, &cluster);
         if ruleset != nat {
@@ -460,10 +445,7 @@ mod tests {
 
     #[test]
     fn the_nat_ruleset_masquerades_only_natoutgoing_pods_leaving_the_cluster() {
-        let v4 = |s: &str| -> (IpAddr, u8) {
-            let (ip, p) = s.split_once('/').unwrap();
-            (ip.parse().unwrap(), p.parse().unwrap())
-        };
+        let v4 = |s: &str| -> IpNet { s.parse().unwrap() };
         let rules = nat_ruleset(
             &[v4("10.16.0.0/16")],
             &[v4("10.16.0.0/16"), v4("100.64.0.0/16")],

@@ -4,11 +4,15 @@
 
 pub mod annotations;
 mod ip;
+pub mod names;
+mod owner;
 pub mod service;
 mod subnet;
 mod vpc;
 
 pub use ip::{IP, IPSpec};
+pub use names::TopologyNames;
+pub use owner::{Owner, PORT_OWNER_KEY};
 pub use subnet::{GatewayType, Protocol, Subnet, SubnetSpec, SubnetStatus};
 pub use vpc::{PolicyRoute, StaticRoute, Vpc, VpcSpec, VpcStatus};
 

@@ -21,20 +21,16 @@ pub const FIELD_MANAGER: &str = "kovn-controller";
 /// Cluster-wide settings, with Kube-OVN's flag names and defaults.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
-    /// The default VPC's router.
-    #[arg(long, default_value = "ovn-cluster")]
-    pub cluster_router: String,
-    #[arg(long, default_value = "ovn-default")]
-    pub default_ls: String,
+    /// The default VPC's router, the default subnet and the join subnet (the agent takes the
+    /// same flags).
+    #[command(flatten)]
+    pub names: api::TopologyNames,
     #[arg(long, default_value = "10.16.0.0/16")]
     pub default_cidr: String,
     #[arg(long, default_value = "10.16.0.1")]
     pub default_gateway: String,
     #[arg(long, default_value = "")]
     pub default_exclude_ips: String,
-    /// The join subnet: one `node-<name>` port per node (the agent binds it to `ovn0`).
-    #[arg(long, default_value = "join")]
-    pub node_switch: String,
     #[arg(long, default_value = "100.64.0.0/16")]
     pub node_switch_cidr: String,
     #[arg(long, default_value = "100.64.0.1")]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use api::annotations;
-use api::{IP, IPSpec};
+use api::{IP, IPSpec, Owner};
 
 use crate::ipam::{Allocation, SubnetAllocator};
 
@@ -50,8 +50,13 @@ pub fn annotations_for(
     ])
 }
 
-/// The `IP` object `<pod>.<namespace>` recording the allocation.
-pub fn ip_object(pod: &str, namespace: &str, node: &str, allocation: &Allocation) -> IP {
+/// The `IP` object recording a pod's allocation, named as its port (`<pod>.<namespace>`).
+pub fn ip_object(owner: &Owner, node: &str, allocation: &Allocation) -> IP {
+    let (namespace, pod) = match owner {
+        Owner::Pod { namespace, name } => (namespace.as_str(), name.as_str()),
+        // Kube-OVN's node IP objects record the node as the pod, in no namespace.
+        Owner::Node { name } => ("", name.as_str()),
+    };
     let find = |v4: bool| {
         allocation
             .ips
@@ -61,7 +66,7 @@ pub fn ip_object(pod: &str, namespace: &str, node: &str, allocation: &Allocation
             .unwrap_or_default()
     };
     IP::new(
-        &format!("{pod}.{namespace}"),
+        &owner.port_name(),
         IPSpec {
             pod_name: pod.to_owned(),
             namespace: namespace.to_owned(),

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use api::{IP, Subnet, SubnetSpec, Vpc, VpcSpec};
+use api::{IP, Owner, Subnet, SubnetSpec, Vpc, VpcSpec};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -211,7 +211,7 @@ pub async fn run(
                 tokio::select! {
                     Some(pod) = deleted_pods.recv() => {
                         let pod: Pod = pod;
-                        let owner = format!("{}.{}", pod.name_any(), pod.namespace().unwrap_or_default());
+                        let owner = Owner::of_pod(&pod);
                         if let Err(e) = reconcile::pod::release(&ctx, &owner).await {
                             tracing::warn!(%owner, error = %e, "releasing a deleted pod failed");
                         }
@@ -252,7 +252,7 @@ async fn pod_with_events(
 fn default_subnets(s: &Settings) -> [(String, SubnetSpec); 2] {
     [
         (
-            s.default_ls.clone(),
+            s.names.default_subnet.clone(),
             SubnetSpec {
                 default: true,
                 cidr_block: s.default_cidr.clone(),
@@ -268,7 +268,7 @@ fn default_subnets(s: &Settings) -> [(String, SubnetSpec); 2] {
             },
         ),
         (
-            s.node_switch.clone(),
+            s.names.join_subnet.clone(),
             SubnetSpec {
                 cidr_block: s.node_switch_cidr.clone(),
                 gateway: s.node_switch_gateway.clone(),
@@ -281,7 +281,7 @@ fn default_subnets(s: &Settings) -> [(String, SubnetSpec); 2] {
 /// Kube-OVN creates the default VPC, the default subnet and the join subnet from its flags.
 async fn ensure_defaults(ctx: &Context) -> Result<()> {
     let s = &ctx.settings;
-    let router = s.cluster_router.clone();
+    let router = s.names.cluster_router.clone();
     ctx.nb
         .apply(move |cache, t| {
             router_ops(cache, t, &router);
@@ -305,14 +305,14 @@ async fn ensure_defaults(ctx: &Context) -> Result<()> {
     if ctx
         .stores
         .vpcs
-        .get(&reflector::ObjectRef::new(&s.cluster_router))
+        .get(&reflector::ObjectRef::new(&s.names.cluster_router))
         .is_none()
     {
         let vpcs: Api<Vpc> = Api::all(ctx.kube.clone());
         vpcs.patch(
-            &s.cluster_router,
+            &s.names.cluster_router,
             &params,
-            &Patch::Apply(&Vpc::new(&s.cluster_router, VpcSpec::default())),
+            &Patch::Apply(&Vpc::new(&s.names.cluster_router, VpcSpec::default())),
         )
         .await?;
     }
@@ -342,15 +342,21 @@ async fn restore(ctx: &Context) -> Result<()> {
     {
         let mut ipam = ctx.ipam();
         for subnet in subnets {
-            if let Ok(valid) = validate(&subnet, &accepted) {
+            if let Ok(valid) = validate(&subnet, &accepted, &ctx.settings.names) {
                 ipam.add_subnet(valid.allocator);
                 accepted.push(subnet);
             }
         }
         for ip in ctx.stores.ips.state() {
+            // The owner is what the object records, never a guess from its name.
+            let Some(owner) = Owner::of_ip_object(&ip) else {
+                tracing::warn!(ip = %ip.name_any(), "an IP object without podName: not restored");
+                ctx.metrics.ipam_conflicts.inc();
+                continue;
+            };
             records.push(Record {
                 source: RecordSource::IpObject,
-                owner: ip.name_any(),
+                owner,
                 subnet: ip.spec.subnet.clone(),
                 ips: ip
                     .spec
@@ -362,8 +368,10 @@ async fn restore(ctx: &Context) -> Result<()> {
             });
         }
         let ports = ctx.nb.client().read(topology::owned_ports);
-        for (name, port) in ports {
-            let Some(ls) = port.external_ids.get("ls") else {
+        for port in ports.into_values() {
+            let (Some(ls), Some(owner)) =
+                (port.external_ids.get("ls"), topology::port_owner(&port))
+            else {
                 continue;
             };
             let mut words = port
@@ -375,7 +383,7 @@ async fn restore(ctx: &Context) -> Result<()> {
             let mac = words.next();
             records.push(Record {
                 source: RecordSource::NbPort,
-                owner: name,
+                owner,
                 subnet: ls.clone(),
                 ips: words.filter_map(|a| a.parse().ok()).collect(),
                 mac,
@@ -389,36 +397,32 @@ async fn restore(ctx: &Context) -> Result<()> {
     }
 
     // Leaks: holders whose pod or node is gone.
-    let pods: BTreeSet<String> = ctx
+    let alive: BTreeSet<Owner> = ctx
         .stores
         .pods
         .state()
         .iter()
-        .map(|p| format!("{}.{}", p.name_any(), p.namespace().unwrap_or_default()))
+        .map(|p| Owner::of_pod(p))
+        .chain(
+            ctx.stores
+                .nodes
+                .state()
+                .iter()
+                .map(|n| Owner::node(n.name_any())),
+        )
         .collect();
-    let nodes: BTreeSet<String> = ctx
-        .stores
-        .nodes
-        .state()
-        .iter()
-        .map(|n| reconcile::node::port_name(&n.name_any()))
-        .collect();
-    let holders: Vec<String> = ctx
+    let holders: Vec<Owner> = ctx
         .ipam()
         .allocations()
         .into_iter()
         .map(|(o, _)| o)
         .collect();
     let mut leaked = 0;
-    for owner in holders {
-        let is_node = owner.starts_with("node-") && !owner.contains('.');
-        if (is_node && !nodes.contains(&owner)) || (!is_node && !pods.contains(&owner)) {
-            leaked += 1;
-            if is_node {
-                reconcile::node::release(ctx, owner.trim_start_matches("node-")).await?;
-            } else {
-                reconcile::pod::release(ctx, &owner).await?;
-            }
+    for owner in holders.into_iter().filter(|o| !alive.contains(o)) {
+        leaked += 1;
+        match &owner {
+            Owner::Node { name } => reconcile::node::release(ctx, name).await?,
+            Owner::Pod { .. } => reconcile::pod::release(ctx, &owner).await?,
         }
     }
     tracing::info!(leaked, "leaked allocations released");

@@ -2,11 +2,11 @@
 //! that says what is wrong and disturbs nothing else; a field kovn does not support yet is
 //! named in an `Unsupported` condition, never silently ignored.
 
-use api::{Condition, Protocol, Subnet};
+use api::{Condition, Protocol, Subnet, TopologyNames};
 use ipnet::IpNet;
 
 use crate::ipam::SubnetAllocator;
-use crate::topology::{CLUSTER_ROUTER, SubnetPlan};
+use crate::topology::SubnetPlan;
 
 /// What a valid Subnet becomes.
 #[derive(Debug, Clone)]
@@ -50,7 +50,11 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 
 /// Checks `subnet` against the schema's rules and the `others` already accepted. On error,
 /// the conditions to write to its status.
-pub fn validate(subnet: &Subnet, others: &[Subnet]) -> Result<ValidSubnet, Vec<Condition>> {
+pub fn validate(
+    subnet: &Subnet,
+    others: &[Subnet],
+    names: &TopologyNames,
+) -> Result<ValidSubnet, Vec<Condition>> {
     let name = subnet.metadata.name.clone().unwrap_or_default();
     let spec = &subnet.spec;
     let cidrs = cidrs_of(subnet).map_err(|m| invalid("InvalidCIDR", m))?;
@@ -96,11 +100,7 @@ pub fn validate(subnet: &Subnet, others: &[Subnet]) -> Result<ValidSubnet, Vec<C
         .map_err(|e| invalid("InvalidSpec", e.to_string()))?;
     let plan = SubnetPlan {
         name: name.clone(),
-        router: if spec.vpc.is_empty() {
-            CLUSTER_ROUTER.to_owned()
-        } else {
-            spec.vpc.clone()
-        },
+        router: names.router_of(subnet),
         cidrs: allocator.pools().iter().map(|p| p.cidr()).collect(),
         gateways: allocator.pools().iter().map(|p| p.gateway()).collect(),
     };

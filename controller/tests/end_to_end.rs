@@ -103,17 +103,18 @@ fn start_controller(
     nb: ovsdb::Client,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
+    start_controller_with(api, nb, metrics, Settings::default())
+}
+
+fn start_controller_with(
+    api: &FakeApi,
+    nb: ovsdb::Client,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+) -> tokio::task::JoinHandle<()> {
     let api = api.clone();
     tokio::spawn(async move {
-        let r = run(
-            api.client(),
-            nb,
-            Settings::default(),
-            metrics,
-            inputs(&api),
-            8,
-        )
-        .await;
+        let r = run(api.client(), nb, settings, metrics, inputs(&api), 8).await;
         if let Err(e) = r {
             panic!("controller stopped: {e:#}");
         }
@@ -652,4 +653,133 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
     .await;
     second.abort();
     metrics_server.abort();
+}
+
+/// The join port of a node, by its owner's port name: (uuid, addresses).
+fn join_port(client: &ovsdb::Client, node: &str) -> Option<(ovsdb::Uuid, Vec<String>)> {
+    ports(client)
+        .get(&api::Owner::node(node).port_name())
+        .map(|p| (p.uuid, p.addresses.clone()))
+}
+
+/// A node named as EKS names them has dots in its name, as pod ports do: the controller must
+/// not take its join port for a leaked pod's. Before owners were typed, every controller start
+/// released that port (and bumped nb_cfg, invalidating every node's fast path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dotted_node_keeps_its_join_port_across_restarts_and_a_quiet_restart_bumps_nothing() {
+    const EKS_NODE: &str = "ip-10-0-1-5.ec2.internal";
+    let ovn = start_ovn();
+    let api = FakeApi::new();
+    api.put(&namespace("default", None));
+    api.put(&node(EKS_NODE));
+    api.put(&node("n2"));
+    api.put(&pod("a", "default", EKS_NODE));
+    let client = nb_client(&ovn).await;
+    let mut metrics = Arc::new(Metrics::new());
+    let mut controller = start_controller(&api, nb_client(&ovn).await, metrics.clone());
+    eventually("a routed", Duration::from_secs(30), || {
+        routed(&api).contains_key("a.default")
+    })
+    .await;
+    client
+        .wait_until(Duration::from_secs(10), |cache| {
+            let ports = topology::owned_ports(cache);
+            ports.contains_key(&format!("node-{EKS_NODE}")) && ports.contains_key("node-n2")
+        })
+        .await
+        .expect("both join ports in NB");
+    // Let the first controller's reconciles settle before taking the baseline.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = join_port(&client, EKS_NODE).expect("EKS node's join port");
+    let cfg = nb_cfg(&client);
+    for restart in 1..=3 {
+        controller.abort();
+        let _ = controller.await;
+        metrics = Arc::new(Metrics::new());
+        controller = start_controller(&api, nb_client(&ovn).await, metrics.clone());
+        eventually("IPAM restored", Duration::from_secs(20), || {
+            metrics.is_ready()
+        })
+        .await;
+        // Every object is reconciled again after the restart: give that time to happen.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            join_port(&client, EKS_NODE),
+            Some(before.clone()),
+            "restart {restart}: the join port of {EKS_NODE} was replaced"
+        );
+        assert_eq!(
+            nb_cfg(&client),
+            cfg,
+            "restart {restart} changed nothing but bumped nb_cfg"
+        );
+        assert_consistent(&api, &client).await;
+    }
+    controller.abort();
+}
+
+/// `--cluster-router` is the one name of the default VPC's router: the controller builds
+/// exactly one router, under that name, and pods of two subnets reach each other through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_default_cluster_router_is_the_only_router_and_routes_between_subnets() {
+    let ovn = start_ovn();
+    let api = FakeApi::new();
+    api.put(&namespace("default", None));
+    api.put(&namespace("tenant-ns", Some("tenant")));
+    api.put(&node("n1"));
+    api.put(&subnet("tenant", "10.20.0.0/16", "2026-01-01T00:00:01Z"));
+    api.put(&pod("a", "default", "n1"));
+    api.put(&pod("c", "tenant-ns", "n1"));
+    let mut settings = Settings::default();
+    settings.names.cluster_router = "edge-router".into();
+    let client = nb_client(&ovn).await;
+    let controller = start_controller_with(
+        &api,
+        nb_client(&ovn).await,
+        Arc::new(Metrics::new()),
+        settings,
+    );
+    eventually("2 pods routed", Duration::from_secs(30), || {
+        routed(&api).len() == 2
+    })
+    .await;
+    assert_consistent(&api, &client).await;
+    client
+        .wait_until(Duration::from_secs(10), |c| {
+            has_row::<LogicalRouterPort>(c, "edge-router-tenant")
+                && has_row::<LogicalRouterPort>(c, "edge-router-ovn-default")
+        })
+        .await
+        .expect("both subnets attached to edge-router");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let routers: Vec<String> = client.read(|c| {
+        c.table(LogicalRouter::TABLE)
+            .unwrap()
+            .typed::<LogicalRouter>()
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    });
+    assert_eq!(routers, vec!["edge-router".to_owned()]);
+    assert!(
+        api.all::<api::Vpc>()
+            .iter()
+            .all(|v| v.name_any() == "edge-router"),
+        "a second default VPC object"
+    );
+    let pods = routed(&api);
+    // ovn-northd needs a moment to compile the new router's flows into SB.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = delivered(&ovn, &pods, "a.default", "c.tenant-ns");
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a -> c not delivered across subnets:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    controller.abort();
 }

@@ -4,8 +4,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use api::Owner;
 use controller::ipam::{Allocation, Ipam, IpamError, Record, RecordSource, SubnetAllocator};
 use proptest::prelude::*;
+
+/// `"a.ns"` is pod `a` in `ns`; a bare name is a pod in `ns`.
+fn o(port: &str) -> Owner {
+    match port.split_once('.') {
+        Some((name, namespace)) => Owner::pod(namespace, name),
+        None => Owner::pod("ns", port),
+    }
+}
+
+/// Pods and nodes mixed, nodes with dotted names as on EKS (`node-ip-10-0-0-3.ec2.internal`
+/// has the shape of a pod port): they stay distinct owners.
+fn owner_of(n: u8) -> Owner {
+    if n.is_multiple_of(3) {
+        Owner::node(format!("ip-10-0-0-{n}.ec2.internal"))
+    } else {
+        Owner::pod("ns", format!("p{n}"))
+    }
+}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -29,18 +48,18 @@ fn dual_stack_allocation_skips_gateway_and_exclusions() {
         &["10.16.0.2..10.16.0.10"],
     )]);
     let a = ipam
-        .allocate("ovn-default", "a.default", &[], None)
+        .allocate("ovn-default", &o("a.default"), &[], None)
         .unwrap();
     assert_eq!(a.ips, vec![ip("10.16.0.11"), ip("fd00:10:16::2")]);
     assert!(a.mac.starts_with("00:00:00:"));
     // Idempotent.
     assert_eq!(
-        ipam.allocate("ovn-default", "a.default", &[], None)
+        ipam.allocate("ovn-default", &o("a.default"), &[], None)
             .unwrap(),
         a
     );
     let b = ipam
-        .allocate("ovn-default", "b.default", &[], None)
+        .allocate("ovn-default", &o("b.default"), &[], None)
         .unwrap();
     assert_eq!(b.ips[0], ip("10.16.0.12"));
     assert_ne!(a.mac, b.mac);
@@ -50,38 +69,43 @@ fn dual_stack_allocation_skips_gateway_and_exclusions() {
 fn static_addresses_are_honoured_or_refused_with_a_reason() {
     let mut ipam = ipam_with(&[("s", "10.17.0.0/24", "", &["10.17.0.200..10.17.0.210"])]);
     let a = ipam
-        .allocate("s", "a.ns", &[ip("10.17.0.50")], Some("00:00:00:aa:bb:cc"))
+        .allocate(
+            "s",
+            &o("a.ns"),
+            &[ip("10.17.0.50")],
+            Some("00:00:00:aa:bb:cc"),
+        )
         .unwrap();
     assert_eq!(a.ips, vec![ip("10.17.0.50")]);
     assert_eq!(a.mac, "00:00:00:aa:bb:cc");
     assert_eq!(
-        ipam.allocate("s", "b.ns", &[ip("10.17.0.50")], None),
+        ipam.allocate("s", &o("b.ns"), &[ip("10.17.0.50")], None),
         Err(IpamError::Taken {
             ip: ip("10.17.0.50"),
-            holder: "a.ns".into()
+            holder: o("a.ns")
         })
     );
     assert!(
         matches!(
-            ipam.allocate("s", "b.ns", &[ip("10.17.0.1")], None),
+            ipam.allocate("s", &o("b.ns"), &[ip("10.17.0.1")], None),
             Err(IpamError::Excluded { .. })
         ),
         "the gateway"
     );
     assert!(matches!(
-        ipam.allocate("s", "b.ns", &[ip("10.17.0.205")], None),
+        ipam.allocate("s", &o("b.ns"), &[ip("10.17.0.205")], None),
         Err(IpamError::Excluded { .. })
     ));
     assert!(matches!(
-        ipam.allocate("s", "b.ns", &[ip("10.99.0.5")], None),
+        ipam.allocate("s", &o("b.ns"), &[ip("10.99.0.5")], None),
         Err(IpamError::OutOfRange { .. })
     ));
     assert!(matches!(
-        ipam.allocate("s", "b.ns", &[], Some("00:00:00:aa:bb:cc")),
+        ipam.allocate("s", &o("b.ns"), &[], Some("00:00:00:aa:bb:cc")),
         Err(IpamError::MacTaken { .. })
     ));
     // A refused request left nothing behind.
-    assert_eq!(ipam.lookup("b.ns"), None);
+    assert_eq!(ipam.lookup(&o("b.ns")), None);
 }
 
 #[test]
@@ -90,19 +114,19 @@ fn a_full_subnet_says_so_and_released_addresses_come_back_last() {
     let mut ipam = ipam_with(&[("tiny", "10.18.0.0/29", "", &[])]);
     let got: Vec<IpAddr> = (0..5)
         .map(|i| {
-            ipam.allocate("tiny", &format!("p{i}"), &[], None)
+            ipam.allocate("tiny", &o(&format!("p{i}")), &[], None)
                 .unwrap()
                 .ips[0]
         })
         .collect();
     assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), 5);
     assert!(matches!(
-        ipam.allocate("tiny", "p5", &[], None),
+        ipam.allocate("tiny", &o("p5"), &[], None),
         Err(IpamError::Exhausted { .. })
     ));
-    ipam.release("p2");
+    ipam.release(&o("p2"));
     assert_eq!(
-        ipam.allocate("tiny", "p5", &[], None).unwrap().ips[0],
+        ipam.allocate("tiny", &o("p5"), &[], None).unwrap().ips[0],
         got[2]
     );
     let pool = &ipam.subnet("tiny").unwrap().pools()[0];
@@ -135,21 +159,21 @@ fn restore_is_deterministic_and_reports_conflicts() {
     let records = vec![
         Record {
             source: RecordSource::NbPort,
-            owner: "b.ns".into(),
+            owner: o("b.ns"),
             subnet: "s".into(),
             ips: vec![ip("10.19.0.5")],
             mac: Some("00:00:00:00:00:05".into()),
         },
         Record {
             source: RecordSource::IpObject,
-            owner: "a.ns".into(),
+            owner: o("a.ns"),
             subnet: "s".into(),
             ips: vec![ip("10.19.0.5")],
             mac: Some("00:00:00:00:00:0a".into()),
         },
         Record {
             source: RecordSource::IpObject,
-            owner: "c.ns".into(),
+            owner: o("c.ns"),
             subnet: "s".into(),
             ips: vec![ip("10.19.0.7")],
             mac: None,
@@ -159,7 +183,7 @@ fn restore_is_deterministic_and_reports_conflicts() {
     let conflicts = first.restore(records.clone());
     // The IP object wins over the NB port for 10.19.0.5, whatever the input order.
     assert_eq!(conflicts.len(), 1);
-    assert_eq!(conflicts[0].record.owner, "b.ns");
+    assert_eq!(conflicts[0].record.owner, o("b.ns"));
     assert!(
         conflicts[0].reason.contains("a.ns"),
         "{}",
@@ -171,7 +195,7 @@ fn restore_is_deterministic_and_reports_conflicts() {
     assert_eq!(reversed.restore(rev), conflicts);
     assert_eq!(first.allocations(), reversed.allocations());
     // Nothing new lands on a restored address.
-    let fresh = first.allocate("s", "d.ns", &[], None).unwrap();
+    let fresh = first.allocate("s", &o("d.ns"), &[], None).unwrap();
     assert!(!([ip("10.19.0.5"), ip("10.19.0.7")].contains(&fresh.ips[0])));
 }
 
@@ -228,11 +252,11 @@ proptest! {
     #[test]
     fn never_a_duplicate_never_a_lost_allocation(ops in proptest::collection::vec(op(), 1..120)) {
         let mut ipam = ipam_with(SUBNETS);
-        let mut expected: BTreeMap<String, Allocation> = BTreeMap::new();
+        let mut expected: BTreeMap<Owner, Allocation> = BTreeMap::new();
         for op in ops {
             match op {
                 Op::Allocate { owner, subnet, static_host } => {
-                    let owner = format!("p{owner}.ns");
+                    let owner = owner_of(owner);
                     let subnet = SUBNETS[subnet as usize].0;
                     let base = if subnet == "a" { "10.20.0." } else { "10.21.0." };
                     let statics: Vec<IpAddr> =
@@ -257,7 +281,7 @@ proptest! {
                     }
                 }
                 Op::Release { owner } => {
-                    let owner = format!("p{owner}.ns");
+                    let owner = owner_of(owner);
                     ipam.release(&owner);
                     expected.remove(&owner);
                 }

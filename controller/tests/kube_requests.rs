@@ -365,7 +365,11 @@ async fn pod_reconcile_applies_the_ip_object_then_patches_annotations_and_is_ide
         .expect("second reconcile");
     expect_silence(&mut f.handle, "reconciling an up-to-date pod").await;
     assert_eq!(
-        f.ctx.ipam().lookup("web.default").unwrap().ips,
+        f.ctx
+            .ipam()
+            .lookup(&api::Owner::pod("default", "web"))
+            .unwrap()
+            .ips,
         vec!["10.16.0.2".parse::<std::net::IpAddr>().unwrap()]
     );
 }

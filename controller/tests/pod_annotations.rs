@@ -1,5 +1,6 @@
 //! Pod annotations and IP objects as Kube-OVN writes them.
 
+use api::Owner;
 use controller::ipam::{Ipam, SubnetAllocator};
 use controller::pod::{annotations_for, ip_object, static_ips};
 
@@ -10,7 +11,12 @@ fn annotations_and_ip_object_match_kube_ovn() {
         SubnetAllocator::new("ovn-default", "10.16.0.0/16,fd00:10:16::/112", "", &[]).unwrap(),
     );
     let allocation = ipam
-        .allocate("ovn-default", "web.default", &[], Some("00:00:00:aa:bb:cc"))
+        .allocate(
+            "ovn-default",
+            &Owner::pod("default", "web"),
+            &[],
+            Some("00:00:00:aa:bb:cc"),
+        )
         .unwrap();
     let subnet = ipam.subnet("ovn-default").unwrap();
     let a = annotations_for(&allocation, subnet);
@@ -25,7 +31,7 @@ fn annotations_and_ip_object_match_kube_ovn() {
         "routed only once NB is programmed"
     );
 
-    let ip = ip_object("web", "default", "n0", &allocation);
+    let ip = ip_object(&Owner::pod("default", "web"), "n0", &allocation);
     assert_eq!(ip.metadata.name.as_deref(), Some("web.default"));
     let json = serde_json::to_value(&ip).unwrap();
     assert_eq!(json["spec"]["v4IpAddress"], "10.16.0.2");

@@ -1,6 +1,6 @@
 //! Bad Subnets get a condition that says what is wrong; unsupported fields are named.
 
-use api::{Protocol, Subnet, SubnetSpec};
+use api::{Protocol, Subnet, SubnetSpec, TopologyNames};
 use controller::subnet::validate;
 
 fn subnet(name: &str, protocol: Protocol, cidr: &str, gateway: &str) -> Subnet {
@@ -29,14 +29,16 @@ fn invalid_subnets_get_a_condition_with_the_reason() {
     assert_eq!(
         reason(validate(
             &subnet("a", Protocol::IPv4, "10.300.0.0/16", ""),
-            &existing
+            &existing,
+            &TopologyNames::default()
         )),
         "InvalidCIDR"
     );
     assert_eq!(
         reason(validate(
             &subnet("b", Protocol::IPv4, "10.20.0.0/16", "10.21.0.1"),
-            &existing
+            &existing,
+            &TopologyNames::default()
         )),
         "InvalidSpec",
         "gateway outside the CIDR"
@@ -44,14 +46,16 @@ fn invalid_subnets_get_a_condition_with_the_reason() {
     assert_eq!(
         reason(validate(
             &subnet("c", Protocol::IPv4, "10.16.128.0/17", ""),
-            &existing
+            &existing,
+            &TopologyNames::default()
         )),
         "CIDROverlap"
     );
     assert_eq!(
         reason(validate(
             &subnet("d", Protocol::Dual, "10.22.0.0/16", ""),
-            &existing
+            &existing,
+            &TopologyNames::default()
         )),
         "ProtocolMismatch"
     );
@@ -64,7 +68,7 @@ fn a_valid_subnet_yields_its_pool_and_topology_and_names_unsupported_fields() {
     s.spec.nat_outgoing = true;
     s.spec.private = true;
     s.spec.mtu = Some(1300);
-    let valid = validate(&s, &existing).expect("valid");
+    let valid = validate(&s, &existing, &TopologyNames::default()).expect("valid");
     assert_eq!(valid.plan.gateways[0].to_string(), "10.30.0.1");
     assert_eq!(valid.plan.router, "ovn-cluster");
     assert_eq!(valid.allocator.pools().len(), 2);
@@ -81,5 +85,5 @@ fn a_valid_subnet_yields_its_pool_and_topology_and_names_unsupported_fields() {
     assert!(!unsupported.message.contains("private"));
     // Re-validating a subnet against a list that contains itself is not an overlap.
     let all = vec![existing[0].clone(), s.clone()];
-    assert!(validate(&s, &all).is_ok());
+    assert!(validate(&s, &all, &TopologyNames::default()).is_ok());
 }

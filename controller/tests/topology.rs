@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use controller::topology::{
-    self, CLUSTER_ROUTER, PodPortPlan, SubnetPlan, delete_pod_port, reconcile_pod_port,
-    reconcile_subnet,
+    self, PodPortPlan, SubnetPlan, delete_pod_port, reconcile_pod_port, reconcile_subnet,
 };
 use ovsdb::models::ovn_northbound::{
     LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbGlobal,
@@ -50,7 +49,7 @@ async fn subnets_and_pod_ports_converge_and_stay_converged() {
     let client = client(&db).await;
     let plan = SubnetPlan {
         name: "ovn-default".into(),
-        router: CLUSTER_ROUTER.into(),
+        router: api::names::DEFAULT_CLUSTER_ROUTER.into(),
         cidrs: vec![
             "10.16.0.0/16".parse().unwrap(),
             "fd00:10:16::/112".parse().unwrap(),
@@ -128,12 +127,10 @@ async fn subnets_and_pod_ports_converge_and_stay_converged() {
 
     // Pod ports.
     let pod = PodPortPlan {
-        name: "p1.default".into(),
+        owner: api::Owner::pod("default", "p1"),
         switch: "ovn-default".into(),
         mac: "00:00:00:11:22:33".into(),
         ips: vec!["10.16.0.2".parse().unwrap()],
-        pod: "p1".into(),
-        namespace: "default".into(),
         node: "n1".into(),
         port_security: true,
     };

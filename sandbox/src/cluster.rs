@@ -27,10 +27,10 @@ const FABRIC_PREFIX_LEN: u8 = 24;
 const FABRIC_BRIDGE: &str = "br0";
 
 /// Kube-OVN's default names and ranges.
-pub const DEFAULT_SUBNET: &str = "ovn-default";
+pub const DEFAULT_SUBNET: &str = api::names::DEFAULT_SUBNET;
 pub const DEFAULT_SUBNET_CIDR: &str = "10.16.0.0/16";
 pub const DEFAULT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 16, 0, 1);
-pub const CLUSTER_ROUTER: &str = "ovn-cluster";
+pub const CLUSTER_ROUTER: &str = api::names::DEFAULT_CLUSTER_ROUTER;
 
 /// How long a node gets to come up (ovn-controller connects through the userspace datapath).
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);

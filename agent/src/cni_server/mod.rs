@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use api::Owner;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -252,7 +253,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         routes,
     };
     let links = PodLinks::for_container(&request.container_id);
-    let owner = format!("{}.{}", request.pod_name, request.pod_namespace);
+    let owner = Owner::pod(&request.pod_namespace, &request.pod_name).port_name();
     let first_ip = network.ips[0].0;
     let binding = ovs_port::PortBinding {
         port: links.ovs_port.clone(),
@@ -385,7 +386,7 @@ async fn del_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
         server,
         &ovs_port::PodPort {
             container_id: request.container_id.clone(),
-            owner: format!("{}.{}", request.pod_name, request.pod_namespace),
+            owner: Owner::pod(&request.pod_namespace, &request.pod_name).port_name(),
             ip: String::new(),
             mac: String::new(),
         },
@@ -429,7 +430,7 @@ async fn check_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
     if !missing.is_empty() {
         return Err(NetworkError::Check(format!("missing interfaces {missing:?}")).into());
     }
-    let owner = format!("{}.{}", request.pod_name, request.pod_namespace);
+    let owner = Owner::pod(&request.pod_namespace, &request.pod_name).port_name();
     let bound = ovs_port::bound(&server.ovs, &links.ovs_port);
     if bound.as_ref().and_then(|ids| ids.get("iface-id")) != Some(&owner) {
         return Err(NetworkError::Check(format!(
@@ -508,13 +509,7 @@ pub async fn collect_garbage(server: &CniServer) -> Result<usize, CniError> {
     let alive: std::collections::BTreeSet<String> = on_node
         .items
         .iter()
-        .map(|p| {
-            format!(
-                "{}.{}",
-                p.metadata.name.as_deref().unwrap_or_default(),
-                p.metadata.namespace.as_deref().unwrap_or_default()
-            )
-        })
+        .map(|p| Owner::of_pod(p).port_name())
         .collect();
     let mut removed = 0;
     for (port, pod) in ovs_port::kovn_ports(&server.ovs) {

@@ -14,8 +14,8 @@ use ipnet::IpNet;
 pub use pool::{FamilyPool, parse_exclusions};
 pub use restore::{Conflict, Record, RecordSource};
 
-/// Who holds addresses: `<pod>.<namespace>` (Kube-OVN's IP object name) or another name.
-pub type Owner = String;
+/// Who holds addresses: a pod or a node.
+pub use api::Owner;
 
 /// Why an allocation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,7 +164,7 @@ impl Ipam {
     pub fn allocate(
         &mut self,
         subnet: &str,
-        owner: &str,
+        owner: &Owner,
         static_ips: &[IpAddr],
         static_mac: Option<&str>,
     ) -> Result<Allocation, IpamError> {
@@ -224,10 +224,10 @@ impl Ipam {
                     Some(mac) => mac.to_owned(),
                     None => self.fresh_mac(),
                 };
-                if let Some(old) = self.owner_macs.insert(owner.to_owned(), mac.clone()) {
+                if let Some(old) = self.owner_macs.insert(owner.clone(), mac.clone()) {
                     self.macs.remove(&old);
                 }
-                self.macs.insert(mac.clone(), owner.to_owned());
+                self.macs.insert(mac.clone(), owner.clone());
                 mac
             }
         };
@@ -239,7 +239,7 @@ impl Ipam {
     }
 
     /// Releases everything `owner` holds (pod deleted).
-    pub fn release(&mut self, owner: &str) {
+    pub fn release(&mut self, owner: &Owner) {
         for sub in self.subnets.values_mut() {
             for pool in &mut sub.pools {
                 pool.release(owner);
@@ -251,7 +251,7 @@ impl Ipam {
     }
 
     /// What `owner` holds, if anything.
-    pub fn lookup(&self, owner: &str) -> Option<Allocation> {
+    pub fn lookup(&self, owner: &Owner) -> Option<Allocation> {
         for sub in self.subnets.values() {
             let ips: Vec<IpAddr> = sub
                 .pools

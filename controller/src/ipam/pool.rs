@@ -136,7 +136,7 @@ impl FamilyPool {
     }
 
     /// Whether `owner` may take `ip` (in the CIDR already).
-    pub fn check_static(&self, ip: IpAddr, owner: &str) -> Result<(), IpamError> {
+    pub fn check_static(&self, ip: IpAddr, owner: &Owner) -> Result<(), IpamError> {
         let value = to_u128(ip);
         if value < self.first || value > self.last || self.excluded_until(value).is_some() {
             return Err(IpamError::Excluded {
@@ -154,17 +154,17 @@ impl FamilyPool {
     }
 
     /// Gives `ip` to `owner` (a static address); the owner's previous address is released.
-    pub fn claim(&mut self, ip: IpAddr, owner: &str) -> Result<(), IpamError> {
+    pub fn claim(&mut self, ip: IpAddr, owner: &Owner) -> Result<(), IpamError> {
         self.check_static(ip, owner)?;
         self.release(owner);
         let value = to_u128(ip);
-        self.by_ip.insert(value, owner.to_owned());
-        self.by_owner.insert(owner.to_owned(), value);
+        self.by_ip.insert(value, owner.clone());
+        self.by_owner.insert(owner.clone(), value);
         Ok(())
     }
 
     /// The owner's address, or the next free one.
-    pub fn allocate(&mut self, owner: &str) -> Result<IpAddr, IpamError> {
+    pub fn allocate(&mut self, owner: &Owner) -> Result<IpAddr, IpamError> {
         if let Some(value) = self.by_owner.get(owner) {
             return Ok(from_u128(*value, self.v4));
         }
@@ -182,8 +182,8 @@ impl FamilyPool {
                 continue;
             }
             if let std::collections::btree_map::Entry::Vacant(slot) = self.by_ip.entry(candidate) {
-                slot.insert(owner.to_owned());
-                self.by_owner.insert(owner.to_owned(), candidate);
+                slot.insert(owner.clone());
+                self.by_owner.insert(owner.clone(), candidate);
                 self.cursor = if candidate >= self.last {
                     self.first
                 } else {
@@ -204,13 +204,13 @@ impl FamilyPool {
         })
     }
 
-    pub fn release(&mut self, owner: &str) {
+    pub fn release(&mut self, owner: &Owner) {
         if let Some(value) = self.by_owner.remove(owner) {
             self.by_ip.remove(&value);
         }
     }
 
-    pub fn address_of(&self, owner: &str) -> Option<IpAddr> {
+    pub fn address_of(&self, owner: &Owner) -> Option<IpAddr> {
         self.by_owner.get(owner).map(|v| from_u128(*v, self.v4))
     }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use api::{GatewayType, Subnet, annotations};
+use api::{GatewayType, Owner, Subnet, annotations};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
@@ -42,7 +42,7 @@ pub fn error_policy<K: kube::Resource<DynamicType = ()>>(
 pub fn allocate_for(
     ctx: &Context,
     subnet: &str,
-    owner: &str,
+    owner: &Owner,
     object_annotations: &BTreeMap<String, String>,
 ) -> Result<(Allocation, BTreeMap<String, String>), Error> {
     let wanted_ips = static_ips(
@@ -72,8 +72,8 @@ pub fn allocate_for(
 /// default VPC): its pods belong to their node's port group.
 pub fn uses_node_gateway(subnet: &Subnet, settings: &Settings) -> bool {
     subnet.spec.gateway_type == GatewayType::Distributed
-        && (subnet.spec.vpc.is_empty() || subnet.spec.vpc == settings.cluster_router)
-        && subnet.name_any() != settings.node_switch
+        && settings.names.in_default_vpc(subnet)
+        && subnet.name_any() != settings.names.join_subnet
 }
 
 /// Runs a reconciler with metrics and backoff bookkeeping.

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::Owner;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -24,17 +25,13 @@ pub use api::annotations::PORT_NAME;
 /// with pods created in the same batch).
 const RESYNC: Duration = Duration::from_secs(300);
 
-pub fn port_name(node: &str) -> String {
-    format!("node-{node}")
-}
-
 pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
     let name = node.name_any();
-    let owner = port_name(&name);
-    let join = ctx.settings.node_switch.clone();
+    let owner = Owner::node(&name);
+    let join = ctx.settings.names.join_subnet.clone();
     let node_annotations = node.annotations();
     let (allocation, mut desired) = allocate_for(&ctx, &join, &owner, node_annotations)?;
-    desired.insert(PORT_NAME.to_owned(), owner.clone());
+    desired.insert(PORT_NAME.to_owned(), owner.port_name());
 
     // Pods of this node in distributed subnets of the default VPC form its port group.
     let distributed: BTreeSet<String> = ctx
@@ -46,16 +43,14 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
         .map(|s| s.name_any())
         .collect();
     let plan = PodPortPlan {
-        name: owner.clone(),
+        owner,
         switch: join.clone(),
         mac: allocation.mac.clone(),
         ips: allocation.ips.clone(),
-        pod: name.clone(),
-        namespace: String::new(),
         node: name.clone(),
         port_security: false,
     };
-    let router = ctx.settings.cluster_router.clone();
+    let router = ctx.settings.names.cluster_router.clone();
     let join_ips = allocation.ips.clone();
     let node_name = name.clone();
     ctx.nb
@@ -94,13 +89,14 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
 
 /// Releases a deleted node's join address, port, port group and policies.
 pub async fn release(ctx: &Context, node: &str) -> Result<()> {
-    let owner = port_name(node);
+    let owner = Owner::node(node);
     ctx.ipam().release(&owner);
-    let router = ctx.settings.cluster_router.clone();
+    let port = owner.port_name();
+    let router = ctx.settings.names.cluster_router.clone();
     let node = node.to_owned();
     ctx.nb
         .apply(move |cache, t| {
-            topology::delete_port_ops(cache, &owner, t);
+            topology::delete_port_ops(cache, &port, t);
             gateway::delete_node_gateway_ops(cache, t, &router, &node);
             Ok(())
         })

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use api::IP;
 use api::annotations;
+use api::{IP, Owner};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -59,7 +59,7 @@ pub fn subnet_for(pod: &Pod, ctx: &Context) -> String {
     listing
         .into_iter()
         .next()
-        .unwrap_or_else(|| ctx.settings.default_ls.clone())
+        .unwrap_or_else(|| ctx.settings.names.default_subnet.clone())
 }
 
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
@@ -72,7 +72,8 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     }
     let name = pod.name_any();
     let namespace = pod.namespace().unwrap_or_default();
-    let owner = format!("{name}.{namespace}");
+    let owner = Owner::of_pod(&pod);
+    let port_name = owner.port_name();
     let subnet_name = subnet_for(&pod, &ctx);
     let subnet = ctx
         .stores
@@ -86,12 +87,10 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     let (allocation, mut desired) = allocate_for(&ctx, &subnet_name, &owner, pod_annotations)?;
 
     let plan = PodPortPlan {
-        name: owner.clone(),
+        owner: owner.clone(),
         switch: subnet_name.clone(),
         mac: allocation.mac.clone(),
         ips: allocation.ips.clone(),
-        pod: name.clone(),
-        namespace: namespace.clone(),
         node: node.clone(),
         port_security: true,
     };
@@ -117,12 +116,12 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         .await?;
 
     // The IP object: the allocation's record, from which a restarted controller restores.
-    let ip = ip_object(&name, &namespace, &node, &allocation);
-    let recorded = ctx.stores.ips.get(&ObjectRef::new(&owner));
+    let ip = ip_object(&owner, &node, &allocation);
+    let recorded = ctx.stores.ips.get(&ObjectRef::new(&port_name));
     if recorded.is_none_or(|r| r.spec != ip.spec) {
         let ips: Api<IP> = Api::all(ctx.kube.clone());
         ips.patch(
-            &owner,
+            &port_name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&ip),
         )
@@ -161,9 +160,9 @@ where
 
 /// Releases what a deleted pod held: its addresses, its port (bumping the NB config
 /// generation, so node agents drop its fast-path flows) and its IP object.
-pub async fn release(ctx: &Context, owner: &str) -> Result<()> {
+pub async fn release(ctx: &Context, owner: &Owner) -> Result<()> {
     ctx.ipam().release(owner);
-    let port = owner.to_owned();
+    let port = owner.port_name();
     ctx.nb
         .apply(move |cache, t| {
             topology::delete_port_ops(cache, &port, t);
@@ -171,7 +170,10 @@ pub async fn release(ctx: &Context, owner: &str) -> Result<()> {
         })
         .await?;
     let ips: Api<IP> = Api::all(ctx.kube.clone());
-    match ips.delete(owner, &DeleteParams::default()).await {
+    match ips
+        .delete(&owner.port_name(), &DeleteParams::default())
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),

@@ -35,7 +35,7 @@ fn vip_key(ip: std::net::IpAddr, port: u16) -> String {
 fn vpc_of(service: Option<&Service>, ctx: &Context) -> String {
     service
         .and_then(|s| s.annotations().get(api::annotations::VPC).cloned())
-        .unwrap_or_else(|| ctx.settings.cluster_router.clone())
+        .unwrap_or_else(|| ctx.settings.names.cluster_router.clone())
 }
 
 /// The VPC's switches that carry its load balancers: every Subnet of the VPC but `join`.
@@ -45,12 +45,7 @@ fn switches_of(vpc: &str, ctx: &Context) -> Vec<String> {
         .state()
         .iter()
         .filter(|s| {
-            let subnet_vpc = if s.spec.vpc.is_empty() {
-                ctx.settings.cluster_router.as_str()
-            } else {
-                s.spec.vpc.as_str()
-            };
-            subnet_vpc == vpc && s.name_any() != ctx.settings.node_switch
+            ctx.settings.names.router_of(s) == vpc && s.name_any() != ctx.settings.names.join_subnet
         })
         .map(|s| s.name_any())
         .collect()
@@ -120,7 +115,7 @@ pub async fn run(
         let mut ensured = BTreeSet::new();
         for service in std::mem::take(&mut pending) {
             let vpc = vpc_of(index.service(&service), &ctx);
-            let default_vpc = vpc == ctx.settings.cluster_router;
+            let default_vpc = vpc == ctx.settings.names.cluster_router;
             if ensured.insert(vpc.clone()) {
                 ensure_load_balancers(&ctx, &vpc).await;
             }
@@ -176,12 +171,12 @@ fn vpcs(ctx: &Context) -> BTreeSet<String> {
         .iter()
         .map(|v| v.name_any())
         .collect();
-    vpcs.insert(ctx.settings.cluster_router.clone());
+    vpcs.insert(ctx.settings.names.cluster_router.clone());
     vpcs
 }
 
 async fn ensure_load_balancers(ctx: &Context, vpc: &str) {
-    let default_vpc = vpc == ctx.settings.cluster_router;
+    let default_vpc = vpc == ctx.settings.names.cluster_router;
     let switches = switches_of(vpc, ctx);
     let vpc_name = vpc.to_owned();
     let result = ctx
@@ -204,7 +199,7 @@ async fn remove_unclaimed(
 ) {
     let claimed: BTreeSet<&(String, String)> = programmed.values().flatten().collect();
     for vpc in vpcs(ctx) {
-        let default_vpc = vpc == ctx.settings.cluster_router;
+        let default_vpc = vpc == ctx.settings.names.cluster_router;
         let unclaimed: Vec<LbVip> = ctx
             .nb
             .client()

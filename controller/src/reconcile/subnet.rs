@@ -40,11 +40,7 @@ pub async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action>
 }
 
 fn router_of(subnet: &Subnet, ctx: &Context) -> String {
-    if subnet.spec.vpc.is_empty() {
-        ctx.settings.cluster_router.clone()
-    } else {
-        subnet.spec.vpc.clone()
-    }
+    ctx.settings.names.router_of(subnet)
 }
 
 async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
@@ -62,7 +58,7 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
         })
         .map(|s| (**s).clone())
         .collect();
-    let valid = match validate(subnet, &others) {
+    let valid = match validate(subnet, &others, &ctx.settings.names) {
         Ok(valid) => valid,
         Err(conditions) => {
             let message = conditions
@@ -232,7 +228,7 @@ fn centralized_next_hops(subnet: &Subnet, ctx: &Context) -> Vec<IpAddr> {
         if node.is_empty() {
             continue;
         }
-        if let Some(a) = ipam.lookup(&format!("node-{node}")) {
+        if let Some(a) = ipam.lookup(&api::Owner::node(node)) {
             hops.extend(a.ips);
             if !subnet.spec.enable_ecmp {
                 break;

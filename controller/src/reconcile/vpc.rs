@@ -32,7 +32,7 @@ pub async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 fn is_default(vpc: &Vpc, ctx: &Context) -> bool {
-    vpc.name_any() == ctx.settings.cluster_router
+    vpc.name_any() == ctx.settings.names.cluster_router
 }
 
 async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
@@ -111,7 +111,7 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
         default,
         router,
         default_logical_switch: if default {
-            ctx.settings.default_ls.clone()
+            ctx.settings.names.default_subnet.clone()
         } else {
             vpc.spec.default_subnet.clone()
         },

@@ -24,8 +24,6 @@ use ovsdb::models::ovn_northbound::{
 };
 use ovsdb::{Atom, Cache, Condition, Datum, IndexSpec, Model, Mutation, Mutator, Transaction};
 
-/// Kube-OVN's cluster router.
-pub const CLUSTER_ROUTER: &str = "ovn-cluster";
 pub const NB: &str = "OVN_Northbound";
 /// external_ids marking rows kovn owns (Kube-OVN writes `vendor=kube-ovn`).
 const VENDOR: (&str, &str) = ("vendor", "kube-ovn");
@@ -314,13 +312,11 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
 /// What a pod's port should look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodPortPlan {
-    /// `<pod>.<namespace>`.
-    pub name: String,
+    /// The pod (port `<pod>.<namespace>`) or node (port `node-<name>`).
+    pub owner: api::Owner,
     pub switch: String,
     pub mac: String,
     pub ips: Vec<IpAddr>,
-    pub pod: String,
-    pub namespace: String,
     /// The node the pod runs on (empty: not scheduled yet).
     pub node: String,
     /// Whether OVN drops what the port sends from other addresses. True for pods; false for
@@ -356,7 +352,8 @@ pub fn pod_port_ops(
 ) -> Result<Atom, MissingSwitch> {
     let switch: LogicalSwitch =
         find(cache, &plan.switch).ok_or_else(|| MissingSwitch(plan.switch.clone()))?;
-    let port: Option<LogicalSwitchPort> = find(cache, &plan.name);
+    let name = plan.owner.port_name();
+    let port: Option<LogicalSwitchPort> = find(cache, &name);
     let address = plan.address();
     let security: Vec<String> = if plan.port_security {
         vec![address.clone()]
@@ -369,7 +366,7 @@ pub fn pod_port_ops(
                 LogicalSwitchPort::TABLE,
                 &uuid_name(t, "pod"),
                 [
-                    ("name", Datum::atom(plan.name.as_str())),
+                    ("name", Datum::atom(name.as_str())),
                     ("addresses", Datum::set([address.as_str()])),
                     (
                         "port_security",
@@ -378,7 +375,7 @@ pub fn pod_port_ops(
                     (
                         "external_ids",
                         Datum::map([
-                            ("pod", format!("{}/{}", plan.namespace, plan.pod)),
+                            (api::PORT_OWNER_KEY, plan.owner.port_owner_id()),
                             ("ls", plan.switch.clone()),
                             ("node", plan.node.clone()),
                             (VENDOR.0, VENDOR.1.to_owned()),
@@ -465,6 +462,11 @@ pub fn bump_nb_cfg(t: &mut Transaction) {
         &[],
         &[Mutation::new("nb_cfg", Mutator::Add, Datum::atom(1i64))],
     );
+}
+
+/// The owner kovn recorded on one of its ports (`None`: not a pod's or node's port).
+pub fn port_owner(port: &LogicalSwitchPort) -> Option<api::Owner> {
+    api::Owner::from_port_owner_id(port.external_ids.get(api::PORT_OWNER_KEY)?)
 }
 
 /// The switches and ports kovn owns, by name (for garbage collection and checks).
