@@ -115,27 +115,17 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
 fn readopt_pods(ovs: &ovsdb::Client, datapath: &mut Datapath) {
     let mut adopted = 0;
     for (port, pod) in ovs_port::kovn_ports(ovs) {
-        let links = crate::pod_network::PodLinks::for_container(&pod.container_id);
-        let mut addresses = pod.ip.split(',').filter_map(|ip| ip.parse().ok());
-        let ip = addresses.next();
-        let other_ips: Vec<std::net::IpAddr> = addresses.collect();
-        let mac = crate::datapath::parse_mac(&pod.mac).ok();
-        let (Some(ip), Some(mac)) = (ip, mac) else {
-            tracing::warn!(%port, "a pod port without its address or MAC: left to garbage collection");
-            continue;
-        };
-        let interfaces = crate::datapath::PodInterfaces {
-            name: pod.owner.clone(),
-            host_veth: links.host_veth,
-            ovs_peer: links.ovs_peer,
-            ip,
-            mac,
-            other_ips,
+        let interfaces = match pod.datapath_interfaces() {
+            Ok(interfaces) => interfaces,
+            Err(e) => {
+                tracing::warn!(%port, error = %e, "a pod port without a usable record: left to garbage collection");
+                continue;
+            }
         };
         match datapath.attach_pod(&interfaces) {
             Ok(()) => adopted += 1,
             // Its interfaces are gone (the sandbox went while no agent ran): GC removes it.
-            Err(e) => tracing::info!(%port, owner = %pod.owner, error = %e, "not re-adopted"),
+            Err(e) => tracing::info!(%port, owner = %pod.owner(), error = %e, "not re-adopted"),
         }
     }
     if adopted > 0 {

@@ -4,6 +4,7 @@
 pub mod cni_server;
 pub mod daemon;
 pub mod datapath;
+pub mod local_pod;
 pub mod metrics;
 pub mod node_setup;
 pub mod ovs_conntrack;

@@ -493,6 +493,116 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     sb.teardown().expect("teardown");
 }
 
+/// The runtime re-creates a pod's sandbox (same pod, new container) and the old sandbox's DEL
+/// comes after the new one's ADD: the DEL removes the old sandbox only. Before attachments
+/// were keyed by container and interface, it detached the new sandbox's programs and removed
+/// its address from the datapath, and the pod was cut off.
+#[test]
+fn a_late_del_of_an_old_sandbox_leaves_the_new_sandbox_of_the_same_pod_working() {
+    if !sandbox::privileged(
+        "a_late_del_of_an_old_sandbox_leaves_the_new_sandbox_of_the_same_pod_working",
+    ) {
+        return;
+    }
+    let sb = Sandbox::start(SandboxConfig {
+        nodes: 1,
+        handoff: Handoff::Datapath,
+    })
+    .expect("sandbox");
+    let node = sb.node(0).clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let api = FakeApi::new();
+    let listener = netns::run_in(&node.netns, || std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let served = api.serve_listener(listener).unwrap();
+    let dir = sb.dir().join("cni-resandbox");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    served.write_kubeconfig(&kubeconfig).unwrap();
+    let socket = dir.join("kube-ovn-daemon.sock");
+    let _agent = start_agent(&sb, &node, &kubeconfig, &socket, 5);
+    let conf = node_kubelet(&node, &socket);
+    let prefix = sandbox::registry::netns_prefix(sb.id());
+    let ns = |n: &str| format!("{prefix}k-{n}");
+    let _namespaces = Namespaces(["a1", "a2", "b"].iter().map(|n| ns(n)).collect());
+    let nbctl = sb.central().nbctl();
+    let (old, new, b_id) = (
+        "a1a1000000000000000a",
+        "a2a2000000000000000a",
+        "b0b0000000000000000b",
+    );
+    for (name, ip) in [("a", "10.16.0.31"), ("b", "10.16.0.32")] {
+        api.put(&annotated_pod(name, &node.name, ip));
+        let address = format!("{} {ip}", mac_for(ip.parse().unwrap()));
+        let lsp = format!("{name}.default");
+        nbctl
+            .run([
+                "lsp-add",
+                "ovn-default",
+                &lsp,
+                "--",
+                "lsp-set-addresses",
+                &lsp,
+                &address,
+                "--",
+                "lsp-set-port-security",
+                &lsp,
+                &address,
+            ])
+            .unwrap();
+    }
+    for (name, id, netns_name) in [("a", old, ns("a1")), ("b", b_id, ns("b"))] {
+        netns::add(&netns_name).unwrap();
+        let (ok, out) = kubelet("ADD", name, id, &netns_name, &conf);
+        assert!(ok, "ADD {name}: {out}");
+    }
+    ports_up(&nbctl, ["a", "b"]);
+    assert!(
+        pinged(&ns("a1"), "10.16.0.32"),
+        "the first sandbox of a cannot reach b"
+    );
+
+    // The new sandbox, then the old one's late DEL.
+    netns::add(&ns("a2")).unwrap();
+    let (ok, out) = kubelet("ADD", "a", new, &ns("a2"), &conf);
+    assert!(ok, "ADD of a's new sandbox: {out}");
+    let (ok, out) = kubelet("DEL", "a", old, &ns("a1"), &conf);
+    assert!(ok, "late DEL of a's old sandbox: {out}");
+    assert_eq!(leftovers(&node, old), Vec::<String>::new(), "old sandbox");
+    assert_eq!(
+        leftovers(&node, new).len(),
+        4,
+        "the new sandbox lost its network"
+    );
+    // ovn-controller moves the binding to the remaining interface of a.default.
+    wait(
+        "a's new sandbox reaches b",
+        std::time::Duration::from_secs(20),
+        || pinged(&ns("a2"), "10.16.0.32"),
+    );
+    assert!(
+        pinged(&ns("b"), "10.16.0.31"),
+        "b cannot reach a's new sandbox"
+    );
+    let metrics = scrape(&node);
+    let hits = sum(
+        &metrics,
+        "kovn_datapath_packets_total",
+        r#"reason="fast_hit""#,
+    );
+    assert!(pinged(&ns("a2"), "10.16.0.32"));
+    let after = sum(
+        &scrape(&node),
+        "kovn_datapath_packets_total",
+        r#"reason="fast_hit""#,
+    );
+    assert!(after > hits, "the new sandbox is not on the fast path");
+    drop(_agent);
+    sb.teardown().expect("teardown");
+}
+
 fn routed_pod(api: &FakeApi, name: &str) -> Option<BTreeMap<String, String>> {
     api.all::<Pod>()
         .into_iter()

@@ -10,10 +10,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use agent::datapath::{PodInterfaces, install_kernel_handoff};
-use agent::pod_network::ovs_port::{self, PortBinding};
-use agent::pod_network::{
-    self, NetworkError, PodAddress, PodAddressing, PodLinks, PodRoute, links,
-};
+use agent::local_pod::{AttachmentId, LocalPod};
+use agent::pod_network::ovs_port;
+use agent::pod_network::{self, NetworkError, PodAddressing, PodLinks, PodRoute, links};
 use sandbox::{Cmd, Handoff, INTEGRATION_BRIDGE, Node, Sandbox, SandboxConfig, mac_for, netns};
 
 /// Pod namespaces this test made, deleted even when it fails.
@@ -44,6 +43,16 @@ impl TestPod {
     fn links(&self) -> PodLinks {
         PodLinks::for_container(&self.container_id)
     }
+    fn local(&self) -> LocalPod {
+        LocalPod {
+            namespace: "default".into(),
+            name: self.name.clone(),
+            attachment: AttachmentId::new(&self.container_id, "eth0"),
+            addresses: vec![ipnet::IpNet::new(IpAddr::V4(self.ip), 16).unwrap()],
+            mac: self.mac(),
+            provider: "ovn".into(),
+        }
+    }
     fn netns_path(&self) -> PathBuf {
         PathBuf::from("/var/run/netns").join(&self.netns)
     }
@@ -52,10 +61,7 @@ impl TestPod {
             if_name: "eth0".into(),
             mac: agent::datapath::parse_mac(&self.mac()).unwrap(),
             mtu: 1400,
-            addresses: vec![PodAddress {
-                ip: IpAddr::V4(self.ip),
-                prefix_len: 16,
-            }],
+            addresses: self.local().addresses,
             routes: vec![PodRoute {
                 destination: None,
                 gateway: IpAddr::V4(Ipv4Addr::new(10, 16, 0, 1)),
@@ -75,22 +81,12 @@ async fn ovs(node: &Node) -> ovsdb::Client {
 
 async fn add(node: &Node, pod: &TestPod) -> Result<(), NetworkError> {
     let links = pod.links();
-    let binding = PortBinding {
-        port: links.ovs_port.clone(),
-        iface_id: pod.lsp(),
-        pod_name: pod.name.clone(),
-        pod_namespace: "default".into(),
-        container_id: pod.container_id.clone(),
-        ip: pod.ip.to_string(),
-        mac: pod.mac(),
-    };
     pod_network::attach(
         &ovs(node).await,
         INTEGRATION_BRIDGE,
-        &links,
+        &pod.local(),
         &pod.netns_path(),
         &pod.addressing(),
-        &binding,
     )
     .await?;
     install_kernel_handoff(&PodInterfaces {

@@ -20,10 +20,11 @@ use cni::wire::{CniRequest, CniResponse, ErrorBody, GcRequest, IpConfig, Route};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
+use ipnet::IpNet;
+
 use crate::datapath::{Datapath, PodInterfaces, install_kernel_handoff, parse_mac};
-use crate::pod_network::{
-    self, NetworkError, PodAddress, PodAddressing, PodLinks, PodRoute, ovs_port,
-};
+use crate::local_pod::{AttachmentId, DEFAULT_PROVIDER, LocalPod};
+use crate::pod_network::{self, NetworkError, PodAddressing, PodLinks, PodRoute, ovs_port};
 
 #[derive(Debug, Clone)]
 pub struct CniServerConfig {
@@ -206,11 +207,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
     if request.net_ns.is_empty() {
         return Err(CniError::BadRequest("net_ns is required for ADD".into()));
     }
-    let if_name = if request.if_name.is_empty() {
-        "eth0".to_owned()
-    } else {
-        request.if_name.clone()
-    };
+    let attachment = AttachmentId::new(&request.container_id, &request.if_name);
     let pods: Api<Pod> = Api::namespaced(server.kube.clone(), &request.pod_namespace);
     let pod = annotations::wait_for(
         &pods,
@@ -238,56 +235,47 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
             .map(parse_route)
             .collect::<Result<_, _>>()?
     };
+    let addresses = network
+        .ips
+        .iter()
+        .map(|(ip, prefix_len, _)| {
+            IpNet::new(*ip, *prefix_len)
+                .map_err(|e| CniError::BadAnnotation(format!("{ip}/{prefix_len}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let local = LocalPod {
+        namespace: request.pod_namespace.clone(),
+        name: request.pod_name.clone(),
+        attachment: attachment.clone(),
+        addresses: addresses.clone(),
+        mac: network.mac.clone(),
+        provider: DEFAULT_PROVIDER.to_owned(),
+    };
     let addressing = PodAddressing {
-        if_name: if_name.clone(),
+        if_name: attachment.if_name.clone(),
         mac,
         mtu: server.config.mtu,
-        addresses: network
-            .ips
-            .iter()
-            .map(|(ip, prefix_len, _)| PodAddress {
-                ip: *ip,
-                prefix_len: *prefix_len,
-            })
-            .collect(),
+        addresses,
         routes,
-    };
-    let links = PodLinks::for_container(&request.container_id);
-    let owner = Owner::pod(&request.pod_namespace, &request.pod_name).port_name();
-    let first_ip = network.ips[0].0;
-    let binding = ovs_port::PortBinding {
-        port: links.ovs_port.clone(),
-        iface_id: owner.clone(),
-        pod_name: request.pod_name.clone(),
-        pod_namespace: request.pod_namespace.clone(),
-        container_id: request.container_id.clone(),
-        ip: network
-            .ips
-            .iter()
-            .map(|(ip, _, _)| ip.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
-        mac: network.mac.clone(),
     };
     pod_network::attach(
         &server.ovs,
         &server.config.bridge,
-        &links,
+        &local,
         Path::new(&request.net_ns),
         &addressing,
-        &binding,
     )
     .await?;
-    let interfaces = PodInterfaces {
-        name: owner,
-        host_veth: links.host_veth.clone(),
-        ovs_peer: links.ovs_peer.clone(),
-        ip: first_ip,
-        mac,
-        other_ips: network.ips[1..].iter().map(|(ip, _, _)| *ip).collect(),
+    let handed = local
+        .datapath_interfaces()
+        .map_err(CniError::BadAnnotation)
+        .map(|interfaces| async move { hand_to_datapath(server, &interfaces).await });
+    let handed = match handed {
+        Ok(f) => f.await,
+        Err(e) => Err(e),
     };
-    if let Err(e) = hand_to_datapath(server, &interfaces).await {
-        let _ = pod_network::detach(&server.ovs, &links).await;
+    if let Err(e) = handed {
+        let _ = pod_network::detach(&server.ovs, &local.links()).await;
         return Err(e);
     }
     Ok(CniResponse {
@@ -297,13 +285,15 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
             .map(|(ip, prefix, gw)| IpConfig {
                 protocol: if ip.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
                 ip: ip.to_string(),
-                cidr: cidr_of(*ip, *prefix),
+                cidr: IpNet::new(*ip, *prefix)
+                    .map(|n| n.trunc().to_string())
+                    .unwrap_or_default(),
                 gateway: gw.map(|g| g.to_string()).unwrap_or_default(),
             })
             .collect(),
         mac_address: network.mac,
         mtu: server.config.mtu,
-        nic_name: if_name,
+        nic_name: attachment.if_name,
         routes: request.routes,
         ..CniResponse::default()
     })
@@ -326,20 +316,6 @@ async fn hand_to_datapath(server: &CniServer, pod: &PodInterfaces) -> Result<(),
     }
 }
 
-fn cidr_of(ip: IpAddr, prefix: u8) -> String {
-    let network = match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4(bits.into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6(bits.into())
-        }
-    };
-    format!("{network}/{prefix}")
-}
-
 fn parse_route(route: &Route) -> Result<PodRoute, CniError> {
     let gateway = route
         .gateway
@@ -348,17 +324,16 @@ fn parse_route(route: &Route) -> Result<PodRoute, CniError> {
     let destination = if route.destination.is_empty() {
         None
     } else {
-        let (ip, prefix) = route
-            .destination
-            .split_once('/')
-            .unwrap_or((&route.destination, ""));
-        Some(PodAddress {
-            ip: ip
-                .parse()
-                .map_err(|e| CniError::BadRequest(format!("route {:?}: {e}", route.destination)))?,
-            prefix_len: prefix
-                .parse()
-                .unwrap_or(if ip.contains(':') { 128 } else { 32 }),
+        // A bare address is a host route.
+        let bad = |e: String| CniError::BadRequest(format!("route {:?}: {e}", route.destination));
+        Some(match route.destination.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => IpNet::from(
+                route
+                    .destination
+                    .parse::<IpAddr>()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
         })
     };
     Ok(PodRoute {
@@ -384,26 +359,27 @@ async fn del_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
     let request = parse_request(body)?;
     forget(
         server,
-        &ovs_port::PodPort {
-            container_id: request.container_id.clone(),
-            owner: Owner::pod(&request.pod_namespace, &request.pod_name).port_name(),
-            ip: String::new(),
-            mac: String::new(),
-        },
+        &AttachmentId::new(&request.container_id, &request.if_name),
     )
     .await
 }
 
-/// Removes everything of a pod from the node: its datapath entries (its flows go at once; an
-/// unknown pod is fine, DEL and GC are idempotent), its OVS port and its interfaces.
-async fn forget(server: &CniServer, pod: &ovs_port::PodPort) -> Result<(), CniError> {
+/// Removes everything of one attachment from the node: its datapath entries (its flows go at
+/// once; an unknown attachment is fine, DEL and GC are idempotent), its OVS port and its
+/// interfaces. Another sandbox of the same pod (the runtime re-created it, and this DEL came
+/// late) keeps everything.
+async fn forget(server: &CniServer, attachment: &AttachmentId) -> Result<(), CniError> {
     if let Some(datapath) = &server.datapath {
         let _ = datapath
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove_pod(&pod.owner);
+            .remove_pod(&attachment.to_string());
     }
-    pod_network::detach(&server.ovs, &PodLinks::for_container(&pod.container_id)).await?;
+    pod_network::detach(
+        &server.ovs,
+        &PodLinks::for_container(&attachment.container_id),
+    )
+    .await?;
     Ok(())
 }
 
@@ -480,17 +456,17 @@ async fn gc(State(server): State<Shared>, body: axum::body::Bytes) -> Response {
 async fn gc_pods(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
     let request: GcRequest =
         serde_json::from_slice(body).map_err(|e| CniError::BadRequest(e.to_string()))?;
-    let valid: std::collections::BTreeSet<&str> = request
+    let valid: std::collections::BTreeSet<AttachmentId> = request
         .valid_attachments
         .iter()
-        .map(|a| a.container_id.as_str())
+        .map(|a| AttachmentId::new(&a.container_id, &a.if_name))
         .collect();
     for (port, pod) in ovs_port::kovn_ports(&server.ovs) {
-        if valid.contains(pod.container_id.as_str()) {
+        if valid.contains(&pod.attachment) {
             continue;
         }
-        tracing::info!(%port, container_id = %pod.container_id, owner = %pod.owner, "garbage-collecting a pod whose container is gone");
-        forget(server, &pod).await?;
+        tracing::info!(%port, attachment = %pod.attachment, owner = %pod.owner(), "garbage-collecting a pod whose container is gone");
+        forget(server, &pod.attachment).await?;
     }
     Ok(())
 }
@@ -506,18 +482,15 @@ pub async fn collect_garbage(server: &CniServer) -> Result<usize, CniError> {
         )
         .await
         .map_err(|e| CniError::Kubernetes(format!("listing this node's pods: {e}")))?;
-    let alive: std::collections::BTreeSet<String> = on_node
-        .items
-        .iter()
-        .map(|p| Owner::of_pod(p).port_name())
-        .collect();
+    let alive: std::collections::BTreeSet<Owner> =
+        on_node.items.iter().map(Owner::of_pod).collect();
     let mut removed = 0;
     for (port, pod) in ovs_port::kovn_ports(&server.ovs) {
-        if alive.contains(&pod.owner) {
+        if alive.contains(&pod.owner()) {
             continue;
         }
-        tracing::info!(%port, owner = %pod.owner, "garbage-collecting the network of a pod that is gone");
-        forget(server, &pod).await?;
+        tracing::info!(%port, owner = %pod.owner(), "garbage-collecting the network of a pod that is gone");
+        forget(server, &pod.attachment).await?;
         removed += 1;
     }
     Ok(removed)

@@ -20,7 +20,9 @@ use super::{Datapath, DatapathError, classifier, map_error};
 /// A pod's host-side interfaces and address, as the agent (or a test fixture) created them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInterfaces {
-    /// A name for the pod (`<pod>.<namespace>`), used to remove it later.
+    /// The attachment's key, used to remove it later: the agent's is `<container id>/<if>`
+    /// ([`crate::local_pod::AttachmentId`]), so a newer sandbox of the same pod, attached
+    /// under its own key, survives the removal of an older one.
     pub name: String,
     /// Host end of the pod's veth.
     pub host_veth: String,
@@ -160,10 +162,18 @@ impl Datapath {
             let _ = ports.remove(&pod.port.ovs_peer_ifindex);
         }
         {
+            // An address another attachment has taken since (a newer sandbox of the same pod)
+            // is that attachment's now.
             let mut endpoints: HashMap<_, EndpointKey, PodPort> =
                 self.map_mut_typed(ENDPOINTS_MAP)?;
             for ip in std::iter::once(&pod.ip).chain(&pod.other_ips) {
-                let _ = endpoints.remove(&EndpointKey { ip: *ip });
+                let key = EndpointKey { ip: *ip };
+                if endpoints
+                    .get(&key, 0)
+                    .is_ok_and(|p| p.host_ifindex == pod.port.host_ifindex)
+                {
+                    let _ = endpoints.remove(&key);
+                }
             }
         }
         let owns = |ip: &IpBytes| *ip == pod.ip || pod.other_ips.contains(ip);

@@ -200,7 +200,7 @@ async fn configure_pod_end(
         .execute()
         .await
         .map_err(netlink(format!("naming the pod's interface {if_name}")))?;
-    if addressing.addresses.iter().any(|a| a.ip.is_ipv6()) {
+    if addressing.addresses.iter().any(|a| a.addr().is_ipv6()) {
         // The address is OVN's to guard: duplicate address detection would only delay it.
         let path = format!("/proc/sys/net/ipv6/conf/{if_name}/accept_dad");
         std::fs::write(&path, "0").map_err(io(path))?;
@@ -208,10 +208,10 @@ async fn configure_pod_end(
     for address in &addressing.addresses {
         handle
             .address()
-            .add(index, address.ip, address.prefix_len)
+            .add(index, address.addr(), address.prefix_len())
             .execute()
             .await
-            .map_err(netlink(format!("adding {} to {if_name}", address.ip)))?;
+            .map_err(netlink(format!("adding {address} to {if_name}")))?;
     }
     for name in ["lo", if_name.as_str()] {
         let i = index_of(handle, name)
@@ -225,14 +225,13 @@ async fn configure_pod_end(
             .map_err(netlink(format!("setting {name} up in the pod")))?;
     }
     for route in &addressing.routes {
-        let (destination, prefix) =
-            route
-                .destination
-                .map(|d| (d.ip, d.prefix_len))
-                .unwrap_or(match route.gateway {
-                    IpAddr::V4(_) => (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
-                    IpAddr::V6(_) => (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
-                });
+        let (destination, prefix) = route
+            .destination
+            .map(|d| (d.addr(), d.prefix_len()))
+            .unwrap_or(match route.gateway {
+                IpAddr::V4(_) => (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+                IpAddr::V6(_) => (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+            });
         let message = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(destination, prefix)
             .and_then(|b| b.gateway(route.gateway))

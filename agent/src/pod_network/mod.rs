@@ -14,6 +14,10 @@ pub mod ovs_port;
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
+use crate::local_pod::LocalPod;
+
 /// The node-side interface names of one pod sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodLinks {
@@ -39,17 +43,10 @@ impl PodLinks {
     }
 }
 
-/// An address on the pod's interface, with its prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PodAddress {
-    pub ip: IpAddr,
-    pub prefix_len: u8,
-}
-
 /// A route inside the pod: `destination` (None: default) via `gateway`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PodRoute {
-    pub destination: Option<PodAddress>,
+    pub destination: Option<IpNet>,
     pub gateway: IpAddr,
 }
 
@@ -59,7 +56,8 @@ pub struct PodAddressing {
     pub if_name: String,
     pub mac: [u8; 6],
     pub mtu: u32,
-    pub addresses: Vec<PodAddress>,
+    /// Each address with the prefix of its subnet.
+    pub addresses: Vec<IpNet>,
     pub routes: Vec<PodRoute>,
 }
 
@@ -91,15 +89,15 @@ pub enum NetworkError {
 pub async fn attach(
     ovs: &ovsdb::Client,
     bridge: &str,
-    links: &PodLinks,
+    pod: &LocalPod,
     netns: &std::path::Path,
     addressing: &PodAddressing,
-    binding: &ovs_port::PortBinding,
 ) -> Result<(), NetworkError> {
+    let links = pod.links();
     ovs_port::unbind(ovs, &links.ovs_port).await?;
-    links::create(links, netns, addressing).await?;
-    if let Err(e) = ovs_port::bind(ovs, bridge, binding).await {
-        let _ = links::delete(links).await;
+    links::create(&links, netns, addressing).await?;
+    if let Err(e) = ovs_port::bind(ovs, bridge, pod).await {
+        let _ = links::delete(&links).await;
         return Err(e);
     }
     Ok(())

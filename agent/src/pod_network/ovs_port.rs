@@ -1,6 +1,7 @@
 //! The pod's OVS port: `<id>_o` on br-int, its Interface bound to the pod's
 //! Logical_Switch_Port with `external_ids:iface-id=<pod>.<namespace>` (what ovn-controller
-//! matches) and the pod's metadata, written through the node's Open_vSwitch database.
+//! matches) and the pod's [`LocalPod`] record, written through the node's Open_vSwitch
+//! database.
 
 use std::collections::BTreeMap;
 
@@ -10,38 +11,9 @@ use ovsdb::{
 };
 
 use super::NetworkError;
+use crate::local_pod::{LocalPod, VENDOR};
 
 const DB: &str = "Open_vSwitch";
-
-/// What the port says about its pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortBinding {
-    pub port: String,
-    /// `<pod>.<namespace>`: the Logical_Switch_Port ovn-controller binds it to.
-    pub iface_id: String,
-    pub pod_name: String,
-    pub pod_namespace: String,
-    pub container_id: String,
-    pub ip: String,
-    pub mac: String,
-}
-
-impl PortBinding {
-    fn external_ids(&self) -> BTreeMap<String, String> {
-        [
-            ("iface-id", &self.iface_id),
-            ("pod_name", &self.pod_name),
-            ("pod_namespace", &self.pod_namespace),
-            ("container_id", &self.container_id),
-            ("ip", &self.ip),
-            ("attached-mac", &self.mac),
-            ("vendor", &"kovn".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.clone()))
-        .collect()
-    }
-}
 
 /// The client configuration the agent's port management needs.
 pub fn client_config(remote: &str) -> ClientConfig {
@@ -77,15 +49,12 @@ fn ovsdb_error(what: &str) -> impl FnOnce(ovsdb::Error) -> NetworkError {
     move |e| NetworkError::Ovsdb(format!("{what}: {e}"))
 }
 
-/// Adds the port to `bridge` (or updates its binding if it is there already).
-pub async fn bind(
-    client: &Client,
-    bridge: &str,
-    binding: &PortBinding,
-) -> Result<(), NetworkError> {
+/// Adds the pod's port to `bridge` (or updates its record if it is there already).
+pub async fn bind(client: &Client, bridge: &str, pod: &LocalPod) -> Result<(), NetworkError> {
+    let port_name = pod.links().ovs_port;
     let mut t = Transaction::new(DB);
-    let ids = Datum::map(binding.external_ids());
-    let existing = client.read(|c| by_name::<Interface>(c, &binding.port));
+    let ids = Datum::map(pod.external_ids());
+    let existing = client.read(|c| by_name::<Interface>(c, &port_name));
     if let Some(interface) = existing {
         t.update(
             Interface::TABLE,
@@ -100,7 +69,7 @@ pub async fn bind(
             Interface::TABLE,
             "iface",
             [
-                ("name", Datum::atom(binding.port.as_str())),
+                ("name", Datum::atom(port_name.as_str())),
                 ("external_ids", ids.clone()),
             ],
         );
@@ -108,9 +77,9 @@ pub async fn bind(
             Port::TABLE,
             "port",
             [
-                ("name", Datum::atom(binding.port.as_str())),
+                ("name", Datum::atom(port_name.as_str())),
                 ("interfaces", Datum::set([interface])),
-                ("external_ids", Datum::map([("vendor", "kovn")])),
+                ("external_ids", Datum::map([VENDOR])),
             ],
         );
         t.mutate(
@@ -122,7 +91,7 @@ pub async fn bind(
     client
         .transact_synced(&t)
         .await
-        .map_err(ovsdb_error(&format!("binding {}", binding.port)))?;
+        .map_err(ovsdb_error(&format!("binding {port_name}")))?;
     Ok(())
 }
 
@@ -165,38 +134,19 @@ pub fn bound(client: &Client, port_name: &str) -> Option<BTreeMap<String, String
     client.read(|c| by_name::<Interface>(c, port_name).map(|i| i.external_ids))
 }
 
-/// What a pod's port records about its pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodPort {
-    pub container_id: String,
-    /// `<pod>.<namespace>`, the datapath's name for the pod.
-    pub owner: String,
-    /// The pod's addresses, comma-separated, as bound.
-    pub ip: String,
-    pub mac: String,
-}
-
-/// Every pod port kovn made on the node, by port name (for garbage collection).
-pub fn kovn_ports(client: &Client) -> BTreeMap<String, PodPort> {
+/// Every pod attachment kovn made on the node, by OVS port name (for adoption after a
+/// restart and for garbage collection).
+pub fn kovn_ports(client: &Client) -> BTreeMap<String, LocalPod> {
     client.read(|c| {
         c.table(Interface::TABLE)
             .map(|t| {
                 t.typed::<Interface>()
                     .into_iter()
-                    .filter(|i| i.external_ids.get("vendor").map(String::as_str) == Some("kovn"))
-                    // Pods' ports only (ovn0 is kovn's too, and belongs to no container).
+                    // Pods' ports only (ovn0 is kovn's too, and records no pod).
                     .filter_map(|i| {
-                        let ids = &i.external_ids;
-                        let container_id = ids.get("container_id").filter(|c| !c.is_empty())?;
-                        let get = |k: &str| ids.get(k).cloned().unwrap_or_default();
                         Some((
-                            i.name,
-                            PodPort {
-                                container_id: container_id.clone(),
-                                owner: get("iface-id"),
-                                ip: get("ip"),
-                                mac: get("attached-mac"),
-                            },
+                            i.name.clone(),
+                            LocalPod::from_external_ids(&i.external_ids)?,
                         ))
                     })
                     .collect()
