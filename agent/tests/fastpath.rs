@@ -237,9 +237,29 @@ fn a_policy_change_stops_a_fast_pathed_flow_within_200ms_and_removed_pods_get_no
     // Pod removal: c is fast-pathed from a, then removed; nothing reaches its old address.
     let ping = traffic::ping(&a, c.ip, 10).unwrap();
     assert_eq!(ping.received, 10);
+    let c_ifindexes = [
+        netns::ifindex(&c.node_netns, &c.host_veth).unwrap(),
+        netns::ifindex(&c.node_netns, &c.ovs_peer).unwrap(),
+    ];
     {
         let mut dp = cluster.datapaths[0].lock().unwrap();
+        let counted = |dp: &Datapath| {
+            dp.reason_counts()
+                .unwrap()
+                .iter()
+                .filter(|r| c_ifindexes.contains(&r.ifindex))
+                .count()
+                + dp.interface_counters()
+                    .unwrap()
+                    .iter()
+                    .filter(|i| c_ifindexes.contains(&i.ifindex))
+                    .count()
+        };
+        assert!(counted(&dp) > 0, "c's interfaces counted nothing");
         dp.remove_pod(&c.lsp).unwrap();
+        // A later interface with the same ifindex starts from zero, and churn cannot fill
+        // the counter maps.
+        assert_eq!(counted(&dp), 0, "the removed pod's counters are left");
         let c_ip = agent::datapath::ip_bytes(IpAddr::V4(c.ip));
         assert!(
             dp.flows()

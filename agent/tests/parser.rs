@@ -372,3 +372,79 @@ fn the_object_loads_with_bpf_logs_on() {
     .expect("verifier accepts the programs with logging on");
     assert!(dp.take_logger().is_some());
 }
+
+#[test]
+fn a_full_decision_counter_map_is_a_fault_and_the_packet_is_still_handled() {
+    if !sandbox::privileged(
+        "a_full_decision_counter_map_is_a_fault_and_the_packet_is_still_handled",
+    ) {
+        return;
+    }
+    use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
+    use datapath_common::{Fault, REASONS_MAP, REASONS_MAX_ENTRIES, ReasonKey};
+    // The map is filled from outside, through its pin, as another writer (or a leak) would.
+    let pin_dir =
+        std::path::PathBuf::from(format!("/sys/fs/bpf/kovn-test-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    std::fs::create_dir_all(&pin_dir).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(pin_dir.clone());
+    let object = locate_object().expect("eBPF object (cargo xtask build-ebpf)");
+    let mut dp = Datapath::load(
+        &object,
+        &LoadOptions {
+            pin_dir: Some(pin_dir.clone()),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("verifier");
+    dp.register_port(
+        PodPort {
+            host_ifindex: LO,
+            ovs_peer_ifindex: LO,
+            mac: POD_MAC,
+            _pad: [0; 2],
+            ip: ipv4_mapped(POD_IP),
+        },
+        ipv4_mapped(POD_IP),
+    )
+    .unwrap();
+    let fault = |dp: &Datapath| {
+        dp.faults()
+            .unwrap()
+            .into_iter()
+            .find(|f| f.fault == Fault::ReasonMapFull)
+            .map_or(0, |f| f.count)
+    };
+    assert_eq!(fault(&dp), 0);
+    {
+        let data = MapData::from_pin(pin_dir.join(REASONS_MAP)).unwrap();
+        let mut map: PerCpuHashMap<_, ReasonKey, u64> =
+            PerCpuHashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap();
+        for i in 0..REASONS_MAX_ENTRIES {
+            let values = PerCpuValues::try_from(vec![0u64; cpus]).unwrap();
+            map.insert(
+                ReasonKey {
+                    ifindex: 1_000_000 + i,
+                    reason: 0,
+                },
+                values,
+                0,
+            )
+            .unwrap();
+        }
+    }
+    let verdict = dp.test_run(programs::FROM_POD, &udp_v4(false)).unwrap();
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "the packet is handed to OVS as before"
+    );
+    assert!(fault(&dp) >= 1, "the uncounted decision is not a fault");
+    assert_eq!(dp.reason_count(LO, Reason::Miss).unwrap(), 0);
+}

@@ -14,6 +14,8 @@ pub enum Direction {
 }
 
 impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Direction::Ingress => "ingress",
@@ -75,15 +77,19 @@ pub const FAULTS_MAP: &str = "KOVN_FAULTS";
 pub enum Fault {
     /// The interface counter map is full; the packet was passed on uncounted.
     CounterMapFull = 0,
+    /// The decision counter map is full; the decision was not counted (the packet was
+    /// handled as decided).
+    ReasonMapFull = 1,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 1] = [Fault::CounterMapFull];
+    pub const ALL: [Fault; 2] = [Fault::CounterMapFull, Fault::ReasonMapFull];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Fault::CounterMapFull => "counter_map_full",
+            Fault::ReasonMapFull => "reason_map_full",
         }
     }
 }

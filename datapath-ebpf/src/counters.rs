@@ -50,7 +50,7 @@ pub(crate) fn count_interface(ctx: &TcContext, direction: Direction) {
 }
 
 #[inline(always)]
-fn record_fault(fault: Fault) {
+pub(crate) fn record_fault(fault: Fault) {
     if let Some(slot) = FAULTS.get_ptr_mut(fault as u32) {
         // SAFETY: per-CPU slot, valid while the program runs (see above).
         unsafe { *slot = (*slot).wrapping_add(1) };

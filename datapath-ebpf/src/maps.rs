@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use datapath_common::{
     DatapathConfig, ENDPOINTS_MAX_ENTRIES, EndpointKey, FLOWS_MAX_ENTRIES, FlowEntry, FlowKey,
-    PORTS_MAX_ENTRIES, PodPort, REASONS_MAX_ENTRIES, Reason, ReasonKey,
+    Fault, PORTS_MAX_ENTRIES, PodPort, REASONS_MAX_ENTRIES, Reason, ReasonKey,
 };
 
 #[map(name = "KOVN_FLOWS")]
@@ -77,9 +77,14 @@ pub(crate) fn count(ifindex: u32, reason: Reason) {
     if let Some(slot) = REASONS.get_ptr_mut(&key) {
         // SAFETY: a per-CPU value of a live map entry, touched only by this CPU.
         unsafe { *slot = (*slot).wrapping_add(1) };
-    } else {
-        // Losing a count when the map is full is acceptable; the packet is unaffected.
-        let _ = REASONS.insert(&key, &1, 0);
+    } else if REASONS
+        .insert(&key, &1, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
+        .is_err()
+        && REASONS.get_ptr(&key).is_none()
+    {
+        // The map is full (the agent removes a pod's counters with the pod, so this is a
+        // leak or an oversized node): the packet is unaffected, the lost count is a fault.
+        crate::counters::record_fault(Fault::ReasonMapFull);
     }
 }
 

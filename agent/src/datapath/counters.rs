@@ -77,18 +77,16 @@ pub trait ReadMaps: MapSource {
         let map = self.map(FAULTS_MAP)?;
         let map: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|e| map_error(FAULTS_MAP, e))?;
-        Fault::ALL
+        // A map pinned by an older agent may have fewer slots: its missing faults read 0.
+        Ok(Fault::ALL
             .iter()
-            .map(|&fault| {
-                let per_cpu = map
-                    .get(&(fault as u32), 0)
-                    .map_err(|e| map_error(FAULTS_MAP, e))?;
-                Ok(FaultCount {
-                    fault,
-                    count: per_cpu.iter().copied().fold(0u64, u64::wrapping_add),
-                })
+            .map(|&fault| FaultCount {
+                fault,
+                count: map.get(&(fault as u32), 0).map_or(0, |per_cpu| {
+                    per_cpu.iter().copied().fold(0u64, u64::wrapping_add)
+                }),
             })
-            .collect()
+            .collect())
     }
 
     /// Every (interface, reason) counter.
@@ -139,3 +137,28 @@ pub trait ReadMaps: MapSource {
 }
 
 impl<T: MapSource + ?Sized> ReadMaps for T {}
+
+impl super::Datapath {
+    /// Removes the decision and packet counters of an interface that goes with its pod: a
+    /// reused ifindex must not inherit them, and pod churn must not fill the maps.
+    pub(super) fn remove_counters(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        {
+            let mut reasons: PerCpuHashMap<_, ReasonKey, u64> = self.map_mut_typed(REASONS_MAP)?;
+            for reason in Reason::ALL {
+                let _ = reasons.remove(&ReasonKey {
+                    ifindex,
+                    reason: reason as u32,
+                });
+            }
+        }
+        let mut interfaces: PerCpuHashMap<_, IfCounterKey, IfCounters> =
+            self.map_mut_typed(IF_COUNTERS_MAP)?;
+        for direction in Direction::ALL {
+            let _ = interfaces.remove(&IfCounterKey {
+                ifindex,
+                direction: direction as u32,
+            });
+        }
+        Ok(())
+    }
+}

@@ -176,6 +176,9 @@ impl Datapath {
                 }
             }
         }
+        for ifindex in [pod.port.host_ifindex, pod.port.ovs_peer_ifindex] {
+            self.remove_counters(ifindex)?;
+        }
         let owns = |ip: &IpBytes| *ip == pod.ip || pod.other_ips.contains(ip);
         self.purge_flows(|key, entry| {
             owns(&key.src) || owns(&key.dst) || entry.dst_host_ifindex == pod.port.host_ifindex
