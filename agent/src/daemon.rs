@@ -13,10 +13,8 @@ use anyhow::Context as _;
 
 use crate::cni_server::{self, CniMetrics, CniServer, CniServerConfig};
 use crate::datapath::invalidation;
-use crate::datapath::{Datapath, LoadOptions, locate_object};
-use crate::pod_network::ovs_port;
-use ovsdb::Model as _;
-use ovsdb::models::open_vswitch::Bridge;
+use crate::datapath::{Datapath, LoadOptions, load_or_stay_on_ovs};
+use crate::ovs::{self, pod_port};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonOptions {
@@ -82,39 +80,21 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
         tracing::warn!("--no-datapath: pods use OVS through the kernel hand-off");
         return None;
     }
-    let loaded = options
-        .object
-        .clone()
-        .map_or_else(locate_object, Ok)
-        .and_then(|object| {
-            Datapath::load(
-                &object,
-                &LoadOptions {
-                    pin_dir: Some(options.pin_dir.clone()),
-                    log_level: None,
-                    services_max_entries: Some(options.bpf_lb_service_map_max),
-                },
-            )
-        });
-    match loaded {
-        Ok(datapath) => Some(datapath),
-        Err(e) => {
-            // Never take the node down for the fast path.
-            tracing::error!(
-                error = %e,
-                source = ?std::error::Error::source(&e),
-                "eBPF datapath not loaded; this node stays on OVS (kovn_datapath_loaded 0)"
-            );
-            None
-        }
-    }
+    load_or_stay_on_ovs(
+        options.object.clone(),
+        &LoadOptions {
+            pin_dir: Some(options.pin_dir.clone()),
+            log_level: None,
+            services_max_entries: Some(options.bpf_lb_service_map_max),
+        },
+    )
 }
 
 /// After a restart: the pods this node's OVS still has are attached again, which adopts their
 /// pinned links (no window without the fast path) and lets DEL and GC purge them later.
 fn readopt_pods(ovs: &ovsdb::Client, datapath: &mut Datapath) {
     let mut adopted = 0;
-    for (port, pod) in ovs_port::kovn_ports(ovs) {
+    for (port, pod) in pod_port::kovn_ports(ovs) {
         let interfaces = match pod.datapath_interfaces() {
             Ok(interfaces) => interfaces,
             Err(e) => {
@@ -137,10 +117,12 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let kube = kube::Client::try_default()
         .await
         .context("no Kubernetes API access (in-cluster config or KUBECONFIG)")?;
+    // One client to the node's Open_vSwitch database for everything the agent does there.
+    let ovs = ovs::connect(&options.ovs_db).await?;
     if let Some(ovn_remote) = &options.ovn_remote {
-        crate::node_setup::configure_chassis(
-            &options.ovs_db,
-            &crate::node_setup::OvnChassisSettings {
+        ovs::chassis::configure(
+            &ovs,
+            &ovs::chassis::OvnChassisSettings {
                 ovn_remote: ovn_remote.clone(),
                 encap_type: options.encap_type.clone(),
                 encap_ip: options.encap_ip.clone(),
@@ -152,39 +134,8 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         .await
         .context("configuring this node's chassis in Open vSwitch")?;
     }
-    let ovs = ovsdb::Client::connect(ovs_port::client_config(&options.ovs_db))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach the node's Open_vSwitch database at {}",
-                options.ovs_db
-            )
-        })?;
     // Fast-pathed TCP must still close, and recover after a policy change, through OVS.
-    match crate::ovs_conntrack::rundir_of(&options.ovs_db) {
-        Some(rundir) => {
-            let (ovs, bridge) = (ovs.clone(), options.bridge.clone());
-            tokio::spawn(crate::ovs_conntrack::keep_relaxed(
-                rundir,
-                move || {
-                    ovs.read(|cache| {
-                        let row = cache
-                            .table(Bridge::TABLE)?
-                            .rows()
-                            .find(|r| r.string("name") == Some(bridge.as_str()))?;
-                        Some(crate::ovs_conntrack::OvsDatapath::of_bridge(
-                            row.string("datapath_type").unwrap_or_default(),
-                        ))
-                    })
-                },
-                Duration::from_secs(10),
-            ));
-        }
-        None => tracing::warn!(
-            ovs_db = %options.ovs_db,
-            "not a unix socket: cannot find ovs-vswitchd to relax its conntrack's TCP window checks"
-        ),
-    }
+    ovs::conntrack::spawn(ovs.clone(), &options.ovs_db, options.bridge.clone());
     let datapath = load_datapath(&options).map(|d| Arc::new(Mutex::new(d)));
     if let Some(datapath) = &datapath {
         readopt_pods(
@@ -193,7 +144,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         );
     }
     if let Some(datapath) = &datapath {
-        invalidation::spawn_upkeep(datapath.clone(), Some(&options.ovs_db)).await?;
+        invalidation::spawn_upkeep(datapath.clone(), Some(ovs.clone()));
     }
     // ClusterIP load balancing in the datapath; without it OVN's load balancers serve the VIPs.
     let services = match &datapath {

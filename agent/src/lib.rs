@@ -7,6 +7,6 @@ pub mod datapath;
 pub mod local_pod;
 pub mod metrics;
 pub mod node_setup;
-pub mod ovs_conntrack;
+pub mod ovs;
 pub mod pod_network;
 pub mod services;

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use agent::datapath::invalidation;
-use agent::datapath::{Datapath, LoadOptions, PinnedMaps, PodInterfaces, ReadMaps, locate_object};
+use agent::datapath::{
+    Datapath, LoadOptions, PinnedMaps, PodInterfaces, ReadMaps, load_or_stay_on_ovs, locate_object,
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -30,8 +32,9 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DatapathCommand {
-    /// Load the datapath with pinned state, attach the given pods, follow the node's
-    /// ovn-nb-cfg, and run until stopped. (The CNI-driven agent replaces the --pod list.)
+    /// The datapath without the CNI server, for tests and debugging: the daemon's own start-up
+    /// (load or stay on OVS, pinned state, nb-cfg following, flow GC, metrics) with the pods
+    /// given on the command line instead of those CNI ADD brings.
     Run {
         /// Where maps and links are pinned; a restart adopts what is there.
         #[arg(long, default_value = "/sys/fs/bpf/kovn")]
@@ -227,28 +230,16 @@ fn run(
     log_level: Option<aya_log::Level>,
     metrics_addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
-    let loaded = object.map_or_else(locate_object, Ok).and_then(|object| {
-        Datapath::load(
-            &object,
-            &LoadOptions {
-                pin_dir: Some(pin_dir),
-                log_level,
-                ..LoadOptions::default()
-            },
-        )
-    });
-    let mut datapath = match loaded {
-        Ok(datapath) => datapath,
-        Err(e) => {
-            // Never take the node down for the fast path: OVS carries everything, the agent
-            // keeps serving, and the metric says so.
-            tracing::error!(
-                error = %e,
-                source = ?std::error::Error::source(&e),
-                "eBPF datapath not loaded; this node stays on OVS (kovn_datapath_loaded 0)"
-            );
-            return serve_without_datapath(metrics_addr, &pods);
-        }
+    let loaded = load_or_stay_on_ovs(
+        object,
+        &LoadOptions {
+            pin_dir: Some(pin_dir),
+            log_level,
+            ..LoadOptions::default()
+        },
+    );
+    let Some(mut datapath) = loaded else {
+        return serve_without_datapath(metrics_addr, &pods);
     };
     datapath.set_config(&config)?;
     let logger = datapath.take_logger();
@@ -263,7 +254,11 @@ fn run(
     let datapath = Arc::new(Mutex::new(datapath));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        invalidation::spawn_upkeep(datapath.clone(), ovs_db.as_deref()).await?;
+        let ovs = match &ovs_db {
+            Some(remote) => Some(agent::ovs::connect(remote).await?),
+            None => None,
+        };
+        invalidation::spawn_upkeep(datapath.clone(), ovs);
         tokio::spawn(agent::metrics::serve(metrics_addr, Some(datapath.clone())));
         if let Some(logger) = logger {
             // SAFETY: the logger owns its ring buffer's fd, which stays open and the same until

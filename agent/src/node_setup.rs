@@ -12,16 +12,13 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::wait::await_condition;
 use kube::{Api, ResourceExt};
-use ovsdb::models::open_vswitch::{Bridge, Interface, Port};
-use ovsdb::{Client, Condition, Datum, Model, Mutation, Transaction};
+use ovsdb::Client;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
 use crate::pod_network::NetworkError;
 use crate::pod_network::links::{connect, index_of, netlink};
-use crate::pod_network::ovs_port::by_name;
 
-/// The node's internal port, named as Kube-OVN names it.
-pub const NODE_PORT: &str = "ovn0";
+pub use crate::ovs::node_port::NODE_PORT;
 
 /// The node's join attachment, from its annotations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,51 +92,7 @@ pub async fn ensure_node_port(
     gateway: &NodeGateway,
     mtu: u32,
 ) -> Result<u32, NetworkError> {
-    let ids = Datum::map([("iface-id", gateway.port_name.as_str()), ("vendor", "kovn")]);
-    let mut t = Transaction::new("Open_vSwitch");
-    match ovs.read(|c| by_name::<Interface>(c, NODE_PORT)) {
-        Some(interface) => {
-            t.update(
-                Interface::TABLE,
-                &[Condition::uuid(interface.uuid)],
-                [
-                    ("external_ids", ids),
-                    ("mac", Datum::set([gateway.mac.as_str()])),
-                ],
-            );
-        }
-        None => {
-            let bridge_row = ovs
-                .read(|c| by_name::<Bridge>(c, bridge))
-                .ok_or_else(|| NetworkError::Ovsdb(format!("no bridge {bridge} on this node")))?;
-            let (_, interface) = t.insert_named(
-                Interface::TABLE,
-                "ovn0",
-                [
-                    ("name", Datum::atom(NODE_PORT)),
-                    ("type", Datum::atom("internal")),
-                    ("mac", Datum::set([gateway.mac.as_str()])),
-                    ("external_ids", ids),
-                ],
-            );
-            let (_, port) = t.insert_named(
-                Port::TABLE,
-                "ovn0port",
-                [
-                    ("name", Datum::atom(NODE_PORT)),
-                    ("interfaces", Datum::set([interface])),
-                ],
-            );
-            t.mutate(
-                Bridge::TABLE,
-                &[Condition::uuid(bridge_row.uuid)],
-                &[Mutation::insert("ports", Datum::set([port]))],
-            );
-        }
-    }
-    ovs.transact_synced(&t)
-        .await
-        .map_err(|e| NetworkError::Ovsdb(format!("binding {NODE_PORT}: {e}")))?;
+    crate::ovs::node_port::bind(ovs, bridge, &gateway.port_name, &gateway.mac).await?;
 
     let handle = connect()?;
     // ovs-vswitchd creates the device once it sees the port.
@@ -232,70 +185,6 @@ pub async fn ensure_routes(
             Err(e) => return Err(netlink(format!("route {cidr} via {gateway}"))(e)),
         }
     }
-    Ok(())
-}
-
-/// What the node's ovn-controller needs in its Open_vSwitch row, as Kube-OVN's ovs-ovn sets
-/// it: where OVN's Southbound is, how and from where to tunnel, the chassis name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OvnChassisSettings {
-    pub ovn_remote: String,
-    pub encap_type: String,
-    pub encap_ip: Option<String>,
-    pub system_id: String,
-    pub hostname: String,
-    /// `netdev` for the userspace datapath (no openvswitch kernel module).
-    pub datapath_type: Option<String>,
-}
-
-/// Writes the chassis settings into the Open_vSwitch row's external_ids, keeping every other
-/// key. Idempotent.
-pub async fn configure_chassis(
-    remote: &str,
-    settings: &OvnChassisSettings,
-) -> Result<(), NetworkError> {
-    use ovsdb::models::open_vswitch::OpenVswitch;
-    let client = Client::connect(
-        ovsdb::ClientConfig::new(&[remote], "Open_vSwitch")
-            .monitor(ovsdb::MonitorRequest::table(OpenVswitch::TABLE).columns(&["external_ids"])),
-    )
-    .await
-    .map_err(|e| NetworkError::Ovsdb(format!("connecting to {remote}: {e}")))?;
-    let row = client
-        .read(|c| {
-            c.table(OpenVswitch::TABLE)
-                .and_then(|t| t.typed::<OpenVswitch>().into_iter().next())
-        })
-        .ok_or_else(|| {
-            NetworkError::Ovsdb("no Open_vSwitch row (is ovs-vswitchd initialised?)".into())
-        })?;
-    let mut ids = row.external_ids.clone();
-    let mut set = |k: &str, v: &str| {
-        ids.insert(k.to_owned(), v.to_owned());
-    };
-    set("ovn-remote", &settings.ovn_remote);
-    set("ovn-encap-type", &settings.encap_type);
-    set("system-id", &settings.system_id);
-    set("hostname", &settings.hostname);
-    if let Some(ip) = &settings.encap_ip {
-        set("ovn-encap-ip", ip);
-    }
-    if let Some(datapath_type) = &settings.datapath_type {
-        set("ovn-bridge-datapath-type", datapath_type);
-    }
-    if ids == row.external_ids {
-        return Ok(());
-    }
-    let mut t = Transaction::new("Open_vSwitch");
-    t.update(
-        OpenVswitch::TABLE,
-        &[Condition::uuid(row.uuid)],
-        [("external_ids", Datum::map(ids))],
-    );
-    client
-        .transact_synced(&t)
-        .await
-        .map_err(|e| NetworkError::Ovsdb(format!("setting the chassis external_ids: {e}")))?;
     Ok(())
 }
 

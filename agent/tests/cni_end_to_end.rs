@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use agent::datapath::{PinnedMaps, ReadMaps};
-use agent::pod_network::{PodLinks, links, ovs_port};
+use agent::ovs::pod_port;
+use agent::pod_network::{PodLinks, links};
 use api::annotations;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec};
 use kube::api::ObjectMeta;
@@ -197,13 +198,13 @@ fn leftovers(node: &Node, id: &str) -> Vec<String> {
             .filter(|(_, p)| *p)
             .map(|(n, _)| n)
             .collect();
-        let ovs = ovsdb::Client::connect(ovs_port::client_config(&format!(
+        let ovs = ovsdb::Client::connect(agent::ovs::client_config(&format!(
             "unix:{}",
             node.db.socket.display()
         )))
         .await
         .unwrap();
-        if ovs_port::bound(&ovs, &links.ovs_port).is_some() {
+        if pod_port::bound(&ovs, &links.ovs_port).is_some() {
             left.push(format!("OVS port {}", links.ovs_port));
         }
         left
@@ -920,13 +921,13 @@ fn restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_onc
         assert!(inside.contains(&ip), "{name}'s eth0 lacks {ip}: {inside}");
     }
     let ports = on_node(cluster.sb.node(0), async || {
-        let ovs = ovsdb::Client::connect(ovs_port::client_config(&format!(
+        let ovs = ovsdb::Client::connect(agent::ovs::client_config(&format!(
             "unix:{}",
             cluster.sb.node(0).db.socket.display()
         )))
         .await
         .unwrap();
-        ovs_port::kovn_ports(&ovs)
+        pod_port::kovn_ports(&ovs)
     });
     assert_eq!(ports.len(), PODS, "one OVS port per pod: {ports:?}");
     let nbctl = cluster.sb.central().nbctl();

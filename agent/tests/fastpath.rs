@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent::datapath::invalidation::{self, follow_nb_cfg};
+use agent::datapath::invalidation::follow_nb_cfg;
 use agent::datapath::{Datapath, LoadOptions, PodInterfaces, ReadMaps, locate_object};
 use datapath_common::Reason;
 use sandbox::traffic::{self, Capture};
@@ -39,10 +39,7 @@ impl Cluster {
             ));
             let remote = format!("unix:{}", node.db.socket.display());
             let client = runtime
-                .block_on(ovsdb::Client::connect(
-                    ovsdb::ClientConfig::new(&[&remote], "Open_vSwitch")
-                        .monitor(invalidation::monitor_request()),
-                ))
+                .block_on(agent::ovs::connect(&remote))
                 .expect("node OVSDB client");
             let bumps = bumps.clone();
             runtime.spawn(follow_nb_cfg(client, datapath.clone(), move |_, _| {
@@ -420,9 +417,9 @@ fn a_fast_pathed_connection_closes_cleanly_through_ovn_conntrack() {
     // What the agent does at node setup (the daemon tests cover that it does).
     cluster
         .runtime
-        .block_on(agent::ovs_conntrack::relax_tcp_window(
+        .block_on(agent::ovs::conntrack::relax_tcp_window(
             node.db.socket.parent().unwrap(),
-            agent::ovs_conntrack::OvsDatapath::Userspace,
+            agent::ovs::conntrack::OvsDatapath::Userspace,
         ))
         .expect("relax OVS conntrack's TCP window check");
     let nbctl = cluster.sb.central().nbctl();

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use agent::node_setup::{OvnChassisSettings, configure_chassis};
+use agent::ovs::chassis::{OvnChassisSettings, configure};
 use sandbox::StandaloneDb;
 
 fn vsctl(db: &StandaloneDb, args: &[&str]) -> String {
@@ -44,10 +44,9 @@ async fn chassis_settings_are_merged_into_the_open_vswitch_row() {
         hostname: "n0".into(),
         datapath_type: Some("netdev".into()),
     };
+    let client = agent::ovs::connect(&db.remote()).await.expect("connect");
     for _ in 0..2 {
-        configure_chassis(&db.remote(), &settings)
-            .await
-            .expect("configure");
+        configure(&client, &settings).await.expect("configure");
     }
     let get = |key: &str| {
         vsctl(

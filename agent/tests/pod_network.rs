@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use agent::datapath::{PodInterfaces, install_kernel_handoff};
 use agent::local_pod::{AttachmentId, LocalPod};
-use agent::pod_network::ovs_port;
+use agent::ovs::pod_port;
 use agent::pod_network::{self, NetworkError, PodAddressing, PodLinks, PodRoute, links};
 use sandbox::{Cmd, Handoff, INTEGRATION_BRIDGE, Node, Sandbox, SandboxConfig, mac_for, netns};
 
@@ -71,7 +71,7 @@ impl TestPod {
 }
 
 async fn ovs(node: &Node) -> ovsdb::Client {
-    ovsdb::Client::connect(ovs_port::client_config(&format!(
+    ovsdb::Client::connect(agent::ovs::client_config(&format!(
         "unix:{}",
         node.db.socket.display()
     )))
@@ -191,7 +191,7 @@ fn pods_built_by_the_agent_talk_through_ovn_and_del_leaves_nothing() {
         .unwrap();
     assert!(route.contains("via 10.16.0.1 dev eth0"), "{route}");
     let ids = on_node(&node, async || {
-        ovs_port::bound(&ovs(&node).await, &pods[0].links().ovs_port)
+        pod_port::bound(&ovs(&node).await, &pods[0].links().ovs_port)
     })
     .expect("OVS port");
     assert_eq!(ids["iface-id"], "a.default");
@@ -212,7 +212,7 @@ fn pods_built_by_the_agent_talk_through_ovn_and_del_leaves_nothing() {
     let present = on_node(&node, async || links::present(&pods[0].links()).await).unwrap();
     assert!(present.iter().all(|(_, p)| !p), "left behind: {present:?}");
     let port_left = on_node(&node, async || {
-        ovs_port::bound(&ovs(&node).await, &pods[0].links().ovs_port)
+        pod_port::bound(&ovs(&node).await, &pods[0].links().ovs_port)
     });
     assert!(port_left.is_none(), "OVS port left: {port_left:?}");
     let inside = Cmd::new("ip")

@@ -12,6 +12,9 @@ pub enum Error {
     Ipam(#[from] IpamError),
     #[error("{0}")]
     BadAnnotation(String),
+    /// A spec kovn cannot write to OVN as it is.
+    #[error("{0}")]
+    BadSpec(String),
     #[error("subnet {0} is not ready")]
     SubnetNotReady(String),
     #[error("finalizer: {0}")]

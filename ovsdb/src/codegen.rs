@@ -114,6 +114,7 @@ pub fn generate(schema: &DatabaseSchema, source: &str) -> Result<String> {
         schema.name, schema.version
     );
     let _ = writeln!(w, "use std::collections::BTreeMap;\n");
+    let _ = writeln!(w, "use crate::column::Column;");
     let _ = writeln!(w, "use crate::model::{{self, Model}};");
     let _ = writeln!(w, "use crate::{{Datum, Result, Row, Uuid}};\n");
     let _ = writeln!(w, "/// The database these models describe.");
@@ -317,6 +318,35 @@ fn write_struct(
         w,
         "    fn uuid(&self) -> Uuid {{\n        self.uuid\n    }}\n}}\n"
     );
+    let _ = writeln!(
+        w,
+        "/// The columns of `{}`, for typed writes (see [`crate::column`]).",
+        table.name
+    );
+    let _ = writeln!(w, "impl {name} {{");
+    for (column, ty) in fields {
+        let _ = writeln!(
+            w,
+            "    pub const {}: Column<Self, {ty}> = Column::new({:?});",
+            const_name(&column.name),
+            column.name
+        );
+    }
+    let _ = writeln!(w, "}}\n");
+}
+
+/// `ha_chassis_group` → `HA_CHASSIS_GROUP`.
+fn const_name(column: &str) -> String {
+    column
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Schemas (relative to the `ovsdb` crate) and the model files generated from them.
@@ -359,5 +389,7 @@ mod tests {
         assert_eq!(field_name("type"), "r#type");
         assert_eq!(field_name("match"), "r#match");
         assert_eq!(field_name("name"), "name");
+        assert_eq!(const_name("ha_chassis_group"), "HA_CHASSIS_GROUP");
+        assert_eq!(const_name("type"), "TYPE");
     }
 }

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod client;
 pub mod codec;
 pub mod codegen;
+pub mod column;
 pub mod connection;
 pub mod datum;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod transact;
 
 pub use cache::{Cache, Change, ChangeKind, IndexSpec, TableCache};
 pub use client::{Client, ClientConfig, ClientMetrics, ClientStats, MonitorRequest};
+pub use column::{Assignment, Column, ColumnValue, Element, TypedMutation};
 pub use connection::{Connection, ConnectionOptions, Notification, Remote};
 pub use datum::{Atom, Datum};
 pub use error::{Error, Result};

@@ -24,7 +24,8 @@ use ipnet::IpNet;
 
 use crate::datapath::{Datapath, PodInterfaces, install_kernel_handoff, parse_mac};
 use crate::local_pod::{AttachmentId, DEFAULT_PROVIDER, LocalPod};
-use crate::pod_network::{self, NetworkError, PodAddressing, PodLinks, PodRoute, ovs_port};
+use crate::ovs::pod_port;
+use crate::pod_network::{self, NetworkError, PodAddressing, PodLinks, PodRoute};
 
 #[derive(Debug, Clone)]
 pub struct CniServerConfig {
@@ -407,7 +408,7 @@ async fn check_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
         return Err(NetworkError::Check(format!("missing interfaces {missing:?}")).into());
     }
     let owner = Owner::pod(&request.pod_namespace, &request.pod_name).port_name();
-    let bound = ovs_port::bound(&server.ovs, &links.ovs_port);
+    let bound = pod_port::bound(&server.ovs, &links.ovs_port);
     if bound.as_ref().and_then(|ids| ids.get("iface-id")) != Some(&owner) {
         return Err(NetworkError::Check(format!(
             "OVS port {} is not bound to {owner}",
@@ -461,7 +462,7 @@ async fn gc_pods(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
         .iter()
         .map(|a| AttachmentId::new(&a.container_id, &a.if_name))
         .collect();
-    for (port, pod) in ovs_port::kovn_ports(&server.ovs) {
+    for (port, pod) in pod_port::kovn_ports(&server.ovs) {
         if valid.contains(&pod.attachment) {
             continue;
         }
@@ -485,7 +486,7 @@ pub async fn collect_garbage(server: &CniServer) -> Result<usize, CniError> {
     let alive: std::collections::BTreeSet<Owner> =
         on_node.items.iter().map(Owner::of_pod).collect();
     let mut removed = 0;
-    for (port, pod) in ovs_port::kovn_ports(&server.ovs) {
+    for (port, pod) in pod_port::kovn_ports(&server.ovs) {
         if alive.contains(&pod.owner()) {
             continue;
         }

@@ -7,31 +7,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ovsdb::{Client, MonitorRequest};
+use ovsdb::Client;
 
 use super::Datapath;
 
-/// The integration bridge whose external_ids carry ovn-controller's progress.
-pub const INTEGRATION_BRIDGE: &str = "br-int";
+pub use crate::ovs::nb_cfg::{INTEGRATION_BRIDGE, installed_nb_cfg};
+
 /// Delay between the two generation bumps.
 pub const SECOND_BUMP_DELAY: Duration = Duration::from_millis(5);
-
-/// What the node's Open_vSwitch client must monitor for [`follow_nb_cfg`].
-pub fn monitor_request() -> MonitorRequest {
-    MonitorRequest::table("Bridge").columns(&["name", "external_ids"])
-}
-
-/// The `ovn-nb-cfg` ovn-controller last reported on br-int, from the client's cache.
-pub fn installed_nb_cfg(client: &Client) -> Option<i64> {
-    client.read(|cache| {
-        cache
-            .table("Bridge")?
-            .find_one("name", INTEGRATION_BRIDGE)?
-            .map_value("external_ids", "ovn-nb-cfg")?
-            .parse()
-            .ok()
-    })
-}
 
 /// Follows `ovn-nb-cfg` forever, bumping the datapath generation whenever it advances.
 /// `on_bump` is called after each pair of bumps (for metrics and tests).
@@ -74,17 +57,10 @@ pub async fn follow_nb_cfg(
 }
 
 /// Keeps a loaded datapath current while the agent runs: follows the node's installed NB
-/// config (when `ovs_db` is given) to invalidate the fast path, and collects expired and
+/// config (when the node's OVS client is given) to invalidate the fast path, and collects expired and
 /// stale flows every 10 s so live flows are not evicted instead. Tasks on the current runtime.
-pub async fn spawn_upkeep(
-    datapath: Arc<Mutex<Datapath>>,
-    ovs_db: Option<&str>,
-) -> Result<(), ovsdb::Error> {
-    if let Some(remote) = ovs_db {
-        let client = Client::connect(
-            ovsdb::ClientConfig::new(&[remote], "Open_vSwitch").monitor(monitor_request()),
-        )
-        .await?;
+pub fn spawn_upkeep(datapath: Arc<Mutex<Datapath>>, ovs: Option<Client>) {
+    if let Some(client) = ovs {
         tokio::spawn(follow_nb_cfg(
             client,
             datapath.clone(),
@@ -107,5 +83,4 @@ pub async fn spawn_upkeep(
             }
         }
     });
-    Ok(())
 }

@@ -102,6 +102,26 @@ pub struct Datapath {
     logger: Option<BpfLogger>,
 }
 
+/// Loads the datapath, or says loudly that the node stays on OVS: the one place the agent
+/// decides, at start-up, whether pods get the fast path. A failure never takes the node down
+/// (OVS carries everything; `kovn_datapath_loaded` is 0).
+pub fn load_or_stay_on_ovs(object: Option<PathBuf>, options: &LoadOptions) -> Option<Datapath> {
+    let loaded = object
+        .map_or_else(locate_object, Ok)
+        .and_then(|object| Datapath::load(&object, options));
+    match loaded {
+        Ok(datapath) => Some(datapath),
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                source = ?std::error::Error::source(&e),
+                "eBPF datapath not loaded; this node stays on OVS (kovn_datapath_loaded 0)"
+            );
+            None
+        }
+    }
+}
+
 /// Forwards the programs' aya-log events to the `log` facade (and so to tracing).
 pub type BpfLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 

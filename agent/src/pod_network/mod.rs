@@ -10,13 +10,13 @@
 //! interface names fit in 15 bytes and DEL finds them from the container ID alone.
 
 pub mod links;
-pub mod ovs_port;
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use crate::local_pod::LocalPod;
+use crate::ovs::pod_port;
 
 /// The node-side interface names of one pod sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +79,8 @@ pub enum NetworkError {
     NetnsGone(String),
     #[error("{0}")]
     Check(String),
-    #[error("OVSDB: {0}")]
-    Ovsdb(String),
+    #[error(transparent)]
+    Ovs(#[from] crate::ovs::OvsError),
 }
 
 /// Builds the pod's interfaces and binds its OVS port. A port of an earlier attempt is
@@ -94,18 +94,18 @@ pub async fn attach(
     addressing: &PodAddressing,
 ) -> Result<(), NetworkError> {
     let links = pod.links();
-    ovs_port::unbind(ovs, &links.ovs_port).await?;
+    pod_port::unbind(ovs, &links.ovs_port).await?;
     links::create(&links, netns, addressing).await?;
-    if let Err(e) = ovs_port::bind(ovs, bridge, pod).await {
+    if let Err(e) = pod_port::bind(ovs, bridge, pod).await {
         let _ = links::delete(&links).await;
-        return Err(e);
+        return Err(e.into());
     }
     Ok(())
 }
 
 /// Unbinds the OVS port and removes the interfaces. Idempotent.
 pub async fn detach(ovs: &ovsdb::Client, links: &PodLinks) -> Result<(), NetworkError> {
-    ovs_port::unbind(ovs, &links.ovs_port).await?;
+    pod_port::unbind(ovs, &links.ovs_port).await?;
     links::delete(links).await
 }
 

@@ -13,8 +13,8 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
+use ovsdb::Condition;
 use ovsdb::models::ovn_northbound::PortGroup;
-use ovsdb::{Condition, Datum, Model, Mutation, Mutator};
 use serde_json::json;
 
 use super::{allocate_for, uses_node_gateway};
@@ -105,10 +105,9 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
                 && let Some(pg) = find::<PortGroup>(cache, &port_group)
                 && port.as_uuid().is_none_or(|u| !pg.ports.contains(&u))
             {
-                t.mutate(
-                    PortGroup::TABLE,
+                t.mutate_where(
                     &[Condition::uuid(pg.uuid)],
-                    &[Mutation::new("ports", Mutator::Insert, Datum::atom(port))],
+                    [PortGroup::PORTS.insert([port])],
                 );
             }
             Ok(())

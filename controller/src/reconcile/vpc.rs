@@ -18,6 +18,7 @@ const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::topology::vpc::{Policy, Route, delete_vpc_ops, vpc_ops};
+use ovsdb::models::ovn_northbound::{LogicalRouterPolicyAction, LogicalRouterStaticRoutePolicy};
 
 pub async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action> {
     let api: Api<Vpc> = Api::all(ctx.kube.clone());
@@ -44,9 +45,9 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
         .iter()
         .map(|r| Route {
             policy: if r.policy == "policySrc" {
-                "src-ip"
+                LogicalRouterStaticRoutePolicy::SrcIp
             } else {
-                "dst-ip"
+                LogicalRouterStaticRoutePolicy::DstIp
             },
             prefix: r.cidr.clone(),
             next_hop: r.next_hop_ip.clone(),
@@ -65,29 +66,39 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
             };
             if !gateway.is_empty() && !routes.iter().any(|r| r.prefix == prefix) {
                 routes.push(Route {
-                    policy: "dst-ip",
+                    policy: LogicalRouterStaticRoutePolicy::DstIp,
                     prefix: prefix.into(),
                     next_hop: gateway.into(),
                 });
             }
         }
     }
+    // An action OVN does not know would fail the whole NB transaction (and every other
+    // object's writes batched with it): refused here, with a reason.
     let policies: Vec<Policy> = vpc
         .spec
         .policy_routes
         .iter()
-        .map(|p| Policy {
-            priority: i64::from(p.priority),
-            matches: p.match_.clone(),
-            action: p.action.clone(),
-            next_hops: p
-                .next_hop_ip
-                .split(',')
-                .filter(|h| !h.is_empty())
-                .map(str::to_owned)
-                .collect(),
+        .map(|p| {
+            let action = LogicalRouterPolicyAction::from_str_opt(&p.action).ok_or_else(|| {
+                Error::BadSpec(format!(
+                    "vpc {name}: policy route action {:?} is not allow, drop or reroute",
+                    p.action
+                ))
+            })?;
+            Ok(Policy {
+                priority: i64::from(p.priority),
+                matches: p.match_.clone(),
+                action,
+                next_hops: p
+                    .next_hop_ip
+                    .split(',')
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let vpc_name = name.clone();
     let router_name = router.clone();
     ctx.nb

@@ -3,8 +3,8 @@
 //! from the join subnet (node traffic, health checks); everything else towards it is dropped.
 
 use ipnet::IpNet;
-use ovsdb::models::ovn_northbound::{Acl, LogicalSwitch};
-use ovsdb::{Atom, Cache, Datum, Model, Transaction};
+use ovsdb::models::ovn_northbound::{Acl, AclAction, AclDirection, LogicalSwitch};
+use ovsdb::{Atom, Cache, Transaction};
 
 use super::owned::{OwnedRow, Parent, Synced, owner, sync_owned_rows};
 use super::{find, ip_family};
@@ -16,20 +16,25 @@ fn family(net: &IpNet) -> &'static str {
     ip_family(net.addr())
 }
 
-fn acl_row(priority: i64, matches: String, action: &str) -> OwnedRow {
+fn acl_row(priority: i64, matches: String, action: AclAction) -> OwnedRow<Acl> {
     OwnedRow {
-        key: format!("to-lport|{priority}|{matches}|{action}"),
-        columns: vec![
-            ("direction", Datum::atom("to-lport")),
-            ("priority", Datum::atom(priority)),
-            ("match", Datum::atom(matches)),
-            ("action", Datum::atom(action)),
-        ],
+        key: format!("to-lport|{priority}|{matches}|{}", action.as_str()),
+        row: Acl {
+            direction: AclDirection::ToLport,
+            priority,
+            r#match: matches,
+            action,
+            ..Acl::default()
+        },
     }
 }
 
 /// The ACLs a subnet should carry: none unless private.
-pub fn private_subnet_acls(private: bool, cidrs: &[IpNet], allowed: &[IpNet]) -> Vec<OwnedRow> {
+pub fn private_subnet_acls(
+    private: bool,
+    cidrs: &[IpNet],
+    allowed: &[IpNet],
+) -> Vec<OwnedRow<Acl>> {
     if !private {
         return Vec::new();
     }
@@ -41,14 +46,14 @@ pub fn private_subnet_acls(private: bool, cidrs: &[IpNet], allowed: &[IpNet]) ->
                 rows.push(acl_row(
                     PRIORITY_ALLOW,
                     format!("{fam}.src == {source} && {fam}.dst == {own}"),
-                    "allow-related",
+                    AclAction::AllowRelated,
                 ));
             }
         }
         rows.push(acl_row(
             PRIORITY_DROP,
             format!("{fam}.dst == {own}"),
-            "drop",
+            AclAction::Drop,
         ));
     }
     rows
@@ -59,7 +64,7 @@ pub fn subnet_acl_ops(
     cache: &Cache,
     t: &mut Transaction,
     subnet: &str,
-    desired: Vec<OwnedRow>,
+    desired: Vec<OwnedRow<Acl>>,
 ) -> Synced {
     let Some(switch) = find::<LogicalSwitch>(cache, subnet) else {
         return Synced::default();
@@ -68,11 +73,9 @@ pub fn subnet_acl_ops(
         cache,
         t,
         &Parent {
-            table: LogicalSwitch::TABLE,
             row: Atom::Uuid(switch.uuid),
-            column: "acls",
+            children: LogicalSwitch::ACLS,
         },
-        Acl::TABLE,
         &owner("subnet", subnet),
         desired,
     )

@@ -11,9 +11,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use ovsdb::models::ovn_northbound::{
-    LogicalRouter, LogicalRouterPolicy, LogicalSwitchPort, PortGroup,
+    LogicalRouter, LogicalRouterPolicy, LogicalRouterPolicyAction, LogicalSwitchPort, PortGroup,
 };
-use ovsdb::{Atom, Cache, Condition, Datum, Model, Transaction};
+use ovsdb::{Atom, Cache, Condition, Transaction, Uuid};
 
 use super::owned::{OwnedRow, Parent, Synced, owner, sync_owned_rows};
 use super::{VENDOR, find, ip_family, uuid_name};
@@ -31,25 +31,38 @@ fn family(net: &IpNet) -> &'static str {
     ip_family(net.addr())
 }
 
-fn policy_row(priority: i64, matches: String, action: &str, nexthops: &[IpAddr]) -> OwnedRow {
-    let hops: Vec<String> = nexthops.iter().map(ToString::to_string).collect();
+/// A router policy row; its key is the same for equal content, whoever builds it.
+pub(crate) fn policy_row(
+    priority: i64,
+    matches: String,
+    action: LogicalRouterPolicyAction,
+    nexthops: Vec<String>,
+) -> OwnedRow<LogicalRouterPolicy> {
     OwnedRow {
-        key: format!("{priority}|{matches}|{action}|{}", hops.join(",")),
-        columns: vec![
-            ("priority", Datum::atom(priority)),
-            ("match", Datum::atom(matches)),
-            ("action", Datum::atom(action)),
-            ("nexthops", Datum::set(hops)),
-        ],
+        key: format!(
+            "{priority}|{matches}|{}|{}",
+            action.as_str(),
+            nexthops.join(",")
+        ),
+        row: LogicalRouterPolicy {
+            priority,
+            r#match: matches,
+            action,
+            nexthops,
+            ..LogicalRouterPolicy::default()
+        },
     }
 }
 
-fn router_parent<'a>(cache: &Cache, router: &str) -> Option<Parent<'a>> {
+fn hops(nexthops: &[IpAddr]) -> Vec<String> {
+    nexthops.iter().map(ToString::to_string).collect()
+}
+
+fn router_parent(cache: &Cache, router: &str) -> Option<Parent<LogicalRouter>> {
     let r: LogicalRouter = find(cache, router)?;
     Some(Parent {
-        table: LogicalRouter::TABLE,
         row: Atom::Uuid(r.uuid),
-        column: "policies",
+        children: LogicalRouter::POLICIES,
     })
 }
 
@@ -66,40 +79,33 @@ pub fn subnet_policy_ops(
     let Some(parent) = router_parent(cache, router) else {
         return Synced::default();
     };
-    let mut desired: Vec<OwnedRow> = cidrs
+    let mut desired: Vec<OwnedRow<LogicalRouterPolicy>> = cidrs
         .iter()
         .map(|c| {
             policy_row(
                 PRIORITY_SUBNET_ALLOW,
                 format!("{}.dst == {c}", family(c)),
-                "allow",
-                &[],
+                LogicalRouterPolicyAction::Allow,
+                Vec::new(),
             )
         })
         .collect();
     for c in cidrs {
-        let hops: Vec<IpAddr> = centralized_next_hops
+        let next_hops: Vec<IpAddr> = centralized_next_hops
             .iter()
             .copied()
             .filter(|h| h.is_ipv4() == c.addr().is_ipv4())
             .collect();
-        if !hops.is_empty() {
+        if !next_hops.is_empty() {
             desired.push(policy_row(
                 PRIORITY_GATEWAY,
                 format!("{}.src == {c}", family(c)),
-                "reroute",
-                &hops,
+                LogicalRouterPolicyAction::Reroute,
+                hops(&next_hops),
             ));
         }
     }
-    sync_owned_rows(
-        cache,
-        t,
-        &parent,
-        LogicalRouterPolicy::TABLE,
-        &owner("subnet", subnet),
-        desired,
-    )
+    sync_owned_rows(cache, t, &parent, &owner("subnet", subnet), desired)
 }
 
 /// Removes every policy a subnet owns.
@@ -109,9 +115,8 @@ pub fn delete_subnet_policy_ops(cache: &Cache, t: &mut Transaction, router: &str
             cache,
             t,
             &parent,
-            LogicalRouterPolicy::TABLE,
             &owner("subnet", subnet),
-            Vec::new(),
+            Vec::<OwnedRow<LogicalRouterPolicy>>::new(),
         );
     }
 }
@@ -128,37 +133,36 @@ pub fn node_gateway_ops(
 ) -> Synced {
     let mut sync = Synced::default();
     let pg_name = node_port_group(node);
-    let port_uuids: Vec<Atom> = ports
+    let mut port_uuids: Vec<Uuid> = ports
         .iter()
         .filter_map(|p| find::<LogicalSwitchPort>(cache, p))
-        .map(|p| Atom::Uuid(p.uuid))
+        .map(|p| p.uuid)
         .collect();
+    port_uuids.sort();
     match find::<PortGroup>(cache, &pg_name) {
         None => {
-            t.insert_named(
-                PortGroup::TABLE,
+            t.insert_model_with(
                 &uuid_name(t, "pg"),
-                [
-                    ("name", Datum::atom(pg_name.as_str())),
-                    ("ports", Datum::set(port_uuids)),
-                    (
-                        "external_ids",
-                        Datum::map([("node", node.to_owned()), (VENDOR.0, VENDOR.1.to_owned())]),
-                    ),
-                ],
+                &PortGroup {
+                    name: pg_name.clone(),
+                    ports: port_uuids,
+                    external_ids: [("node", node), VENDOR]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                    ..PortGroup::default()
+                },
+                [],
             );
             sync.inserted = true;
         }
         Some(pg) => {
-            let mut have: Vec<Atom> = pg.ports.iter().copied().map(Atom::Uuid).collect();
-            let mut want = port_uuids.clone();
-            have.sort_by_key(|a| a.as_uuid());
-            want.sort_by_key(|a| a.as_uuid());
-            if have != want {
-                t.update(
-                    PortGroup::TABLE,
+            let mut have = pg.ports.clone();
+            have.sort();
+            if have != port_uuids {
+                t.update_where(
                     &[Condition::uuid(pg.uuid)],
-                    [("ports", Datum::set(port_uuids))],
+                    [PortGroup::PORTS.to(port_uuids)],
                 );
                 sync.removed = true;
             }
@@ -172,8 +176,8 @@ pub fn node_gateway_ops(
                 policy_row(
                     PRIORITY_GATEWAY,
                     format!("{fam}.src == ${pg_name}_{fam}"),
-                    "reroute",
-                    &[*ip],
+                    LogicalRouterPolicyAction::Reroute,
+                    hops(&[*ip]),
                 )
             })
             .collect();
@@ -181,7 +185,6 @@ pub fn node_gateway_ops(
             cache,
             t,
             &parent,
-            LogicalRouterPolicy::TABLE,
             &owner("node", node),
             desired,
         ));
@@ -192,16 +195,15 @@ pub fn node_gateway_ops(
 /// Removes a node's port group and policies.
 pub fn delete_node_gateway_ops(cache: &Cache, t: &mut Transaction, router: &str, node: &str) {
     if let Some(pg) = find::<PortGroup>(cache, &node_port_group(node)) {
-        t.delete(PortGroup::TABLE, &[Condition::uuid(pg.uuid)]);
+        t.delete_where::<PortGroup>(&[Condition::uuid(pg.uuid)]);
     }
     if let Some(parent) = router_parent(cache, router) {
         sync_owned_rows(
             cache,
             t,
             &parent,
-            LogicalRouterPolicy::TABLE,
             &owner("node", node),
-            Vec::new(),
+            Vec::<OwnedRow<LogicalRouterPolicy>>::new(),
         );
     }
 }

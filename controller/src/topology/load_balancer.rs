@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use ovsdb::models::ovn_northbound::{LoadBalancer, LogicalSwitch};
-use ovsdb::{Atom, Cache, Condition, Datum, Model, Mutation, Transaction};
+use ovsdb::models::ovn_northbound::{LoadBalancer, LoadBalancerProtocol, LogicalSwitch};
+use ovsdb::{Atom, Cache, Condition, Transaction};
 
 use super::{VENDOR, find};
 
@@ -73,21 +73,27 @@ pub fn ensure_ops(
         let row = match find::<LoadBalancer>(cache, &name) {
             Some(lb) => Atom::Uuid(lb.uuid),
             None => {
-                let mut options: Vec<(&str, String)> = vec![];
+                let mut options = BTreeMap::new();
                 if kind.session {
-                    options.push(("affinity_timeout", AFFINITY_TIMEOUT_S.to_string()));
+                    options.insert(
+                        "affinity_timeout".to_owned(),
+                        AFFINITY_TIMEOUT_S.to_string(),
+                    );
                 }
-                t.insert_named(
-                    LoadBalancer::TABLE,
+                t.insert_model_with(
                     &super::uuid_name(t, "lb"),
-                    [
-                        ("name", Datum::atom(name.as_str())),
-                        ("protocol", Datum::atom(kind.protocol)),
-                        ("external_ids", Datum::map([VENDOR, ("vpc", vpc)])),
-                        ("options", Datum::map(options)),
-                    ],
+                    &LoadBalancer {
+                        name,
+                        protocol: LoadBalancerProtocol::from_str_opt(kind.protocol),
+                        external_ids: [VENDOR, ("vpc", vpc)]
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect(),
+                        options,
+                        ..LoadBalancer::default()
+                    },
+                    [],
                 )
-                .1
             }
         };
         refs.push(row);
@@ -102,10 +108,9 @@ pub fn ensure_ops(
             .cloned()
             .collect();
         if !missing.is_empty() {
-            t.mutate(
-                LogicalSwitch::TABLE,
+            t.mutate_where(
                 &[Condition::uuid(ls.uuid)],
-                &[Mutation::insert("load_balancer", Datum::set(missing))],
+                [LogicalSwitch::LOAD_BALANCER.insert(missing)],
             );
         }
     }
@@ -144,13 +149,13 @@ pub fn vip_ops(cache: &Cache, t: &mut Transaction, vips: &[LbVip]) -> Result<(),
             .collect();
         let mut mutations = Vec::new();
         if !stale.is_empty() {
-            mutations.push(Mutation::delete("vips", Datum::set(stale)));
+            mutations.push(LoadBalancer::VIPS.delete_keys(stale));
         }
         if !fresh.is_empty() {
-            mutations.push(Mutation::insert("vips", Datum::map(fresh)));
+            mutations.push(LoadBalancer::VIPS.insert(fresh));
         }
         if !mutations.is_empty() {
-            t.mutate(LoadBalancer::TABLE, &[Condition::uuid(lb.uuid)], &mutations);
+            t.mutate_where(&[Condition::uuid(lb.uuid)], mutations);
         }
     }
     Ok(())

@@ -22,7 +22,7 @@ use ovsdb::models::ovn_northbound::{
     Acl, LoadBalancer, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort,
     LogicalRouterStaticRoute, LogicalSwitch, LogicalSwitchPort, NbGlobal, PortGroup,
 };
-use ovsdb::{Atom, Cache, Condition, Datum, IndexSpec, Model, Mutation, Mutator, Transaction};
+use ovsdb::{Atom, Cache, Condition, IndexSpec, Model, Transaction};
 
 pub const NB: &str = "OVN_Northbound";
 /// external_ids marking rows kovn owns (Kube-OVN writes `vendor=kube-ovn`).
@@ -144,7 +144,7 @@ pub(crate) fn find<M: Model>(cache: &Cache, name: &str) -> Option<M> {
 /// router port. Bumps the NB config generation: every pod of the subnet loses connectivity.
 pub fn delete_subnet_ops(cache: &Cache, t: &mut Transaction, subnet: &str, router: &str) {
     if let Some(switch) = find::<LogicalSwitch>(cache, subnet) {
-        t.delete(LogicalSwitch::TABLE, &[Condition::uuid(switch.uuid)]);
+        t.delete_where::<LogicalSwitch>(&[Condition::uuid(switch.uuid)]);
     }
     let port_name = format!("{router}-{subnet}");
     if let Some(port) = find::<LogicalRouterPort>(cache, &port_name) {
@@ -156,14 +156,9 @@ pub fn delete_subnet_ops(cache: &Cache, t: &mut Transaction, subnet: &str, route
             .filter(|r| r.ports.contains(&port.uuid))
             .collect();
         for r in owners {
-            t.mutate(
-                LogicalRouter::TABLE,
+            t.mutate_where(
                 &[Condition::uuid(r.uuid)],
-                &[Mutation::new(
-                    "ports",
-                    Mutator::Delete,
-                    Datum::atom(port.uuid),
-                )],
+                [LogicalRouter::PORTS.delete([port.uuid])],
             );
         }
     }
@@ -173,8 +168,8 @@ pub fn delete_subnet_ops(cache: &Cache, t: &mut Transaction, subnet: &str, route
     }
 }
 
-fn vendor_ids() -> Datum {
-    Datum::map([VENDOR])
+pub(crate) fn vendor_ids() -> BTreeMap<String, String> {
+    BTreeMap::from([(VENDOR.0.to_owned(), VENDOR.1.to_owned())])
 }
 
 /// A uuid-name unique within `t`, so several reconcilers' operations can share one batched
@@ -199,51 +194,41 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
 
     let router_ref: Atom = match &router {
         Some(r) => Atom::Uuid(r.uuid),
-        None => {
-            t.insert_named(
-                LogicalRouter::TABLE,
-                &uuid_name(t, "router"),
-                [
-                    ("name", Datum::atom(plan.router.as_str())),
-                    ("external_ids", vendor_ids()),
-                ],
-            )
-            .1
-        }
+        None => t.insert_model_with(
+            &uuid_name(t, "router"),
+            &LogicalRouter {
+                name: plan.router.clone(),
+                external_ids: vendor_ids(),
+                ..LogicalRouter::default()
+            },
+            [],
+        ),
     };
     let switch_ref: Atom = match &switch {
         Some(s) => {
             if s.other_config.get("subnet").map(String::as_str) != Some(&plan.other_config_subnet())
             {
-                t.mutate(
-                    LogicalSwitch::TABLE,
+                t.mutate_where(
                     &[Condition::uuid(s.uuid)],
-                    &[
-                        Mutation::delete("other_config", Datum::set(["subnet"])),
-                        Mutation::insert(
-                            "other_config",
-                            Datum::map([("subnet", plan.other_config_subnet())]),
-                        ),
+                    [
+                        LogicalSwitch::OTHER_CONFIG.delete_keys(["subnet"]),
+                        LogicalSwitch::OTHER_CONFIG
+                            .insert([("subnet", plan.other_config_subnet())]),
                     ],
                 );
             }
             Atom::Uuid(s.uuid)
         }
-        None => {
-            t.insert_named(
-                LogicalSwitch::TABLE,
-                &uuid_name(t, "switch"),
-                [
-                    ("name", Datum::atom(plan.name.as_str())),
-                    (
-                        "other_config",
-                        Datum::map([("subnet", plan.other_config_subnet())]),
-                    ),
-                    ("external_ids", vendor_ids()),
-                ],
-            )
-            .1
-        }
+        None => t.insert_model_with(
+            &uuid_name(t, "switch"),
+            &LogicalSwitch {
+                name: plan.name.clone(),
+                other_config: BTreeMap::from([("subnet".to_owned(), plan.other_config_subnet())]),
+                external_ids: vendor_ids(),
+                ..LogicalSwitch::default()
+            },
+            [],
+        ),
     };
     let mac = mac_for(plan.gateways[0]);
     match &router_port {
@@ -253,58 +238,49 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
             let mut wanted = plan.networks();
             wanted.sort();
             if networks != wanted || p.mac != mac {
-                t.update(
-                    LogicalRouterPort::TABLE,
+                t.update_where(
                     &[Condition::uuid(p.uuid)],
                     [
-                        ("networks", Datum::set(wanted)),
-                        ("mac", Datum::atom(mac.as_str())),
+                        LogicalRouterPort::NETWORKS.to(wanted),
+                        LogicalRouterPort::MAC.to(mac),
                     ],
                 );
             }
         }
         None => {
-            let (_, port) = t.insert_named(
-                LogicalRouterPort::TABLE,
+            let port = t.insert_model_with(
                 &uuid_name(t, "lrp"),
-                [
-                    ("name", Datum::atom(plan.router_port())),
-                    ("mac", Datum::atom(mac.as_str())),
-                    ("networks", Datum::set(plan.networks())),
-                    ("external_ids", vendor_ids()),
-                ],
+                &LogicalRouterPort {
+                    name: plan.router_port(),
+                    mac,
+                    networks: plan.networks(),
+                    external_ids: vendor_ids(),
+                    ..LogicalRouterPort::default()
+                },
+                [],
             );
-            t.mutate(
-                LogicalRouter::TABLE,
-                &[Condition::new(
-                    "_uuid",
-                    ovsdb::Function::Eq,
-                    Datum::atom(router_ref.clone()),
-                )],
-                &[Mutation::new("ports", Mutator::Insert, Datum::atom(port))],
+            t.mutate_where(
+                &[Condition::row(&router_ref)],
+                [LogicalRouter::PORTS.insert([port])],
             );
         }
     }
     if switch_port.is_none() {
-        let (_, port) = t.insert_named(
-            LogicalSwitchPort::TABLE,
+        let port = t.insert_model_with(
             &uuid_name(t, "lsp"),
-            [
-                ("name", Datum::atom(plan.switch_port())),
-                ("type", Datum::atom("router")),
-                ("addresses", Datum::set(["router"])),
-                ("options", Datum::map([("router-port", plan.router_port())])),
-                ("external_ids", vendor_ids()),
-            ],
+            &LogicalSwitchPort {
+                name: plan.switch_port(),
+                r#type: "router".into(),
+                addresses: vec!["router".into()],
+                options: BTreeMap::from([("router-port".to_owned(), plan.router_port())]),
+                external_ids: vendor_ids(),
+                ..LogicalSwitchPort::default()
+            },
+            [],
         );
-        t.mutate(
-            LogicalSwitch::TABLE,
-            &[Condition::new(
-                "_uuid",
-                ovsdb::Function::Eq,
-                Datum::atom(switch_ref),
-            )],
-            &[Mutation::new("ports", Mutator::Insert, Datum::atom(port))],
+        t.mutate_where(
+            &[Condition::row(&switch_ref)],
+            [LogicalSwitch::PORTS.insert([port])],
         );
     }
 }
@@ -362,48 +338,38 @@ pub fn pod_port_ops(
     };
     let reference = match port {
         None => {
-            let (_, port) = t.insert_named(
-                LogicalSwitchPort::TABLE,
+            let external_ids = [
+                (api::PORT_OWNER_KEY, plan.owner.port_owner_id()),
+                ("ls", plan.switch.clone()),
+                ("node", plan.node.clone()),
+                (VENDOR.0, VENDOR.1.to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let port = t.insert_model_with(
                 &uuid_name(t, "pod"),
-                [
-                    ("name", Datum::atom(name.as_str())),
-                    ("addresses", Datum::set([address.as_str()])),
-                    (
-                        "port_security",
-                        Datum::set(security.iter().map(String::as_str)),
-                    ),
-                    (
-                        "external_ids",
-                        Datum::map([
-                            (api::PORT_OWNER_KEY, plan.owner.port_owner_id()),
-                            ("ls", plan.switch.clone()),
-                            ("node", plan.node.clone()),
-                            (VENDOR.0, VENDOR.1.to_owned()),
-                        ]),
-                    ),
-                ],
+                &LogicalSwitchPort {
+                    name,
+                    addresses: vec![address],
+                    port_security: security,
+                    external_ids,
+                    ..LogicalSwitchPort::default()
+                },
+                [],
             );
-            t.mutate(
-                LogicalSwitch::TABLE,
+            t.mutate_where(
                 &[Condition::uuid(switch.uuid)],
-                &[Mutation::new(
-                    "ports",
-                    Mutator::Insert,
-                    Datum::atom(port.clone()),
-                )],
+                [LogicalSwitch::PORTS.insert([&port])],
             );
             port
         }
         Some(p) if p.addresses != [address.clone()] || p.port_security != security => {
-            t.update(
-                LogicalSwitchPort::TABLE,
+            t.update_where(
                 &[Condition::uuid(p.uuid)],
                 [
-                    ("addresses", Datum::set([address.as_str()])),
-                    (
-                        "port_security",
-                        Datum::set(security.iter().map(String::as_str)),
-                    ),
+                    LogicalSwitchPort::ADDRESSES.to(vec![address]),
+                    LogicalSwitchPort::PORT_SECURITY.to(security),
                 ],
             );
             bump_nb_cfg(t);
@@ -441,14 +407,9 @@ pub fn delete_port_ops(cache: &Cache, name: &str, t: &mut Transaction) {
         .collect();
     for switch in owners {
         // Ports are not a root table: dropping the reference deletes the row.
-        t.mutate(
-            LogicalSwitch::TABLE,
+        t.mutate_where(
             &[Condition::uuid(switch.uuid)],
-            &[Mutation::new(
-                "ports",
-                Mutator::Delete,
-                Datum::atom(port.uuid),
-            )],
+            [LogicalSwitch::PORTS.delete([port.uuid])],
         );
     }
     bump_nb_cfg(t);
@@ -457,11 +418,7 @@ pub fn delete_port_ops(cache: &Cache, name: &str, t: &mut Transaction) {
 /// Increments NB_Global.nb_cfg: ovn-controller reports it back once installed, and node
 /// agents invalidate their fast paths when they see it advance.
 pub fn bump_nb_cfg(t: &mut Transaction) {
-    t.mutate(
-        NbGlobal::TABLE,
-        &[],
-        &[Mutation::new("nb_cfg", Mutator::Add, Datum::atom(1i64))],
-    );
+    t.mutate_where(&[], [NbGlobal::NB_CFG.increment_by(1)]);
 }
 
 /// The owner kovn recorded on one of its ports (`None`: not a pod's or node's port).

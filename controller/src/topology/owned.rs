@@ -3,48 +3,65 @@
 //! that identifies its content. Syncing compares keys only: rows whose key is no longer wanted
 //! are removed, missing ones inserted, so an unchanged object costs no write.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use ovsdb::{Atom, Cache, Condition, Datum, Function, Mutation, Mutator, Transaction};
+use ovsdb::{Atom, Cache, Column, Condition, Datum, Model, Transaction, Uuid};
 
 use super::{VENDOR, uuid_name};
 
 pub const OWNER: &str = "kovn-owner";
 pub const KEY: &str = "kovn-key";
 
-/// One row wanted in a child table (ACL, Logical_Router_Policy, Logical_Router_Static_Route).
+/// One row wanted in a child table (ACL, Logical_Router_Policy, Logical_Router_Static_Route):
+/// the typed row, and the key that identifies its content.
 #[derive(Debug, Clone)]
-pub struct OwnedRow {
+pub struct OwnedRow<C> {
     pub key: String,
-    pub columns: Vec<(&'static str, Datum)>,
+    pub row: C,
+}
+
+/// A child table whose rows carry kovn's ownership in `external_ids`.
+pub trait OwnedModel: Model {
+    const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>>;
+}
+
+impl OwnedModel for ovsdb::models::ovn_northbound::Acl {
+    const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Self::EXTERNAL_IDS;
+}
+
+impl OwnedModel for ovsdb::models::ovn_northbound::LogicalRouterPolicy {
+    const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Self::EXTERNAL_IDS;
+}
+
+impl OwnedModel for ovsdb::models::ovn_northbound::LogicalRouterStaticRoute {
+    const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Self::EXTERNAL_IDS;
 }
 
 /// Where the children hang: the parent row and its reference column.
-pub struct Parent<'a> {
-    pub table: &'a str,
+pub struct Parent<P> {
     pub row: Atom,
-    pub column: &'a str,
+    pub children: Column<P, Vec<Uuid>>,
 }
 
-/// Appends to `t` what makes `owner`'s rows in `child_table` exactly `desired`. Returns whether
+/// Appends to `t` what makes `owner`'s rows of `C` exactly `desired`. Returns whether
 /// anything changed and whether a row was removed (removing an ACL or policy may revoke traffic).
-pub fn sync_owned_rows(
+pub fn sync_owned_rows<P: Model, C: OwnedModel>(
     cache: &Cache,
     t: &mut Transaction,
-    parent: &Parent<'_>,
-    child_table: &str,
+    parent: &Parent<P>,
     owner: &str,
-    desired: Vec<OwnedRow>,
+    desired: Vec<OwnedRow<C>>,
 ) -> Synced {
-    let existing: Vec<(ovsdb::Uuid, String)> = cache
-        .table(child_table)
+    let ids = <C as OwnedModel>::EXTERNAL_IDS.name();
+    let existing: Vec<(Uuid, String)> = cache
+        .table(C::TABLE)
         .map(|table| {
             table
-                .find(&[&format!("external_ids:{OWNER}")], &[Datum::atom(owner)])
+                .find(&[&format!("{ids}:{OWNER}")], &[Datum::atom(owner)])
                 .into_iter()
                 .map(|row| {
                     let key = row
-                        .get("external_ids")
+                        .get(ids)
                         .and_then(|d| d.map_get(&Atom::from(KEY)))
                         .and_then(Atom::as_str)
                         .unwrap_or_default()
@@ -57,24 +74,12 @@ pub fn sync_owned_rows(
     let wanted: BTreeSet<&str> = desired.iter().map(|r| r.key.as_str()).collect();
     let have: BTreeSet<&str> = existing.iter().map(|(_, k)| k.as_str()).collect();
     let mut sync = Synced::default();
-    let parent_condition = [Condition::new(
-        "_uuid",
-        Function::Eq,
-        Datum::atom(parent.row.clone()),
-    )];
+    let parent_condition = [Condition::row(&parent.row)];
     let mut seen = BTreeSet::new();
     for (uuid, key) in &existing {
         // Duplicates (two rows with one key) are removed too: one survives.
         if !wanted.contains(key.as_str()) || !seen.insert(key.as_str()) {
-            t.mutate(
-                parent.table,
-                &parent_condition,
-                &[Mutation::new(
-                    parent.column,
-                    Mutator::Delete,
-                    Datum::atom(*uuid),
-                )],
-            );
+            t.mutate_where(&parent_condition, [parent.children.delete([*uuid])]);
             sync.removed = true;
         }
     }
@@ -82,26 +87,18 @@ pub fn sync_owned_rows(
         if have.contains(row.key.as_str()) {
             continue;
         }
-        let mut columns = row.columns;
-        columns.push((
-            "external_ids",
-            Datum::map([
-                (OWNER, owner.to_owned()),
-                (KEY, row.key.clone()),
-                (VENDOR.0, VENDOR.1.to_owned()),
-            ]),
-        ));
+        let external_ids = BTreeMap::from([
+            (OWNER.to_owned(), owner.to_owned()),
+            (KEY.to_owned(), row.key.clone()),
+            (VENDOR.0.to_owned(), VENDOR.1.to_owned()),
+        ]);
         let name = uuid_name(t, "owned");
-        let (_, child) = t.insert_named(child_table, &name, columns);
-        t.mutate(
-            parent.table,
-            &parent_condition,
-            &[Mutation::new(
-                parent.column,
-                Mutator::Insert,
-                Datum::atom(child),
-            )],
+        let child = t.insert_model_with(
+            &name,
+            &row.row,
+            [<C as OwnedModel>::EXTERNAL_IDS.to(external_ids)],
         );
+        t.mutate_where(&parent_condition, [parent.children.insert([child])]);
         sync.inserted = true;
     }
     sync

@@ -1,17 +1,20 @@
 //! A VPC is a logical router named after it (the default VPC's is `ovn-cluster`), with the
 //! static routes and policy routes its spec lists.
 
-use ovsdb::models::ovn_northbound::{LogicalRouter, LogicalRouterPolicy, LogicalRouterStaticRoute};
-use ovsdb::{Atom, Cache, Condition, Datum, Model, Transaction};
+use ovsdb::models::ovn_northbound::{
+    LogicalRouter, LogicalRouterPolicy, LogicalRouterPolicyAction, LogicalRouterStaticRoute,
+    LogicalRouterStaticRoutePolicy,
+};
+use ovsdb::{Atom, Cache, Condition, Transaction};
 
+use super::gateway::policy_row;
 use super::owned::{OwnedRow, Parent, Synced, owner, sync_owned_rows};
-use super::{VENDOR, find, uuid_name};
+use super::{find, uuid_name, vendor_ids};
 
 /// A static route as the spec gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// `dst-ip` or `src-ip`.
-    pub policy: &'static str,
+    pub policy: LogicalRouterStaticRoutePolicy,
     pub prefix: String,
     pub next_hop: String,
 }
@@ -21,8 +24,7 @@ pub struct Route {
 pub struct Policy {
     pub priority: i64,
     pub matches: String,
-    /// `allow`, `drop` or `reroute`.
-    pub action: String,
+    pub action: LogicalRouterPolicyAction,
     pub next_hops: Vec<String>,
 }
 
@@ -30,17 +32,15 @@ pub struct Policy {
 pub fn router_ops(cache: &Cache, t: &mut Transaction, router: &str) -> Atom {
     match find::<LogicalRouter>(cache, router) {
         Some(r) => Atom::Uuid(r.uuid),
-        None => {
-            t.insert_named(
-                LogicalRouter::TABLE,
-                &uuid_name(t, "router"),
-                [
-                    ("name", Datum::atom(router)),
-                    ("external_ids", Datum::map([VENDOR])),
-                ],
-            )
-            .1
-        }
+        None => t.insert_model_with(
+            &uuid_name(t, "router"),
+            &LogicalRouter {
+                name: router.to_owned(),
+                external_ids: vendor_ids(),
+                ..LogicalRouter::default()
+            },
+            [],
+        ),
     }
 }
 
@@ -59,41 +59,26 @@ pub fn vpc_ops(
     let route_rows = routes
         .iter()
         .map(|r| OwnedRow {
-            key: format!("{}|{}|{}", r.policy, r.prefix, r.next_hop),
-            columns: vec![
-                ("policy", Datum::atom(r.policy)),
-                ("ip_prefix", Datum::atom(r.prefix.as_str())),
-                ("nexthop", Datum::atom(r.next_hop.as_str())),
-            ],
+            key: format!("{}|{}|{}", r.policy.as_str(), r.prefix, r.next_hop),
+            row: LogicalRouterStaticRoute {
+                policy: Some(r.policy),
+                ip_prefix: r.prefix.clone(),
+                nexthop: r.next_hop.clone(),
+                ..LogicalRouterStaticRoute::default()
+            },
         })
         .collect();
-    let policy_rows = policies
+    let policy_rows: Vec<OwnedRow<LogicalRouterPolicy>> = policies
         .iter()
-        .map(|p| OwnedRow {
-            key: format!(
-                "{}|{}|{}|{}",
-                p.priority,
-                p.matches,
-                p.action,
-                p.next_hops.join(",")
-            ),
-            columns: vec![
-                ("priority", Datum::atom(p.priority)),
-                ("match", Datum::atom(p.matches.as_str())),
-                ("action", Datum::atom(p.action.as_str())),
-                ("nexthops", Datum::set(p.next_hops.clone())),
-            ],
-        })
+        .map(|p| policy_row(p.priority, p.matches.clone(), p.action, p.next_hops.clone()))
         .collect();
     let a = sync_owned_rows(
         cache,
         t,
         &Parent {
-            table: LogicalRouter::TABLE,
             row: row.clone(),
-            column: "static_routes",
+            children: LogicalRouter::STATIC_ROUTES,
         },
-        LogicalRouterStaticRoute::TABLE,
         &owner,
         route_rows,
     );
@@ -101,11 +86,9 @@ pub fn vpc_ops(
         cache,
         t,
         &Parent {
-            table: LogicalRouter::TABLE,
             row,
-            column: "policies",
+            children: LogicalRouter::POLICIES,
         },
-        LogicalRouterPolicy::TABLE,
         &owner,
         policy_rows,
     );
@@ -115,6 +98,6 @@ pub fn vpc_ops(
 /// Deletes the VPC's router (its ports, routes and policies go with it).
 pub fn delete_vpc_ops(cache: &Cache, t: &mut Transaction, router: &str) {
     if let Some(r) = find::<LogicalRouter>(cache, router) {
-        t.delete(LogicalRouter::TABLE, &[Condition::uuid(r.uuid)]);
+        t.delete_where::<LogicalRouter>(&[Condition::uuid(r.uuid)]);
     }
 }

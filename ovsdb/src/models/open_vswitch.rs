@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::column::Column;
 use crate::model::{self, Model};
 use crate::{Datum, Result, Row, Uuid};
 
@@ -51,6 +52,13 @@ impl Model for Autoattach {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `AutoAttach`, for typed writes (see [`crate::column`]).
+impl Autoattach {
+    pub const MAPPINGS: Column<Self, BTreeMap<i64, i64>> = Column::new("mappings");
+    pub const SYSTEM_DESCRIPTION: Column<Self, String> = Column::new("system_description");
+    pub const SYSTEM_NAME: Column<Self, String> = Column::new("system_name");
 }
 
 /// Values of `Bridge.fail_mode`.
@@ -254,6 +262,32 @@ impl Model for Bridge {
     }
 }
 
+/// The columns of `Bridge`, for typed writes (see [`crate::column`]).
+impl Bridge {
+    pub const AUTO_ATTACH: Column<Self, Option<Uuid>> = Column::new("auto_attach");
+    pub const CONTROLLER: Column<Self, Vec<Uuid>> = Column::new("controller");
+    pub const DATAPATH_ID: Column<Self, Option<String>> = Column::new("datapath_id");
+    pub const DATAPATH_TYPE: Column<Self, String> = Column::new("datapath_type");
+    pub const DATAPATH_VERSION: Column<Self, String> = Column::new("datapath_version");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const FAIL_MODE: Column<Self, Option<BridgeFailMode>> = Column::new("fail_mode");
+    pub const FLOOD_VLANS: Column<Self, Vec<i64>> = Column::new("flood_vlans");
+    pub const FLOW_TABLES: Column<Self, BTreeMap<i64, Uuid>> = Column::new("flow_tables");
+    pub const IPFIX: Column<Self, Option<Uuid>> = Column::new("ipfix");
+    pub const MCAST_SNOOPING_ENABLE: Column<Self, bool> = Column::new("mcast_snooping_enable");
+    pub const MIRRORS: Column<Self, Vec<Uuid>> = Column::new("mirrors");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const NETFLOW: Column<Self, Option<Uuid>> = Column::new("netflow");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const PORTS: Column<Self, Vec<Uuid>> = Column::new("ports");
+    pub const PROTOCOLS: Column<Self, Vec<BridgeProtocols>> = Column::new("protocols");
+    pub const RSTP_ENABLE: Column<Self, bool> = Column::new("rstp_enable");
+    pub const RSTP_STATUS: Column<Self, BTreeMap<String, String>> = Column::new("rstp_status");
+    pub const SFLOW: Column<Self, Option<Uuid>> = Column::new("sflow");
+    pub const STATUS: Column<Self, BTreeMap<String, String>> = Column::new("status");
+    pub const STP_ENABLE: Column<Self, bool> = Column::new("stp_enable");
+}
+
 /// Values of `CT_Timeout_Policy.timeouts` (key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum CtTimeoutPolicyTimeoutsKey {
@@ -392,6 +426,13 @@ impl Model for CtTimeoutPolicy {
     }
 }
 
+/// The columns of `CT_Timeout_Policy`, for typed writes (see [`crate::column`]).
+impl CtTimeoutPolicy {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const TIMEOUTS: Column<Self, BTreeMap<CtTimeoutPolicyTimeoutsKey, i64>> =
+        Column::new("timeouts");
+}
+
 /// A row of `CT_Zone`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CtZone {
@@ -425,6 +466,12 @@ impl Model for CtZone {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `CT_Zone`, for typed writes (see [`crate::column`]).
+impl CtZone {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const TIMEOUT_POLICY: Column<Self, Option<Uuid>> = Column::new("timeout_policy");
 }
 
 /// Values of `Controller.connection_mode`.
@@ -635,6 +682,32 @@ impl Model for Controller {
     }
 }
 
+/// The columns of `Controller`, for typed writes (see [`crate::column`]).
+impl Controller {
+    pub const CONNECTION_MODE: Column<Self, Option<ControllerConnectionMode>> =
+        Column::new("connection_mode");
+    pub const CONTROLLER_BURST_LIMIT: Column<Self, Option<i64>> =
+        Column::new("controller_burst_limit");
+    pub const CONTROLLER_QUEUE_SIZE: Column<Self, Option<i64>> =
+        Column::new("controller_queue_size");
+    pub const CONTROLLER_RATE_LIMIT: Column<Self, Option<i64>> =
+        Column::new("controller_rate_limit");
+    pub const ENABLE_ASYNC_MESSAGES: Column<Self, Option<bool>> =
+        Column::new("enable_async_messages");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const INACTIVITY_PROBE: Column<Self, Option<i64>> = Column::new("inactivity_probe");
+    pub const IS_CONNECTED: Column<Self, bool> = Column::new("is_connected");
+    pub const LOCAL_GATEWAY: Column<Self, Option<String>> = Column::new("local_gateway");
+    pub const LOCAL_IP: Column<Self, Option<String>> = Column::new("local_ip");
+    pub const LOCAL_NETMASK: Column<Self, Option<String>> = Column::new("local_netmask");
+    pub const MAX_BACKOFF: Column<Self, Option<i64>> = Column::new("max_backoff");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const ROLE: Column<Self, Option<ControllerRole>> = Column::new("role");
+    pub const STATUS: Column<Self, BTreeMap<String, String>> = Column::new("status");
+    pub const TARGET: Column<Self, String> = Column::new("target");
+    pub const TYPE: Column<Self, Option<ControllerType>> = Column::new("type");
+}
+
 /// A row of `Datapath`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Datapath {
@@ -678,6 +751,14 @@ impl Model for Datapath {
     }
 }
 
+/// The columns of `Datapath`, for typed writes (see [`crate::column`]).
+impl Datapath {
+    pub const CAPABILITIES: Column<Self, BTreeMap<String, String>> = Column::new("capabilities");
+    pub const CT_ZONES: Column<Self, BTreeMap<i64, Uuid>> = Column::new("ct_zones");
+    pub const DATAPATH_VERSION: Column<Self, String> = Column::new("datapath_version");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+}
+
 /// A row of `Flow_Sample_Collector_Set`; unique: (id, bridge).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FlowSampleCollectorSet {
@@ -719,6 +800,14 @@ impl Model for FlowSampleCollectorSet {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Flow_Sample_Collector_Set`, for typed writes (see [`crate::column`]).
+impl FlowSampleCollectorSet {
+    pub const BRIDGE: Column<Self, Uuid> = Column::new("bridge");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const ID: Column<Self, i64> = Column::new("id");
+    pub const IPFIX: Column<Self, Option<Uuid>> = Column::new("ipfix");
 }
 
 /// Values of `Flow_Table.overflow_policy`.
@@ -805,6 +894,17 @@ impl Model for FlowTable {
     }
 }
 
+/// The columns of `Flow_Table`, for typed writes (see [`crate::column`]).
+impl FlowTable {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const FLOW_LIMIT: Column<Self, Option<i64>> = Column::new("flow_limit");
+    pub const GROUPS: Column<Self, Vec<String>> = Column::new("groups");
+    pub const NAME: Column<Self, Option<String>> = Column::new("name");
+    pub const OVERFLOW_POLICY: Column<Self, Option<FlowTableOverflowPolicy>> =
+        Column::new("overflow_policy");
+    pub const PREFIXES: Column<Self, Vec<String>> = Column::new("prefixes");
+}
+
 /// A row of `IPFIX`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Ipfix {
@@ -865,6 +965,18 @@ impl Model for Ipfix {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `IPFIX`, for typed writes (see [`crate::column`]).
+impl Ipfix {
+    pub const CACHE_ACTIVE_TIMEOUT: Column<Self, Option<i64>> = Column::new("cache_active_timeout");
+    pub const CACHE_MAX_FLOWS: Column<Self, Option<i64>> = Column::new("cache_max_flows");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const OBS_DOMAIN_ID: Column<Self, Option<i64>> = Column::new("obs_domain_id");
+    pub const OBS_POINT_ID: Column<Self, Option<i64>> = Column::new("obs_point_id");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const SAMPLING: Column<Self, Option<i64>> = Column::new("sampling");
+    pub const TARGETS: Column<Self, Vec<String>> = Column::new("targets");
 }
 
 /// Values of `Interface.admin_state`.
@@ -1176,6 +1288,48 @@ impl Model for Interface {
     }
 }
 
+/// The columns of `Interface`, for typed writes (see [`crate::column`]).
+impl Interface {
+    pub const ADMIN_STATE: Column<Self, Option<InterfaceAdminState>> = Column::new("admin_state");
+    pub const BFD: Column<Self, BTreeMap<String, String>> = Column::new("bfd");
+    pub const BFD_STATUS: Column<Self, BTreeMap<String, String>> = Column::new("bfd_status");
+    pub const CFM_FAULT: Column<Self, Option<bool>> = Column::new("cfm_fault");
+    pub const CFM_FAULT_STATUS: Column<Self, Vec<String>> = Column::new("cfm_fault_status");
+    pub const CFM_FLAP_COUNT: Column<Self, Option<i64>> = Column::new("cfm_flap_count");
+    pub const CFM_HEALTH: Column<Self, Option<i64>> = Column::new("cfm_health");
+    pub const CFM_MPID: Column<Self, Option<i64>> = Column::new("cfm_mpid");
+    pub const CFM_REMOTE_MPIDS: Column<Self, Vec<i64>> = Column::new("cfm_remote_mpids");
+    pub const CFM_REMOTE_OPSTATE: Column<Self, Option<InterfaceCfmRemoteOpstate>> =
+        Column::new("cfm_remote_opstate");
+    pub const DUPLEX: Column<Self, Option<InterfaceDuplex>> = Column::new("duplex");
+    pub const ERROR: Column<Self, Option<String>> = Column::new("error");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const IFINDEX: Column<Self, Option<i64>> = Column::new("ifindex");
+    pub const INGRESS_POLICING_BURST: Column<Self, i64> = Column::new("ingress_policing_burst");
+    pub const INGRESS_POLICING_KPKTS_BURST: Column<Self, i64> =
+        Column::new("ingress_policing_kpkts_burst");
+    pub const INGRESS_POLICING_KPKTS_RATE: Column<Self, i64> =
+        Column::new("ingress_policing_kpkts_rate");
+    pub const INGRESS_POLICING_RATE: Column<Self, i64> = Column::new("ingress_policing_rate");
+    pub const LACP_CURRENT: Column<Self, Option<bool>> = Column::new("lacp_current");
+    pub const LINK_RESETS: Column<Self, Option<i64>> = Column::new("link_resets");
+    pub const LINK_SPEED: Column<Self, Option<i64>> = Column::new("link_speed");
+    pub const LINK_STATE: Column<Self, Option<InterfaceLinkState>> = Column::new("link_state");
+    pub const LLDP: Column<Self, BTreeMap<String, String>> = Column::new("lldp");
+    pub const MAC: Column<Self, Option<String>> = Column::new("mac");
+    pub const MAC_IN_USE: Column<Self, Option<String>> = Column::new("mac_in_use");
+    pub const MTU: Column<Self, Option<i64>> = Column::new("mtu");
+    pub const MTU_REQUEST: Column<Self, Option<i64>> = Column::new("mtu_request");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const OFPORT: Column<Self, Option<i64>> = Column::new("ofport");
+    pub const OFPORT_REQUEST: Column<Self, Option<i64>> = Column::new("ofport_request");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const STATISTICS: Column<Self, BTreeMap<String, i64>> = Column::new("statistics");
+    pub const STATUS: Column<Self, BTreeMap<String, String>> = Column::new("status");
+    pub const TYPE: Column<Self, String> = Column::new("type");
+}
+
 /// Values of `Manager.connection_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum ManagerConnectionMode {
@@ -1268,6 +1422,19 @@ impl Model for Manager {
     }
 }
 
+/// The columns of `Manager`, for typed writes (see [`crate::column`]).
+impl Manager {
+    pub const CONNECTION_MODE: Column<Self, Option<ManagerConnectionMode>> =
+        Column::new("connection_mode");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const INACTIVITY_PROBE: Column<Self, Option<i64>> = Column::new("inactivity_probe");
+    pub const IS_CONNECTED: Column<Self, bool> = Column::new("is_connected");
+    pub const MAX_BACKOFF: Column<Self, Option<i64>> = Column::new("max_backoff");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const STATUS: Column<Self, BTreeMap<String, String>> = Column::new("status");
+    pub const TARGET: Column<Self, String> = Column::new("target");
+}
+
 /// A row of `Mirror`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Mirror {
@@ -1335,6 +1502,20 @@ impl Model for Mirror {
     }
 }
 
+/// The columns of `Mirror`, for typed writes (see [`crate::column`]).
+impl Mirror {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const OUTPUT_PORT: Column<Self, Option<Uuid>> = Column::new("output_port");
+    pub const OUTPUT_VLAN: Column<Self, Option<i64>> = Column::new("output_vlan");
+    pub const SELECT_ALL: Column<Self, bool> = Column::new("select_all");
+    pub const SELECT_DST_PORT: Column<Self, Vec<Uuid>> = Column::new("select_dst_port");
+    pub const SELECT_SRC_PORT: Column<Self, Vec<Uuid>> = Column::new("select_src_port");
+    pub const SELECT_VLAN: Column<Self, Vec<i64>> = Column::new("select_vlan");
+    pub const SNAPLEN: Column<Self, Option<i64>> = Column::new("snaplen");
+    pub const STATISTICS: Column<Self, BTreeMap<String, i64>> = Column::new("statistics");
+}
+
 /// A row of `NetFlow`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Netflow {
@@ -1387,6 +1568,16 @@ impl Model for Netflow {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `NetFlow`, for typed writes (see [`crate::column`]).
+impl Netflow {
+    pub const ACTIVE_TIMEOUT: Column<Self, i64> = Column::new("active_timeout");
+    pub const ADD_ID_TO_INTERFACE: Column<Self, bool> = Column::new("add_id_to_interface");
+    pub const ENGINE_ID: Column<Self, Option<i64>> = Column::new("engine_id");
+    pub const ENGINE_TYPE: Column<Self, Option<i64>> = Column::new("engine_type");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const TARGETS: Column<Self, Vec<String>> = Column::new("targets");
 }
 
 /// A row of `Open_vSwitch`.
@@ -1482,6 +1673,27 @@ impl Model for OpenVswitch {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Open_vSwitch`, for typed writes (see [`crate::column`]).
+impl OpenVswitch {
+    pub const BRIDGES: Column<Self, Vec<Uuid>> = Column::new("bridges");
+    pub const CUR_CFG: Column<Self, i64> = Column::new("cur_cfg");
+    pub const DATAPATH_TYPES: Column<Self, Vec<String>> = Column::new("datapath_types");
+    pub const DATAPATHS: Column<Self, BTreeMap<String, Uuid>> = Column::new("datapaths");
+    pub const DB_VERSION: Column<Self, Option<String>> = Column::new("db_version");
+    pub const DPDK_INITIALIZED: Column<Self, bool> = Column::new("dpdk_initialized");
+    pub const DPDK_VERSION: Column<Self, Option<String>> = Column::new("dpdk_version");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const IFACE_TYPES: Column<Self, Vec<String>> = Column::new("iface_types");
+    pub const MANAGER_OPTIONS: Column<Self, Vec<Uuid>> = Column::new("manager_options");
+    pub const NEXT_CFG: Column<Self, i64> = Column::new("next_cfg");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const OVS_VERSION: Column<Self, Option<String>> = Column::new("ovs_version");
+    pub const SSL: Column<Self, Option<Uuid>> = Column::new("ssl");
+    pub const STATISTICS: Column<Self, BTreeMap<String, String>> = Column::new("statistics");
+    pub const SYSTEM_TYPE: Column<Self, Option<String>> = Column::new("system_type");
+    pub const SYSTEM_VERSION: Column<Self, Option<String>> = Column::new("system_version");
 }
 
 /// Values of `Port.bond_mode`.
@@ -1722,6 +1934,32 @@ impl Model for Port {
     }
 }
 
+/// The columns of `Port`, for typed writes (see [`crate::column`]).
+impl Port {
+    pub const BOND_ACTIVE_SLAVE: Column<Self, Option<String>> = Column::new("bond_active_slave");
+    pub const BOND_DOWNDELAY: Column<Self, i64> = Column::new("bond_downdelay");
+    pub const BOND_FAKE_IFACE: Column<Self, bool> = Column::new("bond_fake_iface");
+    pub const BOND_MODE: Column<Self, Option<PortBondMode>> = Column::new("bond_mode");
+    pub const BOND_UPDELAY: Column<Self, i64> = Column::new("bond_updelay");
+    pub const CVLANS: Column<Self, Vec<i64>> = Column::new("cvlans");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const FAKE_BRIDGE: Column<Self, bool> = Column::new("fake_bridge");
+    pub const INTERFACES: Column<Self, Vec<Uuid>> = Column::new("interfaces");
+    pub const LACP: Column<Self, Option<PortLacp>> = Column::new("lacp");
+    pub const MAC: Column<Self, Option<String>> = Column::new("mac");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const PROTECTED: Column<Self, bool> = Column::new("protected");
+    pub const QOS: Column<Self, Option<Uuid>> = Column::new("qos");
+    pub const RSTP_STATISTICS: Column<Self, BTreeMap<String, i64>> = Column::new("rstp_statistics");
+    pub const RSTP_STATUS: Column<Self, BTreeMap<String, String>> = Column::new("rstp_status");
+    pub const STATISTICS: Column<Self, BTreeMap<String, i64>> = Column::new("statistics");
+    pub const STATUS: Column<Self, BTreeMap<String, String>> = Column::new("status");
+    pub const TAG: Column<Self, Option<i64>> = Column::new("tag");
+    pub const TRUNKS: Column<Self, Vec<i64>> = Column::new("trunks");
+    pub const VLAN_MODE: Column<Self, Option<PortVlanMode>> = Column::new("vlan_mode");
+}
+
 /// A row of `QoS`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Qos {
@@ -1765,6 +2003,14 @@ impl Model for Qos {
     }
 }
 
+/// The columns of `QoS`, for typed writes (see [`crate::column`]).
+impl Qos {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const QUEUES: Column<Self, BTreeMap<i64, Uuid>> = Column::new("queues");
+    pub const TYPE: Column<Self, String> = Column::new("type");
+}
+
 /// A row of `Queue`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Queue {
@@ -1802,6 +2048,13 @@ impl Model for Queue {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Queue`, for typed writes (see [`crate::column`]).
+impl Queue {
+    pub const DSCP: Column<Self, Option<i64>> = Column::new("dscp");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
 }
 
 /// A row of `SSL`.
@@ -1849,6 +2102,15 @@ impl Model for Ssl {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `SSL`, for typed writes (see [`crate::column`]).
+impl Ssl {
+    pub const BOOTSTRAP_CA_CERT: Column<Self, bool> = Column::new("bootstrap_ca_cert");
+    pub const CA_CERT: Column<Self, String> = Column::new("ca_cert");
+    pub const CERTIFICATE: Column<Self, String> = Column::new("certificate");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const PRIVATE_KEY: Column<Self, String> = Column::new("private_key");
 }
 
 /// A row of `sFlow`.
@@ -1900,4 +2162,14 @@ impl Model for Sflow {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `sFlow`, for typed writes (see [`crate::column`]).
+impl Sflow {
+    pub const AGENT: Column<Self, Option<String>> = Column::new("agent");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const HEADER: Column<Self, Option<i64>> = Column::new("header");
+    pub const POLLING: Column<Self, Option<i64>> = Column::new("polling");
+    pub const SAMPLING: Column<Self, Option<i64>> = Column::new("sampling");
+    pub const TARGETS: Column<Self, Vec<String>> = Column::new("targets");
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::column::Column;
 use crate::model::{self, Model};
 use crate::{Datum, Result, Row, Uuid};
 
@@ -208,6 +209,21 @@ impl Model for Acl {
     }
 }
 
+/// The columns of `ACL`, for typed writes (see [`crate::column`]).
+impl Acl {
+    pub const ACTION: Column<Self, AclAction> = Column::new("action");
+    pub const DIRECTION: Column<Self, AclDirection> = Column::new("direction");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const LABEL: Column<Self, i64> = Column::new("label");
+    pub const LOG: Column<Self, bool> = Column::new("log");
+    pub const MATCH: Column<Self, String> = Column::new("match");
+    pub const METER: Column<Self, Option<String>> = Column::new("meter");
+    pub const NAME: Column<Self, Option<String>> = Column::new("name");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const PRIORITY: Column<Self, i64> = Column::new("priority");
+    pub const SEVERITY: Column<Self, Option<AclSeverity>> = Column::new("severity");
+}
+
 /// A row of `Address_Set`; unique: (name).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddressSet {
@@ -245,6 +261,13 @@ impl Model for AddressSet {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Address_Set`, for typed writes (see [`crate::column`]).
+impl AddressSet {
+    pub const ADDRESSES: Column<Self, Vec<String>> = Column::new("addresses");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const NAME: Column<Self, String> = Column::new("name");
 }
 
 /// Values of `BFD.status`.
@@ -349,6 +372,18 @@ impl Model for Bfd {
     }
 }
 
+/// The columns of `BFD`, for typed writes (see [`crate::column`]).
+impl Bfd {
+    pub const DETECT_MULT: Column<Self, Option<i64>> = Column::new("detect_mult");
+    pub const DST_IP: Column<Self, String> = Column::new("dst_ip");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const LOGICAL_PORT: Column<Self, String> = Column::new("logical_port");
+    pub const MIN_RX: Column<Self, Option<i64>> = Column::new("min_rx");
+    pub const MIN_TX: Column<Self, Option<i64>> = Column::new("min_tx");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const STATUS: Column<Self, Option<BfdStatus>> = Column::new("status");
+}
+
 /// A row of `Chassis_Template_Var`; unique: (chassis).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChassisTemplateVar {
@@ -386,6 +421,13 @@ impl Model for ChassisTemplateVar {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Chassis_Template_Var`, for typed writes (see [`crate::column`]).
+impl ChassisTemplateVar {
+    pub const CHASSIS: Column<Self, String> = Column::new("chassis");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const VARIABLES: Column<Self, BTreeMap<String, String>> = Column::new("variables");
 }
 
 /// A row of `Connection`; unique: (target).
@@ -443,6 +485,17 @@ impl Model for Connection {
     }
 }
 
+/// The columns of `Connection`, for typed writes (see [`crate::column`]).
+impl Connection {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const INACTIVITY_PROBE: Column<Self, Option<i64>> = Column::new("inactivity_probe");
+    pub const IS_CONNECTED: Column<Self, bool> = Column::new("is_connected");
+    pub const MAX_BACKOFF: Column<Self, Option<i64>> = Column::new("max_backoff");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const STATUS: Column<Self, BTreeMap<String, String>> = Column::new("status");
+    pub const TARGET: Column<Self, String> = Column::new("target");
+}
+
 /// A row of `Copp`; unique: (name).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Copp {
@@ -480,6 +533,13 @@ impl Model for Copp {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Copp`, for typed writes (see [`crate::column`]).
+impl Copp {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const METERS: Column<Self, BTreeMap<String, String>> = Column::new("meters");
+    pub const NAME: Column<Self, String> = Column::new("name");
 }
 
 /// A row of `DHCP_Options`.
@@ -521,6 +581,13 @@ impl Model for DhcpOptions {
     }
 }
 
+/// The columns of `DHCP_Options`, for typed writes (see [`crate::column`]).
+impl DhcpOptions {
+    pub const CIDR: Column<Self, String> = Column::new("cidr");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+}
+
 /// A row of `DNS`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Dns {
@@ -554,6 +621,12 @@ impl Model for Dns {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `DNS`, for typed writes (see [`crate::column`]).
+impl Dns {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const RECORDS: Column<Self, BTreeMap<String, String>> = Column::new("records");
 }
 
 /// A row of `Forwarding_Group`.
@@ -607,6 +680,16 @@ impl Model for ForwardingGroup {
     }
 }
 
+/// The columns of `Forwarding_Group`, for typed writes (see [`crate::column`]).
+impl ForwardingGroup {
+    pub const CHILD_PORT: Column<Self, Vec<String>> = Column::new("child_port");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const LIVENESS: Column<Self, bool> = Column::new("liveness");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const VIP: Column<Self, String> = Column::new("vip");
+    pub const VMAC: Column<Self, String> = Column::new("vmac");
+}
+
 /// A row of `Gateway_Chassis`; unique: (name).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GatewayChassis {
@@ -654,6 +737,15 @@ impl Model for GatewayChassis {
     }
 }
 
+/// The columns of `Gateway_Chassis`, for typed writes (see [`crate::column`]).
+impl GatewayChassis {
+    pub const CHASSIS_NAME: Column<Self, String> = Column::new("chassis_name");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const PRIORITY: Column<Self, i64> = Column::new("priority");
+}
+
 /// A row of `HA_Chassis`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HaChassis {
@@ -693,6 +785,13 @@ impl Model for HaChassis {
     }
 }
 
+/// The columns of `HA_Chassis`, for typed writes (see [`crate::column`]).
+impl HaChassis {
+    pub const CHASSIS_NAME: Column<Self, String> = Column::new("chassis_name");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const PRIORITY: Column<Self, i64> = Column::new("priority");
+}
+
 /// A row of `HA_Chassis_Group`; unique: (name).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HaChassisGroup {
@@ -730,6 +829,13 @@ impl Model for HaChassisGroup {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `HA_Chassis_Group`, for typed writes (see [`crate::column`]).
+impl HaChassisGroup {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const HA_CHASSIS: Column<Self, Vec<Uuid>> = Column::new("ha_chassis");
+    pub const NAME: Column<Self, String> = Column::new("name");
 }
 
 /// Values of `Load_Balancer.protocol`.
@@ -882,6 +988,20 @@ impl Model for LoadBalancer {
     }
 }
 
+/// The columns of `Load_Balancer`, for typed writes (see [`crate::column`]).
+impl LoadBalancer {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const HEALTH_CHECK: Column<Self, Vec<Uuid>> = Column::new("health_check");
+    pub const IP_PORT_MAPPINGS: Column<Self, BTreeMap<String, String>> =
+        Column::new("ip_port_mappings");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const PROTOCOL: Column<Self, Option<LoadBalancerProtocol>> = Column::new("protocol");
+    pub const SELECTION_FIELDS: Column<Self, Vec<LoadBalancerSelectionFields>> =
+        Column::new("selection_fields");
+    pub const VIPS: Column<Self, BTreeMap<String, String>> = Column::new("vips");
+}
+
 /// A row of `Load_Balancer_Group`; unique: (name).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoadBalancerGroup {
@@ -915,6 +1035,12 @@ impl Model for LoadBalancerGroup {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Load_Balancer_Group`, for typed writes (see [`crate::column`]).
+impl LoadBalancerGroup {
+    pub const LOAD_BALANCER: Column<Self, Vec<Uuid>> = Column::new("load_balancer");
+    pub const NAME: Column<Self, String> = Column::new("name");
 }
 
 /// A row of `Load_Balancer_Health_Check`.
@@ -954,6 +1080,13 @@ impl Model for LoadBalancerHealthCheck {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Load_Balancer_Health_Check`, for typed writes (see [`crate::column`]).
+impl LoadBalancerHealthCheck {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const VIP: Column<Self, String> = Column::new("vip");
 }
 
 /// A row of `Logical_Router`.
@@ -1025,6 +1158,21 @@ impl Model for LogicalRouter {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Logical_Router`, for typed writes (see [`crate::column`]).
+impl LogicalRouter {
+    pub const COPP: Column<Self, Option<Uuid>> = Column::new("copp");
+    pub const ENABLED: Column<Self, Option<bool>> = Column::new("enabled");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const LOAD_BALANCER: Column<Self, Vec<Uuid>> = Column::new("load_balancer");
+    pub const LOAD_BALANCER_GROUP: Column<Self, Vec<Uuid>> = Column::new("load_balancer_group");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const NAT: Column<Self, Vec<Uuid>> = Column::new("nat");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const POLICIES: Column<Self, Vec<Uuid>> = Column::new("policies");
+    pub const PORTS: Column<Self, Vec<Uuid>> = Column::new("ports");
+    pub const STATIC_ROUTES: Column<Self, Vec<Uuid>> = Column::new("static_routes");
 }
 
 /// Values of `Logical_Router_Policy.action`.
@@ -1120,6 +1268,17 @@ impl Model for LogicalRouterPolicy {
     }
 }
 
+/// The columns of `Logical_Router_Policy`, for typed writes (see [`crate::column`]).
+impl LogicalRouterPolicy {
+    pub const ACTION: Column<Self, LogicalRouterPolicyAction> = Column::new("action");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const MATCH: Column<Self, String> = Column::new("match");
+    pub const NEXTHOP: Column<Self, Option<String>> = Column::new("nexthop");
+    pub const NEXTHOPS: Column<Self, Vec<String>> = Column::new("nexthops");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const PRIORITY: Column<Self, i64> = Column::new("priority");
+}
+
 /// A row of `Logical_Router_Port`; unique: (name).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LogicalRouterPort {
@@ -1189,6 +1348,22 @@ impl Model for LogicalRouterPort {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Logical_Router_Port`, for typed writes (see [`crate::column`]).
+impl LogicalRouterPort {
+    pub const ENABLED: Column<Self, Option<bool>> = Column::new("enabled");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const GATEWAY_CHASSIS: Column<Self, Vec<Uuid>> = Column::new("gateway_chassis");
+    pub const HA_CHASSIS_GROUP: Column<Self, Option<Uuid>> = Column::new("ha_chassis_group");
+    pub const IPV6_PREFIX: Column<Self, Vec<String>> = Column::new("ipv6_prefix");
+    pub const IPV6_RA_CONFIGS: Column<Self, BTreeMap<String, String>> =
+        Column::new("ipv6_ra_configs");
+    pub const MAC: Column<Self, String> = Column::new("mac");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const NETWORKS: Column<Self, Vec<String>> = Column::new("networks");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const PEER: Column<Self, Option<String>> = Column::new("peer");
 }
 
 /// Values of `Logical_Router_Static_Route.policy`.
@@ -1283,6 +1458,18 @@ impl Model for LogicalRouterStaticRoute {
     }
 }
 
+/// The columns of `Logical_Router_Static_Route`, for typed writes (see [`crate::column`]).
+impl LogicalRouterStaticRoute {
+    pub const BFD: Column<Self, Option<Uuid>> = Column::new("bfd");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const IP_PREFIX: Column<Self, String> = Column::new("ip_prefix");
+    pub const NEXTHOP: Column<Self, String> = Column::new("nexthop");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const OUTPUT_PORT: Column<Self, Option<String>> = Column::new("output_port");
+    pub const POLICY: Column<Self, Option<LogicalRouterStaticRoutePolicy>> = Column::new("policy");
+    pub const ROUTE_TABLE: Column<Self, String> = Column::new("route_table");
+}
+
 /// A row of `Logical_Switch`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LogicalSwitch {
@@ -1352,6 +1539,21 @@ impl Model for LogicalSwitch {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Logical_Switch`, for typed writes (see [`crate::column`]).
+impl LogicalSwitch {
+    pub const ACLS: Column<Self, Vec<Uuid>> = Column::new("acls");
+    pub const COPP: Column<Self, Option<Uuid>> = Column::new("copp");
+    pub const DNS_RECORDS: Column<Self, Vec<Uuid>> = Column::new("dns_records");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const FORWARDING_GROUPS: Column<Self, Vec<Uuid>> = Column::new("forwarding_groups");
+    pub const LOAD_BALANCER: Column<Self, Vec<Uuid>> = Column::new("load_balancer");
+    pub const LOAD_BALANCER_GROUP: Column<Self, Vec<Uuid>> = Column::new("load_balancer_group");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const OTHER_CONFIG: Column<Self, BTreeMap<String, String>> = Column::new("other_config");
+    pub const PORTS: Column<Self, Vec<Uuid>> = Column::new("ports");
+    pub const QOS_RULES: Column<Self, Vec<Uuid>> = Column::new("qos_rules");
 }
 
 /// A row of `Logical_Switch_Port`; unique: (name).
@@ -1448,6 +1650,26 @@ impl Model for LogicalSwitchPort {
     }
 }
 
+/// The columns of `Logical_Switch_Port`, for typed writes (see [`crate::column`]).
+impl LogicalSwitchPort {
+    pub const ADDRESSES: Column<Self, Vec<String>> = Column::new("addresses");
+    pub const DHCPV4_OPTIONS: Column<Self, Option<Uuid>> = Column::new("dhcpv4_options");
+    pub const DHCPV6_OPTIONS: Column<Self, Option<Uuid>> = Column::new("dhcpv6_options");
+    pub const DYNAMIC_ADDRESSES: Column<Self, Option<String>> = Column::new("dynamic_addresses");
+    pub const ENABLED: Column<Self, Option<bool>> = Column::new("enabled");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const HA_CHASSIS_GROUP: Column<Self, Option<Uuid>> = Column::new("ha_chassis_group");
+    pub const MIRROR_RULES: Column<Self, Vec<Uuid>> = Column::new("mirror_rules");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const PARENT_NAME: Column<Self, Option<String>> = Column::new("parent_name");
+    pub const PORT_SECURITY: Column<Self, Vec<String>> = Column::new("port_security");
+    pub const TAG: Column<Self, Option<i64>> = Column::new("tag");
+    pub const TAG_REQUEST: Column<Self, Option<i64>> = Column::new("tag_request");
+    pub const TYPE: Column<Self, String> = Column::new("type");
+    pub const UP: Column<Self, Option<bool>> = Column::new("up");
+}
+
 /// Values of `Meter.unit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum MeterUnit {
@@ -1525,6 +1747,15 @@ impl Model for Meter {
     }
 }
 
+/// The columns of `Meter`, for typed writes (see [`crate::column`]).
+impl Meter {
+    pub const BANDS: Column<Self, Vec<Uuid>> = Column::new("bands");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const FAIR: Column<Self, Option<bool>> = Column::new("fair");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const UNIT: Column<Self, MeterUnit> = Column::new("unit");
+}
+
 /// Values of `Meter_Band.action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum MeterBandAction {
@@ -1592,6 +1823,14 @@ impl Model for MeterBand {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Meter_Band`, for typed writes (see [`crate::column`]).
+impl MeterBand {
+    pub const ACTION: Column<Self, MeterBandAction> = Column::new("action");
+    pub const BURST_SIZE: Column<Self, i64> = Column::new("burst_size");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const RATE: Column<Self, i64> = Column::new("rate");
 }
 
 /// Values of `Mirror.filter`.
@@ -1705,6 +1944,16 @@ impl Model for Mirror {
     }
 }
 
+/// The columns of `Mirror`, for typed writes (see [`crate::column`]).
+impl Mirror {
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const FILTER: Column<Self, MirrorFilter> = Column::new("filter");
+    pub const INDEX: Column<Self, i64> = Column::new("index");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const SINK: Column<Self, String> = Column::new("sink");
+    pub const TYPE: Column<Self, MirrorType> = Column::new("type");
+}
+
 /// Values of `NAT.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum NatType {
@@ -1813,6 +2062,21 @@ impl Model for Nat {
     }
 }
 
+/// The columns of `NAT`, for typed writes (see [`crate::column`]).
+impl Nat {
+    pub const ALLOWED_EXT_IPS: Column<Self, Option<Uuid>> = Column::new("allowed_ext_ips");
+    pub const EXEMPTED_EXT_IPS: Column<Self, Option<Uuid>> = Column::new("exempted_ext_ips");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const EXTERNAL_IP: Column<Self, String> = Column::new("external_ip");
+    pub const EXTERNAL_MAC: Column<Self, Option<String>> = Column::new("external_mac");
+    pub const EXTERNAL_PORT_RANGE: Column<Self, String> = Column::new("external_port_range");
+    pub const GATEWAY_PORT: Column<Self, Option<Uuid>> = Column::new("gateway_port");
+    pub const LOGICAL_IP: Column<Self, String> = Column::new("logical_ip");
+    pub const LOGICAL_PORT: Column<Self, Option<String>> = Column::new("logical_port");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const TYPE: Column<Self, NatType> = Column::new("type");
+}
+
 /// A row of `NB_Global`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NbGlobal {
@@ -1888,6 +2152,22 @@ impl Model for NbGlobal {
     }
 }
 
+/// The columns of `NB_Global`, for typed writes (see [`crate::column`]).
+impl NbGlobal {
+    pub const CONNECTIONS: Column<Self, Vec<Uuid>> = Column::new("connections");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const HV_CFG: Column<Self, i64> = Column::new("hv_cfg");
+    pub const HV_CFG_TIMESTAMP: Column<Self, i64> = Column::new("hv_cfg_timestamp");
+    pub const IPSEC: Column<Self, bool> = Column::new("ipsec");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const NB_CFG: Column<Self, i64> = Column::new("nb_cfg");
+    pub const NB_CFG_TIMESTAMP: Column<Self, i64> = Column::new("nb_cfg_timestamp");
+    pub const OPTIONS: Column<Self, BTreeMap<String, String>> = Column::new("options");
+    pub const SB_CFG: Column<Self, i64> = Column::new("sb_cfg");
+    pub const SB_CFG_TIMESTAMP: Column<Self, i64> = Column::new("sb_cfg_timestamp");
+    pub const SSL: Column<Self, Option<Uuid>> = Column::new("ssl");
+}
+
 /// A row of `Port_Group`; unique: (name).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PortGroup {
@@ -1929,6 +2209,14 @@ impl Model for PortGroup {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Port_Group`, for typed writes (see [`crate::column`]).
+impl PortGroup {
+    pub const ACLS: Column<Self, Vec<Uuid>> = Column::new("acls");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const NAME: Column<Self, String> = Column::new("name");
+    pub const PORTS: Column<Self, Vec<Uuid>> = Column::new("ports");
 }
 
 /// Values of `QoS.action` (key).
@@ -2068,6 +2356,16 @@ impl Model for Qos {
     }
 }
 
+/// The columns of `QoS`, for typed writes (see [`crate::column`]).
+impl Qos {
+    pub const ACTION: Column<Self, BTreeMap<QosActionKey, i64>> = Column::new("action");
+    pub const BANDWIDTH: Column<Self, BTreeMap<QosBandwidthKey, i64>> = Column::new("bandwidth");
+    pub const DIRECTION: Column<Self, QosDirection> = Column::new("direction");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const MATCH: Column<Self, String> = Column::new("match");
+    pub const PRIORITY: Column<Self, i64> = Column::new("priority");
+}
+
 /// A row of `SSL`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Ssl {
@@ -2123,6 +2421,17 @@ impl Model for Ssl {
     }
 }
 
+/// The columns of `SSL`, for typed writes (see [`crate::column`]).
+impl Ssl {
+    pub const BOOTSTRAP_CA_CERT: Column<Self, bool> = Column::new("bootstrap_ca_cert");
+    pub const CA_CERT: Column<Self, String> = Column::new("ca_cert");
+    pub const CERTIFICATE: Column<Self, String> = Column::new("certificate");
+    pub const EXTERNAL_IDS: Column<Self, BTreeMap<String, String>> = Column::new("external_ids");
+    pub const PRIVATE_KEY: Column<Self, String> = Column::new("private_key");
+    pub const SSL_CIPHERS: Column<Self, String> = Column::new("ssl_ciphers");
+    pub const SSL_PROTOCOLS: Column<Self, String> = Column::new("ssl_protocols");
+}
+
 /// A row of `Static_MAC_Binding`; unique: (logical_port, ip).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StaticMacBinding {
@@ -2167,4 +2476,12 @@ impl Model for StaticMacBinding {
     fn uuid(&self) -> Uuid {
         self.uuid
     }
+}
+
+/// The columns of `Static_MAC_Binding`, for typed writes (see [`crate::column`]).
+impl StaticMacBinding {
+    pub const IP: Column<Self, String> = Column::new("ip");
+    pub const LOGICAL_PORT: Column<Self, String> = Column::new("logical_port");
+    pub const MAC: Column<Self, String> = Column::new("mac");
+    pub const OVERRIDE_DYNAMIC_MAC: Column<Self, bool> = Column::new("override_dynamic_mac");
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ovsdb::{Connection, ConnectionOptions, Remote};
 use serde_json::json;
 
-use crate::pod_network::NetworkError;
+use super::OvsError;
 
 /// The kernel's switch for liberal TCP window tracking (per network namespace).
 const KERNEL_BE_LIBERAL: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal";
@@ -44,14 +44,14 @@ impl OvsDatapath {
 
 /// ovs-vswitchd's control socket in OVS's run directory: `ovs-vswitchd.ctl` when it was
 /// started with that name, otherwise `ovs-vswitchd.<pid>.ctl` as ovs-ctl starts it.
-pub fn vswitchd_control_socket(ovs_rundir: &Path) -> Result<PathBuf, NetworkError> {
+pub fn vswitchd_control_socket(ovs_rundir: &Path) -> Result<PathBuf, OvsError> {
     let fixed = ovs_rundir.join("ovs-vswitchd.ctl");
     if fixed.exists() {
         return Ok(fixed);
     }
     let pidfile = ovs_rundir.join("ovs-vswitchd.pid");
     let pid = std::fs::read_to_string(&pidfile).map_err(|e| {
-        NetworkError::Ovsdb(format!(
+        OvsError::Vswitchd(format!(
             "ovs-vswitchd's control socket: no {} and no readable {} ({e}); is ovs-vswitchd running?",
             fixed.display(),
             pidfile.display()
@@ -68,20 +68,18 @@ pub fn rundir_of(ovs_db: &str) -> Option<PathBuf> {
 }
 
 /// Makes OVS's conntrack liberal about TCP windows. Idempotent.
-pub async fn relax_tcp_window(
-    ovs_rundir: &Path,
-    datapath: OvsDatapath,
-) -> Result<(), NetworkError> {
+pub async fn relax_tcp_window(ovs_rundir: &Path, datapath: OvsDatapath) -> Result<(), OvsError> {
     match datapath {
-        OvsDatapath::Kernel => std::fs::write(KERNEL_BE_LIBERAL, "1").map_err(|e| {
-            NetworkError::Ovsdb(format!(
-                "{KERNEL_BE_LIBERAL}: {e} (is nf_conntrack loaded?)"
-            ))
-        }),
+        OvsDatapath::Kernel => {
+            std::fs::write(KERNEL_BE_LIBERAL, "1").map_err(|source| OvsError::Sysctl {
+                what: format!("{KERNEL_BE_LIBERAL} (is nf_conntrack loaded?)"),
+                source,
+            })
+        }
         OvsDatapath::Userspace => {
             let socket = vswitchd_control_socket(ovs_rundir)?;
             let failed = |e: ovsdb::Error| {
-                NetworkError::Ovsdb(format!(
+                OvsError::Vswitchd(format!(
                     "ovs-vswitchd at {}: dpctl/ct-disable-tcp-seq-chk: {e}",
                     socket.display()
                 ))
@@ -136,6 +134,29 @@ pub async fn keep_relaxed(
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// Keeps OVS's conntrack relaxed while the agent runs, for the datapath `bridge` uses (read
+/// from the node's client). Does nothing, loudly, when the database is not a local socket (no
+/// way to find ovs-vswitchd).
+pub fn spawn(client: ovsdb::Client, ovs_db: &str, bridge: String) {
+    let Some(rundir) = rundir_of(ovs_db) else {
+        tracing::warn!(
+            %ovs_db,
+            "not a unix socket: cannot find ovs-vswitchd to relax its conntrack's TCP window checks"
+        );
+        return;
+    };
+    tokio::spawn(keep_relaxed(
+        rundir,
+        move || {
+            client.read(|cache| {
+                let row = super::by_name::<ovsdb::models::open_vswitch::Bridge>(cache, &bridge)?;
+                Some(OvsDatapath::of_bridge(&row.datapath_type))
+            })
+        },
+        Duration::from_secs(10),
+    ));
 }
 
 #[cfg(test)]

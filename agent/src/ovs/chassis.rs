@@ -1,0 +1,60 @@
+//! The chassis settings ovn-controller reads from the node's `Open_vSwitch` row, as Kube-OVN's
+//! ovs-ovn writes them: where OVN's Southbound is, how and from where to tunnel, the chassis
+//! name.
+
+use ovsdb::models::open_vswitch::OpenVswitch;
+use ovsdb::{Client, Condition, Model, Transaction};
+
+use super::{DB, OvsError, transact_error};
+
+/// What the node's ovn-controller needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvnChassisSettings {
+    pub ovn_remote: String,
+    pub encap_type: String,
+    pub encap_ip: Option<String>,
+    pub system_id: String,
+    pub hostname: String,
+    /// `netdev` for the userspace datapath (no openvswitch kernel module).
+    pub datapath_type: Option<String>,
+}
+
+/// Writes the chassis settings into the Open_vSwitch row's external_ids, keeping every other
+/// key. Idempotent.
+pub async fn configure(client: &Client, settings: &OvnChassisSettings) -> Result<(), OvsError> {
+    let row = client
+        .read(|c| {
+            c.table(OpenVswitch::TABLE)
+                .and_then(|t| t.typed::<OpenVswitch>().into_iter().next())
+        })
+        .ok_or_else(|| {
+            OvsError::Missing("no Open_vSwitch row (is ovs-vswitchd initialised?)".into())
+        })?;
+    let mut ids = row.external_ids.clone();
+    let mut set = |k: &str, v: &str| {
+        ids.insert(k.to_owned(), v.to_owned());
+    };
+    set("ovn-remote", &settings.ovn_remote);
+    set("ovn-encap-type", &settings.encap_type);
+    set("system-id", &settings.system_id);
+    set("hostname", &settings.hostname);
+    if let Some(ip) = &settings.encap_ip {
+        set("ovn-encap-ip", ip);
+    }
+    if let Some(datapath_type) = &settings.datapath_type {
+        set("ovn-bridge-datapath-type", datapath_type);
+    }
+    if ids == row.external_ids {
+        return Ok(());
+    }
+    let mut t = Transaction::new(DB);
+    t.update_where(
+        &[Condition::uuid(row.uuid)],
+        [OpenVswitch::EXTERNAL_IDS.to(ids)],
+    );
+    client
+        .transact_synced(&t)
+        .await
+        .map_err(transact_error("setting the chassis external_ids"))?;
+    Ok(())
+}
