@@ -13,8 +13,10 @@ use anyhow::Context as _;
 
 use crate::cni_server::{self, CniMetrics, CniServer, CniServerConfig};
 use crate::datapath::invalidation;
-use crate::datapath::{Datapath, LoadOptions, load_or_stay_on_ovs};
+use crate::datapath::{Datapath, DatapathStats, LoadOptions, load_or_stay_on_ovs};
+use crate::metrics::MetricsSources;
 use crate::ovs::{self, pod_port};
+use crate::services::ServiceSync;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonOptions {
@@ -113,6 +115,36 @@ fn readopt_pods(ovs: &ovsdb::Client, datapath: &mut Datapath) {
     }
 }
 
+/// The datapath's tasks, each with its own map handles: invalidation and flow GC, and
+/// ClusterIP balancing (without it OVN's load balancers serve the VIPs). Returns what metrics
+/// read.
+fn start_datapath_tasks(
+    kube: &kube::Client,
+    ovs: &ovsdb::Client,
+    datapath: &Datapath,
+) -> Result<MetricsSources, crate::datapath::DatapathError> {
+    let stats = Arc::new(DatapathStats::default());
+    invalidation::spawn_upkeep(datapath, Some(ovs.clone()), stats.clone())?;
+    let maps = datapath.service_maps()?;
+    let adopted = ServiceSync::adopt(&maps).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not read the pinned service maps; starting afresh");
+        ServiceSync::default()
+    });
+    let summary = Arc::new(Mutex::new(adopted.summary()));
+    tokio::spawn(crate::services::run(
+        kube.clone(),
+        maps,
+        adopted,
+        summary.clone(),
+    ));
+    Ok(MetricsSources {
+        datapath: Some(Arc::new(Mutex::new(datapath.reader()?))),
+        stats: Some(stats),
+        cni: None,
+        services: Some(summary),
+    })
+}
+
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let kube = kube::Client::try_default()
         .await
@@ -136,36 +168,18 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     }
     // Fast-pathed TCP must still close, and recover after a policy change, through OVS.
     ovs::conntrack::spawn(ovs.clone(), &options.ovs_db, options.bridge.clone());
-    let datapath = load_datapath(&options).map(|d| Arc::new(Mutex::new(d)));
-    if let Some(datapath) = &datapath {
-        readopt_pods(
-            &ovs,
-            &mut datapath.lock().unwrap_or_else(|e| e.into_inner()),
-        );
-    }
-    if let Some(datapath) = &datapath {
-        invalidation::spawn_upkeep(datapath.clone(), Some(ovs.clone()));
-    }
-    // ClusterIP load balancing in the datapath; without it OVN's load balancers serve the VIPs.
-    let services = match &datapath {
-        Some(datapath) => {
-            let adopted = crate::services::ServiceSync::adopt(
-                &datapath.lock().unwrap_or_else(|e| e.into_inner()),
-            )
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "could not read the pinned service maps; starting afresh");
-                Default::default()
-            });
-            let sync = Arc::new(Mutex::new(adopted));
-            tokio::spawn(crate::services::run(
-                kube.clone(),
-                datapath.clone(),
-                sync.clone(),
-            ));
-            Some(sync)
+    let mut datapath = load_datapath(&options);
+    let mut sources = MetricsSources::default();
+    if let Some(datapath) = datapath.as_mut() {
+        readopt_pods(&ovs, datapath);
+        // Each concern gets its own handle on the maps (datapath/handles.rs): the CNI server
+        // keeps the datapath itself, and nothing else takes it.
+        let started = start_datapath_tasks(&kube, &ovs, datapath);
+        match started {
+            Ok(started) => sources = started,
+            Err(e) => tracing::error!(error = %e, "the datapath's upkeep did not start"),
         }
-        None => None,
-    };
+    }
     // ovn0 and the node's routes, once the controller has given the node its join port.
     let service_cidr = options
         .service_cluster_ip_range
@@ -196,16 +210,12 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let metrics_listener = tokio::net::TcpListener::bind(options.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {} for metrics", options.metrics_addr))?;
-    tokio::spawn(crate::metrics::serve_on(
-        metrics_listener,
-        datapath.clone(),
-        Some(metrics.clone()),
-        services,
-    ));
+    sources.cni = Some(metrics.clone());
+    tokio::spawn(crate::metrics::serve_on(metrics_listener, sources));
     let server = Arc::new(CniServer {
         kube,
         ovs,
-        datapath,
+        datapath: datapath.map(|d| Arc::new(Mutex::new(d))),
         config: CniServerConfig {
             socket: options.cni_socket.clone(),
             node_name: options.node_name.clone(),

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use agent::datapath::invalidation;
 use agent::datapath::{
-    Datapath, LoadOptions, PinnedMaps, PodInterfaces, ReadMaps, load_or_stay_on_ovs, locate_object,
+    Datapath, DatapathStats, LoadOptions, PinnedMaps, PodInterfaces, ReadMaps, load_or_stay_on_ovs,
+    locate_object,
 };
+use agent::metrics::MetricsSources;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -251,15 +253,22 @@ fn run(
         generation = datapath.generation()?,
         "datapath attached"
     );
-    let datapath = Arc::new(Mutex::new(datapath));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let ovs = match &ovs_db {
             Some(remote) => Some(agent::ovs::connect(remote).await?),
             None => None,
         };
-        invalidation::spawn_upkeep(datapath.clone(), ovs);
-        tokio::spawn(agent::metrics::serve(metrics_addr, Some(datapath.clone())));
+        let stats = Arc::new(DatapathStats::default());
+        invalidation::spawn_upkeep(&datapath, ovs, stats.clone())?;
+        tokio::spawn(agent::metrics::serve(
+            metrics_addr,
+            MetricsSources {
+                datapath: Some(Arc::new(Mutex::new(datapath.reader()?))),
+                stats: Some(stats),
+                ..MetricsSources::default()
+            },
+        ));
         if let Some(logger) = logger {
             // SAFETY: the logger owns its ring buffer's fd, which stays open and the same until
             // the AsyncFd (which owns the logger) is dropped.
@@ -391,7 +400,10 @@ fn serve_without_datapath(
             agent::datapath::install_kernel_handoff(pod).await?;
         }
         tracing::warn!(pods = pods.len(), "pods wired to OVS without the fast path");
-        tokio::spawn(agent::metrics::serve(metrics_addr, None));
+        tokio::spawn(agent::metrics::serve(
+            metrics_addr,
+            MetricsSources::default(),
+        ));
         println!("ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -1,6 +1,8 @@
 //! The agent's Prometheus metrics on :10665 (Kube-OVN's daemon port): what the datapath's
-//! programs decided, per interface and reason, and the datapath's state. Values are read from
-//! the maps at scrape time.
+//! programs decided, per interface and reason, and the datapath's state. Counters are read
+//! from the maps at scrape time through the metrics' own read-only handle; counts that need a
+//! walk over a big map come from the flow GC's last pass; Service labels from the summary the
+//! Service sync publishes. A scrape waits for nothing else in the agent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::datapath::{Datapath, ReadMaps};
-use crate::services::ServiceSync;
+use crate::datapath::{DatapathStats, MapReader, ReadMaps, ReadServiceMaps};
+use crate::services::ServiceSummary;
 
 /// Default listen address of the agent's metrics.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:10665";
@@ -43,19 +45,33 @@ fn interface_name(ifindex: u32) -> String {
         .into_owned()
 }
 
-/// Renders the metrics text for the current state (`datapath: None` when it failed to load:
-/// the node is on OVS only). A fresh registry per scrape: counters start at 0 and are raised to
-/// the values the maps hold.
-pub fn render(datapath: Option<&Datapath>) -> String {
-    render_with(datapath, None, None)
+/// What `/metrics` reads.
+#[derive(Clone, Default)]
+pub struct MetricsSources {
+    /// The datapath's counters (`None`: not loaded, the node is on OVS only).
+    pub datapath: Option<Arc<Mutex<MapReader>>>,
+    /// The flow GC's counts.
+    pub stats: Option<Arc<DatapathStats>>,
+    /// The CNI server's `cni_op_latency_seconds`, when the agent serves CNI.
+    pub cni: Option<Arc<crate::cni_server::CniMetrics>>,
+    /// The Service sync's summary, when the agent balances Services.
+    pub services: Option<Arc<Mutex<ServiceSummary>>>,
 }
 
-/// [`render`], plus the CNI server's `cni_op_latency_seconds` when the agent serves CNI.
-pub fn render_with(
-    datapath: Option<&Datapath>,
-    cni: Option<&crate::cni_server::CniMetrics>,
-    services: Option<&ServiceSync>,
-) -> String {
+/// Renders the metrics text for the current state. A fresh registry per scrape: counters
+/// start at 0 and are raised to the values the maps hold.
+pub fn render(sources: &MetricsSources) -> String {
+    let reader = sources
+        .datapath
+        .as_ref()
+        .map(|d| d.lock().unwrap_or_else(|e| e.into_inner()));
+    let services = sources
+        .services
+        .as_ref()
+        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let datapath = reader.as_deref();
+    let stats = sources.stats.as_deref();
+    let cni = sources.cni.as_deref();
     let mut root = Registry::default();
     if let Some(cni) = cni {
         cni.register(&mut root);
@@ -105,10 +121,14 @@ pub fn render_with(
             generation,
         );
         let flows = Gauge::<i64>::default();
-        flows.set(dp.flows().map_or(-1, |f| f.len() as i64));
-        registry.register("flows", "Learned flows in the flow map", flows);
-        if let Some(services) = services {
-            register_services(registry, dp, services);
+        flows.set(stats.map_or(-1, DatapathStats::flows));
+        registry.register(
+            "flows",
+            "Learned flows in the flow map at the last flow GC (every 10 s; -1 before the first)",
+            flows,
+        );
+        if let Some(services) = &services {
+            register_services(registry, dp, stats, services);
         }
     }
     let mut out = String::new();
@@ -125,20 +145,15 @@ struct ServiceLabels {
 
 /// Per-VIP counters (hits, new connections, no backend, conntrack full, hairpin) and the
 /// sizes of the service maps.
-fn register_services(registry: &mut Registry, dp: &Datapath, services: &ServiceSync) {
-    use crate::datapath::ReadServiceMaps;
+fn register_services(
+    registry: &mut Registry,
+    dp: &MapReader,
+    stats: Option<&DatapathStats>,
+    services: &ServiceSummary,
+) {
     let packets = Family::<ServiceLabels, Counter<u64>>::default();
-    let names: HashMap<u32, (String, String)> = services
-        .programmed()
-        .map(|(key, vip)| {
-            let ip = crate::datapath::ip_from_bytes(&key.vip);
-            let proto = if key.proto == 6 { "tcp" } else { "udp" };
-            let vip_label = format!("{}/{proto}", std::net::SocketAddr::new(ip, key.port));
-            (vip.entry.id, (vip.service.clone(), vip_label))
-        })
-        .collect();
     for c in dp.service_counts().unwrap_or_default() {
-        let Some((service, vip)) = names.get(&c.service_id) else {
+        let Some((service, vip)) = services.vips.get(&c.service_id) else {
             continue;
         };
         packets
@@ -155,78 +170,49 @@ fn register_services(registry: &mut Registry, dp: &Datapath, services: &ServiceS
         packets,
     );
     let vips = Gauge::<i64>::default();
-    vips.set(names.len() as i64);
+    vips.set(services.vips.len() as i64);
     registry.register("service_vips", "VIPs programmed into the datapath", vips);
     let unprogrammed = Gauge::<i64>::default();
-    unprogrammed.set(services.unprogrammed() as i64);
+    unprogrammed.set(services.unprogrammed as i64);
     registry.register(
         "service_vips_unprogrammed",
         "VIPs the services map had no room for; OVN's load balancers serve them",
         unprogrammed,
     );
     let backends = Gauge::<i64>::default();
-    backends.set(
-        services
-            .programmed()
-            .map(|(_, v)| v.backends.len() as i64)
-            .sum(),
-    );
+    backends.set(services.backends as i64);
     registry.register(
         "service_backends",
         "Backends programmed into the datapath",
         backends,
     );
     let connections = Gauge::<i64>::default();
-    connections.set(dp.lb_connections().map_or(-1, |c| c.len() as i64));
+    connections.set(stats.map_or(-1, DatapathStats::lb_connections));
     registry.register(
         "service_connections",
-        "Connections pinned to a backend in the LB conntrack map",
+        "Connections pinned to a backend in the LB conntrack map at the last flow GC",
         connections,
     );
 }
 
 /// Serves `/metrics` and `/healthz` on `addr` until the process ends.
-pub async fn serve(
-    addr: std::net::SocketAddr,
-    datapath: Option<Arc<Mutex<Datapath>>>,
-) -> std::io::Result<()> {
-    serve_with(addr, datapath, None).await
-}
-
-/// [`serve`], with the CNI server's metrics.
-pub async fn serve_with(
-    addr: std::net::SocketAddr,
-    datapath: Option<Arc<Mutex<Datapath>>>,
-    cni: Option<Arc<crate::cni_server::CniMetrics>>,
-) -> std::io::Result<()> {
+pub async fn serve(addr: std::net::SocketAddr, sources: MetricsSources) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(listener, datapath, cni, None).await
+    serve_on(listener, sources).await
 }
 
 /// Serves on a bound listener (so a taken port fails start-up, not a background task).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
-    datapath: Option<Arc<Mutex<Datapath>>>,
-    cni: Option<Arc<crate::cni_server::CniMetrics>>,
-    services: Option<Arc<Mutex<ServiceSync>>>,
+    sources: MetricsSources,
 ) -> std::io::Result<()> {
     use axum::{Router, routing::get};
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
-                let datapath = datapath.clone();
-                let cni = cni.clone();
-                let services = services.clone();
-                async move {
-                    let guard = datapath
-                        .as_ref()
-                        .map(|d| d.lock().unwrap_or_else(|e| e.into_inner()));
-                    let services = services
-                        .as_ref()
-                        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
-                    render_with(guard.as_deref(), cni.as_deref(), services.as_deref())
-                }
+                let sources = sources.clone();
+                async move { render(&sources) }
             }),
         )
         .route("/healthz", get(|| async { "ok" }));

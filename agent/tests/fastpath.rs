@@ -42,7 +42,8 @@ impl Cluster {
                 .block_on(agent::ovs::connect(&remote))
                 .expect("node OVSDB client");
             let bumps = bumps.clone();
-            runtime.spawn(follow_nb_cfg(client, datapath.clone(), move |_, _| {
+            let flows = datapath.lock().unwrap().flow_table().expect("flow table");
+            runtime.spawn(follow_nb_cfg(client, flows, move |_, _| {
                 bumps.fetch_add(1, Ordering::SeqCst);
             }));
             datapaths.push(datapath);

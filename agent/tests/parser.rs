@@ -3,7 +3,7 @@
 //! generations, and random bytes. Whatever arrives, a packet from a known port is handed on
 //! (never dropped) and counted under exactly one decision.
 
-use agent::datapath::{Datapath, LoadOptions, ReadMaps, locate_object};
+use agent::datapath::{Datapath, FlowTableOps, LoadOptions, ReadMaps, locate_object};
 use datapath_common::{FlowEntry, FlowKey, PodPort, Reason, ipv4_mapped, programs};
 
 /// The test device: packets "arrive" on loopback.

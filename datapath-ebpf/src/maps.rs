@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
 };
 use datapath_common::{
-    DatapathConfig, ENDPOINTS_MAX_ENTRIES, EndpointKey, FLOWS_MAX_ENTRIES, FlowEntry, FlowKey,
-    Fault, PORTS_MAX_ENTRIES, PodPort, REASONS_MAX_ENTRIES, Reason, ReasonKey,
+    DatapathConfig, ENDPOINTS_MAX_ENTRIES, EndpointKey, FLOWS_MAX_ENTRIES, Fault, FlowEntry,
+    FlowKey, PORTS_MAX_ENTRIES, PodPort, REASONS_MAX_ENTRIES, Reason, ReasonKey,
 };
 
 #[map(name = "KOVN_FLOWS")]

@@ -6,7 +6,7 @@ use datapath_common::{
     IfCounterKey, IfCounters, REASONS_MAP, Reason, ReasonKey,
 };
 
-use super::{DatapathError, MapSource, map_error};
+use super::{DatapathError, MapSource, MapSourceMut, map_error};
 
 /// How many packets one interface's programs decided for one [`Reason`], summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,24 +3,29 @@
 //! database), the datapath moves to a new generation, which turns every learned flow into a
 //! miss. It does so twice, a few milliseconds apart: a packet OVS forwarded under the old
 //! flows but delivered after the first bump would re-learn its flow in the new generation.
+//!
+//! The follower and the flow GC each own a [`FlowTable`] handle: a GC pass over a full flow
+//! map never delays a bump, and neither waits for the CNI server or the Service sync.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ovsdb::Client;
 
-use super::Datapath;
+use super::{Datapath, DatapathError, DatapathStats, FlowTable, FlowTableOps, ReadServiceMaps};
 
 pub use crate::ovs::nb_cfg::{INTEGRATION_BRIDGE, installed_nb_cfg};
 
 /// Delay between the two generation bumps.
 pub const SECOND_BUMP_DELAY: Duration = Duration::from_millis(5);
+/// How often expired and stale flows are collected (and the counts published).
+pub const GC_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Follows `ovn-nb-cfg` forever, bumping the datapath generation whenever it advances.
+/// Follows `ovn-nb-cfg` forever, bumping the generation of `flows` whenever it advances.
 /// `on_bump` is called after each pair of bumps (for metrics and tests).
 pub async fn follow_nb_cfg(
     client: Client,
-    datapath: Arc<Mutex<Datapath>>,
+    mut flows: impl FlowTableOps + Send,
     on_bump: impl Fn(i64, u64) + Send,
 ) {
     let mut changes = client.subscribe();
@@ -35,14 +40,10 @@ pub async fn follow_nb_cfg(
             continue;
         }
         seen = current;
-        let bump = |datapath: &Arc<Mutex<Datapath>>| {
-            let mut dp = datapath.lock().unwrap_or_else(|e| e.into_inner());
-            dp.bump_generation()
-        };
-        match bump(&datapath) {
+        match flows.bump_generation() {
             Ok(_) => {
                 tokio::time::sleep(SECOND_BUMP_DELAY).await;
-                match bump(&datapath) {
+                match flows.bump_generation() {
                     Ok(generation) => on_bump(current.unwrap_or(0), generation),
                     Err(e) => tracing::error!(error = %e, "second generation bump failed"),
                 }
@@ -57,30 +58,52 @@ pub async fn follow_nb_cfg(
 }
 
 /// Keeps a loaded datapath current while the agent runs: follows the node's installed NB
-/// config (when the node's OVS client is given) to invalidate the fast path, and collects expired and
-/// stale flows every 10 s so live flows are not evicted instead. Tasks on the current runtime.
-pub fn spawn_upkeep(datapath: Arc<Mutex<Datapath>>, ovs: Option<Client>) {
+/// config (when the node's OVS client is given) to invalidate the fast path, and collects
+/// expired and stale flows every [`GC_INTERVAL`] so live flows are not evicted instead,
+/// publishing the flow and LB-connection counts into `stats`. Tasks on the current runtime,
+/// each with its own handles.
+pub fn spawn_upkeep(
+    datapath: &Datapath,
+    ovs: Option<Client>,
+    stats: Arc<DatapathStats>,
+) -> Result<(), DatapathError> {
     if let Some(client) = ovs {
         tokio::spawn(follow_nb_cfg(
             client,
-            datapath.clone(),
+            datapath.flow_table()?,
             |nb_cfg, generation| {
                 tracing::info!(nb_cfg, generation, "policy changed: fast path invalidated");
             },
         ));
     }
+    let mut flows: FlowTable = datapath.flow_table()?;
+    let mut reader = datapath.reader()?;
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        let mut every = tokio::time::interval(GC_INTERVAL);
         loop {
             every.tick().await;
-            let result = datapath
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .collect_garbage();
+            // A walk of up to the whole flow map: on a blocking thread, not a runtime worker.
+            let (handles, result) = tokio::task::spawn_blocking(move || {
+                let result = flows.collect_garbage();
+                let connections = reader.lb_connections().ok().map(|c| c.len());
+                ((flows, reader), result.map(|r| (r, connections)))
+            })
+            .await
+            .expect("the flow GC does not panic");
+            (flows, reader) = handles;
             match result {
-                Ok(r) => tracing::debug!(expired = r.expired, stale = r.stale, "flow GC"),
+                Ok((r, connections)) => {
+                    stats.publish(r.kept, connections);
+                    tracing::debug!(
+                        expired = r.expired,
+                        stale = r.stale,
+                        kept = r.kept,
+                        "flow GC"
+                    );
+                }
                 Err(e) => tracing::warn!(error = %e, "flow GC failed"),
             }
         }
     });
+    Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod counters;
 mod fallback;
+mod handles;
 pub mod invalidation;
 mod object;
 mod pods;
@@ -22,10 +23,11 @@ use datapath_common::{Direction, programs};
 
 pub use counters::{FaultCount, InterfaceCounters, ReadMaps, ReasonCount};
 pub use fallback::install_kernel_handoff;
+pub use handles::{DatapathStats, FlowTable, MapReader, MapSet, ServiceMaps};
 pub use object::{BPF_OBJECT_ENV, locate_object};
 pub use pods::{PodInterfaces, ip_bytes, ip_from_bytes, parse_mac};
-pub use policy::{GcReport, monotonic_ns};
-pub use services::{ReadServiceMaps, ServiceCount};
+pub use policy::{FlowTableOps, GcReport, monotonic_ns};
+pub use services::{ReadServiceMaps, ServiceCount, ServiceMapOps};
 
 /// Errors of the datapath loader; each says which step failed.
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +306,19 @@ pub trait MapSource {
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError>;
 }
 
+/// Hands out the datapath's maps by name, for writing.
+pub trait MapSourceMut: MapSource {
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError>;
+
+    /// A typed view of a map for writing.
+    fn map_mut_typed<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        T::try_from(self.map_mut(name)?).map_err(|e| map_error(name, e))
+    }
+}
+
 impl MapSource for Datapath {
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
         self.ebpf
@@ -312,19 +327,18 @@ impl MapSource for Datapath {
     }
 }
 
-/// The maps a running agent pinned, opened read-only by another process (the inspection
-/// commands).
-pub struct PinnedMaps {
-    maps: std::collections::HashMap<&'static str, aya::maps::Map>,
-}
-
-impl std::fmt::Debug for PinnedMaps {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PinnedMaps").finish_non_exhaustive()
+impl MapSourceMut for Datapath {
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::MissingMap { name })
     }
 }
 
-impl PinnedMaps {
+/// The maps a running agent pinned, opened by another process (the inspection commands).
+pub type PinnedMaps = MapSet;
+
+impl MapSet {
     /// Opens every pinned map under `dir` (a running agent's `--pin-dir`).
     pub fn open(dir: &Path) -> Result<PinnedMaps, DatapathError> {
         let mut maps = std::collections::HashMap::new();
@@ -334,7 +348,7 @@ impl PinnedMaps {
             let map = aya::maps::Map::from_map_data(data).map_err(|e| map_error(name, e))?;
             maps.insert(*name, map);
         }
-        Ok(PinnedMaps { maps })
+        Ok(MapSet { maps })
     }
 
     /// The settings a running agent's programs use now.
@@ -351,34 +365,8 @@ impl PinnedMaps {
         config: &datapath_common::DatapathConfig,
     ) -> Result<(), DatapathError> {
         let name = datapath_common::CONFIG_MAP;
-        let map = self
-            .maps
-            .get_mut(name)
-            .ok_or(DatapathError::MissingMap { name })?;
         let mut array: aya::maps::Array<_, datapath_common::DatapathConfig> =
-            aya::maps::Array::try_from(map).map_err(|e| map_error(name, e))?;
+            self.map_mut_typed(name)?;
         array.set(0, *config, 0).map_err(|e| map_error(name, e))
-    }
-}
-
-impl MapSource for PinnedMaps {
-    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
-        self.maps
-            .get(name)
-            .ok_or(DatapathError::MissingMap { name })
-    }
-}
-
-impl Datapath {
-    /// A typed view of a map for writing.
-    fn map_mut_typed<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
-    where
-        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
-    {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DatapathError::MissingMap { name })?;
-        T::try_from(map).map_err(|e| map_error(name, e))
     }
 }

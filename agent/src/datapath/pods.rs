@@ -10,12 +10,9 @@ use aya::maps::HashMap;
 use aya::programs::TcAttachType;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{self, SchedClassifierLink, SchedClassifierLinkId};
-use datapath_common::{
-    ENDPOINTS_MAP, EndpointKey, FLOWS_MAP, FlowEntry, FlowKey, IpBytes, PORTS_MAP, PodPort,
-    programs,
-};
+use datapath_common::{ENDPOINTS_MAP, EndpointKey, IpBytes, PORTS_MAP, PodPort, programs};
 
-use super::{Datapath, DatapathError, classifier, map_error};
+use super::{Datapath, DatapathError, FlowTableOps, MapSourceMut, classifier, map_error};
 
 /// A pod's host-side interfaces and address, as the agent (or a test fixture) created them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,14 +200,6 @@ impl Datapath {
             .map_err(|e| map_error(ENDPOINTS_MAP, e))
     }
 
-    /// Writes a flow entry directly (tests and tooling; the programs learn flows themselves).
-    pub fn insert_flow(&mut self, key: FlowKey, entry: FlowEntry) -> Result<(), DatapathError> {
-        let mut flows: HashMap<_, FlowKey, FlowEntry> = self.map_mut_typed(FLOWS_MAP)?;
-        flows
-            .insert(key, entry, 0)
-            .map_err(|e| map_error(FLOWS_MAP, e))
-    }
-
     /// Runs `program` once on `packet` with BPF_PROG_TEST_RUN; the kernel presents it as
     /// arriving on loopback (ifindex 1). Returns the program's verdict.
     pub fn test_run(&self, program: &'static str, packet: &[u8]) -> Result<i32, DatapathError> {
@@ -309,24 +298,6 @@ impl Datapath {
             }
             Err(e) => Err(pin_error(format!("not a TCX link: {e}"))),
         }
-    }
-
-    /// Deletes the flows for which `doomed` is true; returns how many.
-    pub fn purge_flows(
-        &mut self,
-        doomed: impl Fn(&FlowKey, &FlowEntry) -> bool,
-    ) -> Result<usize, DatapathError> {
-        let mut flows: HashMap<_, FlowKey, FlowEntry> = self.map_mut_typed(FLOWS_MAP)?;
-        let victims: Vec<FlowKey> = flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, e)| doomed(k, e))
-            .map(|(k, _)| k)
-            .collect();
-        for key in &victims {
-            let _ = flows.remove(key);
-        }
-        Ok(victims.len())
     }
 
     /// Names of the attached pods.

@@ -1,22 +1,13 @@
-//! Policy generations and runtime settings. Bumping the generation turns every learned flow
-//! into a miss at once (O(1)), so the next packet of each flow is judged by OVS again.
+//! Policy generations, runtime settings and the flow table's upkeep. Bumping the generation
+//! turns every learned flow into a miss at once (O(1)), so the next packet of each flow is
+//! judged by OVS again.
 
-use aya::maps::Array;
-use datapath_common::{CONFIG_MAP, DatapathConfig, GENERATION_MAP};
+use aya::maps::{Array, HashMap};
+use datapath_common::{CONFIG_MAP, DatapathConfig, FLOWS_MAP, FlowEntry, FlowKey, GENERATION_MAP};
 
-use super::{Datapath, DatapathError, MapSource, ReadMaps, map_error};
+use super::{Datapath, DatapathError, MapSourceMut, ReadMaps, map_error};
 
 impl Datapath {
-    /// Moves to the next generation; returns it.
-    pub fn bump_generation(&mut self) -> Result<u64, DatapathError> {
-        let next = self.generation()?.wrapping_add(1);
-        let mut array: Array<_, u64> = self.map_mut_typed(GENERATION_MAP)?;
-        array
-            .set(0, next, 0)
-            .map_err(|e| map_error(GENERATION_MAP, e))?;
-        Ok(next)
-    }
-
     pub fn set_config(&mut self, config: &DatapathConfig) -> Result<(), DatapathError> {
         let mut array: Array<_, DatapathConfig> = self.map_mut_typed(CONFIG_MAP)?;
         array
@@ -25,13 +16,17 @@ impl Datapath {
     }
 }
 
-/// What a garbage collection removed.
+impl FlowTableOps for Datapath {}
+
+/// What a garbage collection removed, and what it left.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GcReport {
     /// Entries idle longer than their protocol's timeout.
     pub expired: usize,
     /// Entries of an older policy generation (misses anyway; their slots are freed).
     pub stale: usize,
+    /// Entries left (the flow count metrics publish).
+    pub kept: usize,
 }
 
 /// Now on the clock `bpf_ktime_get_ns` reads (CLOCK_MONOTONIC).
@@ -45,9 +40,21 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-impl Datapath {
+/// The flow table's operations, for every handle that has it (the loaded datapath, or a
+/// [`super::FlowTable`] owned by the GC or the nb-cfg follower).
+pub trait FlowTableOps: MapSourceMut {
+    /// Moves to the next generation; returns it.
+    fn bump_generation(&mut self) -> Result<u64, DatapathError> {
+        let next = self.generation()?.wrapping_add(1);
+        let mut array: Array<_, u64> = self.map_mut_typed(GENERATION_MAP)?;
+        array
+            .set(0, next, 0)
+            .map_err(|e| map_error(GENERATION_MAP, e))?;
+        Ok(next)
+    }
+
     /// The settings the programs use now.
-    pub fn config(&self) -> Result<DatapathConfig, DatapathError> {
+    fn config(&self) -> Result<DatapathConfig, DatapathError> {
         let map = self.map(CONFIG_MAP)?;
         let array: Array<_, DatapathConfig> =
             Array::try_from(map).map_err(|e| map_error(CONFIG_MAP, e))?;
@@ -56,13 +63,13 @@ impl Datapath {
 
     /// Deletes expired and stale entries. The programs already treat them as misses; this
     /// frees their slots so live flows are not evicted from the LRU map instead.
-    pub fn collect_garbage(&mut self) -> Result<GcReport, DatapathError> {
+    fn collect_garbage(&mut self) -> Result<GcReport, DatapathError> {
         let now = monotonic_ns();
         let config = self.config()?;
         let generation = self.generation()?;
         // One pass over the map; the predicate counts why each entry goes.
         let stale = std::cell::Cell::new(0);
-        let removed = self.purge_flows(|k, e| {
+        let (removed, kept) = self.purge_flows(|k, e| {
             if e.generation != generation {
                 stale.set(stale.get() + 1);
                 return true;
@@ -77,6 +84,38 @@ impl Datapath {
         Ok(GcReport {
             expired: removed - stale.get(),
             stale: stale.get(),
+            kept,
         })
+    }
+
+    /// Deletes the flows for which `doomed` is true; returns how many went and how many stay.
+    fn purge_flows(
+        &mut self,
+        doomed: impl Fn(&FlowKey, &FlowEntry) -> bool,
+    ) -> Result<(usize, usize), DatapathError> {
+        let mut flows: HashMap<_, FlowKey, FlowEntry> = self.map_mut_typed(FLOWS_MAP)?;
+        let mut kept = 0;
+        let victims: Vec<FlowKey> = flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, e)| {
+                let doomed = doomed(k, e);
+                kept += usize::from(!doomed);
+                doomed
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in &victims {
+            let _ = flows.remove(key);
+        }
+        Ok((victims.len(), kept))
+    }
+
+    /// Writes a flow entry directly (tests and tooling; the programs learn flows themselves).
+    fn insert_flow(&mut self, key: FlowKey, entry: FlowEntry) -> Result<(), DatapathError> {
+        let mut flows: HashMap<_, FlowKey, FlowEntry> = self.map_mut_typed(FLOWS_MAP)?;
+        flows
+            .insert(key, entry, 0)
+            .map_err(|e| map_error(FLOWS_MAP, e))
     }
 }

@@ -10,7 +10,7 @@ use datapath_common::{
 
 use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
 
-use super::{Datapath, DatapathError, MapSource, map_error};
+use super::{Datapath, DatapathError, MapSource, MapSourceMut, map_error};
 
 /// One service's counter, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,33 +20,30 @@ pub struct ServiceCount {
     pub count: u64,
 }
 
-impl Datapath {
-    pub fn write_service(
-        &mut self,
-        key: ServiceKey,
-        entry: ServiceEntry,
-    ) -> Result<(), DatapathError> {
+impl ServiceMapOps for Datapath {}
+
+/// Writing the service maps, for every handle that has them (the loaded datapath, or the
+/// [`super::ServiceMaps`] the Service sync owns).
+pub trait ServiceMapOps: MapSourceMut {
+    fn write_service(&mut self, key: ServiceKey, entry: ServiceEntry) -> Result<(), DatapathError> {
         let mut map: HashMap<_, ServiceKey, ServiceEntry> = self.map_mut_typed(SERVICES_MAP)?;
         map.insert(key, entry, 0)
             .map_err(|e| map_error(SERVICES_MAP, e))
     }
 
-    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError> {
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError> {
         let mut map: HashMap<_, ServiceKey, ServiceEntry> = self.map_mut_typed(SERVICES_MAP)?;
         ignore_missing(map.remove(key)).map_err(|e| map_error(SERVICES_MAP, e))
     }
 
-    pub fn write_backend(&mut self, id: u32, backend: ServiceBackend) -> Result<(), DatapathError> {
+    fn write_backend(&mut self, id: u32, backend: ServiceBackend) -> Result<(), DatapathError> {
         let mut map: HashMap<_, u32, ServiceBackend> = self.map_mut_typed(BACKENDS_MAP)?;
         map.insert(id, backend, 0)
             .map_err(|e| map_error(BACKENDS_MAP, e))
     }
 
     /// Writes many backends in one BPF_MAP_UPDATE_BATCH.
-    pub fn write_backends(
-        &mut self,
-        backends: &[(u32, ServiceBackend)],
-    ) -> Result<(), DatapathError> {
+    fn write_backends(&mut self, backends: &[(u32, ServiceBackend)]) -> Result<(), DatapathError> {
         if backends.is_empty() {
             return Ok(());
         }
@@ -60,7 +57,7 @@ impl Datapath {
     }
 
     /// Removes a backend: connections pinned to it end (their next packet is balanced anew).
-    pub fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
+    fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
         let mut map: HashMap<_, u32, ServiceBackend> = self.map_mut_typed(BACKENDS_MAP)?;
         ignore_missing(map.remove(&id)).map_err(|e| map_error(BACKENDS_MAP, e))
     }
@@ -70,10 +67,7 @@ impl Datapath {
     /// waits for an RCU grace period after every map-of-maps update from user space (so no
     /// program still reads the old table), and one wait for 10,000 tables instead of 10,000
     /// waits is the difference between milliseconds and minutes.
-    pub fn write_maglev_tables(
-        &mut self,
-        tables: &[(u32, &MaglevTable)],
-    ) -> Result<(), DatapathError> {
+    fn write_maglev_tables(&mut self, tables: &[(u32, &MaglevTable)]) -> Result<(), DatapathError> {
         if tables.is_empty() {
             return Ok(());
         }
@@ -94,7 +88,7 @@ impl Datapath {
     }
 
     /// Removes services' Maglev tables (one batched delete: one RCU wait).
-    pub fn remove_maglev_tables(&mut self, service_ids: &[u32]) -> Result<(), DatapathError> {
+    fn remove_maglev_tables(&mut self, service_ids: &[u32]) -> Result<(), DatapathError> {
         if service_ids.is_empty() {
             return Ok(());
         }

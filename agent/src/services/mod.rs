@@ -7,7 +7,7 @@ pub mod maglev;
 mod sync;
 mod watch;
 
-pub use sync::{ProgrammedVip, ServiceSync};
+pub use sync::{ProgrammedVip, ServiceSummary, ServiceSync};
 pub use watch::run;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

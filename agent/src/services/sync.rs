@@ -10,8 +10,16 @@ use datapath_common::{
 };
 
 use super::maglev;
-use crate::datapath::{Datapath, DatapathError, ReadServiceMaps, ip_bytes};
+use crate::datapath::{DatapathError, ReadServiceMaps, ServiceMapOps, ip_bytes};
 use api::service::Vip;
+
+/// The programmed VIPs as metrics label them: by service id, `(service, "vip:port/proto")`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceSummary {
+    pub vips: HashMap<u32, (String, String)>,
+    pub backends: usize,
+    pub unprogrammed: usize,
+}
 
 /// What is programmed for one VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +99,7 @@ impl ServiceSync {
     /// Takes over what a previous agent programmed (the maps are pinned), ids included, so
     /// established connections keep their backends across a restart. Entries no Service
     /// claims by [`ServiceSync::finish_resync`] are removed then.
-    pub fn adopt(datapath: &Datapath) -> Result<ServiceSync, DatapathError> {
+    pub fn adopt(datapath: &impl ReadServiceMaps) -> Result<ServiceSync, DatapathError> {
         let mut sync = ServiceSync::default();
         let services = datapath.services()?;
         let backends = datapath.backends()?;
@@ -122,7 +130,7 @@ impl ServiceSync {
     /// Programs `service`'s VIPs now (see [`ServiceSync::stage`]).
     pub fn apply(
         &mut self,
-        datapath: &mut Datapath,
+        datapath: &mut impl ServiceMapOps,
         service: &str,
         vips: &[Vip],
     ) -> Result<usize, DatapathError> {
@@ -155,7 +163,10 @@ impl ServiceSync {
     }
 
     /// Removes every programmed VIP no Service has claimed since [`ServiceSync::adopt`].
-    pub fn finish_resync(&mut self, datapath: &mut Datapath) -> Result<usize, DatapathError> {
+    pub fn finish_resync(
+        &mut self,
+        datapath: &mut impl ServiceMapOps,
+    ) -> Result<usize, DatapathError> {
         let orphans: Vec<ServiceKey> = self
             .vips
             .iter()
@@ -262,7 +273,7 @@ impl ServiceSync {
     /// after this. A VIP the services map has no room for is left to OVN's load balancer: it
     /// is written nowhere, the record forgets it (the next attempt sees it as new), and the
     /// error says how many there were, after everything else was written.
-    pub fn flush(&mut self, datapath: &mut Datapath) -> Result<(), DatapathError> {
+    pub fn flush(&mut self, datapath: &mut impl ServiceMapOps) -> Result<(), DatapathError> {
         let staged = std::mem::take(&mut self.staged);
         datapath.write_backends(&staged.backends)?;
         // In slices, so that 10,000 services do not hold 10,000 tables (64 KiB each) at once;
@@ -333,6 +344,23 @@ impl ServiceSync {
             return Err(DatapathError::ServicesFull { vips: no_room });
         }
         Ok(())
+    }
+
+    /// What metrics show of the programmed VIPs, published after every flush.
+    pub fn summary(&self) -> ServiceSummary {
+        ServiceSummary {
+            vips: self
+                .programmed()
+                .map(|(key, vip)| {
+                    let ip = crate::datapath::ip_from_bytes(&key.vip);
+                    let proto = if key.proto == 6 { "tcp" } else { "udp" };
+                    let label = format!("{}/{proto}", SocketAddr::new(ip, key.port));
+                    (vip.entry.id, (vip.service.clone(), label))
+                })
+                .collect(),
+            backends: self.programmed().map(|(_, v)| v.backends.len()).sum(),
+            unprogrammed: self.unprogrammed(),
+        }
     }
 
     /// VIPs the services map had no room for at the last attempt: OVN balances them.

@@ -1,0 +1,216 @@
+//! The datapath's maps split by concern. The kernel's maps are safe to use concurrently; what
+//! serialised the agent was one `Mutex<Datapath>` taken by everything. Each handle here holds
+//! its own file descriptors of one concern's maps and is owned by the one component that uses
+//! it, so none waits for another:
+//!
+//! | handle | maps | owner |
+//! |---|---|---|
+//! | [`super::Datapath`] | programs, pod ports and endpoints | the CNI server (attach, detach) |
+//! | [`FlowTable`] | flows, generation, config | the nb-cfg follower; the flow GC (one each) |
+//! | [`ServiceMaps`] | services, backends, Maglev, LB conntrack, affinity, counters | the Service sync |
+//! | [`MapReader`] | the counters, generation, LB conntrack, read only | metrics; the GC's counts |
+//!
+//! Counts that need a walk over a big map are published by the GC ([`DatapathStats`]), never
+//! computed by a scrape.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use aya::maps::{Map, MapData};
+use datapath_common::{
+    BACKENDS_MAP, CONFIG_MAP, FAULTS_MAP, FLOWS_MAP, GENERATION_MAP, IF_COUNTERS_MAP,
+    LB_AFFINITY_MAP, LB_CONNTRACK_MAP, LB_REVERSE_NAT_MAP, MAGLEV_MAP, REASONS_MAP,
+    SERVICE_COUNTERS_MAP, SERVICES_MAP,
+};
+
+use super::{
+    Datapath, DatapathError, FlowTableOps, MapSource, MapSourceMut, ServiceMapOps, map_error,
+};
+
+/// Some of the datapath's maps, by name, on descriptors of their own.
+pub struct MapSet {
+    pub(super) maps: HashMap<&'static str, Map>,
+}
+
+impl std::fmt::Debug for MapSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&&str> = self.maps.keys().collect();
+        names.sort();
+        f.debug_struct("MapSet").field("maps", &names).finish()
+    }
+}
+
+impl MapSource for MapSet {
+    fn map(&self, name: &'static str) -> Result<&Map, DatapathError> {
+        self.maps
+            .get(name)
+            .ok_or(DatapathError::MissingMap { name })
+    }
+}
+
+impl MapSourceMut for MapSet {
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
+        self.maps
+            .get_mut(name)
+            .ok_or(DatapathError::MissingMap { name })
+    }
+}
+
+/// The map's kernel object, for the map kinds the datapath has.
+fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::HashOfMaps(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d) => Some(d),
+        _ => None,
+    }
+}
+
+impl MapSet {
+    /// `names` of `source`, each on a new descriptor of the same kernel map.
+    fn duplicate(source: &impl MapSource, names: &[&'static str]) -> Result<MapSet, DatapathError> {
+        let mut maps = HashMap::new();
+        for &name in names {
+            let data = map_data(source.map(name)?).ok_or(DatapathError::MissingMap { name })?;
+            let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
+                map_error(
+                    name,
+                    aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                        call: "dup",
+                        io_error,
+                    }),
+                )
+            })?;
+            let data = MapData::from_fd(fd).map_err(|e| map_error(name, e))?;
+            maps.insert(
+                name,
+                Map::from_map_data(data).map_err(|e| map_error(name, e))?,
+            );
+        }
+        Ok(MapSet { maps })
+    }
+}
+
+macro_rules! handle {
+    ($(#[$doc:meta])* $name:ident, [$($map:expr),* $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(MapSet);
+
+        impl $name {
+            const MAPS: &'static [&'static str] = &[$($map),*];
+        }
+
+        impl MapSource for $name {
+            fn map(&self, name: &'static str) -> Result<&Map, DatapathError> {
+                self.0.map(name)
+            }
+        }
+    };
+}
+
+handle!(
+    /// The learned flows and the policy generation: GC and invalidation.
+    FlowTable,
+    [FLOWS_MAP, GENERATION_MAP, CONFIG_MAP]
+);
+
+handle!(
+    /// The Service balancer's maps: the Service sync writes them.
+    ServiceMaps,
+    [
+        SERVICES_MAP,
+        BACKENDS_MAP,
+        MAGLEV_MAP,
+        LB_CONNTRACK_MAP,
+        LB_REVERSE_NAT_MAP,
+        LB_AFFINITY_MAP,
+        SERVICE_COUNTERS_MAP,
+    ]
+);
+
+handle!(
+    /// What metrics read (never written through this handle).
+    MapReader,
+    [
+        REASONS_MAP,
+        IF_COUNTERS_MAP,
+        FAULTS_MAP,
+        GENERATION_MAP,
+        CONFIG_MAP,
+        SERVICE_COUNTERS_MAP,
+        LB_CONNTRACK_MAP,
+    ]
+);
+
+impl MapSourceMut for FlowTable {
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
+        self.0.map_mut(name)
+    }
+}
+
+impl FlowTableOps for FlowTable {}
+
+impl MapSourceMut for ServiceMaps {
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
+        self.0.map_mut(name)
+    }
+}
+
+impl ServiceMapOps for ServiceMaps {}
+
+impl Datapath {
+    /// A handle on the flow table, for one owner (the nb-cfg follower, or the GC).
+    pub fn flow_table(&self) -> Result<FlowTable, DatapathError> {
+        MapSet::duplicate(self, FlowTable::MAPS).map(FlowTable)
+    }
+
+    /// The handle the Service sync owns.
+    pub fn service_maps(&self) -> Result<ServiceMaps, DatapathError> {
+        MapSet::duplicate(self, ServiceMaps::MAPS).map(ServiceMaps)
+    }
+
+    /// A read-only handle for metrics.
+    pub fn reader(&self) -> Result<MapReader, DatapathError> {
+        MapSet::duplicate(self, MapReader::MAPS).map(MapReader)
+    }
+}
+
+/// Counts the flow GC publishes after each pass (−1: not counted yet), for metrics.
+#[derive(Debug)]
+pub struct DatapathStats {
+    flows: AtomicI64,
+    lb_connections: AtomicI64,
+}
+
+impl Default for DatapathStats {
+    fn default() -> Self {
+        DatapathStats {
+            flows: AtomicI64::new(-1),
+            lb_connections: AtomicI64::new(-1),
+        }
+    }
+}
+
+impl DatapathStats {
+    pub fn publish(&self, flows: usize, lb_connections: Option<usize>) {
+        self.flows.store(flows as i64, Ordering::Relaxed);
+        self.lb_connections
+            .store(lb_connections.map_or(-1, |n| n as i64), Ordering::Relaxed);
+    }
+
+    /// Learned flows at the last GC pass.
+    pub fn flows(&self) -> i64 {
+        self.flows.load(Ordering::Relaxed)
+    }
+
+    /// LB conntrack entries at the last GC pass.
+    pub fn lb_connections(&self) -> i64 {
+        self.lb_connections.load(Ordering::Relaxed)
+    }
+}
