@@ -249,6 +249,147 @@ impl ServiceIndex {
     }
 }
 
+/// A watch stream of one kind, as kube-runtime's watcher yields it.
+pub type WatchEvents<K> = futures::stream::BoxStream<'static, watcher::Result<watcher::Event<K>>>;
+
+/// The one Service feed of the controller (OVN load balancers) and the agent (eBPF maps):
+/// the Service and EndpointSlice watches folded into a [`ServiceIndex`], handing out the
+/// Services whose VIPs may have changed. Nothing is handed out before both initial lists are
+/// in: a Service seen before its EndpointSlices would look like one without endpoints (a
+/// restarted agent would cut established connections, a restarted controller remove VIPs).
+pub struct ServiceFeed {
+    services: Option<WatchEvents<Service>>,
+    slices: Option<WatchEvents<EndpointSlice>>,
+    index: ServiceIndex,
+    services_listed: bool,
+    slices_listed: bool,
+    pending: BTreeSet<String>,
+}
+
+impl ServiceFeed {
+    pub fn new(services: WatchEvents<Service>, slices: WatchEvents<EndpointSlice>) -> ServiceFeed {
+        ServiceFeed {
+            services: Some(services),
+            slices: Some(slices),
+            index: ServiceIndex::default(),
+            services_listed: false,
+            slices_listed: false,
+            pending: BTreeSet::new(),
+        }
+    }
+
+    /// Whether both initial lists are in.
+    pub fn listed(&self) -> bool {
+        self.services_listed && self.slices_listed
+    }
+
+    pub fn index(&self) -> &ServiceIndex {
+        &self.index
+    }
+
+    /// Waits for the next events, takes every event already waiting with them (a burst of
+    /// 10,000 Services is one batch, not 10,000), and returns the Services they concern, once
+    /// both initial lists are in (empty before). `None` when both watches have ended.
+    /// Cancel-safe: the only wait is for a stream's next item.
+    pub async fn next_changes(&mut self) -> Option<BTreeSet<String>> {
+        use futures::{FutureExt as _, StreamExt as _};
+        if self.services.is_none() && self.slices.is_none() {
+            return None;
+        }
+        let (services, slices) = (&mut self.services, &mut self.slices);
+        let next_service = async {
+            match services.as_mut() {
+                Some(s) => s.next().await,
+                None => futures::future::pending().await,
+            }
+        };
+        let next_slice = async {
+            match slices.as_mut() {
+                Some(s) => s.next().await,
+                None => futures::future::pending().await,
+            }
+        };
+        let first = first_of(next_service, next_slice).await;
+        self.take(first);
+        // Everything already waiting joins this batch.
+        loop {
+            let service = self.services.as_mut().and_then(|s| s.next().now_or_never());
+            let took_service = service.is_some();
+            if let Some(event) = service {
+                self.take(Either::Service(Box::new(event)));
+            }
+            let slice = self.slices.as_mut().and_then(|s| s.next().now_or_never());
+            let took_slice = slice.is_some();
+            if let Some(event) = slice {
+                self.take(Either::Slice(Box::new(event)));
+            }
+            if !took_service && !took_slice {
+                break;
+            }
+        }
+        if self.listed() {
+            Some(std::mem::take(&mut self.pending))
+        } else {
+            Some(BTreeSet::new())
+        }
+    }
+
+    fn take(&mut self, event: Either) {
+        match event {
+            Either::Service(event) => self.take_service(*event),
+            Either::Slice(event) => self.take_slice(*event),
+        }
+    }
+
+    fn take_service(&mut self, event: Next<Service>) {
+        match event {
+            None => self.services = None,
+            Some(Ok(event)) => {
+                self.services_listed |= matches!(event, watcher::Event::InitDone);
+                let changed = self.index.service_event(event);
+                self.pending.extend(changed);
+            }
+            Some(Err(e)) => tracing_warn("Service watch", &e),
+        }
+    }
+
+    fn take_slice(&mut self, event: Next<EndpointSlice>) {
+        match event {
+            None => self.slices = None,
+            Some(Ok(event)) => {
+                self.slices_listed |= matches!(event, watcher::Event::InitDone);
+                let changed = self.index.slice_event(event);
+                self.pending.extend(changed);
+            }
+            Some(Err(e)) => tracing_warn("EndpointSlice watch", &e),
+        }
+    }
+}
+
+type Next<K> = Option<watcher::Result<watcher::Event<K>>>;
+
+enum Either {
+    Service(Box<Next<Service>>),
+    Slice(Box<Next<EndpointSlice>>),
+}
+
+/// The first of the two to be ready.
+async fn first_of(
+    service: impl std::future::Future<Output = Next<Service>>,
+    slice: impl std::future::Future<Output = Next<EndpointSlice>>,
+) -> Either {
+    use futures::future::{Either as E, select};
+    let (service, slice) = (std::pin::pin!(service), std::pin::pin!(slice));
+    match select(service, slice).await {
+        E::Left((event, _)) => Either::Service(Box::new(event)),
+        E::Right((event, _)) => Either::Slice(Box::new(event)),
+    }
+}
+
+fn tracing_warn(what: &str, error: &watcher::Error) {
+    tracing::warn!(error = %error, "{what}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +491,44 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn the_feed_hands_out_nothing_before_both_lists_and_a_burst_as_one_batch() {
+        use futures::StreamExt as _;
+        let (services_tx, services_rx) = futures::channel::mpsc::unbounded();
+        let (slices_tx, slices_rx) = futures::channel::mpsc::unbounded();
+        let mut feed = ServiceFeed::new(services_rx.boxed(), slices_rx.boxed());
+        let send_service = |e| services_tx.unbounded_send(Ok(e)).unwrap();
+        let send_slice = |e| slices_tx.unbounded_send(Ok(e)).unwrap();
+        send_service(watcher::Event::Init);
+        send_service(watcher::Event::InitApply(service(json!({}))));
+        send_service(watcher::Event::InitDone);
+        let first = futures::executor::block_on(feed.next_changes()).unwrap();
+        assert!(
+            first.is_empty(),
+            "the Services' list alone handed out {first:?}"
+        );
+        assert!(!feed.listed());
+        send_slice(watcher::Event::Init);
+        send_slice(watcher::Event::InitApply(slice(
+            json!([{"addresses": ["10.16.0.5"]}]),
+        )));
+        send_slice(watcher::Event::InitDone);
+        let listed = futures::executor::block_on(feed.next_changes()).unwrap();
+        assert_eq!(listed, BTreeSet::from(["default/web".to_owned()]));
+        assert_eq!(feed.index().vips("default/web")[0].backends.len(), 1);
+        // Many events waiting: one batch.
+        for i in 0..100 {
+            let mut s = service(json!({}));
+            s.metadata.name = Some(format!("web{i}"));
+            send_service(watcher::Event::Apply(s));
+        }
+        let burst = futures::executor::block_on(feed.next_changes()).unwrap();
+        assert_eq!(burst.len(), 100);
+        // Both watches end: the feed says so (after handing out what is left, nothing).
+        drop((services_tx, slices_tx));
+        let ends = (0..3).find(|_| futures::executor::block_on(feed.next_changes()).is_none());
+        assert!(ends.is_some(), "the feed never ended");
     }
 }

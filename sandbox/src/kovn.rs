@@ -311,6 +311,12 @@ impl KovnCluster {
         }
     }
 
+    /// SIGKILL the controller (what it wrote stays; nothing is reconciled until a restart).
+    pub fn stop_controller(&mut self) {
+        let _ = self.controller.0.kill();
+        let _ = self.controller.0.wait();
+    }
+
     /// SIGKILL the controller and start it again (same pod name: it takes its Lease back).
     pub fn restart_controller(&mut self) -> Result<()> {
         let _ = self.controller.0.kill();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use api::service::ServiceIndex;
+use api::service::ServiceFeed;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -28,20 +28,18 @@ pub async fn run(
     summary: Arc<Mutex<ServiceSummary>>,
 ) {
     let mut owned = Some((maps, sync));
-    let mut services = watcher(
+    let services = watcher(
         Api::<Service>::all(kube.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .boxed();
-    let mut slices = watcher(Api::<EndpointSlice>::all(kube), watcher::Config::default())
+    let slices = watcher(Api::<EndpointSlice>::all(kube), watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut index = ServiceIndex::default();
-    let (mut services_listed, mut slices_listed, mut resynced) = (false, false, false);
-    // Nothing is programmed before both initial lists are in: a Service seen before its
-    // EndpointSlices would look like a Service without endpoints, and a restarted agent would
-    // cut its established connections.
+    // Nothing is programmed before both initial lists are in (the feed says why).
+    let mut feed = ServiceFeed::new(services, slices);
+    let mut resynced = false;
     let mut pending = BTreeSet::new();
     // After a failed write the maps, not our record, say what is programmed: re-read them and
     // program every Service again after a pause, doubling up to a minute. A full services map
@@ -62,28 +60,18 @@ pub async fn run(
                     resynced = false;
                 }
                 retrying = true;
-                index.service_names().cloned().collect()
+                feed.index().service_names().cloned().collect()
             },
-            Some(event) = services.next() => match event {
-                Ok(event) => {
-                    services_listed |= matches!(event, watcher::Event::InitDone);
-                    index.service_event(event)
-                }
-                Err(e) => { tracing::warn!(error = %e, "Service watch"); continue; }
+            changes = feed.next_changes() => match changes {
+                Some(changes) => changes,
+                None => return,
             },
-            Some(event) = slices.next() => match event {
-                Ok(event) => {
-                    slices_listed |= matches!(event, watcher::Event::InitDone);
-                    index.slice_event(event)
-                }
-                Err(e) => { tracing::warn!(error = %e, "EndpointSlice watch"); continue; }
-            },
-            else => return,
         };
         pending.extend(dirty);
-        if !(services_listed && slices_listed) {
+        if !feed.listed() {
             continue;
         }
+        let index = feed.index();
         let (mut maps, mut sync) = owned.take().expect("the sync is back after every flush");
         for service in std::mem::take(&mut pending) {
             let service = &service;

@@ -8,18 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::service::{ServiceIndex, Vip};
-use futures::StreamExt;
-use futures::stream::BoxStream;
+use api::service::{ServiceFeed, Vip, WatchEvents as Events};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use kube::runtime::watcher;
 
 use crate::context::Context;
 use crate::topology::load_balancer::{LbKind, LbVip, ensure_ops, programmed_vips, vip_ops};
-
-type Events<K> = BoxStream<'static, watcher::Result<watcher::Event<K>>>;
 
 /// How often every VPC's load balancers are re-attached to its switches (a new Subnet gets
 /// them within this time).
@@ -72,34 +67,19 @@ fn lb_vips(vips: &[Vip], vpc: &str, default_vpc: bool) -> Vec<LbVip> {
         .collect()
 }
 
-/// Runs until both streams end.
-pub async fn run(
-    ctx: Arc<Context>,
-    mut services: Events<Service>,
-    mut slices: Events<EndpointSlice>,
-) {
-    let mut index = ServiceIndex::default();
+/// Runs until both streams end. The VIP writes of every Service changed at once are handed
+/// to the NB writer together, which folds them into as few transactions as it can (a cold
+/// start with 10,000 Services is not 10,000 transactions one after another).
+pub async fn run(ctx: Arc<Context>, services: Events<Service>, slices: Events<EndpointSlice>) {
+    let mut feed = ServiceFeed::new(services, slices);
     // What each Service has in the load balancers: (load balancer, VIP).
     let mut programmed: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
-    let (mut services_listed, mut slices_listed, mut resynced) = (false, false, false);
+    let mut resynced = false;
     let mut pending = BTreeSet::new();
     let mut attach = tokio::time::interval(ATTACH_EVERY);
     loop {
         tokio::select! {
-            Some(event) = services.next() => match event {
-                Ok(event) => {
-                    services_listed |= matches!(event, watcher::Event::InitDone);
-                    pending.extend(index.service_event(event));
-                }
-                Err(e) => tracing::warn!(error = %e, "Service watch"),
-            },
-            Some(event) = slices.next() => match event {
-                Ok(event) => {
-                    slices_listed |= matches!(event, watcher::Event::InitDone);
-                    pending.extend(index.slice_event(event));
-                }
-                Err(e) => tracing::warn!(error = %e, "EndpointSlice watch"),
-            },
+            Some(changes) = feed.next_changes() => pending.extend(changes),
             _ = attach.tick() => {
                 if resynced {
                     for vpc in vpcs(&ctx) {
@@ -109,10 +89,12 @@ pub async fn run(
             },
             else => return,
         }
-        if !(services_listed && slices_listed) {
+        if !feed.listed() {
             continue;
         }
+        let index = feed.index();
         let mut ensured = BTreeSet::new();
+        let mut writes = Vec::new();
         for service in std::mem::take(&mut pending) {
             let vpc = vpc_of(index.service(&service), &ctx);
             let default_vpc = vpc == ctx.settings.names.cluster_router;
@@ -138,10 +120,13 @@ pub async fn run(
                     });
                 }
             }
-            let result = ctx
-                .nb
-                .apply(move |cache, t| vip_ops(cache, t, &wanted))
-                .await;
+            let nb = &ctx.nb;
+            writes.push(async move {
+                let result = nb.apply(move |cache, t| vip_ops(cache, t, &wanted)).await;
+                (service, now, before, result)
+            });
+        }
+        for (service, now, before, result) in futures::future::join_all(writes).await {
             match result {
                 Ok(()) => {
                     if !now.is_empty() {
