@@ -328,13 +328,8 @@ fn print_flows(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     flows.sort_by_key(|(k, _)| (k.proto, k.src, k.dst, k.sport, k.dport));
     println!("generation {generation}, {} flows", flows.len());
     for (key, entry) in flows {
-        let proto = match key.proto {
-            6 => "TCP",
-            17 => "UDP",
-            1 => "ICMP",
-            58 => "ICMPv6",
-            _ => "?",
-        };
+        let proto = datapath_common::L4Proto::from_number(key.proto)
+            .map_or("?", datapath_common::L4Proto::kubernetes_name);
         println!(
             "{proto} {}:{} -> {}:{}  to ifindex {}  mac {} -> {}{}{}",
             show_ip(&key.src),
@@ -419,11 +414,7 @@ fn print_services(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     use agent::datapath::{ReadServiceMaps, ip_from_bytes};
     use std::collections::BTreeMap;
     let maps = PinnedMaps::open(pin_dir)?;
-    let proto = |p: u8| match p {
-        6 => "tcp",
-        17 => "udp",
-        _ => "?",
-    };
+    let proto = datapath_common::proto_name;
     let mut backends: BTreeMap<u32, Vec<(u32, String)>> = BTreeMap::new();
     for (id, b) in maps.backends()? {
         let addr = std::net::SocketAddr::new(ip_from_bytes(&b.ip), b.port);

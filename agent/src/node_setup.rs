@@ -70,8 +70,9 @@ pub async fn wait_for_node(
         .parse()
         .map_err(|_| bad("ip_address"))?;
     let prefix_len = first(annotations::CIDR)
-        .split_once('/')
-        .and_then(|(_, p)| p.parse().ok())
+        .parse::<IpNet>()
+        .ok()
+        .map(|net| net.prefix_len())
         .ok_or_else(|| bad("cidr"))?;
     Ok(NodeGateway {
         port_name: a[annotations::PORT_NAME].clone(),

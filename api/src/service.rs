@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
+use datapath_common::L4Proto;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
@@ -61,12 +62,11 @@ pub fn vips(service: &Service, slices: &[&EndpointSlice]) -> Vec<Vip> {
     });
     let mut out = Vec::new();
     for port in spec.ports.iter().flatten() {
-        let proto = match port.protocol.as_deref().unwrap_or("TCP") {
-            "TCP" => 6,
-            "UDP" => 17,
-            "SCTP" => 132,
-            _ => continue,
+        let Some(proto) = L4Proto::from_kubernetes(port.protocol.as_deref().unwrap_or("TCP"))
+        else {
+            continue;
         };
+        let proto = proto.number();
         let Ok(vport) = u16::try_from(port.port) else {
             continue;
         };
@@ -102,11 +102,7 @@ pub fn ready_backends(
     port_name: Option<&str>,
     proto: u8,
 ) -> Vec<SocketAddr> {
-    let protocol = match proto {
-        6 => "TCP",
-        17 => "UDP",
-        _ => "SCTP",
-    };
+    let protocol = L4Proto::from_number(proto).map_or("SCTP", L4Proto::kubernetes_name);
     let Some(target) = slice.ports.iter().flatten().find(|p| {
         p.name.as_deref().unwrap_or("") == port_name.unwrap_or("")
             && p.protocol.as_deref().unwrap_or("TCP") == protocol

@@ -51,35 +51,6 @@ struct DuringFlush {
     flush_s: f64,
 }
 
-/// `services` synthetic Services × 10 endpoints as the API holds them (Service + EndpointSlice).
-fn put_services(api: &sandbox::kube_api::FakeApi, services: usize) -> Result<()> {
-    for (name, vip) in agent::services::synthetic_vips(services, 10) {
-        let short = name.trim_start_matches("default/");
-        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
-            "metadata": {"name": short, "namespace": "default"},
-            "spec": {"clusterIP": vip.ip.to_string(), "clusterIPs": [vip.ip.to_string()],
-                     "ports": [{"name": "http", "port": vip.port, "protocol": "TCP",
-                                "targetPort": 8080}]}
-        }))?;
-        let endpoints: Vec<_> = vip
-            .backends
-            .iter()
-            .map(|b| json!({"addresses": [b.ip().to_string()], "conditions": {"ready": true}}))
-            .collect();
-        let slice: k8s_openapi::api::discovery::v1::EndpointSlice =
-            serde_json::from_value(json!({
-                "metadata": {"name": format!("{short}-1"), "namespace": "default",
-                             "labels": {"kubernetes.io/service-name": short}},
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-                "endpoints": endpoints
-            }))?;
-        api.put(&service);
-        api.put(&slice);
-    }
-    Ok(())
-}
-
 /// The agent's `kovn_datapath_service_vips` (node 0), or 0 if it cannot be read.
 fn programmed_vips(cluster: &KovnCluster) -> usize {
     let node = cluster.sb.node(0).netns.clone();
@@ -111,7 +82,7 @@ fn adds_during_service_flush(
 ) -> Result<DuringFlush> {
     cluster.stop_controller();
     println!("cni: controller stopped; putting {services} Services × 10 endpoints into the API …");
-    put_services(&cluster.api, services)?;
+    crate::synthetic::put_services(&cluster.api, services)?;
     println!(
         "cni: restarting the agent: the Services arrive as its initial list; ADD while it programs them …"
     );

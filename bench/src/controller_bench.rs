@@ -44,6 +44,10 @@ pub struct Options {
     /// Concurrent reconciles per kind (the binary's --worker-num).
     #[arg(long, default_value_t = 64)]
     workers: u16,
+    /// Services (10 endpoints each) written into NB from a cold start, in a phase of their
+    /// own (`controller.services_10k_cold_s`); 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
     /// Give up on a phase after this long.
     #[arg(long, default_value_t = 900)]
     timeout_s: u64,
@@ -245,6 +249,65 @@ fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A controller started on a fresh NB and an API holding `services` Services × 10 endpoints
+/// (and one node): seconds until every VIP is in OVN's load balancer, and NB transactions.
+async fn services_cold_start(services: usize, workers: u16, limit: Duration) -> Result<(f64, u64)> {
+    println!("services: {services} Services × 10 endpoints from a cold start …");
+    let nb = StandaloneDb::start(NB_SCHEMA).context("starting OVN_Northbound ovsdb-server")?;
+    let init = std::process::Command::new("ovn-nbctl")
+        .args([&format!("--db={}", nb.remote()), "--no-wait", "init"])
+        .status()
+        .context("ovn-nbctl")?;
+    if !init.success() {
+        bail!("ovn-nbctl init failed");
+    }
+    let api = FakeApi::without_request_log();
+    api.put(&Namespace {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    });
+    api.put(&Node {
+        metadata: ObjectMeta {
+            name: Some("n0".into()),
+            ..ObjectMeta::default()
+        },
+        ..Node::default()
+    });
+    crate::synthetic::put_services(&api, services)?;
+    let observer = ovsdb::Client::connect(topology::nb_client_config(&[&nb.remote()])).await?;
+    let vips = || {
+        observer.read(|cache| {
+            topology::load_balancer::programmed_vips(
+                cache,
+                api::names::DEFAULT_CLUSTER_ROUTER,
+                true,
+            )
+            .len()
+        })
+    };
+    let started = Instant::now();
+    let running = start(&api, &nb, workers).await?;
+    wait("every Service's VIP in NB", limit, &running, || {
+        let n = vips();
+        (
+            n >= services,
+            format!("{n}/{services} VIPs in OVN's load balancers"),
+        )
+    })
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let txns = nb_transactions(&running.metrics);
+    running.task.abort();
+    let _ = running.task.await;
+    println!(
+        "  {services} Services in NB {seconds:.1} s after the controller started ({txns} NB transactions in all)"
+    );
+    Ok((seconds, txns))
+}
+
 pub async fn run_bench(o: &Options, out_dir: &Path) -> Result<()> {
     if o.subnets == 0 || o.nodes == 0 {
         bail!("--subnets and --nodes must be at least 1");
@@ -327,7 +390,13 @@ pub async fn run_bench(o: &Options, out_dir: &Path) -> Result<()> {
         "  ready after {restart_ready_s:.1} s, every pod reconciled after {restart_s:.1} s, {restart_txns} NB transactions"
     );
 
-    let report = json!({"controller": {
+    let services = if o.services > 0 {
+        Some(services_cold_start(o.services, o.workers, limit).await?)
+    } else {
+        None
+    };
+
+    let mut report = json!({"controller": {
         "nodes": o.nodes, "pods": o.pods, "subnets": o.subnets, "workers": o.workers,
         "cold_start_s": cold_start_s,
         "restart_s": restart_s,
@@ -339,6 +408,11 @@ pub async fn run_bench(o: &Options, out_dir: &Path) -> Result<()> {
         "controller_heap_mib": controller_heap,
         "api_stand_in_heap_mib": stand_in_heap,
     }});
+    if let Some((seconds, txns)) = services {
+        report["controller"]["services"] = json!(o.services);
+        report["controller"]["services_10k_cold_s"] = json!(seconds);
+        report["controller"]["services_nb_transactions"] = json!(txns);
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     let path = out_dir.join("controller.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

@@ -7,6 +7,7 @@ mod fastpath_bench;
 mod ovsdb_bench;
 mod report;
 mod service_bench;
+mod synthetic;
 
 use std::path::PathBuf;
 

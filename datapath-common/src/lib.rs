@@ -94,6 +94,77 @@ impl Fault {
     }
 }
 
+/// The L4 protocols kovn names: the one place protocol numbers meet their names (maps carry
+/// the IANA number; Kubernetes writes `TCP`, OVN `tcp`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4Proto {
+    Icmp = 1,
+    Tcp = 6,
+    Udp = 17,
+    Icmpv6 = 58,
+    Sctp = 132,
+}
+
+impl L4Proto {
+    pub const ALL: [L4Proto; 5] = [
+        L4Proto::Icmp,
+        L4Proto::Tcp,
+        L4Proto::Udp,
+        L4Proto::Icmpv6,
+        L4Proto::Sctp,
+    ];
+
+    pub const fn number(self) -> u8 {
+        self as u8
+    }
+
+    pub const fn from_number(n: u8) -> Option<L4Proto> {
+        match n {
+            1 => Some(L4Proto::Icmp),
+            6 => Some(L4Proto::Tcp),
+            17 => Some(L4Proto::Udp),
+            58 => Some(L4Proto::Icmpv6),
+            132 => Some(L4Proto::Sctp),
+            _ => None,
+        }
+    }
+
+    /// OVN's and Prometheus labels' spelling: `tcp`, `udp`, `sctp`, `icmp`, `icmpv6`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            L4Proto::Icmp => "icmp",
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+            L4Proto::Icmpv6 => "icmpv6",
+            L4Proto::Sctp => "sctp",
+        }
+    }
+
+    /// Kubernetes' spelling in Service and EndpointSlice ports: `TCP`, `UDP`, `SCTP`.
+    pub const fn kubernetes_name(self) -> &'static str {
+        match self {
+            L4Proto::Icmp => "ICMP",
+            L4Proto::Tcp => "TCP",
+            L4Proto::Udp => "UDP",
+            L4Proto::Icmpv6 => "ICMPv6",
+            L4Proto::Sctp => "SCTP",
+        }
+    }
+
+    /// A Service port's protocol (`TCP`, `UDP`, `SCTP`); anything else is not a Service's.
+    pub fn from_kubernetes(name: &str) -> Option<L4Proto> {
+        [L4Proto::Tcp, L4Proto::Udp, L4Proto::Sctp]
+            .into_iter()
+            .find(|p| p.kubernetes_name() == name)
+    }
+}
+
+/// The name of protocol number `n` for display (`?` for one kovn does not name).
+pub fn proto_name(n: u8) -> &'static str {
+    L4Proto::from_number(n).map_or("?", L4Proto::as_str)
+}
+
 /// An IP address in a map key or value: IPv4 as `::ffff:a.b.c.d` (IPv4-mapped IPv6), so one
 /// key type serves both families.
 pub type IpBytes = [u8; 16];
@@ -541,6 +612,21 @@ mod user {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocol_numbers_and_names_round_trip() {
+        for p in L4Proto::ALL {
+            assert_eq!(L4Proto::from_number(p.number()), Some(p));
+        }
+        assert_eq!(L4Proto::from_kubernetes("TCP"), Some(L4Proto::Tcp));
+        assert_eq!(
+            L4Proto::from_kubernetes("ICMP"),
+            None,
+            "not a Service protocol"
+        );
+        assert_eq!(proto_name(17), "udp");
+        assert_eq!(proto_name(47), "?");
+    }
 
     #[test]
     fn abi_sizes_have_no_padding() {

@@ -96,12 +96,9 @@ pub fn parse(pod: &Pod) -> Result<PodNetwork, CniError> {
             .map_err(|e| CniError::BadAnnotation(format!("ip_address {ip:?}: {e}")))?;
         let prefix = cidrs
             .iter()
-            .filter_map(|c| c.split_once('/'))
-            .find(|(net, _)| {
-                net.parse::<IpAddr>()
-                    .is_ok_and(|n| n.is_ipv4() == address.is_ipv4())
-            })
-            .and_then(|(_, p)| p.parse().ok())
+            .filter_map(|c| c.parse::<ipnet::IpNet>().ok())
+            .find(|net| net.addr().is_ipv4() == address.is_ipv4())
+            .map(|net| net.prefix_len())
             .ok_or_else(|| CniError::BadAnnotation(format!("no cidr of {address}'s family")))?;
         let gateway = gateways
             .iter()

@@ -74,7 +74,7 @@ pub trait FlowTableOps: MapSourceMut {
                 stale.set(stale.get() + 1);
                 return true;
             }
-            let timeout = if k.proto == 6 {
+            let timeout = if k.proto == datapath_common::L4Proto::Tcp.number() {
                 config.tcp_timeout_ns
             } else {
                 config.udp_timeout_ns

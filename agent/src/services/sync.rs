@@ -353,7 +353,7 @@ impl ServiceSync {
                 .programmed()
                 .map(|(key, vip)| {
                     let ip = crate::datapath::ip_from_bytes(&key.vip);
-                    let proto = if key.proto == 6 { "tcp" } else { "udp" };
+                    let proto = datapath_common::proto_name(key.proto);
                     let label = format!("{}/{proto}", SocketAddr::new(ip, key.port));
                     (vip.entry.id, (vip.service.clone(), label))
                 })

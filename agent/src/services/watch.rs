@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::service::ServiceFeed;
+use datapath_common::L4Proto;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -77,7 +78,12 @@ pub async fn run(
             let service = &service;
             // SCTP is OVN's alone.
             let mut vips = index.vips(service);
-            vips.retain(|v| v.proto == 6 || v.proto == 17);
+            vips.retain(|v| {
+                matches!(
+                    L4Proto::from_number(v.proto),
+                    Some(L4Proto::Tcp | L4Proto::Udp)
+                )
+            });
             sync.stage(service, &vips);
         }
         let removed_before = sync.vips_removed();

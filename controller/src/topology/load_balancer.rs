@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use datapath_common::L4Proto;
 use ovsdb::models::ovn_northbound::{LoadBalancer, LoadBalancerProtocol, LogicalSwitch};
 use ovsdb::{Atom, Cache, Condition, Transaction};
 
@@ -24,12 +25,12 @@ pub struct LbKind {
 
 impl LbKind {
     pub const ALL: [LbKind; 6] = [
-        LbKind::new("tcp", false),
-        LbKind::new("udp", false),
-        LbKind::new("sctp", false),
-        LbKind::new("tcp", true),
-        LbKind::new("udp", true),
-        LbKind::new("sctp", true),
+        LbKind::new(L4Proto::Tcp.as_str(), false),
+        LbKind::new(L4Proto::Udp.as_str(), false),
+        LbKind::new(L4Proto::Sctp.as_str(), false),
+        LbKind::new(L4Proto::Tcp.as_str(), true),
+        LbKind::new(L4Proto::Udp.as_str(), true),
+        LbKind::new(L4Proto::Sctp.as_str(), true),
     ];
 
     const fn new(protocol: &'static str, session: bool) -> LbKind {
@@ -37,11 +38,9 @@ impl LbKind {
     }
 
     pub fn for_proto(proto: u8, session: bool) -> Option<LbKind> {
-        let protocol = match proto {
-            6 => "tcp",
-            17 => "udp",
-            132 => "sctp",
-            _ => return None,
+        let protocol = match L4Proto::from_number(proto)? {
+            p @ (L4Proto::Tcp | L4Proto::Udp | L4Proto::Sctp) => p.as_str(),
+            L4Proto::Icmp | L4Proto::Icmpv6 => return None,
         };
         Some(LbKind { protocol, session })
     }
