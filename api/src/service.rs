@@ -307,8 +307,15 @@ impl ServiceFeed {
         };
         let first = first_of(next_service, next_slice).await;
         self.take(first);
-        // Everything already waiting joins this batch.
+        // Everything already waiting joins this batch, with a pause for the executor every
+        // few hundred events: an initial list of 20,000 objects must not hold a runtime
+        // worker the CNI server needs. (Cancel-safe still: what was taken is in `self`.)
+        let mut taken = 0usize;
         loop {
+            taken += 1;
+            if taken.is_multiple_of(256) {
+                YieldNow(false).await;
+            }
             let service = self.services.as_mut().and_then(|s| s.next().now_or_never());
             let took_service = service.is_some();
             if let Some(event) = service {
@@ -363,6 +370,25 @@ impl ServiceFeed {
 }
 
 type Next<K> = Option<watcher::Result<watcher::Event<K>>>;
+
+/// Returns to the executor once (what `tokio::task::yield_now` does, without tokio here).
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
 
 enum Either {
     Service(Box<Next<Service>>),

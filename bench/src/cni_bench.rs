@@ -110,6 +110,14 @@ fn adds_during_service_flush(
     if latencies.is_empty() {
         bail!("the agent programmed {services} Services before the first ADD: nothing measured");
     }
+    println!(
+        "  ADD latencies in order (ms): {}",
+        latencies
+            .iter()
+            .map(|l| format!("{l:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     latencies.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     println!(

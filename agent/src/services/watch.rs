@@ -74,22 +74,28 @@ pub async fn run(
         }
         let index = feed.index();
         let (mut maps, mut sync) = owned.take().expect("the sync is back after every flush");
-        for service in std::mem::take(&mut pending) {
-            let service = &service;
-            // SCTP is OVN's alone.
-            let mut vips = index.vips(service);
-            vips.retain(|v| {
-                matches!(
-                    L4Proto::from_number(v.proto),
-                    Some(L4Proto::Tcp | L4Proto::Udp)
-                )
-            });
-            sync.stage(service, &vips);
-        }
+        let changed: Vec<(String, Vec<api::service::Vip>)> = std::mem::take(&mut pending)
+            .into_iter()
+            .map(|service| {
+                // SCTP is OVN's alone.
+                let mut vips = index.vips(&service);
+                vips.retain(|v| {
+                    matches!(
+                        L4Proto::from_number(v.proto),
+                        Some(L4Proto::Tcp | L4Proto::Udp)
+                    )
+                });
+                (service, vips)
+            })
+            .collect();
         let removed_before = sync.vips_removed();
         let resync_now = !resynced;
         let (maps_back, sync_back, written, resynced_now) =
             tokio::task::spawn_blocking(move || {
+                let _background = BackgroundPriority::enter();
+                for (service, vips) in &changed {
+                    sync.stage(service, vips);
+                }
                 let mut written = sync.flush(&mut maps);
                 // A full map is no reason to keep a previous agent's leftovers: they take room too.
                 let no_room = matches!(written, Err(DatapathError::ServicesFull { .. }));
@@ -137,5 +143,39 @@ pub async fn run(
                 Some((at, pause))
             }
         };
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice +10) until dropped. A flush computes Maglev
+/// tables on every core (10,000 of them take about a second and a half): at normal priority it
+/// would starve CNI ADDs and the node's OVS on a small node. Threads the flush spawns inherit
+/// the priority (Linux keeps nice per thread).
+struct BackgroundPriority {
+    tid: libc::id_t,
+    before: i32,
+}
+
+impl BackgroundPriority {
+    const NICE: i32 = 10;
+
+    fn enter() -> BackgroundPriority {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        // SAFETY: plain syscalls on this thread's own scheduling priority.
+        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+        // SAFETY: as above.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, before + Self::NICE) } != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "service flush stays at normal priority");
+        }
+        BackgroundPriority { tid, before }
+    }
+}
+
+impl Drop for BackgroundPriority {
+    fn drop(&mut self) {
+        // Back to normal for the next blocking task on this pooled thread (needs CAP_SYS_NICE,
+        // which the agent has; without it the pool thread stays nice, which is harmless).
+        // SAFETY: plain syscall on this thread's own scheduling priority.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, self.tid, self.before) };
     }
 }
