@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod local_pod;
 pub mod metrics;
+pub mod netlink;
 pub mod node_setup;
 pub mod ovs;
 pub mod pod_network;

@@ -15,8 +15,8 @@ use kube::{Api, ResourceExt};
 use ovsdb::Client;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
+use crate::netlink::{connect, index_of, netlink};
 use crate::pod_network::NetworkError;
-use crate::pod_network::links::{connect, index_of, netlink};
 
 pub use crate::ovs::node_port::NODE_PORT;
 

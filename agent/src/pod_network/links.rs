@@ -14,41 +14,7 @@ use futures::TryStreamExt;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{NetworkError, PodAddressing, PodLinks};
-
-pub(crate) fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
-    let what = what.into();
-    move |source| NetworkError::Netlink { what, source }
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetworkError {
-    let what = what.into();
-    move |source| NetworkError::Io { what, source }
-}
-
-/// A netlink handle in the calling thread's namespace (its connection runs on the current
-/// runtime until the handle's last clone is dropped).
-pub(crate) fn connect() -> Result<Handle, NetworkError> {
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(io("netlink socket"))?;
-    tokio::spawn(connection);
-    Ok(handle)
-}
-
-/// The index of `name`, or None when there is no such link.
-pub(crate) async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkError> {
-    match handle
-        .link()
-        .get()
-        .match_name(name.to_owned())
-        .execute()
-        .try_next()
-        .await
-    {
-        Ok(Some(link)) => Ok(Some(link.header.index)),
-        Ok(None) => Ok(None),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
-        Err(e) => Err(netlink(format!("looking up {name}"))(e)),
-    }
-}
+use crate::netlink::{connect, index_of, io, netlink};
 
 async fn delete_if_present(handle: &Handle, name: &str) -> Result<(), NetworkError> {
     if let Some(index) = index_of(handle, name).await? {
