@@ -57,7 +57,11 @@ fn start_ovn() -> Ovn {
         .status()
         .expect("ovn-nbctl");
     assert!(init.success());
-    let dir = std::env::temp_dir().join(format!("kovn-northd-{}", std::process::id()));
+    // One directory per northd: tests of this file run in parallel in one process, and a
+    // second northd on the same unixctl socket would not run (its SB stays empty).
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("kovn-northd-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let northd = Command::new("ovn-northd")
         .arg(format!("--ovnnb-db={}", nb.remote()))

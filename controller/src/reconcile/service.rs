@@ -94,7 +94,10 @@ pub async fn run(ctx: Arc<Context>, services: Events<Service>, slices: Events<En
         }
         let index = feed.index();
         let mut ensured = BTreeSet::new();
-        let mut writes = Vec::new();
+        // Each Service's wanted VIPs, then one write per slice of Services: the VIPs of a
+        // slice become one delete and one insert per load balancer, not one mutation per
+        // Service (10,000 mutations of one row make ovsdb-server copy its map 10,000 times).
+        let mut changes = Vec::new();
         for service in std::mem::take(&mut pending) {
             let vpc = vpc_of(index.service(&service), &ctx);
             let default_vpc = vpc == ctx.settings.names.cluster_router;
@@ -120,23 +123,27 @@ pub async fn run(ctx: Arc<Context>, services: Events<Service>, slices: Events<En
                     });
                 }
             }
-            let nb = &ctx.nb;
-            writes.push(async move {
-                let result = nb.apply(move |cache, t| vip_ops(cache, t, &wanted)).await;
-                (service, now, before, result)
-            });
+            changes.push((service, now, before, wanted));
         }
-        for (service, now, before, result) in futures::future::join_all(writes).await {
-            match result {
-                Ok(()) => {
-                    if !now.is_empty() {
-                        programmed.insert(service, now);
+        let nb = &ctx.nb;
+        let writes = changes.chunks(SERVICES_PER_WRITE).map(|slice| {
+            let wanted = merge_vips(slice.iter().flat_map(|(_, _, _, w)| w));
+            async move { nb.apply(move |cache, t| vip_ops(cache, t, &wanted)).await }
+        });
+        let results = futures::future::join_all(writes).await;
+        for (slice, result) in changes.chunks(SERVICES_PER_WRITE).zip(results) {
+            for (service, now, before, _) in slice {
+                match &result {
+                    Ok(()) => {
+                        if !now.is_empty() {
+                            programmed.insert(service.clone(), now.clone());
+                        }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(%service, error = %e, "programming load balancer VIPs; retrying");
-                    programmed.insert(service.clone(), before);
-                    pending.insert(service);
+                    Err(e) => {
+                        tracing::warn!(%service, error = %e, "programming load balancer VIPs; retrying");
+                        programmed.insert(service.clone(), before.clone());
+                        pending.insert(service.clone());
+                    }
                 }
             }
         }
@@ -145,6 +152,24 @@ pub async fn run(ctx: Arc<Context>, services: Events<Service>, slices: Events<En
             remove_unclaimed(&ctx, &programmed).await;
         }
     }
+}
+
+/// Services whose VIPs go into one NB write (one transaction when nothing else is queued).
+const SERVICES_PER_WRITE: usize = 2_000;
+
+/// One entry per (load balancer, VIP): a VIP one Service gives up and another takes keeps the
+/// backends of the one that takes it.
+fn merge_vips<'a>(vips: impl Iterator<Item = &'a LbVip>) -> Vec<LbVip> {
+    let mut merged: BTreeMap<(&str, &str), &LbVip> = BTreeMap::new();
+    for v in vips {
+        let entry = merged
+            .entry((v.load_balancer.as_str(), v.vip.as_str()))
+            .or_insert(v);
+        if entry.backends.is_none() {
+            *entry = v;
+        }
+    }
+    merged.into_values().cloned().collect()
 }
 
 /// Every VPC the controller knows (the default one included).
@@ -208,6 +233,32 @@ async fn remove_unclaimed(
         {
             Ok(()) => tracing::info!(%vpc, removed = n, "VIPs of deleted Services removed"),
             Err(e) => tracing::warn!(%vpc, error = %e, "removing VIPs of deleted Services"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(lb: &str, vip: &str, backends: Option<&str>) -> LbVip {
+        LbVip {
+            load_balancer: lb.into(),
+            vip: vip.into(),
+            backends: backends.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_vip_given_up_by_one_service_and_taken_by_another_keeps_its_backends() {
+        let given_up = vip("lb", "10.96.0.1:80", None);
+        let taken = vip("lb", "10.96.0.1:80", Some("10.16.0.5:8080"));
+        let other = vip("lb", "10.96.0.2:80", None);
+        for order in [[&given_up, &taken, &other], [&taken, &given_up, &other]] {
+            assert_eq!(
+                merge_vips(order.into_iter()),
+                vec![taken.clone(), other.clone()]
+            );
         }
     }
 }
