@@ -119,7 +119,6 @@ fn readopt_pods(ovs: &ovsdb::Client, datapath: &mut Datapath) {
 /// ClusterIP balancing (without it OVN's load balancers serve the VIPs). Returns what metrics
 /// read.
 fn start_datapath_tasks(
-    kube: &kube::Client,
     ovs: &ovsdb::Client,
     datapath: &Datapath,
 ) -> Result<MetricsSources, crate::datapath::DatapathError> {
@@ -131,12 +130,35 @@ fn start_datapath_tasks(
         ServiceSync::default()
     });
     let summary = Arc::new(Mutex::new(adopted.summary()));
-    tokio::spawn(crate::services::run(
-        kube.clone(),
-        maps,
-        adopted,
-        summary.clone(),
-    ));
+    // On a thread and runtime of its own at background priority: decoding an initial list of
+    // 20,000 Services and EndpointSlices, and staging them, must not take the CNI server's
+    // runtime workers or CPU from pod networking.
+    let published = summary.clone();
+    let spawned = std::thread::Builder::new()
+        .name("kovn-services".into())
+        .spawn(move || {
+            let _background = crate::services::BackgroundPriority::enter();
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "no runtime for the Service balancer; OVN's load balancers serve the VIPs");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                // Its own client: connections belong to the runtime that made them.
+                match kube::Client::try_default().await {
+                    Ok(kube) => crate::services::run(kube, maps, adopted, published).await,
+                    Err(e) => tracing::error!(error = %e, "the Service balancer has no API access; OVN's load balancers serve the VIPs"),
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "no thread for the Service balancer; OVN's load balancers serve the VIPs");
+    }
     Ok(MetricsSources {
         datapath: Some(Arc::new(Mutex::new(datapath.reader()?))),
         stats: Some(stats),
@@ -174,7 +196,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         readopt_pods(&ovs, datapath);
         // Each concern gets its own handle on the maps (datapath/handles.rs): the CNI server
         // keeps the datapath itself, and nothing else takes it.
-        let started = start_datapath_tasks(&kube, &ovs, datapath);
+        let started = start_datapath_tasks(&ovs, datapath);
         match started {
             Ok(started) => sources = started,
             Err(e) => tracing::error!(error = %e, "the datapath's upkeep did not start"),

@@ -8,7 +8,7 @@ mod sync;
 mod watch;
 
 pub use sync::{ProgrammedVip, ServiceSummary, ServiceSync};
-pub use watch::run;
+pub use watch::{BackgroundPriority, run};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

@@ -150,7 +150,7 @@ pub async fn run(
 /// tables on every core (10,000 of them take about a second and a half): at normal priority it
 /// would starve CNI ADDs and the node's OVS on a small node. Threads the flush spawns inherit
 /// the priority (Linux keeps nice per thread).
-struct BackgroundPriority {
+pub struct BackgroundPriority {
     tid: libc::id_t,
     before: i32,
 }
@@ -158,7 +158,7 @@ struct BackgroundPriority {
 impl BackgroundPriority {
     const NICE: i32 = 10;
 
-    fn enter() -> BackgroundPriority {
+    pub fn enter() -> BackgroundPriority {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
         // SAFETY: plain syscalls on this thread's own scheduling priority.
