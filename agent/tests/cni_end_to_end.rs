@@ -187,6 +187,28 @@ fn start_agent(
     Process(child)
 }
 
+/// The pod's Logical_Switch_Port in `ovn-default`, as the controller would make it: addresses
+/// and port security from `ip`.
+fn add_pod_port(nbctl: &sandbox::Ctl, name: &str, ip: &str) {
+    let address = format!("{} {ip}", mac_for(ip.parse().unwrap()));
+    let lsp = format!("{name}.default");
+    nbctl
+        .run([
+            "lsp-add",
+            "ovn-default",
+            &lsp,
+            "--",
+            "lsp-set-addresses",
+            &lsp,
+            &address,
+            "--",
+            "lsp-set-port-security",
+            &lsp,
+            &address,
+        ])
+        .unwrap();
+}
+
 /// Whether anything of container `id` is left on the node: interfaces or an OVS port.
 fn leftovers(node: &Node, id: &str) -> Vec<String> {
     let links = PodLinks::for_container(id);
@@ -291,23 +313,7 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     let nbctl = sb.central().nbctl();
     for (name, ip, id) in pods {
         api.put(&annotated_pod(name, &node.name, ip));
-        let address = format!("{} {ip}", mac_for(ip.parse().unwrap()));
-        let lsp = format!("{name}.default");
-        nbctl
-            .run([
-                "lsp-add",
-                "ovn-default",
-                &lsp,
-                "--",
-                "lsp-set-addresses",
-                &lsp,
-                &address,
-                "--",
-                "lsp-set-port-security",
-                &lsp,
-                &address,
-            ])
-            .unwrap();
+        add_pod_port(&nbctl, name, ip);
         let ns = format!("{prefix}k-{name}");
         netns::add(&ns).unwrap();
         let (ok, result) = kubelet("ADD", name, id, &ns, &conf);
@@ -327,7 +333,7 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
                 "--timeout=20",
                 "wait-until",
                 "Logical_Switch_Port",
-                &lsp,
+                &format!("{name}.default"),
                 "up=true",
             ])
             .expect("ovn-controller binds the port");
@@ -514,14 +520,9 @@ fn a_late_del_of_an_old_sandbox_leaves_the_new_sandbox_of_the_same_pod_working()
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     let api = FakeApi::new();
-    let listener = netns::run_in(&node.netns, || std::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap()
-        .unwrap();
-    let served = api.serve_listener(listener).unwrap();
     let dir = sb.dir().join("cni-resandbox");
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    served.write_kubeconfig(&kubeconfig).unwrap();
+    let (_served, kubeconfig) = sandbox::kovn::serve_in(&api, &node.netns, &dir).unwrap();
     let socket = dir.join("kube-ovn-daemon.sock");
     let _agent = start_agent(&sb, &node, &kubeconfig, &socket, 5);
     let conf = node_kubelet(&node, &socket);
@@ -536,23 +537,7 @@ fn a_late_del_of_an_old_sandbox_leaves_the_new_sandbox_of_the_same_pod_working()
     );
     for (name, ip) in [("a", "10.16.0.31"), ("b", "10.16.0.32")] {
         api.put(&annotated_pod(name, &node.name, ip));
-        let address = format!("{} {ip}", mac_for(ip.parse().unwrap()));
-        let lsp = format!("{name}.default");
-        nbctl
-            .run([
-                "lsp-add",
-                "ovn-default",
-                &lsp,
-                "--",
-                "lsp-set-addresses",
-                &lsp,
-                &address,
-                "--",
-                "lsp-set-port-security",
-                &lsp,
-                &address,
-            ])
-            .unwrap();
+        add_pod_port(&nbctl, name, ip);
     }
     for (name, id, netns_name) in [("a", old, ns("a1")), ("b", b_id, ns("b"))] {
         netns::add(&netns_name).unwrap();

@@ -92,8 +92,13 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with(&LoadOptions::default())
+    }
+
+    /// The datapath loaded with `options`, loopback registered as the pod's port.
+    fn with(options: &LoadOptions) -> Harness {
         let object = locate_object().expect("eBPF object (cargo xtask build-ebpf)");
-        let mut dp = Datapath::load(&object, &LoadOptions::default()).expect("verifier");
+        let mut dp = Datapath::load(&object, options).expect("verifier");
         dp.register_port(
             PodPort {
                 host_ifindex: LO,
@@ -394,26 +399,11 @@ fn a_full_decision_counter_map_is_a_fault_and_the_packet_is_still_handled() {
         }
     }
     let _cleanup = Cleanup(pin_dir.clone());
-    let object = locate_object().expect("eBPF object (cargo xtask build-ebpf)");
-    let mut dp = Datapath::load(
-        &object,
-        &LoadOptions {
-            pin_dir: Some(pin_dir.clone()),
-            ..LoadOptions::default()
-        },
-    )
-    .expect("verifier");
-    dp.register_port(
-        PodPort {
-            host_ifindex: LO,
-            ovs_peer_ifindex: LO,
-            mac: POD_MAC,
-            _pad: [0; 2],
-            ip: ipv4_mapped(POD_IP),
-        },
-        ipv4_mapped(POD_IP),
-    )
-    .unwrap();
+    let h = Harness::with(&LoadOptions {
+        pin_dir: Some(pin_dir.clone()),
+        ..LoadOptions::default()
+    });
+    let dp = &h.dp;
     let fault = |dp: &Datapath| {
         dp.faults()
             .unwrap()
@@ -421,7 +411,7 @@ fn a_full_decision_counter_map_is_a_fault_and_the_packet_is_still_handled() {
             .find(|f| f.fault == Fault::ReasonMapFull)
             .map_or(0, |f| f.count)
     };
-    assert_eq!(fault(&dp), 0);
+    assert_eq!(fault(dp), 0);
     {
         let data = MapData::from_pin(pin_dir.join(REASONS_MAP)).unwrap();
         let mut map: PerCpuHashMap<_, ReasonKey, u64> =
@@ -445,6 +435,6 @@ fn a_full_decision_counter_map_is_a_fault_and_the_packet_is_still_handled() {
         verdict, TC_ACT_REDIRECT,
         "the packet is handed to OVS as before"
     );
-    assert!(fault(&dp) >= 1, "the uncounted decision is not a fault");
+    assert!(fault(dp) >= 1, "the uncounted decision is not a fault");
     assert_eq!(dp.reason_count(LO, Reason::Miss).unwrap(), 0);
 }

@@ -79,10 +79,6 @@ impl Owner {
             Owner::pod(&spec.namespace, &spec.pod_name)
         })
     }
-
-    pub fn is_node(&self) -> bool {
-        matches!(self, Owner::Node { .. })
-    }
 }
 
 impl fmt::Display for Owner {

@@ -249,10 +249,8 @@ fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A controller started on a fresh NB and an API holding `services` Services × 10 endpoints
-/// (and one node): seconds until every VIP is in OVN's load balancer, and NB transactions.
-async fn services_cold_start(services: usize, workers: u16, limit: Duration) -> Result<(f64, u64)> {
-    println!("services: {services} Services × 10 endpoints from a cold start …");
+/// An empty, initialised OVN_Northbound database.
+fn fresh_nb() -> Result<StandaloneDb> {
     let nb = StandaloneDb::start(NB_SCHEMA).context("starting OVN_Northbound ovsdb-server")?;
     let init = std::process::Command::new("ovn-nbctl")
         .args([&format!("--db={}", nb.remote()), "--no-wait", "init"])
@@ -261,6 +259,14 @@ async fn services_cold_start(services: usize, workers: u16, limit: Duration) -> 
     if !init.success() {
         bail!("ovn-nbctl init failed");
     }
+    Ok(nb)
+}
+
+/// A controller started on a fresh NB and an API holding `services` Services × 10 endpoints
+/// (and one node): seconds until every VIP is in OVN's load balancer, and NB transactions.
+async fn services_cold_start(services: usize, workers: u16, limit: Duration) -> Result<(f64, u64)> {
+    println!("services: {services} Services × 10 endpoints from a cold start …");
+    let nb = fresh_nb()?;
     let api = FakeApi::without_request_log();
     api.put(&Namespace {
         metadata: ObjectMeta {
@@ -319,14 +325,7 @@ pub async fn run_bench(o: &Options, out_dir: &Path) -> Result<()> {
         "controller: {} nodes, {} pods, {} subnets, {} workers per kind",
         o.nodes, o.pods, o.subnets, o.workers
     );
-    let nb = StandaloneDb::start(NB_SCHEMA).context("starting OVN_Northbound ovsdb-server")?;
-    let init = std::process::Command::new("ovn-nbctl")
-        .args([&format!("--db={}", nb.remote()), "--no-wait", "init"])
-        .status()
-        .context("ovn-nbctl")?;
-    if !init.success() {
-        bail!("ovn-nbctl init failed");
-    }
+    let nb = fresh_nb()?;
     let api = FakeApi::without_request_log();
     populate(&api, o);
     let rss_before = rss_mib();

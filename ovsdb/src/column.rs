@@ -141,12 +141,6 @@ impl Element<String> for &str {
     }
 }
 
-impl Element<String> for &String {
-    fn into_atom(self) -> Atom {
-        Atom::String(self.as_str().into())
-    }
-}
-
 impl Element<Uuid> for Atom {
     /// A reference: [`Atom::Uuid`] or [`Atom::NamedUuid`].
     fn into_atom(self) -> Atom {
@@ -237,15 +231,6 @@ impl<M, T: AtomValue> Column<M, Vec<T>> {
             Datum::set(elements.into_iter().map(E::into_atom)),
         )
     }
-
-    /// `column includes {elements}`.
-    pub fn includes<E: Element<T>>(self, elements: impl IntoIterator<Item = E>) -> Condition {
-        Condition::new(
-            self.name,
-            Function::Includes,
-            Datum::set(elements.into_iter().map(E::into_atom)),
-        )
-    }
 }
 
 impl<M, K: AtomValue, V: AtomValue> Column<M, BTreeMap<K, V>> {
@@ -275,22 +260,6 @@ impl<M, K: AtomValue, V: AtomValue> Column<M, BTreeMap<K, V>> {
             self.name,
             Mutator::Delete,
             Datum::set(keys.into_iter().map(EK::into_atom)),
-        )
-    }
-
-    /// `column includes {key=value…}`: a condition on some pairs of the map.
-    pub fn includes<EK: Element<K>, EV: Element<V>>(
-        self,
-        pairs: impl IntoIterator<Item = (EK, EV)>,
-    ) -> Condition {
-        Condition::new(
-            self.name,
-            Function::Includes,
-            Datum::map(
-                pairs
-                    .into_iter()
-                    .map(|(k, v)| (k.into_atom(), v.into_atom())),
-            ),
         )
     }
 }

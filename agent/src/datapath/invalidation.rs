@@ -85,7 +85,7 @@ pub fn spawn_upkeep(
             // A walk of up to the whole flow map: on a blocking thread, not a runtime worker.
             let (handles, result) = tokio::task::spawn_blocking(move || {
                 let result = flows.collect_garbage();
-                let connections = reader.lb_connections().ok().map(|c| c.len());
+                let connections = reader.lb_connection_count().ok();
                 ((flows, reader), result.map(|r| (r, connections)))
             })
             .await

@@ -286,6 +286,13 @@ pub trait ReadServiceMaps: MapSource {
         Ok(map.iter().filter_map(Result::ok).collect())
     }
 
+    /// How many connections the LB conntrack holds (keys only: nothing is copied out).
+    fn lb_connection_count(&self) -> Result<usize, DatapathError> {
+        let map: HashMap<_, FlowKey, LbConnection> = HashMap::try_from(self.map(LB_CONNTRACK_MAP)?)
+            .map_err(|e| map_error(LB_CONNTRACK_MAP, e))?;
+        Ok(map.keys().filter(Result::is_ok).count())
+    }
+
     /// Per-service counters (hits, new connections, no backend, conntrack full, hairpin).
     fn service_counts(&self) -> Result<Vec<ServiceCount>, DatapathError> {
         let map: PerCpuHashMap<_, ServiceCounterKey, u64> =

@@ -146,7 +146,8 @@ pub async fn run(
     }
 }
 
-/// Lowers the calling thread's CPU priority (nice +10) until dropped. A flush computes Maglev
+/// Lowers the calling thread's CPU priority to nice 10 (or keeps a lower one) until dropped;
+/// entering again on a thread already there changes nothing. A flush computes Maglev
 /// tables on every core (10,000 of them take about a second and a half): at normal priority it
 /// would starve CNI ADDs and the node's OVS on a small node. Threads the flush spawns inherit
 /// the priority (Linux keeps nice per thread).
@@ -164,7 +165,7 @@ impl BackgroundPriority {
         // SAFETY: plain syscalls on this thread's own scheduling priority.
         let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
         // SAFETY: as above.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, before + Self::NICE) } != 0 {
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, before.max(Self::NICE)) } != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), "service flush stays at normal priority");
         }
         BackgroundPriority { tid, before }
