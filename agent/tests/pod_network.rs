@@ -79,30 +79,70 @@ async fn ovs(node: &Node) -> ovsdb::Client {
     .expect("the node's Open_vSwitch database")
 }
 
-async fn add(node: &Node, pod: &TestPod) -> Result<(), NetworkError> {
-    let links = pod.links();
+/// pod_network's ADD, running `beside` (the datapath's part) alongside as the CNI server does.
+async fn attach_beside(
+    node: &Node,
+    pod: &TestPod,
+    beside: impl std::future::Future<Output = Result<(), NetworkError>>,
+) -> Result<(), NetworkError> {
     pod_network::attach(
         &ovs(node).await,
         INTEGRATION_BRIDGE,
         &pod.local(),
         &pod.netns_path(),
         &pod.addressing(),
+        beside,
     )
-    .await?;
-    install_kernel_handoff(&PodInterfaces {
-        name: pod.lsp(),
-        host_veth: links.host_veth.clone(),
-        ovs_peer: links.ovs_peer.clone(),
-        ip: IpAddr::V4(pod.ip),
-        mac: agent::datapath::parse_mac(&pod.mac()).unwrap(),
-        other_ips: Vec::new(),
-    })
     .await
-    .map_err(|e| NetworkError::Check(e.to_string()))
+}
+
+/// ADD with the kernel hand-off (no eBPF datapath) beside it.
+async fn add(node: &Node, pod: &TestPod) -> Result<(), NetworkError> {
+    let links = pod.links();
+    let handoff = async {
+        install_kernel_handoff(&PodInterfaces {
+            name: pod.lsp(),
+            host_veth: links.host_veth.clone(),
+            ovs_peer: links.ovs_peer.clone(),
+            ip: IpAddr::V4(pod.ip),
+            mac: agent::datapath::parse_mac(&pod.mac()).unwrap(),
+            other_ips: Vec::new(),
+        })
+        .await
+        .map_err(|e| NetworkError::Check(e.to_string()))
+    };
+    attach_beside(node, pod, handoff).await
 }
 
 async fn del(node: &Node, pod: &TestPod) -> Result<(), NetworkError> {
     pod_network::detach(&ovs(node).await, &pod.links()).await
+}
+
+/// ADD with `datapath` as the outcome of the work beside it.
+fn attach_with(
+    node: &Node,
+    pod: &TestPod,
+    datapath: Result<(), NetworkError>,
+) -> Result<(), NetworkError> {
+    on_node(node, async || {
+        attach_beside(node, pod, async { datapath }).await
+    })
+}
+
+/// Neither the pod's interfaces nor its OVS port are on the node.
+fn assert_nothing_left(node: &Node, pod: &TestPod, after: &str) {
+    let present = on_node(node, async || links::present(&pod.links()).await).unwrap();
+    assert!(
+        present.iter().all(|(_, p)| !p),
+        "left behind after {after}: {present:?}"
+    );
+    let port_left = on_node(node, async || {
+        pod_port::bound(&ovs(node).await, &pod.links().ovs_port)
+    });
+    assert!(
+        port_left.is_none(),
+        "OVS port left after {after}: {port_left:?}"
+    );
 }
 
 fn ping(from: &TestPod, to: &TestPod) -> bool {
@@ -209,12 +249,7 @@ fn pods_built_by_the_agent_talk_through_ovn_and_del_leaves_nothing() {
     for _ in 0..2 {
         on_node(&node, async || del(&node, &pods[0]).await).expect("DEL");
     }
-    let present = on_node(&node, async || links::present(&pods[0].links()).await).unwrap();
-    assert!(present.iter().all(|(_, p)| !p), "left behind: {present:?}");
-    let port_left = on_node(&node, async || {
-        pod_port::bound(&ovs(&node).await, &pods[0].links().ovs_port)
-    });
-    assert!(port_left.is_none(), "OVS port left: {port_left:?}");
+    assert_nothing_left(&node, &pods[0], "two DELs");
     let inside = Cmd::new("ip")
         .args(["-o", "link"])
         .netns(&pods[0].netns)
@@ -233,20 +268,20 @@ fn pods_built_by_the_agent_talk_through_ovn_and_del_leaves_nothing() {
 
     // ADD into a namespace that is gone: a clear error, nothing left behind.
     netns::delete(&pods[0].netns).unwrap();
-    let err = on_node(&node, async || {
-        links::create(
-            &pods[0].links(),
-            &pods[0].netns_path(),
-            &pods[0].addressing(),
-        )
-        .await
-    })
-    .unwrap_err();
+    let err = attach_with(&node, &pods[0], Ok(())).unwrap_err();
     assert!(matches!(err, NetworkError::NetnsGone(_)), "{err}");
-    let present = on_node(&node, async || links::present(&pods[0].links()).await).unwrap();
-    assert!(
-        present.iter().all(|(_, p)| !p),
-        "left behind after a failed ADD: {present:?}"
-    );
+    assert_nothing_left(&node, &pods[0], "a failed ADD");
+
+    // The datapath's attach (run beside the pod's configuration) fails: the ADD fails and
+    // neither interfaces nor the OVS port stay behind.
+    netns::add(&pods[0].netns).unwrap();
+    let err = attach_with(
+        &node,
+        &pods[0],
+        Err(NetworkError::Check("the datapath refused".into())),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("the datapath refused"), "{err}");
+    assert_nothing_left(&node, &pods[0], "a failed datapath attach");
     sb.teardown().expect("teardown");
 }

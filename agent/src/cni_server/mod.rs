@@ -209,6 +209,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         return Err(CniError::BadRequest("net_ns is required for ADD".into()));
     }
     let attachment = AttachmentId::new(&request.container_id, &request.if_name);
+    let started = Instant::now();
     let pods: Api<Pod> = Api::namespaced(server.kube.clone(), &request.pod_namespace);
     let pod = annotations::wait_for(
         &pods,
@@ -217,6 +218,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         server.config.annotation_timeout,
     )
     .await?;
+    let annotated = started.elapsed();
     let network = annotations::parse(&pod)?;
     let mac = parse_mac(&network.mac).map_err(CniError::BadAnnotation)?;
     let routes: Vec<PodRoute> = if request.routes.is_empty() {
@@ -259,26 +261,30 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         addresses,
         routes,
     };
-    pod_network::attach(
+    let interfaces = local
+        .datapath_interfaces()
+        .map_err(CniError::BadAnnotation)?;
+    let attached = pod_network::attach(
         &server.ovs,
         &server.config.bridge,
         &local,
         Path::new(&request.net_ns),
         &addressing,
+        hand_to_datapath(server, &interfaces),
     )
-    .await?;
-    let handed = local
-        .datapath_interfaces()
-        .map_err(CniError::BadAnnotation)
-        .map(|interfaces| async move { hand_to_datapath(server, &interfaces).await });
-    let handed = match handed {
-        Ok(f) => f.await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = handed {
-        let _ = pod_network::detach(&server.ovs, &local.links()).await;
+    .await;
+    if let Err(e) = attached {
+        // pod_network removed the interfaces and the port; the datapath's part goes too.
+        let _ = forget(server, &attachment).await;
         return Err(e);
     }
+    // Where an ADD spends its time, for an operator chasing slow pod starts.
+    tracing::debug!(
+        pod = %local.owner(),
+        annotations_ms = annotated.as_secs_f64() * 1e3,
+        network_and_datapath_ms = (started.elapsed() - annotated).as_secs_f64() * 1e3,
+        "CNI ADD done"
+    );
     Ok(CniResponse {
         ips: network
             .ips
@@ -301,16 +307,23 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
 }
 
 /// The datapath takes the pod's hand-off; without one, the kernel redirects (slower, never
-/// disconnected).
+/// disconnected). The attach blocks in the kernel, so it runs off the runtime's workers.
 async fn hand_to_datapath(server: &CniServer, pod: &PodInterfaces) -> Result<(), CniError> {
     match &server.datapath {
         // attach_pod replaces an earlier attachment of the pod (a retried ADD) and any stale
         // pinned link of a re-created interface.
-        Some(datapath) => datapath
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .attach_pod(pod)
-            .map_err(|e| CniError::Datapath(e.to_string())),
+        Some(datapath) => {
+            let (datapath, pod) = (datapath.clone(), pod.clone());
+            tokio::task::spawn_blocking(move || {
+                datapath
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .attach_pod(&pod)
+            })
+            .await
+            .map_err(|e| CniError::Datapath(format!("the attach task failed: {e}")))?
+            .map_err(|e| CniError::Datapath(e.to_string()))
+        }
         None => install_kernel_handoff(pod)
             .await
             .map_err(|e| CniError::Datapath(e.to_string())),

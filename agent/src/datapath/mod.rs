@@ -239,7 +239,9 @@ impl Datapath {
         };
         // On kernels without TCX, aya attaches through netlink and needs the clsact qdisc; it
         // may already be there (EEXIST), which is fine.
-        let _ = tc::qdisc_add_clsact(interface);
+        if !has_tcx() {
+            let _ = tc::qdisc_add_clsact(interface);
+        }
         classifier(&mut self.ebpf, name)?
             .attach(interface, attach_type)
             .map_err(|source| DatapathError::Attach {
@@ -270,6 +272,13 @@ const PINNED_MAPS: &[&str] = &[
     datapath_common::LB_AFFINITY_MAP,
     datapath_common::SERVICE_COUNTERS_MAP,
 ];
+
+/// Whether the kernel attaches TC programs through TCX links (6.6 and later), as aya then
+/// does; before, through clsact filters.
+pub(super) fn has_tcx() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
 
 fn classifier<'a>(
     ebpf: &'a mut Ebpf,

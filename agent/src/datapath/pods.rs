@@ -4,12 +4,12 @@
 use std::collections::HashMap as StdHashMap;
 use std::net::IpAddr;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aya::maps::HashMap;
-use aya::programs::TcAttachType;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{self, SchedClassifierLink, SchedClassifierLinkId};
+use aya::programs::{SchedClassifier, TcAttachType};
 use datapath_common::{ENDPOINTS_MAP, EndpointKey, IpBytes, PORTS_MAP, PodPort, programs};
 
 use super::{Datapath, DatapathError, FlowTableOps, MapSourceMut, classifier, map_error};
@@ -105,34 +105,74 @@ impl Datapath {
             _pad: [0; 2],
             ip,
         };
-        self.register_port(port, ip)?;
-        let other_ips: Vec<IpBytes> = pod.other_ips.iter().map(|ip| ip_bytes(*ip)).collect();
-        {
-            let mut endpoints: HashMap<_, EndpointKey, PodPort> =
-                self.map_mut_typed(ENDPOINTS_MAP)?;
-            for ip in &other_ips {
-                endpoints
-                    .insert(EndpointKey { ip: *ip }, port, 0)
-                    .map_err(|e| map_error(ENDPOINTS_MAP, e))?;
-            }
-        }
-        let mut links = Vec::new();
-        for (name, interface) in [
-            (programs::FROM_POD, &pod.host_veth),
-            (programs::TO_POD, &pod.ovs_peer),
-        ] {
-            links.push(self.attach_program(name, interface)?);
-        }
+        // Recorded first, so that a failure part-way is undone by remove_pod.
         self.pods.insert(
             pod.name.clone(),
             AttachedPod {
                 port,
                 ip,
-                other_ips,
-                links,
+                other_ips: pod.other_ips.iter().map(|ip| ip_bytes(*ip)).collect(),
+                links: Vec::new(),
             },
         );
-        Ok(())
+        let attached = self.register_and_attach(pod, port, ip);
+        if attached.is_err() {
+            let _ = self.remove_pod(&pod.name);
+        }
+        attached
+    }
+
+    fn register_and_attach(
+        &mut self,
+        pod: &PodInterfaces,
+        port: PodPort,
+        ip: IpBytes,
+    ) -> Result<(), DatapathError> {
+        self.register_port(port, ip)?;
+        {
+            let mut endpoints: HashMap<_, EndpointKey, PodPort> =
+                self.map_mut_typed(ENDPOINTS_MAP)?;
+            for other in &pod.other_ips {
+                endpoints
+                    .insert(
+                        EndpointKey {
+                            ip: ip_bytes(*other),
+                        },
+                        port,
+                        0,
+                    )
+                    .map_err(|e| map_error(ENDPOINTS_MAP, e))?;
+            }
+        }
+        // Both attachments side by side: each TCX attach waits for an RCU grace period in
+        // the kernel, and concurrent waiters share one.
+        let (from_pod, to_pod) =
+            two_classifiers(&mut self.ebpf, programs::FROM_POD, programs::TO_POD)?;
+        let pin_dir = self.pin_dir.as_deref();
+        let (from, to) = std::thread::scope(|scope| {
+            let to =
+                scope.spawn(|| attach_program(to_pod, pin_dir, programs::TO_POD, &pod.ovs_peer));
+            let from = attach_program(from_pod, pin_dir, programs::FROM_POD, &pod.host_veth);
+            (from, to.join())
+        });
+        let to = to.unwrap_or_else(|_| {
+            Err(DatapathError::Pin {
+                path: PathBuf::from(&pod.ovs_peer),
+                detail: "the attaching thread panicked".into(),
+            })
+        });
+        let attached = self
+            .pods
+            .get_mut(&pod.name)
+            .expect("recorded by attach_pod");
+        let mut first_error = None;
+        for result in [from, to] {
+            match result {
+                Ok(link) => attached.links.push(link),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Detaches the pod's programs, forgets its interfaces and address, and purges every flow
@@ -225,85 +265,112 @@ impl Datapath {
         Ok(result.return_value as i32)
     }
 
-    /// Attaches `program` to the ingress of `interface`. With a pin directory, a link pinned
-    /// by an earlier agent is adopted and its program replaced atomically (no window without
-    /// a program); a new link is pinned.
-    fn attach_program(
-        &mut self,
-        program: &'static str,
-        interface: &str,
-    ) -> Result<Attachment, DatapathError> {
-        let attach_error = |source| DatapathError::Attach {
-            name: program,
-            interface: interface.to_owned(),
-            direction: "ingress",
-            source: Box::new(source),
-        };
-        let pin = self
-            .pin_dir
-            .as_ref()
-            // bpffs refuses dots in names (EPERM); interface names may contain them.
-            .map(|dir| {
-                dir.join("links")
-                    .join(format!("{}-{program}", interface.replace('.', "_")))
-            });
-        let prog = classifier(&mut self.ebpf, program)?;
-        let adopted = pin
-            .as_ref()
-            .and_then(|path| PinnedLink::from_pin(path).ok())
-            .and_then(|pinned| SchedClassifierLink::try_from(FdLink::from(pinned)).ok());
-        let adopted_id = match adopted {
-            Some(link) => match prog.attach_to_link(link) {
-                Ok(id) => Some(id),
-                // The pinned link outlived its interface (a pod sandbox re-created under the
-                // same name while no agent ran, or an agent killed mid-ADD): it cannot be
-                // updated, so it goes and a fresh link takes its place.
-                Err(e) => {
-                    tracing::debug!(%interface, program, error = %e, "stale pinned link replaced");
-                    if let Some(path) = &pin {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    None
-                }
-            },
-            None => None,
-        };
-        let id = match adopted_id {
-            Some(id) => id,
-            None => {
-                let _ = tc::qdisc_add_clsact(interface);
-                prog.attach(interface, TcAttachType::Ingress)
-                    .map_err(attach_error)?
-            }
-        };
-        use aya::util::KernelVersion;
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        let (Some(path), true) = (pin, tcx) else {
-            return Ok(Attachment::Owned(program, id));
-        };
-        let link = prog.take_link(id).map_err(attach_error)?;
-        let pin_error = |detail: String| DatapathError::Pin {
-            path: path.clone(),
-            detail,
-        };
-        match FdLink::try_from(link) {
-            Ok(fd_link) => {
-                if !path.exists() {
-                    fd_link
-                        .pin(&path)
-                        .map_err(|e| pin_error(format!("{e:?}")))?;
-                }
-                // Otherwise the adopted link is pinned already; dropping our fd leaves it be.
-                Ok(Attachment::Pinned(path))
-            }
-            Err(e) => Err(pin_error(format!("not a TCX link: {e}"))),
-        }
-    }
-
     /// Names of the attached pods.
     pub fn pod_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.pods.keys().cloned().collect();
         names.sort();
         names
     }
+}
+
+/// Attaches `program` to the ingress of `interface`. With a pin directory, a link pinned
+/// by an earlier agent is adopted and its program replaced atomically (no window without
+/// a program); a new link is pinned.
+fn attach_program(
+    prog: &mut SchedClassifier,
+    pin_dir: Option<&Path>,
+    program: &'static str,
+    interface: &str,
+) -> Result<Attachment, DatapathError> {
+    let attach_error = |source| DatapathError::Attach {
+        name: program,
+        interface: interface.to_owned(),
+        direction: "ingress",
+        source: Box::new(source),
+    };
+    let pin = pin_dir
+        // bpffs refuses dots in names (EPERM); interface names may contain them.
+        .map(|dir| {
+            dir.join("links")
+                .join(format!("{}-{program}", interface.replace('.', "_")))
+        });
+    let adopted = pin
+        .as_ref()
+        .and_then(|path| PinnedLink::from_pin(path).ok())
+        .and_then(|pinned| SchedClassifierLink::try_from(FdLink::from(pinned)).ok());
+    let adopted_id = match adopted {
+        Some(link) => match prog.attach_to_link(link) {
+            Ok(id) => Some(id),
+            // The pinned link outlived its interface (a pod sandbox re-created under the
+            // same name while no agent ran, or an agent killed mid-ADD): it cannot be
+            // updated, so it goes and a fresh link takes its place.
+            Err(e) => {
+                tracing::debug!(%interface, program, error = %e, "stale pinned link replaced");
+                if let Some(path) = &pin {
+                    let _ = std::fs::remove_file(path);
+                }
+                None
+            }
+        },
+        None => None,
+    };
+    let tcx = super::has_tcx();
+    let id = match adopted_id {
+        Some(id) => id,
+        None => {
+            // Only a clsact filter needs the qdisc; adding it costs an RCU grace period
+            // under the RTNL lock, which every other ADD on the node waits for.
+            if !tcx {
+                let _ = tc::qdisc_add_clsact(interface);
+            }
+            prog.attach(interface, TcAttachType::Ingress)
+                .map_err(attach_error)?
+        }
+    };
+    let (Some(path), true) = (pin, tcx) else {
+        return Ok(Attachment::Owned(program, id));
+    };
+    let link = prog.take_link(id).map_err(attach_error)?;
+    let pin_error = |detail: String| DatapathError::Pin {
+        path: path.clone(),
+        detail,
+    };
+    match FdLink::try_from(link) {
+        Ok(fd_link) => {
+            if !path.exists() {
+                fd_link
+                    .pin(&path)
+                    .map_err(|e| pin_error(format!("{e:?}")))?;
+            }
+            // Otherwise the adopted link is pinned already; dropping our fd leaves it be.
+            Ok(Attachment::Pinned(path))
+        }
+        Err(e) => Err(pin_error(format!("not a TCX link: {e}"))),
+    }
+}
+
+/// Two programs of the object at once (disjoint borrows), to attach them side by side.
+fn two_classifiers<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    first: &'static str,
+    second: &'static str,
+) -> Result<(&'a mut SchedClassifier, &'a mut SchedClassifier), DatapathError> {
+    let (mut a, mut b) = (None, None);
+    for (name, program) in ebpf.programs_mut() {
+        if name == first {
+            a = Some(program);
+        } else if name == second {
+            b = Some(program);
+        }
+    }
+    let typed = |name: &'static str, program: Option<&'a mut aya::programs::Program>| {
+        program
+            .ok_or(DatapathError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                name,
+                source: Box::new(source),
+            })
+    };
+    Ok((typed(first, a)?, typed(second, b)?))
 }

@@ -11,7 +11,8 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use futures::TryStreamExt;
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{NetworkError, PodAddressing, PodLinks};
 use crate::netlink::{connect, index_of, io, netlink};
@@ -61,17 +62,22 @@ where
     })
 }
 
-/// Creates the pod's interfaces (in the calling thread's namespace, the node's) and configures
-/// the pod's end inside `netns`. Idempotent: leftovers of an earlier attempt with the same
-/// names are removed first; on failure nothing is left behind.
+/// Creates the pod's two veth pairs: both OVS ends and the host end in the calling thread's
+/// namespace (the node's), up, with the OVS-side offloads off; the pod's end straight inside
+/// `netns` under its final name, MAC and MTU (created there, not moved: a move waits for an
+/// RCU grace period under the RTNL lock, which every other ADD on the node then waits for).
+/// Leftovers of an earlier attempt with the same names are removed first; on failure nothing
+/// is left behind. [`configure_in_pod`] finishes the pod's end.
 pub async fn create(
     links: &PodLinks,
     netns: &Path,
     addressing: &PodAddressing,
 ) -> Result<(), NetworkError> {
+    let target = std::fs::File::open(netns)
+        .map_err(|_| NetworkError::NetnsGone(netns.display().to_string()))?;
     let handle = connect()?;
     delete(links).await?;
-    let result = build(&handle, links, netns, addressing).await;
+    let result = build(&handle, links, &target, addressing).await;
     if result.is_err() {
         let _ = delete(links).await;
     }
@@ -81,22 +87,30 @@ pub async fn create(
 async fn build(
     handle: &Handle,
     links: &PodLinks,
-    netns: &Path,
+    pod_netns: &std::fs::File,
     addressing: &PodAddressing,
 ) -> Result<(), NetworkError> {
-    let target = std::fs::File::open(netns)
-        .map_err(|_| NetworkError::NetnsGone(netns.display().to_string()))?;
     let mtu = addressing.mtu;
+    let pod_end = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(addressing.if_name.clone())
+        .address(addressing.mac.to_vec())
+        .mtu(mtu)
+        .setns_by_fd(pod_netns.as_raw_fd())
+        .build();
     handle
         .link()
-        .add(
-            LinkVeth::new(&links.host_veth, &links.pod_end)
+        .add(with_peer(
+            LinkVeth::new(&links.host_veth, &addressing.if_name)
                 .mtu(mtu)
                 .build(),
-        )
+            pod_end,
+        ))
         .execute()
         .await
-        .map_err(netlink(format!("creating {}", links.host_veth)))?;
+        .map_err(netlink(format!(
+            "creating {} with {} in the pod",
+            links.host_veth, addressing.if_name
+        )))?;
     handle
         .link()
         .add(
@@ -107,20 +121,6 @@ async fn build(
         .execute()
         .await
         .map_err(netlink(format!("creating {}", links.ovs_port)))?;
-    let pod_end = index_of(handle, &links.pod_end)
-        .await?
-        .ok_or_else(|| NetworkError::Check(format!("{} vanished", links.pod_end)))?;
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(pod_end)
-                .mtu(mtu)
-                .setns_by_fd(target.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(netlink(format!("moving {} into the pod", links.pod_end)))?;
     for name in [&links.host_veth, &links.ovs_port, &links.ovs_peer] {
         let index = index_of(handle, name)
             .await?
@@ -135,37 +135,44 @@ async fn build(
     // Slow-path packets are redirected into this end: the kernel must finish their checksums
     // and segment them before OVS reads them (OVS 3.1's userspace datapath cannot encapsulate
     // partial checksums). The pod keeps its offloads for the fast path.
-    offloads_off(&links.ovs_peer)?;
+    offloads_off(&links.ovs_peer)
+}
 
-    let pod_end_name = links.pod_end.clone();
+/// A veth message whose peer is `peer` (rtnetlink's builder names the peer only).
+fn with_peer(mut veth: LinkMessage, peer: LinkMessage) -> LinkMessage {
+    for attribute in &mut veth.attributes {
+        if let LinkAttribute::LinkInfo(infos) = attribute {
+            for info in infos.iter_mut() {
+                if let LinkInfo::Data(InfoData::Veth(data)) = info {
+                    *data = InfoVeth::Peer(peer.clone());
+                }
+            }
+        }
+    }
+    veth
+}
+
+/// Configures the pod's end inside `netns` (addresses, routes, up). The caller removes the
+/// interfaces if this fails.
+pub async fn configure_in_pod(
+    netns: &Path,
+    addressing: &PodAddressing,
+) -> Result<(), NetworkError> {
     let addressing = addressing.clone();
     in_netns(netns, move |handle| async move {
-        configure_pod_end(&handle, &pod_end_name, &addressing).await
+        configure_pod_end(&handle, &addressing).await
     })
     .await
 }
 
 async fn configure_pod_end(
     handle: &Handle,
-    pod_end: &str,
     addressing: &PodAddressing,
 ) -> Result<(), NetworkError> {
-    let index = index_of(handle, pod_end)
-        .await?
-        .ok_or_else(|| NetworkError::Check(format!("{pod_end} did not arrive in the pod")))?;
     let if_name = &addressing.if_name;
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .name(if_name.clone())
-                .address(addressing.mac.to_vec())
-                .mtu(addressing.mtu)
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(netlink(format!("naming the pod's interface {if_name}")))?;
+    let index = index_of(handle, if_name)
+        .await?
+        .ok_or_else(|| NetworkError::Check(format!("{if_name} did not arrive in the pod")))?;
     if addressing.addresses.iter().any(|a| a.addr().is_ipv6()) {
         // The address is OVN's to guard: duplicate address detection would only delay it.
         let path = format!("/proc/sys/net/ipv6/conf/{if_name}/accept_dad");
@@ -221,12 +228,7 @@ async fn configure_pod_end(
 /// one inside the pod). Idempotent.
 pub async fn delete(links: &PodLinks) -> Result<(), NetworkError> {
     let handle = connect()?;
-    for name in [
-        &links.host_veth,
-        &links.ovs_port,
-        &links.pod_end,
-        &links.ovs_peer,
-    ] {
+    for name in [&links.host_veth, &links.ovs_port, &links.ovs_peer] {
         delete_if_present(&handle, name).await?;
     }
     Ok(())

@@ -1,7 +1,8 @@
 //! A pod's network, as the CNI ADD builds it and DEL removes it (DESIGN.md, "The datapath"):
 //!
 //! ```text
-//! pod netns:  <if_name> ──veth── <id>_h      (node netns; the datapath's hand-off point)
+//! pod netns:  <if_name> ──veth── <id>_h      (node netns; the datapath's hand-off point;
+//!                                             <if_name> is created inside the pod)
 //! OVS:        <id>_o ──veth── <id>_p         (<id>_o is the br-int port bound to the LSP;
 //!                                             <id>_p is where OVS's deliveries arrive)
 //! ```
@@ -27,8 +28,6 @@ pub struct PodLinks {
     pub ovs_port: String,
     /// The OVS port's peer, where OVS's deliveries to the pod arrive.
     pub ovs_peer: String,
-    /// The pod end's name until it is moved into the pod and renamed.
-    pub pod_end: String,
 }
 
 impl PodLinks {
@@ -38,7 +37,6 @@ impl PodLinks {
             host_veth: format!("{id}_h"),
             ovs_port: format!("{id}_o"),
             ovs_peer: format!("{id}_p"),
-            pod_end: format!("{id}_c"),
         }
     }
 }
@@ -83,24 +81,45 @@ pub enum NetworkError {
     Ovs(#[from] crate::ovs::OvsError),
 }
 
-/// Builds the pod's interfaces and binds its OVS port. A port of an earlier attempt is
-/// removed first: ovs-vswitchd must see a new port to open the new interface (an unchanged
-/// Port row over a re-created interface leaves it reading the old one).
-pub async fn attach(
+/// Builds the pod's interfaces and binds its OVS port; on failure nothing of it is left.
+///
+/// `alongside` (the datapath's attach) starts once the interfaces exist and runs concurrently
+/// with configuring the pod's end and binding the port: the attach waits in the kernel (an
+/// RCU grace period per TCX link), the bind for ovsdb-server, and those waits overlap.
+/// Nothing reaches the pod before all are done: it has no address yet, and OVS no port to
+/// deliver through. What `alongside` did, its caller undoes if this fails.
+///
+/// A port of an earlier attempt is removed first: ovs-vswitchd must see a new port to open
+/// the new interface (an unchanged Port row over a re-created interface leaves it reading the
+/// old one).
+pub async fn attach<E: From<NetworkError>>(
     ovs: &ovsdb::Client,
     bridge: &str,
     pod: &LocalPod,
     netns: &std::path::Path,
     addressing: &PodAddressing,
-) -> Result<(), NetworkError> {
+    alongside: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), E> {
     let links = pod.links();
-    pod_port::unbind(ovs, &links.ovs_port).await?;
+    pod_port::unbind(ovs, &links.ovs_port)
+        .await
+        .map_err(NetworkError::from)?;
     links::create(&links, netns, addressing).await?;
-    if let Err(e) = pod_port::bind(ovs, bridge, pod).await {
-        let _ = links::delete(&links).await;
-        return Err(e.into());
-    }
-    Ok(())
+    let plugged = async {
+        tokio::try_join!(links::configure_in_pod(netns, addressing), async {
+            pod_port::bind(ovs, bridge, pod)
+                .await
+                .map_err(NetworkError::from)
+        })
+    };
+    let (plugged, beside) = tokio::join!(plugged, alongside);
+    let result = match (plugged, beside) {
+        (Ok(_), Ok(())) => return Ok(()),
+        (Err(e), _) => Err(E::from(e)),
+        (Ok(_), Err(e)) => Err(e),
+    };
+    let _ = detach(ovs, &links).await;
+    result
 }
 
 /// Unbinds the OVS port and removes the interfaces. Idempotent.
@@ -119,12 +138,7 @@ mod tests {
         assert_eq!(links.host_veth, "3f1c2a9b8d7e_h");
         assert_eq!(links.ovs_port, "3f1c2a9b8d7e_o");
         assert_eq!(links.ovs_peer, "3f1c2a9b8d7e_p");
-        for name in [
-            links.host_veth,
-            links.ovs_port,
-            links.ovs_peer,
-            links.pod_end,
-        ] {
+        for name in [links.host_veth, links.ovs_port, links.ovs_peer] {
             assert!(name.len() <= 15, "{name}");
         }
     }
