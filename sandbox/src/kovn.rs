@@ -263,7 +263,7 @@ impl KovnCluster {
             .arg("--datapath-type=netdev")
             .args(self.agent_args.iter().map(String::as_str))
             .env("KUBECONFIG", self.kubeconfigs[i].display().to_string())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", sandbox_log_level())
             .netns_keep_mounts(&node.netns)
             .to_command()
             .stdout(Stdio::piped())
@@ -407,9 +407,15 @@ fn start_controller(binaries: &KovnBinaries, sb: &Sandbox, kubeconfig: &Path) ->
         .env("KUBECONFIG", kubeconfig)
         .env("KUBE_NAMESPACE", "kube-system")
         .env("POD_NAME", "kovn-controller-sandbox")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", sandbox_log_level())
         .stdout(Stdio::null())
         .spawn()
         .map(Process)
         .map_err(|e| SandboxError::Invalid(format!("starting kovn-controller: {e}")))
+}
+
+/// The log level of the kovn daemons the sandbox runs: `KOVN_SANDBOX_LOG` (a `RUST_LOG`
+/// filter, e.g. `kovn_agent=debug`) when set, else warnings only.
+fn sandbox_log_level() -> String {
+    std::env::var("KOVN_SANDBOX_LOG").unwrap_or_else(|_| "warn".to_owned())
 }

@@ -11,7 +11,6 @@ use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use crate::cmd::Cmd;
 use crate::netns::NETNS_DIR;
 
 /// A hostPort, as the kubelet passes it to plugins with the `portMappings` capability.
@@ -113,9 +112,11 @@ impl Kubelet {
             .map(|d| d.display().to_string())
             .collect::<Vec<_>>()
             .join(":");
-        let mut child = Cmd::new(binary.display().to_string())
-            .netns_keep_mounts(&self.node_netns)
-            .to_command()
+        // Spawned from a thread inside the node's namespace, as a kubelet runs there: the child
+        // inherits it, and the spawn stays a vfork-style posix_spawn (a pre_exec setns would
+        // force a fork of this whole process, whose size is the API stand-in's).
+        let mut spawn = std::process::Command::new(&binary);
+        spawn
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
@@ -132,8 +133,9 @@ impl Kubelet {
             .env("CNI_PATH", cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+            .stderr(Stdio::piped());
+        let mut child = crate::netns::run_in(&self.node_netns, || spawn.spawn())
+            .map_err(|e| fail(json!({"msg": format!("entering the node's namespace: {e}")})))?
             .map_err(|e| fail(json!({"msg": format!("cannot run {}: {e}", binary.display())})))?;
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(conf.to_string().as_bytes());

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -97,7 +98,7 @@ impl FakeApi {
             .and_then(|t| t.parse().ok())
             .unwrap_or(1800);
         let (tx, rx) = mpsc::unbounded_channel::<Change>();
-        let initial: Vec<(ChangeType, Value)> = {
+        let initial: Vec<(ChangeType, Arc<Value>)> = {
             let mut state = self.lock();
             let initial = match since {
                 // No resourceVersion: every current object as ADDED, then the changes.
@@ -119,7 +120,7 @@ impl FakeApi {
                     .history
                     .iter()
                     .filter(|c| c.resource_version > rv && covers(&coll, &c.collection))
-                    .map(|c| (c.change, (*c.object).clone()))
+                    .map(|c| (c.change, c.object.clone()))
                     .collect(),
             };
             state.watchers.push(tx);
@@ -131,13 +132,13 @@ impl FakeApi {
                     let coll = coll.clone();
                     move |c| futures::future::ready(covers(&coll, &c.collection))
                 })
-                .map(|c| (c.change, (*c.object).clone()));
+                .map(|c| (c.change, c.object));
         let events = futures::stream::iter(initial)
             .chain(live)
             .filter(move |(_, v)| futures::future::ready(selector.matches(v)))
             .map(|(change, object)| {
                 let mut line =
-                    serde_json::to_vec(&json!({"type": change.as_str(), "object": object}))
+                    serde_json::to_vec(&json!({"type": change.as_str(), "object": *object}))
                         .unwrap_or_default();
                 line.push(b'\n');
                 Ok::<_, Infallible>(Bytes::from(line))
@@ -176,11 +177,16 @@ async fn handle(State(api): State<FakeApi>, request: Request) -> Response {
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
-    let (code, value) = api.respond(&parts, &bytes);
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&value).unwrap_or_default(),
-    )
-        .into_response()
+    // Off the runtime's workers: a list of 10,000 objects takes a worker for a good part of
+    // a second to build and encode, and a small GET (a CNI ADD reading its pod) must not queue
+    // behind two of them, as it would not at a real API server.
+    let answered = tokio::task::spawn_blocking(move || {
+        let (code, value) = api.respond(&parts, &bytes);
+        (code, serde_json::to_vec(&value).unwrap_or_default())
+    })
+    .await;
+    let Ok((code, body)) = answered else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

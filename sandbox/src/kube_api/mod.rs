@@ -71,8 +71,10 @@ const HISTORY: usize = 10_000;
 #[derive(Default)]
 struct State {
     /// Collection path (`/api/v1/namespaces/default/pods`, `/apis/kubeovn.io/v1/subnets`) →
-    /// name → object.
-    objects: BTreeMap<String, BTreeMap<String, Value>>,
+    /// name → object. Shared, so that a list or a watch copies references under the lock
+    /// and the objects themselves outside it (a 20,000-object list would otherwise hold every
+    /// other request for as long as the deep copy takes).
+    objects: BTreeMap<String, BTreeMap<String, Arc<Value>>>,
     resource_version: u64,
     /// None when the request log is off (the scale benchmark: it would hold every body).
     requests: Option<Vec<Recorded>>,
@@ -333,19 +335,23 @@ impl FakeApi {
         self.lock()
             .objects
             .get(collection)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().map(|v| Value::clone(v)).collect())
             .unwrap_or_default()
     }
 
     /// Typed objects of a kind, across namespaces.
     pub fn all<K: kube::Resource<DynamicType = ()> + DeserializeOwned>(&self) -> Vec<K> {
         let holds = holds_kind::<K>();
-        self.lock()
+        let objects: Vec<Arc<Value>> = self
+            .lock()
             .objects
             .iter()
             .filter(|(c, _)| holds(c))
             .flat_map(|(_, m)| m.values().cloned())
-            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        objects
+            .iter()
+            .filter_map(|v| K::deserialize(v.as_ref()).ok())
             .collect()
     }
 
@@ -382,15 +388,16 @@ impl FakeApi {
         if meta.get("creationTimestamp").is_none_or(Value::is_null) {
             meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
         }
+        let shared = Arc::new(value.clone());
         state
             .objects
             .entry(coll.to_owned())
             .or_default()
-            .insert(name.to_owned(), value.clone());
+            .insert(name.to_owned(), shared.clone());
         state.notify(Change {
             resource_version: rv,
             collection: coll.into(),
-            object: Arc::new(value.clone()),
+            object: shared,
             change: if created {
                 ChangeType::Added
             } else {
@@ -402,7 +409,7 @@ impl FakeApi {
 
     /// Deletes, or marks deleting when finalizers remain.
     fn remove(&self, coll: &str, name: &str) -> Option<Value> {
-        let existing = self.lock().objects.get(coll)?.get(name).cloned()?;
+        let existing = Value::clone(self.lock().objects.get(coll)?.get(name)?);
         let has_finalizers = existing["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| !f.is_empty());
@@ -412,7 +419,7 @@ impl FakeApi {
             return Some(self.store(coll, name, marked));
         }
         let mut state = self.lock();
-        let mut removed = state.objects.get_mut(coll)?.remove(name)?;
+        let mut removed = Arc::unwrap_or_clone(state.objects.get_mut(coll)?.remove(name)?);
         state.resource_version += 1;
         let rv = state.resource_version;
         removed["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -445,7 +452,7 @@ impl FakeApi {
         let matches = holds_kind::<K>();
         // Subscribe and snapshot under one lock: nothing falls between the two, nothing twice.
         let (tx, rx) = mpsc::unbounded_channel();
-        let snapshot: Vec<Value> = {
+        let snapshot: Vec<Arc<Value>> = {
             let mut state = self.lock();
             state.watchers.push(tx);
             state
@@ -459,7 +466,7 @@ impl FakeApi {
             .chain(
                 snapshot
                     .into_iter()
-                    .filter_map(|v| serde_json::from_value(v).ok())
+                    .filter_map(|v| K::deserialize(v.as_ref()).ok())
                     .map(watcher::Event::InitApply),
             )
             .chain(std::iter::once(watcher::Event::InitDone))
@@ -526,27 +533,34 @@ impl FakeApi {
             return status(StatusCode::NOT_FOUND, "NotFound", format!("no route {uri}"));
         };
         let existing = name.as_ref().and_then(|n| {
-            self.lock()
+            let shared = self
+                .lock()
                 .objects
                 .get(&coll)
                 .and_then(|m| m.get(n))
-                .cloned()
+                .cloned();
+            shared.map(Arc::unwrap_or_clone)
         });
         match (method.clone(), name) {
             (Method::GET, None) => {
                 let selector = Selector::parse(&query_params(uri));
-                let state = self.lock();
-                let items: Vec<&Value> = state
-                    .objects
-                    .iter()
-                    .filter(|(c, _)| covers(&coll, c))
-                    .flat_map(|(_, m)| m.values())
-                    .filter(|v| selector.matches(v))
-                    .collect();
+                let (items, resource_version): (Vec<Arc<Value>>, u64) = {
+                    let state = self.lock();
+                    let items = state
+                        .objects
+                        .iter()
+                        .filter(|(c, _)| covers(&coll, c))
+                        .flat_map(|(_, m)| m.values())
+                        .filter(|v| selector.matches(v))
+                        .cloned()
+                        .collect();
+                    (items, state.resource_version)
+                };
+                let items: Vec<Value> = items.into_iter().map(Arc::unwrap_or_clone).collect();
                 (
                     StatusCode::OK,
                     json!({"apiVersion": "v1", "kind": "List",
-                           "metadata": {"resourceVersion": state.resource_version.to_string()},
+                           "metadata": {"resourceVersion": resource_version.to_string()},
                            "items": items}),
                 )
             }
