@@ -378,11 +378,15 @@ impl ServiceSync {
 /// Maglev tables computed and written per batch (64 MiB of tables).
 const TABLES_PER_BATCH: usize = 1024;
 
-/// The Maglev tables of many services, computed on every core: at 16381 slots a table takes
-/// about 0.2 ms, which for 10,000 services is the bulk of programming them.
+/// The Maglev tables of many services, computed on every core but one: at 16381 slots a table
+/// takes about 0.2 ms, which for 10,000 services is the bulk of programming them. The flush
+/// writes the previous slice meanwhile, so this and the writer keep `cores` threads busy and
+/// leave nothing over for CNI ADDs; one core less keeps them out of each other's way.
 fn maglev_tables(services: &[(u32, BTreeMap<SocketAddr, u32>)]) -> Vec<Box<MaglevTable>> {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if cores == 1 || services.len() < 16 {
+    let cores = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .saturating_sub(1);
+    if cores <= 1 || services.len() < 16 {
         return services.iter().map(|(_, b)| maglev_table(b)).collect();
     }
     std::thread::scope(|scope| {

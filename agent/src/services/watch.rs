@@ -146,18 +146,20 @@ pub async fn run(
     }
 }
 
-/// Lowers the calling thread's CPU priority to nice 10 (or keeps a lower one) until dropped;
-/// entering again on a thread already there changes nothing. A flush computes Maglev
-/// tables on every core (10,000 of them take about a second and a half): at normal priority it
-/// would starve CNI ADDs and the node's OVS on a small node. Threads the flush spawns inherit
-/// the priority (Linux keeps nice per thread).
+/// Lowers the calling thread's CPU priority to nice 19 (the lowest) until dropped; entering
+/// again on a thread already there changes nothing. A flush computes Maglev tables (10,000 of
+/// them take about a second and a half of CPU): at normal priority it would starve CNI ADDs
+/// and the node's OVS on a small node. At nice 19 it still gets a share of a busy CPU (its
+/// weight is 15 against a normal thread's 1024), so Service changes are never starved out
+/// of the maps, and all of an idle one. Threads the flush spawns inherit the priority (Linux
+/// keeps nice per thread).
 pub struct BackgroundPriority {
     tid: libc::id_t,
     before: i32,
 }
 
 impl BackgroundPriority {
-    const NICE: i32 = 10;
+    const NICE: i32 = 19;
 
     pub fn enter() -> BackgroundPriority {
         // SAFETY: gettid has no preconditions.
