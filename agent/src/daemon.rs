@@ -42,6 +42,12 @@ pub struct DaemonOptions {
     /// Keep pods on OVS (kernel hand-off) without loading the eBPF datapath.
     #[arg(long)]
     pub no_datapath: bool,
+    /// How often a fast-pathed flow sends a packet through OVS to be re-judged (ms). A flow
+    /// whose re-judged packet OVS does not deliver within half of this leaves the fast path,
+    /// so a revocation by any NB writer ends it within 1.5× this of OVS enforcing it.
+    #[arg(long, default_value_t = datapath_common::DEFAULT_REFRESH_NS / 1_000_000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub fast_path_refresh_ms: u64,
     /// Where maps and links are pinned; a restart adopts what is there.
     #[arg(long, default_value = "/sys/fs/bpf/kovn")]
     pub pin_dir: PathBuf,
@@ -82,14 +88,23 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
         tracing::warn!("--no-datapath: pods use OVS through the kernel hand-off");
         return None;
     }
-    load_or_stay_on_ovs(
+    let mut datapath = load_or_stay_on_ovs(
         options.object.clone(),
         &LoadOptions {
             pin_dir: Some(options.pin_dir.clone()),
             log_level: None,
             services_max_entries: Some(options.bpf_lb_service_map_max),
         },
-    )
+    )?;
+    let config = datapath_common::DatapathConfig {
+        refresh_ns: options.fast_path_refresh_ms * 1_000_000,
+        ..datapath_common::DatapathConfig::default()
+    };
+    if let Err(e) = datapath.set_config(&config) {
+        tracing::error!(error = %e, "writing the datapath's settings; pods stay on OVS");
+        return None;
+    }
+    Some(datapath)
 }
 
 /// After a restart: the pods this node's OVS still has are attached again, which adopts their

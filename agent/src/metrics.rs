@@ -117,8 +117,22 @@ pub fn render(sources: &MetricsSources) -> String {
         generation.set(dp.generation().map_or(-1, |g| g as i64));
         registry.register(
             "policy_generation",
-            "Current policy generation (bumped when ovn-nb-cfg advances)",
+            "Current policy generation (bumped when ovn-nb-cfg changes and at every agent start)",
             generation,
+        );
+        let invalidations = Counter::<u64>::default();
+        invalidations.inc_by(stats.map_or(0, DatapathStats::invalidations));
+        registry.register(
+            "policy_invalidations",
+            "ovn-nb-cfg changes (forward or back) that invalidated the fast path",
+            invalidations,
+        );
+        let bump_failures = Counter::<u64>::default();
+        bump_failures.inc_by(stats.map_or(0, DatapathStats::bump_failures));
+        registry.register(
+            "generation_bump_failures",
+            "Generation bumps that failed and were retried",
+            bump_failures,
         );
         let flows = Gauge::<i64>::default();
         flows.set(stats.map_or(-1, DatapathStats::flows));

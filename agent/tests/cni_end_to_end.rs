@@ -339,8 +339,10 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
             .expect("ovn-controller binds the port");
     }
     nbctl.run(["--wait=hv", "sync"]).unwrap();
+    // Closer together than the fast path's 100 ms refresh, so that the flow is fast-pathed
+    // between re-judgements (a sparser flow is judged by OVS at every packet).
     let ping = Cmd::new("ping")
-        .args(["-c", "3", "-i", "0.2", "-W", "2", "10.16.0.22"])
+        .args(["-c", "10", "-i", "0.02", "-W", "2", "10.16.0.22"])
         .netns(format!("{prefix}k-a"))
         .run();
     assert!(ping.is_ok(), "a cannot reach b: {ping:?}");
@@ -618,9 +620,11 @@ fn ports_up(nbctl: &sandbox::Ctl, pods: impl IntoIterator<Item = impl std::fmt::
     nbctl.run(["--wait=hv", "sync"]).unwrap();
 }
 
+/// Ten pings 20 ms apart: closer than the fast path's refresh, so a flow between local pods
+/// is fast-pathed after the first.
 fn pinged(netns_name: &str, ip: &str) -> bool {
     Cmd::new("ping")
-        .args(["-c", "3", "-i", "0.2", "-W", "2", ip])
+        .args(["-c", "10", "-i", "0.02", "-W", "2", ip])
         .netns(netns_name)
         .run()
         .is_ok()

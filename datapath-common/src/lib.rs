@@ -205,9 +205,10 @@ pub struct FlowEntry {
     pub generation: u64,
     /// Last time (bpf_ktime_get_ns) a packet used or refreshed the entry.
     pub last_seen_ns: u64,
-    /// Last time a packet of the flow went through OVS (learned or refreshed): the fast path
-    /// sends one packet through OVS every `refresh_ns`, so OVS conntrack stays alive and
-    /// the policy is re-judged.
+    /// Last time OVS delivered a packet of the flow, or, while
+    /// [`flow_flags::REFRESH_PENDING`] is set, when the fast path sent one through OVS to be
+    /// re-judged (every `refresh_ns`). Only a delivery confirms the entry: one unconfirmed
+    /// for the grace ([`DatapathConfig::refresh_grace_ns`]) is retired.
     pub last_slow_ns: u64,
 }
 
@@ -220,6 +221,11 @@ pub mod flow_flags {
     /// A Service's reply (backend to client): the fast path applies the reverse NAT from
     /// [`super::LB_REVERSE_NAT_MAP`] before delivering it.
     pub const SERVICE_REPLY: u32 = 4;
+    /// A packet of the flow was sent through OVS to be re-judged and OVS has not delivered
+    /// one since: the entry serves until the grace ends, then goes.
+    pub const REFRESH_PENDING: u32 = 8;
+    /// What OVS's forwarding decided (the rest is the fast path's own bookkeeping).
+    pub const LEARNED: u32 = ROUTED | IPV6 | SERVICE_REPLY;
 }
 
 /// A local pod port: both host-side interfaces and the pod's MAC.
@@ -251,7 +257,9 @@ pub struct DatapathConfig {
     pub tcp_timeout_ns: u64,
     /// Idle time after which a UDP or ICMP entry is a miss.
     pub udp_timeout_ns: u64,
-    /// How often a fast-pathed flow sends one packet through OVS.
+    /// How often a fast-pathed flow sends one packet through OVS to be re-judged (and to keep
+    /// OVS conntrack alive). With the grace after it ([`Self::refresh_grace_ns`]), the
+    /// longest a revoked flow keeps the fast path once OVS stopped delivering it.
     pub refresh_ns: u64,
     /// 0 disables the fast path (every packet goes to OVS; learning goes on).
     pub fast_path_enabled: u32,
@@ -260,12 +268,24 @@ pub struct DatapathConfig {
     pub service_lb_off: u32,
 }
 
+/// 100 ms: a revocation by any NB writer ends the fast path of a flow within 150 ms of
+/// OVS enforcing it.
+pub const DEFAULT_REFRESH_NS: u64 = 100_000_000;
+
+impl DatapathConfig {
+    /// How long a re-judged packet may take through OVS before its entry goes: half the
+    /// refresh interval (derived, so that the map's ABI stays as pinned maps hold it).
+    pub const fn refresh_grace_ns(&self) -> u64 {
+        self.refresh_ns / 2
+    }
+}
+
 impl Default for DatapathConfig {
     fn default() -> Self {
         DatapathConfig {
             tcp_timeout_ns: 300_000_000_000,
             udp_timeout_ns: 30_000_000_000,
-            refresh_ns: 5_000_000_000,
+            refresh_ns: DEFAULT_REFRESH_NS,
             fast_path_enabled: 1,
             service_lb_off: 0,
         }
@@ -319,10 +339,13 @@ pub enum Reason {
     Retired = 11,
     /// A packet on an interface kovn does not know: passed on untouched.
     UnknownPort = 12,
+    /// OVS did not deliver the flow's re-judged packet within the grace: the entry was retired
+    /// and the packet handed to OVS (its verdict may have changed).
+    RefreshUnconfirmed = 13,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::FastHit,
         Reason::Miss,
         Reason::HandoffToOvs,
@@ -336,6 +359,7 @@ impl Reason {
         Reason::Refresh,
         Reason::Retired,
         Reason::UnknownPort,
+        Reason::RefreshUnconfirmed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -353,6 +377,7 @@ impl Reason {
             Reason::Refresh => "refresh",
             Reason::Retired => "retired",
             Reason::UnknownPort => "unknown_port",
+            Reason::RefreshUnconfirmed => "refresh_unconfirmed",
         }
     }
 

@@ -88,9 +88,19 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         maps::count(ifindex, Reason::Expired);
         return handoff(ifindex, &port);
     }
-    if now.saturating_sub(entry.last_slow_ns) > config.refresh_ns {
-        // Through OVS now and then: its conntrack stays alive and the policy is re-judged;
-        // delivery re-learns the entry.
+    // Every verdict is re-judged, whoever changed it: now and then a packet goes through OVS
+    // (its conntrack stays alive too), and only OVS delivering one of the flow's packets
+    // confirms the entry (to_pod clears the pending mark). Unconfirmed past the grace, it
+    // goes: OVS judges every packet until it delivers one again.
+    let since_slow = now.saturating_sub(entry.last_slow_ns);
+    if entry.flags & flow_flags::REFRESH_PENDING != 0 {
+        if since_slow > config.refresh_grace_ns() {
+            let _ = FLOWS.remove(&packet.key);
+            maps::count(ifindex, Reason::RefreshUnconfirmed);
+            return handoff(ifindex, &port);
+        }
+    } else if since_slow > config.refresh_ns {
+        entry.flags |= flow_flags::REFRESH_PENDING;
         entry.last_slow_ns = now;
         maps::count(ifindex, Reason::Refresh);
         return handoff(ifindex, &port);

@@ -64,7 +64,8 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
 }
 
 /// Records what OVS did with this flow. Most delivered packets confirm an entry that is already
-/// there: then only its timestamps move, in place, instead of a full LRU-map insert.
+/// there: then only its timestamps (and the pending mark) change, in place, instead of a full
+/// LRU-map insert.
 #[inline(always)]
 fn learn(ifindex: u32, key: &FlowKey, mut entry: FlowEntry) {
     entry.last_slow_ns = entry.last_seen_ns;
@@ -73,10 +74,12 @@ fn learn(ifindex: u32, key: &FlowKey, mut entry: FlowEntry) {
         let existing = unsafe { &mut *existing };
         if existing.generation == entry.generation
             && existing.dst_host_ifindex == entry.dst_host_ifindex
-            && existing.flags == entry.flags
+            && existing.flags & flow_flags::LEARNED == entry.flags
             && existing.src_mac == entry.src_mac
             && existing.dst_mac == entry.dst_mac
         {
+            // A delivery confirms the entry: a pending re-judgement is answered.
+            existing.flags = entry.flags;
             existing.last_seen_ns = entry.last_seen_ns;
             existing.last_slow_ns = entry.last_slow_ns;
             maps::count(ifindex, Reason::Learned);

@@ -186,6 +186,10 @@ impl Datapath {
 pub struct DatapathStats {
     flows: AtomicI64,
     lb_connections: AtomicI64,
+    /// Generation bumps that failed (each is retried until one succeeds).
+    bump_failures: std::sync::atomic::AtomicU64,
+    /// Policy changes (new `ovn-nb-cfg` values, forward or back) that invalidated the flows.
+    invalidations: std::sync::atomic::AtomicU64,
 }
 
 impl Default for DatapathStats {
@@ -193,6 +197,8 @@ impl Default for DatapathStats {
         DatapathStats {
             flows: AtomicI64::new(-1),
             lb_connections: AtomicI64::new(-1),
+            bump_failures: Default::default(),
+            invalidations: Default::default(),
         }
     }
 }
@@ -212,5 +218,21 @@ impl DatapathStats {
     /// LB conntrack entries at the last GC pass.
     pub fn lb_connections(&self) -> i64 {
         self.lb_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn count_bump_failure(&self) {
+        self.bump_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn bump_failures(&self) -> u64 {
+        self.bump_failures.load(Ordering::Relaxed)
+    }
+
+    pub fn count_invalidation(&self) {
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn invalidations(&self) -> u64 {
+        self.invalidations.load(Ordering::Relaxed)
     }
 }

@@ -1,7 +1,7 @@
 //! Policy is never bypassed: when ovn-controller reports that it installed a newer NB
 //! configuration (`Bridge br-int external_ids:ovn-nb-cfg` in the node's Open_vSwitch
 //! database), the datapath moves to a new generation, which turns every learned flow into a
-//! miss. It does so twice, a few milliseconds apart: a packet OVS forwarded under the old
+//! miss (also when it goes backwards: an NB rebuilt). It does so twice, a few milliseconds apart: a packet OVS forwarded under the old
 //! flows but delivered after the first bump would re-learn its flow in the new generation.
 //!
 //! The follower and the flow GC each own a [`FlowTable`] handle: a GC pass over a full flow
@@ -21,11 +21,19 @@ pub const SECOND_BUMP_DELAY: Duration = Duration::from_millis(5);
 /// How often expired and stale flows are collected (and the counts published).
 pub const GC_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Follows `ovn-nb-cfg` forever, bumping the generation of `flows` whenever it advances.
-/// `on_bump` is called after each pair of bumps (for metrics and tests).
+/// How long a failed generation bump waits before it is tried again.
+pub const BUMP_RETRY: Duration = Duration::from_millis(10);
+
+/// Follows `ovn-nb-cfg` forever, bumping the generation of `flows` whenever it changes:
+/// forward (a new NB configuration installed) and backward too (an NB database rebuilt or
+/// restored starts its count again, and what it holds is not what the flows were judged
+/// by). A failed bump is retried until it succeeds, each failure counted in `stats`; the
+/// refresh keeps bounding what the fast path serves meanwhile. `on_bump` is called after
+/// each pair of bumps (for logs and tests).
 pub async fn follow_nb_cfg(
     client: Client,
     mut flows: impl FlowTableOps + Send,
+    stats: Arc<DatapathStats>,
     on_bump: impl Fn(i64, u64) + Send,
 ) {
     let mut changes = client.subscribe();
@@ -36,22 +44,35 @@ pub async fn follow_nb_cfg(
             return;
         }
         let current = installed_nb_cfg(&client);
-        if current.is_none() || current <= seen {
+        let Some(nb_cfg) = current else { continue };
+        if current == seen {
             continue;
         }
+        if seen.is_some_and(|before| nb_cfg < before) {
+            tracing::warn!(
+                nb_cfg,
+                before = seen,
+                "ovn-nb-cfg went backwards (NB rebuilt or restored?): fast path invalidated"
+            );
+        }
         seen = current;
+        stats.count_invalidation();
+        bump_until_done(&mut flows, &stats).await;
+        tokio::time::sleep(SECOND_BUMP_DELAY).await;
+        let generation = bump_until_done(&mut flows, &stats).await;
+        on_bump(nb_cfg, generation);
+    }
+}
+
+/// One generation bump, retried every [`BUMP_RETRY`] until it succeeds.
+async fn bump_until_done(flows: &mut impl FlowTableOps, stats: &DatapathStats) -> u64 {
+    loop {
         match flows.bump_generation() {
-            Ok(_) => {
-                tokio::time::sleep(SECOND_BUMP_DELAY).await;
-                match flows.bump_generation() {
-                    Ok(generation) => on_bump(current.unwrap_or(0), generation),
-                    Err(e) => tracing::error!(error = %e, "second generation bump failed"),
-                }
-            }
-            // The fast path could keep serving revoked flows: say so loudly. The refresh
-            // interval still sends each flow through OVS periodically.
+            Ok(generation) => return generation,
             Err(e) => {
-                tracing::error!(error = %e, "generation bump failed; policy change not applied to the fast path")
+                stats.count_bump_failure();
+                tracing::error!(error = %e, "generation bump failed; retrying (the refresh still bounds the fast path)");
+                tokio::time::sleep(BUMP_RETRY).await;
             }
         }
     }
@@ -71,6 +92,7 @@ pub fn spawn_upkeep(
         tokio::spawn(follow_nb_cfg(
             client,
             datapath.flow_table()?,
+            stats.clone(),
             |nb_cfg, generation| {
                 tracing::info!(nb_cfg, generation, "policy changed: fast path invalidated");
             },

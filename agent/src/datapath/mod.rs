@@ -198,11 +198,14 @@ impl Datapath {
             pin_dir: options.pin_dir.clone(),
             logger,
         };
-        // A fresh map starts at generation 0: move to 1, so that nothing learned before the
-        // agent ran can match. A pinned map (a restart) keeps its generation and its flows.
-        if datapath.generation()? == 0 {
-            datapath.bump_generation()?;
-        }
+        // Every start is a new generation. A fresh map starts at 0, and nothing learned
+        // before the agent ran may match; a pinned map's flows were judged by a policy that
+        // may have changed while no agent followed ovn-controller. They stay running through
+        // OVS, and OVS's next delivery learns them again. Twice, for packets OVS forwarded
+        // under the old flows but delivers after the first bump.
+        datapath.bump_generation()?;
+        std::thread::sleep(invalidation::SECOND_BUMP_DELAY);
+        datapath.bump_generation()?;
         datapath.set_config(&datapath_common::DatapathConfig::default())?;
         Ok(datapath)
     }
