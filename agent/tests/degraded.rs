@@ -59,14 +59,8 @@ fn without_a_datapath_pods_still_talk_through_ovs() {
     if !sandbox::privileged("without_a_datapath_pods_still_talk_through_ovs") {
         return;
     }
-    use sandbox::{Handoff, Sandbox, SandboxConfig, traffic};
-    let mut sb = Sandbox::start(SandboxConfig {
-        nodes: 1,
-        handoff: Handoff::Datapath,
-    })
-    .expect("sandbox");
-    let a = sb.add_pod(0, "a").unwrap();
-    let b = sb.add_pod(0, "b").unwrap();
+    use sandbox::traffic;
+    let (sb, a, b) = common::one_node_with_two_pods();
     let object = sb.dir().join("corrupt.o");
     std::fs::write(&object, b"\x7fELF not a BPF object").unwrap();
     let mut agent = common::start_agent(

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use sandbox::traffic;
-use sandbox::{Cmd, Handoff, Pod, Sandbox, SandboxConfig};
+use sandbox::{Cmd, Pod, Sandbox};
 
 mod common;
 
@@ -21,13 +21,7 @@ fn agent_killed_and_restarted_during_a_fast_pathed_flow() {
     if !sandbox::privileged("agent_killed_and_restarted_during_a_fast_pathed_flow") {
         return;
     }
-    let mut sb = Sandbox::start(SandboxConfig {
-        nodes: 1,
-        handoff: Handoff::Datapath,
-    })
-    .expect("sandbox");
-    let a = sb.add_pod(0, "a").unwrap();
-    let b = sb.add_pod(0, "b").unwrap();
+    let (sb, a, b) = common::one_node_with_two_pods();
     let mut agent = start_agent(&sb, &[&a, &b]);
     assert_eq!(traffic::ping(&a, b.ip, 3).unwrap().received, 3, "pods talk");
 
@@ -129,6 +123,87 @@ fn agent_killed_and_restarted_during_a_fast_pathed_flow() {
         .expect("kovn-agent datapath stats");
     assert!(stats.contains("fast_hit"), "{stats}");
 
+    let _ = agent.kill();
+    let _ = agent.wait();
+    sb.teardown().expect("teardown removes the pins");
+}
+
+/// Policy changed while no agent runs: the pinned programs keep re-judging every fast-pathed
+/// flow through OVS, so a plain ACL written while the agent is stopped still ends a
+/// fast-pathed one-way stream within 200 ms at the receiver; the agent started afterwards
+/// moves to a new generation and serves nothing of the old verdict; the ACL removed, the
+/// stream flows and is fast-pathed again.
+#[test]
+fn an_acl_written_while_the_agent_is_stopped_ends_the_fast_path_within_200ms() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !sandbox::privileged("an_acl_written_while_the_agent_is_stopped_ends_the_fast_path") {
+        return;
+    }
+    let (sb, a, b) = common::one_node_with_two_pods();
+    let mut agent = start_agent(&sb, &[&a, &b]);
+    let pins = sb.bpffs_dir().join(&sb.node(0).name);
+    let fast_hits = || {
+        use agent::datapath::{PinnedMaps, ReadMaps};
+        PinnedMaps::open(&pins)
+            .expect("pinned maps")
+            .reason_counts()
+            .unwrap()
+            .iter()
+            .filter(|c| c.reason == datapath_common::Reason::FastHit)
+            .map(|c| c.packets)
+            .sum::<u64>()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_sink, sending) = common::udp_stream(&a, &b, 5002, stop.clone());
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(fast_hits() > 50, "the stream is fast-pathed");
+    agent.kill().expect("SIGKILL the agent");
+    agent.wait().unwrap();
+    let capture = traffic::Capture::start(
+        &b.netns,
+        "eth0",
+        &format!("udp and src host {} and dst port 5002", a.ip),
+        sb.dir().join("stopped-acl.pcap"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let acl = format!("ip4.dst == {} && udp.dst == 5002", b.ip);
+    let nbctl = sb.central().nbctl();
+    nbctl
+        .run(["acl-add", "ovn-default", "to-lport", "2000", &acl, "drop"])
+        .expect("add a drop ACL");
+    let written = common::epoch_seconds();
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut agent = start_agent(&sb, &[&a, &b]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let times = capture.stop_with_times().unwrap();
+    let before = common::assert_none_200ms_after(
+        &times,
+        written,
+        "an ACL written while the agent was stopped (also after it started again)",
+    );
+    assert!(
+        before > 50,
+        "b received the stream before the ACL ({before} datagrams)"
+    );
+
+    // The ACL goes: the stream is delivered and fast-pathed again.
+    nbctl
+        .run([
+            "--wait=hv",
+            "acl-del",
+            "ovn-default",
+            "to-lport",
+            "2000",
+            &acl,
+        ])
+        .expect("remove the ACL");
+    let hits = fast_hits();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(fast_hits() > hits + 50, "the stream is fast-pathed again");
+    stop.store(true, Ordering::SeqCst);
+    sending.join().unwrap();
     let _ = agent.kill();
     let _ = agent.wait();
     sb.teardown().expect("teardown removes the pins");

@@ -60,3 +60,70 @@ pub fn flows_involving(pins: &std::path::Path, ip: std::net::Ipv4Addr) -> usize 
         .filter(|(k, _)| k.src == mapped || k.dst == mapped)
         .count()
 }
+
+/// A one-way UDP stream from `from` to `to:port`, one datagram every 2 ms until `stop` is set
+/// (a socket bound on `to` swallows them, so `to` sends nothing back).
+pub fn udp_stream(
+    from: &Pod,
+    to: &Pod,
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (std::net::UdpSocket, std::thread::JoinHandle<u64>) {
+    let sink = netns::run_in(&to.netns, || std::net::UdpSocket::bind((to.ip, port)))
+        .unwrap()
+        .unwrap();
+    let sender = netns::run_in(&from.netns, || std::net::UdpSocket::bind((from.ip, 0)))
+        .unwrap()
+        .unwrap();
+    let target = std::net::SocketAddr::from((to.ip, port));
+    let sending = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        // Bounded: at most 30 s, whatever the test does.
+        for _ in 0..15_000 {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            let _ = sender.send_to(&sent.to_be_bytes(), target);
+            sent += 1;
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        sent
+    });
+    (sink, sending)
+}
+
+/// Now, as seconds since the Unix epoch (what tcpdump's `-tt` timestamps count).
+pub fn epoch_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Receive times from a capture (see [`epoch_seconds`]): how many came before `since`, with
+/// the assertion that none came more than 200 ms after it (`what` names the change).
+pub fn assert_none_200ms_after(times: &[f64], since: f64, what: &str) -> usize {
+    let late: Vec<f64> = times
+        .iter()
+        .map(|t| t - since)
+        .filter(|&after| after > 0.2)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} packets reached the receiver more than 200 ms after {what} (seconds after: {late:?})",
+        late.len()
+    );
+    times.iter().filter(|&&t| t < since).count()
+}
+
+/// A one-node sandbox whose pods are wired by the datapath, with pods `a` and `b`.
+pub fn one_node_with_two_pods() -> (Sandbox, Pod, Pod) {
+    let mut sb = Sandbox::start(sandbox::SandboxConfig {
+        nodes: 1,
+        handoff: sandbox::Handoff::Datapath,
+    })
+    .expect("sandbox");
+    let a = sb.add_pod(0, "a").unwrap();
+    let b = sb.add_pod(0, "b").unwrap();
+    (sb, a, b)
+}
