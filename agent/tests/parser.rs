@@ -4,7 +4,7 @@
 //! (never dropped) and counted under exactly one decision.
 
 use agent::datapath::{Datapath, FlowTableOps, LoadOptions, ReadMaps, locate_object};
-use datapath_common::{FlowEntry, FlowKey, PodPort, Reason, ipv4_mapped, programs};
+use datapath_common::{FlowEntry, FlowKey, PodPort, Reason, flow_flags, ipv4_mapped, programs};
 
 /// The test device: packets "arrive" on loopback.
 const LO: u32 = 1;
@@ -180,11 +180,11 @@ fn crafted_packets_get_the_right_decision() {
         vec![Miss, HandoffToOvs],
         "VLAN"
     );
-    // IPv6 traffic from an address that is not the port's own never reaches the flow
-    // lookup (port security): a plain hand-off.
+    // IPv6 traffic from an address that is not the port's own never reaches the balancer or
+    // the flow lookup (port security): handed to OVS as a foreign source.
     assert_eq!(
         h.run_from_pod(&udp_v6(3)).1,
-        vec![HandoffToOvs],
+        vec![HandoffToOvs, ForeignSource],
         "3 extension headers parse"
     );
     // More extension headers than the parser walks: to OVS as unparsed.
@@ -225,7 +225,61 @@ fn crafted_packets_get_the_right_decision() {
     // … a spoofed source MAC on the same 5-tuple is not …
     let mut spoofed = udp_v4(false);
     spoofed[6..12].copy_from_slice(&[0x0a, 0x58, 0, 0, 0, 0x99]);
-    assert_eq!(h.run_from_pod(&spoofed).1, vec![HandoffToOvs]);
+    assert_eq!(
+        h.run_from_pod(&spoofed).1,
+        vec![HandoffToOvs, ForeignSource]
+    );
+    // … nor can a spoofed FIN retire another pod's flow.
+    let mut spoofed_fin = tcp_v4(0x11);
+    spoofed_fin[6..12].copy_from_slice(&[0x0a, 0x58, 0, 0, 0, 0x99]);
+    assert_eq!(
+        h.run_from_pod(&spoofed_fin).1,
+        vec![HandoffToOvs, ForeignSource]
+    );
+
+    // Re-judging: a flow not sent through OVS for a refresh interval sends this packet there
+    // and is pending; until the grace ends it is still a hit; unconfirmed past the grace,
+    // it goes.
+    h.dp.insert_flow(
+        udp_key(),
+        FlowEntry {
+            last_slow_ns: 1,
+            ..entry
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        h.run_from_pod(&udp_v4(false)).1,
+        vec![HandoffToOvs, Refresh]
+    );
+    let pending = h.dp.flows().unwrap();
+    let (_, pending) = pending.iter().find(|(k, _)| *k == udp_key()).unwrap();
+    assert_ne!(pending.flags & flow_flags::REFRESH_PENDING, 0, "pending");
+    assert_eq!(
+        h.run_from_pod(&udp_v4(false)).1,
+        vec![FastHit],
+        "within the grace"
+    );
+    h.dp.insert_flow(
+        udp_key(),
+        FlowEntry {
+            flags: flow_flags::REFRESH_PENDING,
+            last_slow_ns: 1,
+            ..entry
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        h.run_from_pod(&udp_v4(false)).1,
+        vec![HandoffToOvs, RefreshUnconfirmed],
+        "unconfirmed past the grace"
+    );
+    assert!(
+        h.dp.flows().unwrap().iter().all(|(k, _)| *k != udp_key()),
+        "the unconfirmed entry is retired"
+    );
+    h.dp.insert_flow(udp_key(), entry).unwrap();
+
     // … and after a policy change the same flow is a miss until OVS delivers it again.
     h.dp.bump_generation().unwrap();
     assert_eq!(

@@ -328,6 +328,45 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
     wait_programmed(&cluster, 0, web, 6, 3);
     wait_programmed(&cluster, 0, SocketAddr::from((web_vip, 53)), 17, 3);
 
+    // A pod that forges its source address creates no Service state: 200 datagrams to the
+    // VIP from an address that is not the client's are handed to OVS (whose port security
+    // drops them) before the balancer looks at them.
+    {
+        use agent::datapath::ReadServiceMaps;
+        let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
+        let forged = Ipv4Addr::new(10, 16, 0, 250);
+        let balanced_before = ebpf_new_connections(&pins);
+        let sent = common::send_spoofed_udp(
+            &client.netns,
+            forged,
+            std::net::SocketAddrV4::new(web_vip, 53),
+            200,
+        );
+        assert_eq!(sent, 200, "the forged datagrams left the pod");
+        std::thread::sleep(Duration::from_millis(200));
+        let from_forged = agent::datapath::PinnedMaps::open(&pins)
+            .and_then(|m| m.lb_connections())
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| key.src == forged.to_ipv6_mapped().octets())
+            .count();
+        assert_eq!(from_forged, 0, "LB connections from a forged source");
+        assert_eq!(
+            ebpf_new_connections(&pins),
+            balanced_before,
+            "the balancer counted connections from a forged source"
+        );
+        let foreign = metric(
+            &scrape(&cluster, 0),
+            "kovn_datapath_packets_total",
+            &[r#"reason="foreign_source""#],
+        );
+        assert!(
+            foreign >= 200,
+            "forged packets counted as foreign_source: {foreign}"
+        );
+    }
+
     // 3,000 connections spread evenly (±10 %) over 3 backends on 2 nodes.
     let counts = spread(&client, web, 3000);
     eprintln!("3,000 connections through {web}: {counts:?}");

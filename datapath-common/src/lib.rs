@@ -342,10 +342,13 @@ pub enum Reason {
     /// OVS did not deliver the flow's re-judged packet within the grace: the entry was retired
     /// and the packet handed to OVS (its verdict may have changed).
     RefreshUnconfirmed = 13,
+    /// A packet from a pod with a source address or MAC not its own: handed to OVS (whose
+    /// port security drops it) without touching the flow or Service maps.
+    ForeignSource = 14,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::FastHit,
         Reason::Miss,
         Reason::HandoffToOvs,
@@ -360,6 +363,7 @@ impl Reason {
         Reason::Retired,
         Reason::UnknownPort,
         Reason::RefreshUnconfirmed,
+        Reason::ForeignSource,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -378,6 +382,7 @@ impl Reason {
             Reason::Retired => "retired",
             Reason::UnknownPort => "unknown_port",
             Reason::RefreshUnconfirmed => "refresh_unconfirmed",
+            Reason::ForeignSource => "foreign_source",
         }
     }
 

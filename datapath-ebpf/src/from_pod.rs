@@ -28,6 +28,18 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         maps::count(ifindex, Reason::ParseFailure);
         return handoff(ifindex, &port);
     }
+    // Only what the pod sends from its own addresses is acted on; everything else is OVS's
+    // to judge (its port security drops it). Before the Service balancer and the flow map:
+    // a spoofed packet must neither create LB state, nor ride or retire another pod's flow.
+    // The port's primary address needs no lookup; other addresses of the pod (dual stack)
+    // are found in the endpoint map.
+    let own_source = packet.src_mac == port.mac
+        && (packet.key.src == port.ip
+            || maps::endpoint(&packet.key.src).is_some_and(|ep| ep.host_ifindex == ifindex));
+    if !own_source {
+        maps::count(ifindex, Reason::ForeignSource);
+        return handoff(ifindex, &port);
+    }
     // Services first: from here on a packet to a VIP is a packet to its backend.
     match lb::balance(ctx, &mut packet, ifindex) {
         lb::CONTINUE => {}
@@ -52,15 +64,8 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         maps::count(ifindex, Reason::Control);
         return handoff(ifindex, &port);
     }
-    // Only the pod's own addresses may use the fast path: OVN's port security must not be
-    // bypassed by a pod that replays another pod's 5-tuple.
-    // The port's primary address needs no lookup; other addresses of the pod (dual stack)
-    // are found in the endpoint map.
-    let own_source = packet.src_mac == port.mac
-        && (packet.key.src == port.ip
-            || maps::endpoint(&packet.key.src).is_some_and(|ep| ep.host_ifindex == ifindex));
     let config = maps::config();
-    if !own_source || config.fast_path_enabled == 0 {
+    if config.fast_path_enabled == 0 {
         return handoff(ifindex, &port);
     }
     let Some(entry) = FLOWS.get_ptr_mut(&packet.key) else {

@@ -127,3 +127,61 @@ pub fn one_node_with_two_pods() -> (Sandbox, Pod, Pod) {
     let b = sb.add_pod(0, "b").unwrap();
     (sb, a, b)
 }
+
+/// Sends `count` UDP datagrams from inside `netns` with the forged source address `source`
+/// (a raw socket with its own IPv4 header; the kernel adds the interface's MAC), as a pod
+/// that spoofs would. Returns how many the kernel took.
+pub fn send_spoofed_udp(
+    netns: &str,
+    source: std::net::Ipv4Addr,
+    target: std::net::SocketAddrV4,
+    count: u32,
+) -> u32 {
+    netns::run_in(netns, move || {
+        // SAFETY: a raw socket, closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let payload = b"spoofed";
+        let udp_len = 8 + payload.len();
+        let total = 20 + udp_len;
+        let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        packet[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        packet.extend_from_slice(&source.octets());
+        packet.extend_from_slice(&target.ip().octets());
+        packet.extend_from_slice(&40000u16.to_be_bytes());
+        packet.extend_from_slice(&target.port().to_be_bytes());
+        packet.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        packet.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+        packet.extend_from_slice(payload);
+        let to = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(target.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut sent = 0;
+        for _ in 0..count {
+            // SAFETY: `packet` and `to` outlive the call; the lengths are theirs.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    (&raw const to).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if n == packet.len() as isize {
+                sent += 1;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // SAFETY: `fd` is ours and not used after this.
+        unsafe { libc::close(fd) };
+        sent
+    })
+    .expect("the pod's namespace")
+}
