@@ -259,6 +259,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             bridge: options.bridge.clone(),
             mtu: options.mtu,
             annotation_timeout: Duration::from_secs(options.annotation_timeout),
+            join_subnet: options.names.join_subnet.clone(),
         },
         metrics,
     });

@@ -147,6 +147,25 @@ fn annotated_pod(name: &str, node: &str, ip: &str) -> Pod {
     }
 }
 
+/// What kovn-controller writes for an allocated pod: the pod's annotations and its IP object
+/// (the record the agent checks the annotations against).
+fn allocate(api: &FakeApi, name: &str, node: &str, ip: &str) {
+    api.put(&annotated_pod(name, node, ip));
+    api.put(&api::IP::new(
+        &format!("{name}.default"),
+        api::IPSpec {
+            pod_name: name.to_owned(),
+            namespace: "default".to_owned(),
+            subnet: "ovn-default".to_owned(),
+            node_name: node.to_owned(),
+            ip_address: ip.to_owned(),
+            v4_ip_address: ip.to_owned(),
+            mac_address: mac_for(ip.parse().unwrap()),
+            ..api::IPSpec::default()
+        },
+    ));
+}
+
 fn start_agent(
     sb: &Sandbox,
     node: &Node,
@@ -305,14 +324,14 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
         ("b", "10.16.0.22", "bbbb0000000000000002"),
     ];
     let _namespaces = Namespaces(
-        ["a", "b", "c", "gone"]
+        ["a", "b", "c", "gone", "evil"]
             .iter()
             .map(|p| format!("{prefix}k-{p}"))
             .collect(),
     );
     let nbctl = sb.central().nbctl();
     for (name, ip, id) in pods {
-        api.put(&annotated_pod(name, &node.name, ip));
+        allocate(&api, name, &node.name, ip);
         add_pod_port(&nbctl, name, ip);
         let ns = format!("{prefix}k-{name}");
         netns::add(&ns).unwrap();
@@ -346,6 +365,37 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
         .netns(format!("{prefix}k-a"))
         .run();
     assert!(ping.is_ok(), "a cannot reach b: {ping:?}");
+
+    // A pod whose creator wrote a's addresses and `allocated`/`routed` into its annotations
+    // (the controller refused the taken address, so no IP object of its own exists) gets a
+    // CNI error naming the IP object, and no network: nothing of it on the node, a unharmed.
+    api.put(&annotated_pod("evil", &node.name, "10.16.0.21"));
+    let evil_ns = format!("{prefix}k-evil");
+    netns::add(&evil_ns).unwrap();
+    let evil_id = "e0110000000000000009";
+    let (ok, out) = kubelet("ADD", "evil", evil_id, &evil_ns, &conf);
+    assert!(!ok, "a pod claiming a's address was networked: {out}");
+    let details = format!("{} {}", out["msg"], out["details"]);
+    assert!(details.contains("IP object"), "{out}");
+    let left = on_node(&node, async || {
+        links::present(&PodLinks::for_container(evil_id)).await
+    })
+    .unwrap();
+    assert!(left.iter().all(|(_, p)| !p), "evil's interfaces: {left:?}");
+    let inside = Cmd::new("ip")
+        .args(["-o", "addr"])
+        .netns(&evil_ns)
+        .run()
+        .unwrap();
+    assert!(
+        !inside.contains("10.16.0.21"),
+        "evil holds a's address: {inside}"
+    );
+    let ping = Cmd::new("ping")
+        .args(["-c", "3", "-i", "0.02", "-W", "2", "10.16.0.22"])
+        .netns(format!("{prefix}k-a"))
+        .run();
+    assert!(ping.is_ok(), "a lost b after the attempt: {ping:?}");
 
     // The agent's metrics: the datapath is loaded and took over the flow; ADDs are timed.
     let metrics = scrape(&node);
@@ -463,7 +513,7 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
 
     // A pod deleted while no DEL comes (the kubelet was down): the agent's periodic garbage
     // collection removes its network.
-    api.put(&annotated_pod("z", &node.name, "10.16.0.25"));
+    allocate(&api, "z", &node.name, "10.16.0.25");
     let (ok, out) = kubelet(
         "ADD",
         "z",
@@ -485,7 +535,7 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     );
 
     // The netns is gone (the runtime tore the sandbox down first): an error, nothing left.
-    api.put(&annotated_pod("gone", &node.name, "10.16.0.24"));
+    allocate(&api, "gone", &node.name, "10.16.0.24");
     let out = kubelet(
         "ADD",
         "gone",
@@ -538,7 +588,7 @@ fn a_late_del_of_an_old_sandbox_leaves_the_new_sandbox_of_the_same_pod_working()
         "b0b0000000000000000b",
     );
     for (name, ip) in [("a", "10.16.0.31"), ("b", "10.16.0.32")] {
-        api.put(&annotated_pod(name, &node.name, ip));
+        allocate(&api, name, &node.name, ip);
         add_pod_port(&nbctl, name, ip);
     }
     for (name, id, netns_name) in [("a", old, ns("a1")), ("b", b_id, ns("b"))] {

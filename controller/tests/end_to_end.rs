@@ -499,6 +499,41 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
     }));
     assert_eq!(ports(&client).len(), before.len());
 
+    // A pod asking for the join subnet (its creator wrote `logical_switch: join`) gets an
+    // event and nothing else: no port, no IP object, no annotations from the controller.
+    let mut joiner = pod("joiner", "default", "n1");
+    joiner.metadata.annotations = Some(BTreeMap::from([(
+        annotations::LOGICAL_SWITCH.to_owned(),
+        "join".to_owned(),
+    )]));
+    api.put(&joiner);
+    eventually(
+        "an event for the join-subnet pod",
+        Duration::from_secs(10),
+        || {
+            api.requests().iter().any(|r| {
+                r.uri.contains("/events")
+                    && r.body["reason"] == "AllocationFailed"
+                    && r.body["note"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("holds node ports only"))
+            })
+        },
+    )
+    .await;
+    assert!(
+        !ports(&client).contains_key("joiner.default"),
+        "a pod port in join"
+    );
+    assert!(
+        api.all::<IP>()
+            .iter()
+            .all(|i| i.name_any() != "joiner.default"),
+        "an IP object for the join-subnet pod"
+    );
+    assert!(!routed(&api).contains_key("joiner.default"));
+    api.delete::<Pod>(Some("default"), "joiner");
+
     // Pod deletion releases everything, and bumps nb_cfg.
     let cfg = nb_cfg(&client);
     api.delete::<Pod>(Some("default"), "b");

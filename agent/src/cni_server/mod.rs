@@ -4,6 +4,7 @@
 //! hand-off) and answers with the pod's addresses. DEL undoes all of it, idempotently.
 
 pub mod annotations;
+pub mod trust;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct CniServerConfig {
     pub mtu: u32,
     /// How long ADD waits for the controller's annotations.
     pub annotation_timeout: Duration,
+    /// The join subnet (node ports only: no pod is plumbed into it).
+    pub join_subnet: String,
 }
 
 /// Why a CNI request failed; each maps to the HTTP status the plugin turns into a CNI code.
@@ -57,6 +60,12 @@ pub enum CniError {
     },
     #[error("pod annotation: {0}")]
     BadAnnotation(String),
+    #[error("pod {pod}: {reason}")]
+    Untrusted {
+        pod: String,
+        #[source]
+        reason: trust::Untrusted,
+    },
     #[error("Kubernetes API: {0}")]
     Kubernetes(String),
     #[error(transparent)]
@@ -220,6 +229,22 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
     .await?;
     let annotated = started.elapsed();
     let network = annotations::parse(&pod)?;
+    let owner = Owner::pod(&request.pod_namespace, &request.pod_name);
+    let ips: Api<api::IP> = Api::all(server.kube.clone());
+    let recorded = ips.get_opt(&owner.port_name()).await.map_err(|e| {
+        CniError::Kubernetes(format!("reading IP object {}: {e}", owner.port_name()))
+    })?;
+    trust::verify(
+        &owner,
+        &network,
+        recorded.as_ref(),
+        &server.config.node_name,
+        &server.config.join_subnet,
+    )
+    .map_err(|reason| CniError::Untrusted {
+        pod: owner.to_string(),
+        reason,
+    })?;
     let mac = parse_mac(&network.mac).map_err(CniError::BadAnnotation)?;
     let routes: Vec<PodRoute> = if request.routes.is_empty() {
         network

@@ -75,6 +75,14 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     let owner = Owner::of_pod(&pod);
     let port_name = owner.port_name();
     let subnet_name = subnet_for(&pod, &ctx);
+    if subnet_name == ctx.settings.names.join_subnet {
+        // The join subnet is the nodes' (their ovn0 ports), and every private subnet's ACLs
+        // let it in: a pod there would pass for a node.
+        return Err(Error::BadAnnotation(format!(
+            "{}: the join subnet {subnet_name} holds node ports only",
+            annotations::LOGICAL_SWITCH
+        )));
+    }
     let subnet = ctx
         .stores
         .subnets
