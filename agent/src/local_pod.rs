@@ -90,6 +90,7 @@ impl LocalPod {
             .ok_or_else(|| format!("{}: no address", self.attachment))?;
         Ok(PodInterfaces {
             name: self.attachment.to_string(),
+            owner: self.owner().port_name(),
             host_veth: links.host_veth,
             ovs_peer: links.ovs_peer,
             ip,

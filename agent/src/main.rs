@@ -215,6 +215,7 @@ fn parse_pod(spec: &str) -> Result<PodInterfaces, String> {
     let mac_bytes = agent::datapath::parse_mac(mac)?;
     Ok(PodInterfaces {
         name: name.to_owned(),
+        owner: name.to_owned(),
         host_veth: host_veth.to_owned(),
         ovs_peer: ovs_peer.to_owned(),
         ip,

@@ -85,6 +85,7 @@ impl Cluster {
             .unwrap();
         let interfaces = PodInterfaces {
             name: pod.lsp.clone(),
+            owner: pod.lsp.clone(),
             host_veth: pod.host_veth.clone(),
             ovs_peer: pod.ovs_peer.clone(),
             ip: IpAddr::V4(pod.ip),

@@ -102,6 +102,7 @@ async fn add(node: &Node, pod: &TestPod) -> Result<(), NetworkError> {
     let handoff = async {
         install_kernel_handoff(&PodInterfaces {
             name: pod.lsp(),
+            owner: pod.lsp(),
             host_veth: links.host_veth.clone(),
             ovs_peer: links.ovs_peer.clone(),
             ip: IpAddr::V4(pod.ip),

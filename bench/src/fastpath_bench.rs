@@ -179,6 +179,7 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     for pod in [&a, &b] {
         let interfaces = PodInterfaces {
             name: pod.lsp.clone(),
+            owner: pod.lsp.clone(),
             host_veth: pod.host_veth.clone(),
             ovs_peer: pod.ovs_peer.clone(),
             ip: pod.ip.into(),

@@ -2,8 +2,9 @@
 
 use aya::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap};
 use datapath_common::{
-    Direction, FAULTS_MAP, FLOWS_MAP, Fault, FlowEntry, FlowKey, GENERATION_MAP, IF_COUNTERS_MAP,
-    IfCounterKey, IfCounters, REASONS_MAP, Reason, ReasonKey,
+    Direction, ENDPOINTS_MAP, EndpointKey, FAULTS_MAP, FLOWS_MAP, Fault, FlowEntry, FlowKey,
+    GENERATION_MAP, IF_COUNTERS_MAP, IfCounterKey, IfCounters, PodPort, REASONS_MAP, Reason,
+    ReasonKey,
 };
 
 use super::{DatapathError, MapSource, MapSourceMut, map_error};
@@ -125,6 +126,14 @@ pub trait ReadMaps: MapSource {
         let flows: HashMap<_, FlowKey, FlowEntry> =
             HashMap::try_from(map).map_err(|e| map_error(FLOWS_MAP, e))?;
         Ok(flows.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Every local pod address and the port that holds it.
+    fn endpoints(&self) -> Result<Vec<(EndpointKey, PodPort)>, DatapathError> {
+        let map = self.map(ENDPOINTS_MAP)?;
+        let endpoints: HashMap<_, EndpointKey, PodPort> =
+            HashMap::try_from(map).map_err(|e| map_error(ENDPOINTS_MAP, e))?;
+        Ok(endpoints.iter().filter_map(Result::ok).collect())
     }
 
     /// The current policy generation.

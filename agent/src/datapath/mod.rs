@@ -43,6 +43,11 @@ pub enum DatapathError {
         #[source]
         source: Box<aya::EbpfError>,
     },
+    #[error("address {address} belongs to {holder}, whose port is attached on this node")]
+    AddressTaken {
+        address: std::net::IpAddr,
+        holder: String,
+    },
     #[error("program {name} is not in the eBPF object")]
     MissingProgram { name: &'static str },
     #[error("map {name} is not in the eBPF object")]

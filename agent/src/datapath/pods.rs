@@ -21,6 +21,9 @@ pub struct PodInterfaces {
     /// ([`crate::local_pod::AttachmentId`]), so a newer sandbox of the same pod, attached
     /// under its own key, survives the removal of an older one.
     pub name: String,
+    /// Who holds the addresses (the owner's logical port name, `<pod>.<namespace>`): a newer
+    /// attachment of the same owner may take them over; no other attachment may.
+    pub owner: String,
     /// Host end of the pod's veth.
     pub host_veth: String,
     /// Outer end of the pod's OVS port pair.
@@ -45,6 +48,7 @@ enum Attachment {
 /// What the datapath keeps about an attached pod.
 #[derive(Debug)]
 pub(super) struct AttachedPod {
+    owner: String,
     port: PodPort,
     ip: IpBytes,
     other_ips: Vec<IpBytes>,
@@ -98,6 +102,17 @@ impl Datapath {
             self.remove_pod(&pod.name)?;
         }
         let ip = ip_bytes(pod.ip);
+        // One address, one port: an address another owner's attached port holds stays its.
+        for address in std::iter::once(&pod.ip).chain(&pod.other_ips) {
+            if let Some(holder) = self.holder_of(&ip_bytes(*address))?
+                && holder != pod.owner
+            {
+                return Err(DatapathError::AddressTaken {
+                    address: *address,
+                    holder,
+                });
+            }
+        }
         let port = PodPort {
             host_ifindex: ifindex(&pod.host_veth)?,
             ovs_peer_ifindex: ifindex(&pod.ovs_peer)?,
@@ -109,6 +124,7 @@ impl Datapath {
         self.pods.insert(
             pod.name.clone(),
             AttachedPod {
+                owner: pod.owner.clone(),
                 port,
                 ip,
                 other_ips: pod.other_ips.iter().map(|ip| ip_bytes(*ip)).collect(),
@@ -263,6 +279,20 @@ impl Datapath {
                 source: Box::new(source),
             })?;
         Ok(result.return_value as i32)
+    }
+
+    /// The owner of the attached port whose endpoint entry holds `ip`, if any (an entry left
+    /// by no attached port, as after a restart before adoption, holds nothing).
+    fn holder_of(&self, ip: &IpBytes) -> Result<Option<String>, DatapathError> {
+        use super::ReadMaps;
+        let Some((_, entry)) = self.endpoints()?.into_iter().find(|(k, _)| k.ip == *ip) else {
+            return Ok(None);
+        };
+        Ok(self
+            .pods
+            .values()
+            .find(|p| p.port.host_ifindex == entry.host_ifindex)
+            .map(|p| p.owner.clone()))
     }
 
     /// Names of the attached pods.
