@@ -414,6 +414,85 @@ fn garbage_collection_removes_idle_and_stale_flows_only() {
     assert_eq!(left, vec![1]);
 }
 
+/// The balancer's connections expire when idle, and reverse-NAT entries go with their
+/// connection: one left behind would rewrite a later direct reply of the same tuple as if it
+/// came from the VIP.
+#[test]
+fn idle_lb_connections_expire_and_take_their_reverse_nat_along() {
+    use agent::datapath::{LbGcReport, MapSourceMut, connection_of};
+    use aya::maps::HashMap;
+    use datapath_common::{LB_CONNTRACK_MAP, LB_REVERSE_NAT_MAP, LbConnection, LbReverseNat};
+    if !sandbox::privileged("idle_lb_connections_expire_and_take_their_reverse_nat_along") {
+        return;
+    }
+    let mut h = Harness::new();
+    let now = agent::datapath::monotonic_ns();
+    let vip = ipv4_mapped([10, 96, 0, 10]);
+    let reply = |client_port: u16| FlowKey {
+        src: ipv4_mapped(PEER_IP),
+        dst: ipv4_mapped(POD_IP),
+        sport: 8080,
+        dport: client_port,
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let nat = |client_port| LbReverseNat {
+        vip,
+        port: 80,
+        client_port,
+        flags: 0,
+    };
+    {
+        let mut connections: HashMap<_, FlowKey, LbConnection> =
+            h.dp.map_mut_typed(LB_CONNTRACK_MAP).unwrap();
+        for (client_port, last_seen_ns) in [(1000, now), (1001, now - 301_000_000_000)] {
+            let key = connection_of(&reply(client_port), &nat(client_port));
+            let connection = LbConnection {
+                last_seen_ns,
+                source_port: client_port,
+                ..LbConnection::default()
+            };
+            connections.insert(key, connection, 0).unwrap();
+        }
+    }
+    {
+        let mut reverse: HashMap<_, FlowKey, LbReverseNat> =
+            h.dp.map_mut_typed(LB_REVERSE_NAT_MAP).unwrap();
+        // Live, idle (> the 300 s TCP timeout), and one whose connection the LRU evicted.
+        for client_port in [1000, 1001, 1002] {
+            reverse
+                .insert(reply(client_port), nat(client_port), 0)
+                .unwrap();
+        }
+    }
+    let report =
+        h.dp.lb_conntrack()
+            .unwrap()
+            .collect_garbage(agent::datapath::monotonic_ns())
+            .unwrap();
+    assert_eq!(
+        report,
+        LbGcReport {
+            expired: 1,
+            orphaned: 2,
+            kept: 1
+        }
+    );
+    use agent::datapath::MapSource;
+    let reverse: HashMap<_, FlowKey, LbReverseNat> =
+        HashMap::try_from(h.dp.map(LB_REVERSE_NAT_MAP).unwrap()).unwrap();
+    let left: Vec<u16> = reverse
+        .keys()
+        .filter_map(Result::ok)
+        .map(|k| k.dport)
+        .collect();
+    assert_eq!(
+        left,
+        vec![1000],
+        "only the live connection's reverse NAT stays"
+    );
+}
+
 #[test]
 fn the_object_loads_with_bpf_logs_on() {
     if !sandbox::privileged("the_object_loads_with_bpf_logs_on") {

@@ -8,6 +8,7 @@
 //! | [`super::Datapath`] | programs, pod ports and endpoints | the CNI server (attach, detach) |
 //! | [`FlowTable`] | flows, generation, config | the nb-cfg follower; the flow GC (one each) |
 //! | [`ServiceMaps`] | services, backends, Maglev, LB conntrack, affinity, counters | the Service sync |
+//! | [`LbConntrack`] | LB conntrack, reverse NAT, config | the flow GC (expiry) |
 //! | [`MapReader`] | the counters, generation, LB conntrack, read only | metrics; the GC's counts |
 //!
 //! Counts that need a walk over a big map are published by the GC ([`DatapathStats`]), never
@@ -135,6 +136,93 @@ handle!(
 );
 
 handle!(
+    /// The balancer's connection state, for its expiry: idle connections go, and with them
+    /// (and with any connection the LRU evicted) their reverse-NAT entries.
+    LbConntrack,
+    [LB_CONNTRACK_MAP, LB_REVERSE_NAT_MAP, CONFIG_MAP]
+);
+
+/// What one pass of [`LbConntrack::collect_garbage`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LbGcReport {
+    /// Connections idle past their protocol's timeout, removed.
+    pub expired: usize,
+    /// Reverse-NAT entries whose connection is gone, removed.
+    pub orphaned: usize,
+    /// Connections kept.
+    pub kept: usize,
+}
+
+impl LbConntrack {
+    /// Removes connections idle past their timeout (`now` on the programs' clock), then every
+    /// reverse-NAT entry whose connection is not there: a stale entry would rewrite a later
+    /// direct reply of the same tuple as if it came from the VIP.
+    pub fn collect_garbage(&mut self, now: u64) -> Result<LbGcReport, DatapathError> {
+        use aya::maps::{Array, HashMap as BpfHashMap};
+        use datapath_common::{DatapathConfig, FlowKey, L4Proto, LbConnection, LbReverseNat};
+        let config: Array<_, DatapathConfig> =
+            Array::try_from(self.0.map(CONFIG_MAP)?).map_err(|e| map_error(CONFIG_MAP, e))?;
+        let config = config.get(&0, 0).map_err(|e| map_error(CONFIG_MAP, e))?;
+        let mut report = LbGcReport::default();
+        let mut live = std::collections::HashSet::new();
+        {
+            let mut connections: BpfHashMap<_, FlowKey, LbConnection> =
+                BpfHashMap::try_from(self.0.map_mut(LB_CONNTRACK_MAP)?)
+                    .map_err(|e| map_error(LB_CONNTRACK_MAP, e))?;
+            let mut idle = Vec::new();
+            for (key, connection) in connections.iter().filter_map(Result::ok) {
+                let timeout = if key.proto == L4Proto::Tcp.number() {
+                    config.tcp_timeout_ns
+                } else {
+                    config.udp_timeout_ns
+                };
+                if now.saturating_sub(connection.last_seen_ns) > timeout {
+                    idle.push(key);
+                } else {
+                    live.insert(key);
+                }
+            }
+            for key in &idle {
+                let _ = connections.remove(key);
+            }
+            report.expired = idle.len();
+            report.kept = live.len();
+        }
+        let mut reverse: BpfHashMap<_, FlowKey, LbReverseNat> =
+            BpfHashMap::try_from(self.0.map_mut(LB_REVERSE_NAT_MAP)?)
+                .map_err(|e| map_error(LB_REVERSE_NAT_MAP, e))?;
+        let orphans: Vec<FlowKey> = reverse
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(reply, nat)| !live.contains(&connection_of(reply, nat)))
+            .map(|(reply, _)| reply)
+            .collect();
+        for reply in &orphans {
+            let _ = reverse.remove(reply);
+        }
+        report.orphaned = orphans.len();
+        Ok(report)
+    }
+}
+
+/// The client's connection (client → VIP) a reverse-NAT entry translates replies for: the
+/// reply goes backend → client (for a hairpin, backend = client and the reply goes to the VIP).
+pub fn connection_of(
+    reply: &datapath_common::FlowKey,
+    nat: &datapath_common::LbReverseNat,
+) -> datapath_common::FlowKey {
+    let hairpin = nat.flags & datapath_common::reverse_nat_flags::HAIRPIN != 0;
+    datapath_common::FlowKey {
+        src: if hairpin { reply.src } else { reply.dst },
+        dst: nat.vip,
+        sport: nat.client_port,
+        dport: nat.port,
+        proto: reply.proto,
+        _pad: [0; 3],
+    }
+}
+
+handle!(
     /// What metrics read (never written through this handle).
     MapReader,
     [
@@ -173,6 +261,11 @@ impl Datapath {
     /// The handle the Service sync owns.
     pub fn service_maps(&self) -> Result<ServiceMaps, DatapathError> {
         MapSet::duplicate(self, ServiceMaps::MAPS).map(ServiceMaps)
+    }
+
+    /// The handle the flow GC expires the balancer's connections with.
+    pub fn lb_conntrack(&self) -> Result<LbConntrack, DatapathError> {
+        MapSet::duplicate(self, LbConntrack::MAPS).map(LbConntrack)
     }
 
     /// A read-only handle for metrics.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ovsdb::Client;
 
-use super::{Datapath, DatapathError, DatapathStats, FlowTable, FlowTableOps, ReadServiceMaps};
+use super::{Datapath, DatapathError, DatapathStats, FlowTable, FlowTableOps, LbConntrack};
 
 pub use crate::ovs::nb_cfg::{INTEGRATION_BRIDGE, installed_nb_cfg};
 
@@ -99,27 +99,33 @@ pub fn spawn_upkeep(
         ));
     }
     let mut flows: FlowTable = datapath.flow_table()?;
-    let mut reader = datapath.reader()?;
+    let mut lb: LbConntrack = datapath.lb_conntrack()?;
     tokio::spawn(async move {
         let mut every = tokio::time::interval(GC_INTERVAL);
         loop {
             every.tick().await;
-            // A walk of up to the whole flow map: on a blocking thread, not a runtime worker.
+            // Walks of up to whole maps: on a blocking thread, not a runtime worker.
             let (handles, result) = tokio::task::spawn_blocking(move || {
                 let result = flows.collect_garbage();
-                let connections = reader.lb_connection_count().ok();
-                ((flows, reader), result.map(|r| (r, connections)))
+                let lb_result = lb.collect_garbage(super::policy::monotonic_ns());
+                ((flows, lb), result.map(|r| (r, lb_result)))
             })
             .await
             .expect("the flow GC does not panic");
-            (flows, reader) = handles;
+            (flows, lb) = handles;
             match result {
-                Ok((r, connections)) => {
-                    stats.publish(r.kept, connections);
+                Ok((r, lb_result)) => {
+                    if let Err(e) = &lb_result {
+                        tracing::warn!(error = %e, "LB conntrack GC failed");
+                    }
+                    let lb_report = lb_result.as_ref().ok();
+                    stats.publish(r.kept, lb_report.map(|l| l.kept));
                     tracing::debug!(
                         expired = r.expired,
                         stale = r.stale,
                         kept = r.kept,
+                        lb_expired = lb_report.map(|l| l.expired),
+                        reverse_nat_orphaned = lb_report.map(|l| l.orphaned),
                         "flow GC"
                     );
                 }

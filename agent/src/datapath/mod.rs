@@ -23,7 +23,10 @@ use datapath_common::{Direction, programs};
 
 pub use counters::{FaultCount, InterfaceCounters, ReadMaps, ReasonCount};
 pub use fallback::install_kernel_handoff;
-pub use handles::{DatapathStats, FlowTable, MapReader, MapSet, ServiceMaps};
+pub use handles::{
+    DatapathStats, FlowTable, LbConntrack, LbGcReport, MapReader, MapSet, ServiceMaps,
+    connection_of,
+};
 pub use object::{BPF_OBJECT_ENV, locate_object};
 pub use pods::{PodInterfaces, ip_bytes, ip_from_bytes, parse_mac};
 pub use policy::{FlowTableOps, GcReport, monotonic_ns};
