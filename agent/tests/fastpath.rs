@@ -338,6 +338,53 @@ fn a_plain_acl_write_stops_a_fast_pathed_one_way_stream_within_200ms() {
     drop(cluster.runtime);
 }
 
+/// An NB database rebuilt or restored starts its count again: an `ovn-nb-cfg` lower than the
+/// one the agent saw is a policy change too, and invalidates the fast path.
+#[test]
+fn an_nb_cfg_that_goes_backwards_invalidates_the_fast_path() {
+    if !sandbox::privileged("an_nb_cfg_that_goes_backwards_invalidates_the_fast_path") {
+        return;
+    }
+    let cluster = Cluster::start(1);
+    // Twice through the hypervisors: nb_cfg is 2 and the agent has followed it.
+    for _ in 0..2 {
+        cluster
+            .sb
+            .central()
+            .nbctl()
+            .run(["--wait=hv", "sync"])
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let vsctl = cluster.sb.node(0).vsctl();
+    let current: i64 = vsctl
+        .run(["get", "Bridge", "br-int", "external_ids:ovn-nb-cfg"])
+        .ok()
+        .and_then(|v| v.trim().trim_matches('"').parse().ok())
+        .unwrap_or(0);
+    assert!(current > 0, "ovn-controller reports an nb_cfg");
+    let bumps = cluster.bumps.load(Ordering::SeqCst);
+    let before = cluster.datapaths[0].lock().unwrap().generation().unwrap();
+    vsctl
+        .run([
+            "set",
+            "Bridge",
+            "br-int",
+            &format!("external_ids:ovn-nb-cfg={}", current - 1),
+        ])
+        .expect("ovn-nb-cfg set lower");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cluster.bumps.load(Ordering::SeqCst) == bumps && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        cluster.bumps.load(Ordering::SeqCst) > bumps,
+        "a lower ovn-nb-cfg did not invalidate"
+    );
+    assert!(cluster.datapaths[0].lock().unwrap().generation().unwrap() > before);
+    drop(cluster.runtime);
+}
+
 #[test]
 fn cross_node_traffic_stays_on_ovs_and_geneve() {
     if !sandbox::privileged("cross_node_traffic_stays_on_ovs_and_geneve") {
