@@ -135,12 +135,21 @@ handle!(
     ]
 );
 
-handle!(
-    /// The balancer's connection state, for its expiry: idle connections go, and with them
-    /// (and with any connection the LRU evicted) their reverse-NAT entries.
-    LbConntrack,
-    [LB_CONNTRACK_MAP, LB_REVERSE_NAT_MAP, CONFIG_MAP]
-);
+/// The balancer's connection state, for its expiry: idle connections go, and with them
+/// (and with any connection the LRU evicted) their reverse-NAT entries.
+#[derive(Debug)]
+pub struct LbConntrack {
+    maps: MapSet,
+    /// Reverse-NAT entries without a connection at the last pass. One is removed only when
+    /// it is still without one a pass later: the programs write a new connection and then
+    /// its reverse NAT, so an entry seen between the two (or written while a pass walks the
+    /// maps) belongs to a connection being made, not to one gone.
+    suspects: std::collections::HashSet<datapath_common::FlowKey>,
+}
+
+impl LbConntrack {
+    const MAPS: &'static [&'static str] = &[LB_CONNTRACK_MAP, LB_REVERSE_NAT_MAP, CONFIG_MAP];
+}
 
 /// What one pass of [`LbConntrack::collect_garbage`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -155,19 +164,19 @@ pub struct LbGcReport {
 
 impl LbConntrack {
     /// Removes connections idle past their timeout (`now` on the programs' clock), then every
-    /// reverse-NAT entry whose connection is not there: a stale entry would rewrite a later
-    /// direct reply of the same tuple as if it came from the VIP.
+    /// reverse-NAT entry whose connection has been gone for two passes: a stale entry would
+    /// rewrite a later direct reply of the same tuple as if it came from the VIP.
     pub fn collect_garbage(&mut self, now: u64) -> Result<LbGcReport, DatapathError> {
         use aya::maps::{Array, HashMap as BpfHashMap};
         use datapath_common::{DatapathConfig, FlowKey, L4Proto, LbConnection, LbReverseNat};
         let config: Array<_, DatapathConfig> =
-            Array::try_from(self.0.map(CONFIG_MAP)?).map_err(|e| map_error(CONFIG_MAP, e))?;
+            Array::try_from(self.maps.map(CONFIG_MAP)?).map_err(|e| map_error(CONFIG_MAP, e))?;
         let config = config.get(&0, 0).map_err(|e| map_error(CONFIG_MAP, e))?;
         let mut report = LbGcReport::default();
         let mut live = std::collections::HashSet::new();
         {
             let mut connections: BpfHashMap<_, FlowKey, LbConnection> =
-                BpfHashMap::try_from(self.0.map_mut(LB_CONNTRACK_MAP)?)
+                BpfHashMap::try_from(self.maps.map_mut(LB_CONNTRACK_MAP)?)
                     .map_err(|e| map_error(LB_CONNTRACK_MAP, e))?;
             let mut idle = Vec::new();
             for (key, connection) in connections.iter().filter_map(Result::ok) {
@@ -188,19 +197,41 @@ impl LbConntrack {
             report.expired = idle.len();
             report.kept = live.len();
         }
+        let without_connection: Vec<(FlowKey, FlowKey)> = {
+            let reverse: BpfHashMap<_, FlowKey, LbReverseNat> =
+                BpfHashMap::try_from(self.maps.map(LB_REVERSE_NAT_MAP)?)
+                    .map_err(|e| map_error(LB_REVERSE_NAT_MAP, e))?;
+            reverse
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(reply, nat)| (reply, connection_of(&reply, &nat)))
+                .filter(|(_, connection)| !live.contains(connection))
+                .collect()
+        };
+        // Looked up again now: a connection made while the pass walked the maps is there.
+        let still_without: Vec<FlowKey> = {
+            let connections: BpfHashMap<_, FlowKey, LbConnection> =
+                BpfHashMap::try_from(self.maps.map(LB_CONNTRACK_MAP)?)
+                    .map_err(|e| map_error(LB_CONNTRACK_MAP, e))?;
+            without_connection
+                .into_iter()
+                .filter(|(_, connection)| connections.get(connection, 0).is_err())
+                .map(|(reply, _)| reply)
+                .collect()
+        };
         let mut reverse: BpfHashMap<_, FlowKey, LbReverseNat> =
-            BpfHashMap::try_from(self.0.map_mut(LB_REVERSE_NAT_MAP)?)
+            BpfHashMap::try_from(self.maps.map_mut(LB_REVERSE_NAT_MAP)?)
                 .map_err(|e| map_error(LB_REVERSE_NAT_MAP, e))?;
-        let orphans: Vec<FlowKey> = reverse
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(reply, nat)| !live.contains(&connection_of(reply, nat)))
-            .map(|(reply, _)| reply)
-            .collect();
-        for reply in &orphans {
-            let _ = reverse.remove(reply);
+        let mut suspects = std::collections::HashSet::new();
+        for reply in still_without {
+            if self.suspects.contains(&reply) {
+                let _ = reverse.remove(&reply);
+                report.orphaned += 1;
+            } else {
+                suspects.insert(reply);
+            }
         }
-        report.orphaned = orphans.len();
+        self.suspects = suspects;
         Ok(report)
     }
 }
@@ -265,7 +296,10 @@ impl Datapath {
 
     /// The handle the flow GC expires the balancer's connections with.
     pub fn lb_conntrack(&self) -> Result<LbConntrack, DatapathError> {
-        MapSet::duplicate(self, LbConntrack::MAPS).map(LbConntrack)
+        Ok(LbConntrack {
+            maps: MapSet::duplicate(self, LbConntrack::MAPS)?,
+            suspects: Default::default(),
+        })
     }
 
     /// A read-only handle for metrics.
