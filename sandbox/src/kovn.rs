@@ -415,7 +415,7 @@ fn start_controller(binaries: &KovnBinaries, sb: &Sandbox, kubeconfig: &Path) ->
 }
 
 /// The log level of the kovn daemons the sandbox runs: `KOVN_SANDBOX_LOG` (a `RUST_LOG`
-/// filter, e.g. `kovn_agent=debug`) when set, else warnings only.
+/// filter, e.g. `agent=debug`) when set, else warnings only.
 fn sandbox_log_level() -> String {
     std::env::var("KOVN_SANDBOX_LOG").unwrap_or_else(|_| "warn".to_owned())
 }

@@ -147,10 +147,6 @@ pub struct LbConntrack {
     suspects: std::collections::HashSet<datapath_common::FlowKey>,
 }
 
-impl LbConntrack {
-    const MAPS: &'static [&'static str] = &[LB_CONNTRACK_MAP, LB_REVERSE_NAT_MAP, CONFIG_MAP];
-}
-
 /// What one pass of [`LbConntrack::collect_garbage`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LbGcReport {
@@ -163,6 +159,8 @@ pub struct LbGcReport {
 }
 
 impl LbConntrack {
+    const MAPS: &'static [&'static str] = &[LB_CONNTRACK_MAP, LB_REVERSE_NAT_MAP, CONFIG_MAP];
+
     /// Removes connections idle past their timeout (`now` on the programs' clock), then every
     /// reverse-NAT entry whose connection has been gone for two passes: a stale entry would
     /// rewrite a later direct reply of the same tuple as if it came from the VIP.

@@ -1,8 +1,9 @@
 //! Policy is never bypassed: when ovn-controller reports that it installed a newer NB
 //! configuration (`Bridge br-int external_ids:ovn-nb-cfg` in the node's Open_vSwitch
 //! database), the datapath moves to a new generation, which turns every learned flow into a
-//! miss (also when it goes backwards: an NB rebuilt). It does so twice, a few milliseconds apart: a packet OVS forwarded under the old
-//! flows but delivered after the first bump would re-learn its flow in the new generation.
+//! miss; also when it goes backwards (an NB rebuilt). It does so twice, a few milliseconds
+//! apart: a packet OVS forwarded under the old flows but delivered after the first bump would
+//! re-learn its flow in the new generation.
 //!
 //! The follower and the flow GC each own a [`FlowTable`] handle: a GC pass over a full flow
 //! map never delays a bump, and neither waits for the CNI server or the Service sync.

@@ -160,35 +160,21 @@ impl Datapath {
                     .map_err(|e| map_error(ENDPOINTS_MAP, e))?;
             }
         }
-        // Both attachments side by side: each TCX attach waits for an RCU grace period in
-        // the kernel, and concurrent waiters share one.
-        let (from_pod, to_pod) =
-            two_classifiers(&mut self.ebpf, programs::FROM_POD, programs::TO_POD)?;
-        let pin_dir = self.pin_dir.as_deref();
-        let (from, to) = std::thread::scope(|scope| {
-            let to =
-                scope.spawn(|| attach_program(to_pod, pin_dir, programs::TO_POD, &pod.ovs_peer));
-            let from = attach_program(from_pod, pin_dir, programs::FROM_POD, &pod.host_veth);
-            (from, to.join())
-        });
-        let to = to.unwrap_or_else(|_| {
-            Err(DatapathError::Pin {
-                path: PathBuf::from(&pod.ovs_peer),
-                detail: "the attaching thread panicked".into(),
-            })
-        });
-        let attached = self
-            .pods
-            .get_mut(&pod.name)
-            .expect("recorded by attach_pod");
-        let mut first_error = None;
-        for result in [from, to] {
-            match result {
-                Ok(link) => attached.links.push(link),
-                Err(e) => first_error = first_error.or(Some(e)),
-            }
+        // One after the other: each TCX attach waits for an RCU grace period while it holds
+        // the RTNL lock, so attaching from two threads gains nothing.
+        for (program, interface) in [
+            (programs::FROM_POD, &pod.host_veth),
+            (programs::TO_POD, &pod.ovs_peer),
+        ] {
+            let prog = classifier(&mut self.ebpf, program)?;
+            let link = attach_program(prog, self.pin_dir.as_deref(), program, interface)?;
+            self.pods
+                .get_mut(&pod.name)
+                .expect("recorded by attach_pod")
+                .links
+                .push(link);
         }
-        first_error.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// Detaches the pod's programs, forgets its interfaces and address, and purges every flow
@@ -284,8 +270,10 @@ impl Datapath {
     /// The owner of the attached port whose endpoint entry holds `ip`, if any (an entry left
     /// by no attached port, as after a restart before adoption, holds nothing).
     fn holder_of(&self, ip: &IpBytes) -> Result<Option<String>, DatapathError> {
-        use super::ReadMaps;
-        let Some((_, entry)) = self.endpoints()?.into_iter().find(|(k, _)| k.ip == *ip) else {
+        let map = super::MapSource::map(self, ENDPOINTS_MAP)?;
+        let endpoints: HashMap<_, EndpointKey, PodPort> =
+            HashMap::try_from(map).map_err(|e| map_error(ENDPOINTS_MAP, e))?;
+        let Ok(entry) = endpoints.get(&EndpointKey { ip: *ip }, 0) else {
             return Ok(None);
         };
         Ok(self
@@ -377,30 +365,4 @@ fn attach_program(
         }
         Err(e) => Err(pin_error(format!("not a TCX link: {e}"))),
     }
-}
-
-/// Two programs of the object at once (disjoint borrows), to attach them side by side.
-fn two_classifiers<'a>(
-    ebpf: &'a mut aya::Ebpf,
-    first: &'static str,
-    second: &'static str,
-) -> Result<(&'a mut SchedClassifier, &'a mut SchedClassifier), DatapathError> {
-    let (mut a, mut b) = (None, None);
-    for (name, program) in ebpf.programs_mut() {
-        if name == first {
-            a = Some(program);
-        } else if name == second {
-            b = Some(program);
-        }
-    }
-    let typed = |name: &'static str, program: Option<&'a mut aya::programs::Program>| {
-        program
-            .ok_or(DatapathError::MissingProgram { name })?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name,
-                source: Box::new(source),
-            })
-    };
-    Ok((typed(first, a)?, typed(second, b)?))
 }
