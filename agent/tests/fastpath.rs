@@ -365,14 +365,16 @@ fn an_nb_cfg_that_goes_backwards_invalidates_the_fast_path() {
     assert!(current > 0, "ovn-controller reports an nb_cfg");
     let bumps = cluster.bumps.load(Ordering::SeqCst);
     let before = cluster.datapaths[0].lock().unwrap().generation().unwrap();
-    vsctl
-        .run([
-            "set",
-            "Bridge",
-            "br-int",
-            &format!("external_ids:ovn-nb-cfg={}", current - 1),
-        ])
-        .expect("ovn-nb-cfg set lower");
+    // The NB restored from an older backup: northd copies its nb_cfg to the SB and
+    // ovn-controller reports it. (Setting the bridge's value by hand is not the same: the
+    // running ovn-controller writes its own back within milliseconds, and a follower that
+    // reads after both writes rightly sees no change.)
+    cluster
+        .sb
+        .central()
+        .nbctl()
+        .run(["set", "NB_Global", ".", &format!("nb_cfg={}", current - 1)])
+        .expect("NB_Global nb_cfg set lower");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while cluster.bumps.load(Ordering::SeqCst) == bumps && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -382,6 +384,16 @@ fn an_nb_cfg_that_goes_backwards_invalidates_the_fast_path() {
         "a lower ovn-nb-cfg did not invalidate"
     );
     assert!(cluster.datapaths[0].lock().unwrap().generation().unwrap() > before);
+    let reported: i64 = vsctl
+        .run(["get", "Bridge", "br-int", "external_ids:ovn-nb-cfg"])
+        .ok()
+        .and_then(|v| v.trim().trim_matches('"').parse().ok())
+        .unwrap_or(0);
+    assert_eq!(
+        reported,
+        current - 1,
+        "ovn-controller reports the lower nb_cfg"
+    );
     drop(cluster.runtime);
 }
 
