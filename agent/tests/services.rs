@@ -101,11 +101,14 @@ struct Connection {
 
 impl Connection {
     fn open(client: &RunningPod, vip: SocketAddr) -> std::io::Result<Connection> {
+        // Long enough for two SYN retransmissions: on a loaded 2-core machine the userspace
+        // OVS that every SYN goes through can miss one (CI: connection 2840 of 3,000 timed
+        // out after 3 s while a build ran beside it). A broken path fails all the same.
         let stream = netns::run_in(&client.netns, move || {
-            TcpStream::connect_timeout(&vip, Duration::from_secs(3))
+            TcpStream::connect_timeout(&vip, Duration::from_secs(8))
         })
         .unwrap()?;
-        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.set_read_timeout(Some(Duration::from_secs(8)))?;
         let mut stream = BufReader::new(stream);
         let mut backend = String::new();
         stream.read_line(&mut backend)?;
