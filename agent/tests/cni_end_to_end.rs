@@ -11,7 +11,7 @@ use common::on_node;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use agent::datapath::{PinnedMaps, ReadMaps};
 use agent::ovs::pod_port;
@@ -19,28 +19,11 @@ use agent::pod_network::{PodLinks, links};
 use api::annotations;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec};
 use kube::api::ObjectMeta;
-use sandbox::kovn::{KovnBinaries, KovnCluster, Process, conflist, wait_for};
+use sandbox::kovn::{KovnCluster, Process, conflist, wait_for};
 use sandbox::kube_api::FakeApi;
 use sandbox::kubelet::{Kubelet, PodSandbox, PortMapping};
 use sandbox::{Cmd, Handoff, Node, Sandbox, SandboxConfig, mac_for, netns};
 use serde_json::{Value, json};
-
-/// A binary of another package of the workspace, built if it is not yet.
-fn workspace_binary(package: &str, name: &str) -> PathBuf {
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent()?.parent().map(Path::to_path_buf))
-        .expect("target directory");
-    let path = dir.join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building {name}");
-    }
-    path
-}
 
 struct Namespaces(Vec<String>);
 
@@ -55,7 +38,7 @@ impl Drop for Namespaces {
 /// The kubelet of `node`: Kube-OVN's conflist, kube-ovn from this build and the reference
 /// plugins from Debian, run in the node's namespace.
 fn node_kubelet(node: &Node, socket: &Path) -> Kubelet {
-    let kube_ovn = workspace_binary("cni", "kube-ovn");
+    let kube_ovn = common::workspace_binary("cni", "kube-ovn");
     Kubelet {
         conflist: conflist(socket),
         plugin_dirs: vec![
@@ -680,19 +663,6 @@ fn pinged(netns_name: &str, ip: &str) -> bool {
         .is_ok()
 }
 
-/// kovn from this build: the agent of this package, the controller and the plugin built
-/// if they are not yet.
-fn binaries() -> KovnBinaries {
-    KovnBinaries {
-        controller: workspace_binary("controller", "kovn-controller"),
-        agent: PathBuf::from(env!("CARGO_BIN_EXE_kovn-agent")),
-        cni_dir: workspace_binary("cni", "kube-ovn")
-            .parent()
-            .unwrap()
-            .to_path_buf(),
-    }
-}
-
 #[test]
 fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
     if !sandbox::privileged(
@@ -700,7 +670,7 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
     ) {
         return;
     }
-    let cluster = KovnCluster::start(2, binaries()).expect("kovn on the sandbox");
+    let cluster = KovnCluster::start(2, common::binaries()).expect("kovn on the sandbox");
     let (sb, api, confs) = (&cluster.sb, &cluster.api, &cluster.kubelets);
 
     // Pods a and b on n0, c on n1, created the way the scheduler leaves them.
@@ -886,7 +856,7 @@ fn restarting_the_agent_and_the_controller_during_50_adds_networks_every_pod_onc
         return;
     }
     const PODS: usize = 50;
-    let mut cluster = KovnCluster::start(1, binaries()).expect("kovn on the sandbox");
+    let mut cluster = KovnCluster::start(1, common::binaries()).expect("kovn on the sandbox");
     let prefix = sandbox::registry::netns_prefix(cluster.sb.id());
     let names: Vec<String> = (0..PODS).map(|i| format!("r{i}")).collect();
     let _namespaces = Namespaces(names.iter().map(|n| format!("{prefix}x-{n}")).collect());

@@ -8,43 +8,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use sandbox::kovn::{KovnBinaries, KovnCluster, RunningPod, wait_for};
+use sandbox::kovn::{KovnCluster, RunningPod, wait_for};
 use sandbox::netns;
 use serde_json::json;
-
-/// A binary of another package of the workspace, built if it is not yet.
-fn workspace_binary(package: &str, name: &str) -> PathBuf {
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent()?.parent().map(Path::to_path_buf))
-        .expect("target directory");
-    let path = dir.join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building {name}");
-    }
-    path
-}
-
-fn binaries() -> KovnBinaries {
-    KovnBinaries {
-        controller: workspace_binary("controller", "kovn-controller"),
-        agent: PathBuf::from(env!("CARGO_BIN_EXE_kovn-agent")),
-        cni_dir: workspace_binary("cni", "kube-ovn")
-            .parent()
-            .unwrap()
-            .to_path_buf(),
-    }
-}
 
 const HTTP_PORT: u16 = 8080;
 const DNS_PORT: u16 = 5353;
@@ -311,7 +282,7 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
     if !sandbox::privileged("cluster_ip_services_are_balanced_in_the_datapath") {
         return;
     }
-    let mut cluster = KovnCluster::start(2, binaries()).expect("kovn on the sandbox");
+    let mut cluster = KovnCluster::start(2, common::binaries()).expect("kovn on the sandbox");
     let be1 = cluster.start_pod("be1", 0).expect("be1");
     let be2 = cluster.start_pod("be2", 0).expect("be2");
     let be3 = cluster.start_pod("be3", 1).expect("be3");
@@ -610,7 +581,7 @@ fn ipv6_services_are_balanced_in_the_datapath() {
     if !sandbox::privileged("ipv6_services_are_balanced_in_the_datapath") {
         return;
     }
-    let mut cluster = KovnCluster::start(1, binaries()).expect("kovn on the sandbox");
+    let mut cluster = KovnCluster::start(1, common::binaries()).expect("kovn on the sandbox");
     // Pods of the default namespace in a dual-stack subnet.
     let dual: api::Subnet = serde_json::from_value(json!({
         "apiVersion": "kubeovn.io/v1", "kind": "Subnet",
@@ -760,7 +731,7 @@ fn vips_beyond_a_full_services_map_are_served_by_ovn_until_there_is_room() {
     }
     // Room for two Services of two ports each.
     let cluster =
-        KovnCluster::start_with_agent_args(1, binaries(), &["--bpf-lb-service-map-max=4"])
+        KovnCluster::start_with_agent_args(1, common::binaries(), &["--bpf-lb-service-map-max=4"])
             .expect("kovn on the sandbox");
     let be1 = cluster.start_pod("be1", 0).expect("be1");
     let be2 = cluster.start_pod("be2", 0).expect("be2");

@@ -128,6 +128,9 @@ fn inputs(api: &FakeApi) -> Inputs {
         endpoint_slices: api
             .watch::<k8s_openapi::api::discovery::v1::EndpointSlice>()
             .boxed(),
+        network_policies: api
+            .watch::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+            .boxed(),
     }
 }
 

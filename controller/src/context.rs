@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use api::{IP, Subnet, Vpc};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
@@ -37,6 +38,9 @@ pub struct Settings {
     pub node_switch_gateway: String,
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
+    /// Enforce NetworkPolicies (Kube-OVN's `--enable-np`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_np: bool,
 }
 
 impl Default for Settings {
@@ -58,6 +62,7 @@ pub struct Stores {
     pub subnets: Store<Subnet>,
     pub vpcs: Store<Vpc>,
     pub ips: Store<IP>,
+    pub network_policies: Store<NetworkPolicy>,
 }
 
 pub struct Context {

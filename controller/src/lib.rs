@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod leader;
 pub mod metrics;
 pub mod nb;
+pub mod network_policy;
 pub mod pod;
 pub mod reconcile;
 pub mod run;

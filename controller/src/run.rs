@@ -10,6 +10,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, Store};
@@ -41,6 +42,7 @@ pub struct Inputs {
     pub ips: Events<IP>,
     pub services: Events<Service>,
     pub endpoint_slices: Events<EndpointSlice>,
+    pub network_policies: Events<NetworkPolicy>,
 }
 
 impl Inputs {
@@ -68,6 +70,7 @@ impl Inputs {
             ips: watch(client),
             services: watch(client),
             endpoint_slices: watch(client),
+            network_policies: watch(client),
         }
     }
 }
@@ -112,6 +115,25 @@ where
     (reader, trigger)
 }
 
+/// Two streams of what `source` yields: the first of the objects themselves (a policy trigger
+/// maps them), the second as the controller trigger that `source` was.
+fn fan_out<K: Clone + Send + 'static>(
+    source: impl Stream<Item = watcher::Result<K>> + Send + 'static,
+) -> (
+    impl Stream<Item = K> + Send + 'static,
+    impl Stream<Item = watcher::Result<K>> + Send + 'static,
+) {
+    let (copies, rx) = mpsc::unbounded_channel::<K>();
+    let trigger = source.inspect(move |item| {
+        if let Ok(o) = item {
+            let _ = copies.send(o.clone());
+        }
+    });
+    let copies =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) });
+    (copies, trigger)
+}
+
 struct MetricsObserver(Arc<Metrics>);
 
 impl NbObserver for MetricsObserver {
@@ -131,16 +153,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (pod_deletions, mut deleted_pods) = mpsc::unbounded_channel();
     let (node_deletions, mut deleted_nodes) = mpsc::unbounded_channel();
+    let (policy_deletions, mut deleted_policies) = mpsc::unbounded_channel();
+    // Policies to look at again once a deleted pod's addresses are released.
+    let (policy_requeue, requeued_policies) = mpsc::unbounded_channel();
     // The reflectors live as long as this future: a controller that stops (or is dropped, as
     // a test or the benchmark does to "kill" it) leaves no watch or store behind.
     let mut tasks = JoinSet::new();
     let t = &mut tasks;
     let (pods, pod_trigger) = spawn_reflector(t, inputs.pods, Some(pod_deletions));
-    let (namespaces, _ns_trigger) = spawn_reflector(t, inputs.namespaces, None);
+    let (namespaces, ns_trigger) = spawn_reflector(t, inputs.namespaces, None);
     let (nodes, node_trigger) = spawn_reflector(t, inputs.nodes, Some(node_deletions));
     let (subnets, subnet_trigger) = spawn_reflector(t, inputs.subnets, None);
     let (vpcs, vpc_trigger) = spawn_reflector(t, inputs.vpcs, None);
     let (ips, _ip_trigger) = spawn_reflector(t, inputs.ips, None);
+    let (network_policies, policy_trigger) =
+        spawn_reflector(t, inputs.network_policies, Some(policy_deletions));
     let stores = Stores {
         pods,
         namespaces,
@@ -148,6 +175,7 @@ pub async fn run(
         subnets,
         vpcs,
         ips,
+        network_policies,
     };
     tracing::info!("waiting for the initial lists");
     stores.pods.wait_until_ready().await?;
@@ -156,6 +184,7 @@ pub async fn run(
     stores.subnets.wait_until_ready().await?;
     stores.vpcs.wait_until_ready().await?;
     stores.ips.wait_until_ready().await?;
+    stores.network_policies.wait_until_ready().await?;
 
     let writer = NbWriter::start(nb, Arc::new(MetricsObserver(metrics.clone())));
     let ctx = Arc::new(Context::new(
@@ -167,6 +196,10 @@ pub async fn run(
     ));
     ensure_defaults(&ctx).await?;
     restore(&ctx).await?;
+    if ctx.settings.enable_np {
+        let stale = reconcile::network_policy::collect_stale(&ctx).await?;
+        tracing::info!(stale, "rows of deleted NetworkPolicies removed");
+    }
     metrics.set_ready(true);
     tracing::info!("IPAM restored; reconciling");
 
@@ -196,6 +229,36 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
+    // Pod and namespace changes requeue the policies they can affect. The pod trigger is
+    // shared: the pod controller and the policy controller each see every change.
+    let (pod_changes, pod_trigger) = fan_out(pod_trigger);
+    let policy_on_pods = {
+        let ctx = ctx.clone();
+        pod_changes.flat_map(move |pod: Pod| {
+            let ns = pod.namespace().unwrap_or_default();
+            futures::stream::iter(reconcile::network_policy::affected_by_pod(&ctx, &ns))
+        })
+    };
+    let policy_on_namespaces = {
+        let ctx = ctx.clone();
+        ns_trigger.flat_map(move |_| {
+            futures::stream::iter(reconcile::network_policy::affected_by_namespace(&ctx))
+        })
+    };
+    let policy_ctl = Controller::for_stream(policy_trigger, s.network_policies.clone())
+        .with_config(config.clone())
+        .reconcile_on(policy_on_pods)
+        .reconcile_on(policy_on_namespaces)
+        .reconcile_on(futures::stream::unfold(
+            requeued_policies,
+            |mut rx| async move { rx.recv().await.map(|o| (o, rx)) },
+        ))
+        .run(
+            |o, c| measured(o, c, reconcile::network_policy::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
     let pod_ctl = Controller::for_stream(pod_trigger, s.pods.clone())
         .with_config(config)
         .run(
@@ -215,6 +278,17 @@ pub async fn run(
                         if let Err(e) = reconcile::pod::release(&ctx, &owner).await {
                             tracing::warn!(%owner, error = %e, "releasing a deleted pod failed");
                         }
+                        let ns = pod.namespace().unwrap_or_default();
+                        for policy in reconcile::network_policy::affected_by_pod(&ctx, &ns) {
+                            let _ = policy_requeue.send(policy);
+                        }
+                    }
+                    Some(policy) = deleted_policies.recv() => {
+                        let policy: NetworkPolicy = policy;
+                        let key = crate::network_policy::PolicyKey::of(&policy);
+                        if let Err(e) = reconcile::network_policy::release(&ctx, key.clone()).await {
+                            tracing::warn!(policy = %key, error = %e, "removing a deleted NetworkPolicy failed");
+                        }
                     }
                     Some(node) = deleted_nodes.recv() => {
                         let node: Node = node;
@@ -228,7 +302,9 @@ pub async fn run(
         }
     };
     let services = reconcile::service::run(ctx.clone(), inputs.services, inputs.endpoint_slices);
-    tokio::join!(subnet_ctl, vpc_ctl, node_ctl, pod_ctl, deletions, services);
+    tokio::join!(
+        subnet_ctl, vpc_ctl, node_ctl, pod_ctl, policy_ctl, deletions, services
+    );
     drop(tasks);
     Ok(())
 }

@@ -241,6 +241,7 @@ async fn fixture(subnets: Vec<Subnet>, pods: Vec<Pod>) -> Fixture {
         subnets: store(subnets).0,
         vpcs: store::<Vpc>(vec![]).0,
         ips,
+        network_policies: store::<k8s_openapi::api::networking::v1::NetworkPolicy>(vec![]).0,
     };
     let ctx = Arc::new(Context::new(
         kube,

@@ -79,6 +79,7 @@ pub fn serve_in(api: &FakeApi, netns_name: &str, dir: &Path) -> Result<(ServedAp
 #[derive(Debug)]
 pub struct RunningPod {
     pub name: String,
+    pub namespace: String,
     pub node: usize,
     /// Its network namespace (under /var/run/netns).
     pub netns: String,
@@ -101,7 +102,7 @@ impl RunningPod {
             prefix_len: 16,
             gateway: self.ip,
             mac: String::new(),
-            lsp: format!("{}.default", self.name),
+            lsp: format!("{}.{}", self.name, self.namespace),
             host_veth: String::new(),
             ovs_port: String::new(),
             ovs_peer: String::new(),
@@ -112,6 +113,19 @@ impl RunningPod {
 impl Drop for RunningPod {
     fn drop(&mut self) {
         let _ = netns::delete(&self.netns);
+    }
+}
+
+/// A pod of the default namespace with nothing but a name.
+fn default_pod(name: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec::default()),
+        ..Pod::default()
     }
 }
 
@@ -327,51 +341,85 @@ impl KovnCluster {
 
     /// Creates a pod on node `i`, as the scheduler leaves it.
     pub fn add_pod(&self, name: &str, i: usize) {
-        self.api.put(&Pod {
+        self.api.put(&self.scheduled(default_pod(name), i));
+    }
+
+    fn scheduled(&self, mut pod: Pod, i: usize) -> Pod {
+        pod.spec.get_or_insert_with(PodSpec::default).node_name =
+            Some(self.sb.node(i).name.clone());
+        pod
+    }
+
+    /// Creates the namespace `name` with `labels` (or relabels it).
+    pub fn put_namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        self.api.put(&Namespace {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                namespace: Some("default".into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..ObjectMeta::default()
             },
-            spec: Some(PodSpec {
-                node_name: Some(self.sb.node(i).name.clone()),
-                ..PodSpec::default()
-            }),
-            ..Pod::default()
+            ..Namespace::default()
         });
     }
 
     /// Creates pod `name` on node `i` and runs the kubelet's CNI ADD for it in a new network
     /// namespace (deleted when the returned pod is dropped); returns once ADD succeeded.
     pub fn start_pod(&self, name: &str, i: usize) -> Result<RunningPod> {
-        self.add_pod(name, i);
-        let netns_name = format!("{}k-{name}", crate::registry::netns_prefix(self.sb.id()));
+        self.start_pod_object(default_pod(name), i)
+    }
+
+    /// As [`KovnCluster::start_pod`], for a pod object of the caller's (its namespace, labels,
+    /// container ports); the node is set to node `i`.
+    pub fn start_pod_object(&self, pod: Pod, i: usize) -> Result<RunningPod> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        self.api.put(&self.scheduled(pod, i));
+        // Default-namespace pods keep their short names (tests look them up by them).
+        let qualified = if namespace == "default" {
+            name.clone()
+        } else {
+            format!("{namespace}-{name}")
+        };
+        let netns_name = format!(
+            "{}k-{qualified}",
+            crate::registry::netns_prefix(self.sb.id())
+        );
         netns::add(&netns_name)?;
         let mut pod = RunningPod {
-            name: name.into(),
+            name: name.clone(),
+            namespace: namespace.clone(),
             node: i,
             netns: netns_name,
             ip: std::net::Ipv4Addr::UNSPECIFIED,
             ipv6: None,
             // Distinct in the first 12 characters: the agent names interfaces after them.
-            container_id: format!("{:016x}{:048x}", fnv(name), 0),
+            container_id: format!("{:016x}{:048x}", fnv(&qualified), 0),
         };
         let result = self.kubelets[i]
             .add(&crate::kubelet::PodSandbox {
-                name: name.into(),
-                namespace: "default".into(),
+                name: name.clone(),
+                namespace,
                 container_id: pod.container_id.clone(),
                 netns: pod.netns.clone(),
                 if_name: "eth0".into(),
                 port_mappings: vec![],
             })
-            .map_err(|e| SandboxError::Invalid(format!("CNI ADD {name}: {e}")))?;
+            .map_err(|e| SandboxError::Invalid(format!("CNI ADD {qualified}: {e}")))?;
         let ip = result["ips"][0]["address"]
             .as_str()
             .and_then(|a| a.split('/').next())
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| {
-                SandboxError::Invalid(format!("no IPv4 address for {name}: {result}"))
+                SandboxError::Invalid(format!("no IPv4 address for {qualified}: {result}"))
             })?;
         pod.ip = ip;
         pod.ipv6 = result["ips"]

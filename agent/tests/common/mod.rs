@@ -185,3 +185,34 @@ pub fn send_spoofed_udp(
     })
     .expect("the pod's namespace")
 }
+
+/// A binary of another package of the workspace, built if it is not yet (a workspace test
+/// run has built them all; a single test binary run on its own builds what is missing, so
+/// build the controller first after changing it).
+pub fn workspace_binary(package: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(std::path::Path::to_path_buf))
+        .expect("target directory");
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+/// kovn from this build: the agent of this package, the controller and the CNI plugin.
+pub fn binaries() -> sandbox::kovn::KovnBinaries {
+    sandbox::kovn::KovnBinaries {
+        controller: workspace_binary("controller", "kovn-controller"),
+        agent: std::path::PathBuf::from(env!("CARGO_BIN_EXE_kovn-agent")),
+        cni_dir: workspace_binary("cni", "kube-ovn")
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    }
+}

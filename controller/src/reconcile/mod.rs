@@ -1,6 +1,7 @@
 //! One reconciler per Kubernetes kind, each a function of the object and the observed state
 //! (reflector stores, the NB cache, IPAM) that is safe to run any number of times.
 
+pub mod network_policy;
 pub mod node;
 pub mod pod;
 pub mod service;

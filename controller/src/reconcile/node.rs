@@ -53,6 +53,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
     let router = ctx.settings.names.cluster_router.clone();
     let join_ips = allocation.ips.clone();
     let node_name = name.clone();
+    let network_policy = ctx.settings.enable_np;
     ctx.nb
         .apply(move |cache, t| {
             topology::pod_port_ops(cache, &plan, t).map_err(|e| e.to_string())?;
@@ -72,7 +73,15 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
                         .collect()
                 })
                 .unwrap_or_default();
-            gateway::node_gateway_ops(cache, t, &router, &node_name, &join_ips, &ports);
+            gateway::node_gateway_ops(
+                cache,
+                t,
+                &router,
+                &node_name,
+                &join_ips,
+                &ports,
+                network_policy,
+            );
             Ok(())
         })
         .await?;

@@ -104,6 +104,8 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     };
     let distributed = uses_node_gateway(&subnet, &ctx.settings);
     let port_group = node_port_group(&node);
+    // Isolated from its first transaction: the policies selecting it hold its port at once.
+    let policy_groups = super::network_policy::selecting_port_groups(&ctx, &pod);
     ctx.nb
         .apply(move |cache, t| {
             let port = topology::pod_port_ops(cache, &plan, t).map_err(|e| e.to_string())?;
@@ -115,8 +117,19 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             {
                 t.mutate_where(
                     &[Condition::uuid(pg.uuid)],
-                    [PortGroup::PORTS.insert([port])],
+                    [PortGroup::PORTS.insert([&port])],
                 );
+            }
+            for name in &policy_groups {
+                if let Some(pg) = find::<PortGroup>(cache, name)
+                    && port.as_uuid().is_none_or(|u| !pg.ports.contains(&u))
+                {
+                    t.mutate_where(
+                        &[Condition::uuid(pg.uuid)],
+                        [PortGroup::PORTS.insert([&port])],
+                    );
+                    topology::bump_nb_cfg(t);
+                }
             }
             Ok(())
         })

@@ -122,7 +122,9 @@ pub fn delete_subnet_policy_ops(cache: &Cache, t: &mut Transaction, router: &str
 }
 
 /// A node's distributed-gateway state: its port group with exactly `ports` (the LSPs of its
-/// pods in distributed subnets) and the reroute policy to its join addresses.
+/// pods in distributed subnets) and the reroute policy to its join addresses. With
+/// `network_policy`, the group also carries the ACLs that let the node's own join addresses
+/// reach its pods whatever policies isolate them (kubelet probes), as in Kube-OVN.
 pub fn node_gateway_ops(
     cache: &Cache,
     t: &mut Transaction,
@@ -130,6 +132,7 @@ pub fn node_gateway_ops(
     node: &str,
     join_ips: &[IpAddr],
     ports: &[String],
+    network_policy: bool,
 ) -> Synced {
     let mut sync = Synced::default();
     let pg_name = node_port_group(node);
@@ -139,8 +142,9 @@ pub fn node_gateway_ops(
         .map(|p| p.uuid)
         .collect();
     port_uuids.sort();
-    match find::<PortGroup>(cache, &pg_name) {
+    let pg_ref = match find::<PortGroup>(cache, &pg_name) {
         None => {
+            sync.inserted = true;
             t.insert_model_with(
                 &uuid_name(t, "pg"),
                 &PortGroup {
@@ -153,8 +157,7 @@ pub fn node_gateway_ops(
                     ..PortGroup::default()
                 },
                 [],
-            );
-            sync.inserted = true;
+            )
         }
         Some(pg) => {
             let mut have = pg.ports.clone();
@@ -166,8 +169,24 @@ pub fn node_gateway_ops(
                 );
                 sync.removed = true;
             }
+            Atom::Uuid(pg.uuid)
         }
-    }
+    };
+    let node_acls = if network_policy {
+        super::network_policy::node_acl_rows(&pg_name, join_ips)
+    } else {
+        Vec::new()
+    };
+    sync = sync.and(sync_owned_rows(
+        cache,
+        t,
+        &Parent {
+            row: pg_ref,
+            children: PortGroup::ACLS,
+        },
+        &owner("node-acl", node),
+        node_acls,
+    ));
     if let Some(parent) = router_parent(cache, router) {
         let desired = join_ips
             .iter()

@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod gateway;
 pub mod load_balancer;
+pub mod network_policy;
 pub mod owned;
 pub mod vpc;
 
@@ -19,7 +20,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use ovsdb::models::ovn_northbound::{
-    Acl, LoadBalancer, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort,
+    Acl, AddressSet, LoadBalancer, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort,
     LogicalRouterStaticRoute, LogicalSwitch, LogicalSwitchPort, NbGlobal, PortGroup,
 };
 use ovsdb::{Atom, Cache, Condition, IndexSpec, Model, Transaction};
@@ -29,7 +30,7 @@ pub const NB: &str = "OVN_Northbound";
 const VENDOR: (&str, &str) = ("vendor", "kube-ovn");
 
 /// The NB tables a topology client must monitor.
-pub fn monitored_tables() -> [&'static str; 10] {
+pub fn monitored_tables() -> [&'static str; 11] {
     [
         LogicalSwitch::TABLE,
         LogicalSwitchPort::TABLE,
@@ -41,6 +42,7 @@ pub fn monitored_tables() -> [&'static str; 10] {
         LogicalRouterStaticRoute::TABLE,
         PortGroup::TABLE,
         LoadBalancer::TABLE,
+        AddressSet::TABLE,
     ]
 }
 
