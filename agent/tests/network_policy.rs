@@ -274,11 +274,32 @@ impl World {
             }
             assert!(
                 Instant::now() < deadline,
-                "case {case}: new connections differ from the policy after {CONVERGE:?}:\n{}",
-                wrong.join("\n")
+                "case {case}: new connections differ from the policy after {CONVERGE:?}:\n{}\n{}",
+                wrong.join("\n"),
+                self.diagnostics()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// What a failed case leaves to look at: NB's policy rows and node 0's conntrack.
+    fn diagnostics(&self) -> String {
+        let nbctl = self.cluster.sb.central().nbctl();
+        let groups = nbctl
+            .run(["--columns=name,ports,acls", "list", "Port_Group"])
+            .unwrap_or_default();
+        let acls = nbctl
+            .run(["--columns=direction,priority,match,action", "list", "ACL"])
+            .unwrap_or_default();
+        let conntrack = self
+            .cluster
+            .sb
+            .node(0)
+            .appctl()
+            .arg("dpctl/dump-conntrack")
+            .run()
+            .unwrap_or_default();
+        format!("NB port groups:\n{groups}\nNB ACLs:\n{acls}\nnode 0 conntrack:\n{conntrack}")
     }
 
     /// Connections between same-node pods that exchanged enough to be fast-pathed.
@@ -820,4 +841,63 @@ fn network_policies_hold_for_new_and_fast_pathed_connections() {
     cases += 1;
     println!("{cases} cases held");
     assert!(cases >= 25);
+}
+
+/// A NetworkPolicy written while a one-way UDP stream is fast-pathed ends it within 200 ms,
+/// measured at the receiver: the controller writes the ACLs with an nb_cfg bump in the same
+/// transaction, ovn-controller reports it, the agent invalidates the fast path; OVS drops.
+#[test]
+fn a_network_policy_written_mid_stream_stops_a_fast_pathed_stream_within_200ms() {
+    if !sandbox::privileged(
+        "a_network_policy_written_mid_stream_stops_a_fast_pathed_stream_within_200ms",
+    ) {
+        return;
+    }
+    let cluster = KovnCluster::start(1, common::binaries()).expect("kovn on the sandbox");
+    let start = |name: &'static str| {
+        cluster
+            .start_pod_object(pod_object(id("default", name), &[("pod", name)]), 0)
+            .expect("pod")
+    };
+    // The running pods own their namespaces: kept for the whole test.
+    let (running_a, running_b) = (start("a"), start("b"));
+    let (a, b) = (running_a.as_pod(&cluster), running_b.as_pod(&cluster));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (_sink, sending) = common::udp_stream(&a, &b, 5001, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
+    assert!(
+        common::flows_involving(&pins, b.ip) > 0,
+        "the stream is fast-pathed"
+    );
+    let capture = sandbox::traffic::Capture::start(
+        &b.netns,
+        "eth0",
+        &format!("udp and src host {} and dst port 5001", a.ip),
+        cluster.sb.dir().join("np-revocation.pcap"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let written = common::epoch_seconds();
+    let deny: NetworkPolicy = serde_json::from_value(policy(
+        "default",
+        "deny-b",
+        json!({"podSelector": {"matchLabels": {"pod": "b"}}}),
+    ))
+    .unwrap();
+    cluster.api.put(&deny);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = sending.join().unwrap();
+    let times = capture.stop_with_times().unwrap();
+    let last = times.iter().map(|t| t - written).fold(f64::MIN, f64::max);
+    println!(
+        "last datagram at b {:.0} ms after the NetworkPolicy was written",
+        last * 1e3
+    );
+    let before = common::assert_none_200ms_after(&times, written, "a NetworkPolicy's write");
+    assert!(
+        before > 50,
+        "b received the stream before the policy ({before} of {sent} datagrams)"
+    );
 }

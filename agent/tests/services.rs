@@ -71,6 +71,24 @@ struct Connection {
 }
 
 impl Connection {
+    /// A connection from a chosen source port (SO_REUSEADDR, so the port may be held by
+    /// connections to other destinations at the same time).
+    fn open_from(client: &RunningPod, vip: SocketAddr, port: u16) -> std::io::Result<Connection> {
+        let stream = netns::run_in(&client.netns, move || -> std::io::Result<TcpStream> {
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+            socket.connect_timeout(&vip.into(), Duration::from_secs(8))?;
+            Ok(socket.into())
+        })
+        .unwrap()?;
+        Connection::greeted(stream)
+    }
+
     fn open(client: &RunningPod, vip: SocketAddr) -> std::io::Result<Connection> {
         // Long enough for two SYN retransmissions: on a loaded 2-core machine the userspace
         // OVS that every SYN goes through can miss one (CI: connection 2840 of 3,000 timed
@@ -79,6 +97,11 @@ impl Connection {
             TcpStream::connect_timeout(&vip, Duration::from_secs(8))
         })
         .unwrap()?;
+        Connection::greeted(stream)
+    }
+
+    /// Reads the backend's greeting (its name) on a new connection.
+    fn greeted(stream: TcpStream) -> std::io::Result<Connection> {
         stream.set_read_timeout(Some(Duration::from_secs(8)))?;
         let mut stream = BufReader::new(stream);
         let mut backend = String::new();
@@ -442,10 +465,10 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
     assert!(!after_restart.contains_key("be1"), "{after_restart:?}");
 
     // ClientIP affinity: every connection of the client lands on one backend. A second
-    // Service on the same backends and port: the client reuses its ports across the two VIPs,
-    // so after DNAT a connection would have the tuple of one to `web` that OVS still holds
-    // (OVS 3.1's userspace conntrack aborts on that) unless the balancer picks another
-    // source port, as it must.
+    // Service on the same backends and port: a client port used for both VIPs would, after
+    // DNAT, give a connection the tuple of one to `web` that OVS still holds (OVS 3.1's
+    // userspace conntrack aborts on that) unless the balancer picks another source port, as
+    // it must.
     let sticky_vip = Ipv4Addr::new(10, 96, 0, 101);
     cluster
         .api
@@ -457,6 +480,19 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
     wait_programmed(&cluster, 0, sticky, 6, 3);
     let counts = spread(&client, sticky, 50);
     assert_eq!(counts.len(), 1, "ClientIP affinity: {counts:?}");
+    // The collision, made on purpose: a connection to `web` from port P that landed on the
+    // sticky backend stays open, and the next connection to `sticky` leaves from P too.
+    let sticky_backend = counts.keys().next().unwrap().clone();
+    let (port, _held) = (41_000u16..41_100)
+        .find_map(|port| {
+            let c = Connection::open_from(&client, web, port).ok()?;
+            (c.backend == sticky_backend).then_some((port, c))
+        })
+        .expect("a connection to web on the sticky backend");
+    let mut reused = Connection::open_from(&client, sticky, port)
+        .expect("a connection to sticky from a port whose tuple OVS holds for web");
+    assert_eq!(reused.backend, sticky_backend);
+    assert!(reused.echo("through a remapped port").unwrap());
     let remapped = {
         use agent::datapath::ReadServiceMaps;
         let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
@@ -469,7 +505,7 @@ fn cluster_ip_services_are_balanced_in_the_datapath() {
     };
     assert!(
         remapped > 0,
-        "the client reused ports across the two VIPs: some connections got another source port"
+        "a connection whose translated tuple OVS already held kept its source port"
     );
 
     // No endpoints: refused at once, as kube-proxy does.

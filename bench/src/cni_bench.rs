@@ -20,6 +20,8 @@ use sandbox::kubelet::PodSandbox;
 use sandbox::netns;
 use serde_json::json;
 
+use crate::report::percentile;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     #[arg(long, default_value_t = 200)]
@@ -130,11 +132,6 @@ fn adds_during_service_flush(
         p99,
         flush_s,
     })
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 pub fn run(options: &Options, out_dir: &Path) -> Result<()> {

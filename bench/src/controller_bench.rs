@@ -57,7 +57,7 @@ pub struct Options {
 }
 
 /// Subnet `i`: a /22 from 10.128.0.0 up, clear of the defaults (10.16/16, 100.64/16, 10.96/12).
-fn subnet_cidr(i: usize) -> String {
+pub(crate) fn subnet_cidr(i: usize) -> String {
     let base = u32::from(std::net::Ipv4Addr::new(10, 128, 0, 0)) + (i as u32) * 1024;
     format!("{}/22", std::net::Ipv4Addr::from(base))
 }
@@ -116,7 +116,7 @@ fn populate(api: &FakeApi, o: &Options) {
     }
 }
 
-fn inputs(api: &FakeApi) -> Inputs {
+pub(crate) fn inputs(api: &FakeApi) -> Inputs {
     Inputs {
         pods: api.watch::<Pod>().boxed(),
         namespaces: api.watch::<Namespace>().boxed(),
@@ -134,12 +134,12 @@ fn inputs(api: &FakeApi) -> Inputs {
     }
 }
 
-struct Running {
-    task: tokio::task::JoinHandle<Result<()>>,
+pub(crate) struct Running {
+    pub(crate) task: tokio::task::JoinHandle<Result<()>>,
     metrics: Arc<Metrics>,
 }
 
-async fn start(api: &FakeApi, nb: &StandaloneDb, workers: u16) -> Result<Running> {
+pub(crate) async fn start(api: &FakeApi, nb: &StandaloneDb, workers: u16) -> Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let mut config = topology::nb_client_config(&[&nb.remote()]);
     config.metrics = Some(metrics.nb_client_metrics());
@@ -196,7 +196,7 @@ fn pod_reconciles(m: &Metrics) -> u64 {
 }
 
 /// Polls `done` every 200 ms, printing `status` every 5 s, until it holds or `limit` passes.
-async fn wait(
+pub(crate) async fn wait(
     what: &str,
     limit: Duration,
     running: &Running,
@@ -253,7 +253,7 @@ fn proc_status_kib(field: &str) -> u64 {
 }
 
 /// An empty, initialised OVN_Northbound database.
-fn fresh_nb() -> Result<StandaloneDb> {
+pub(crate) fn fresh_nb() -> Result<StandaloneDb> {
     let nb = StandaloneDb::start(NB_SCHEMA).context("starting OVN_Northbound ovsdb-server")?;
     let init = std::process::Command::new("ovn-nbctl")
         .args([&format!("--db={}", nb.remote()), "--no-wait", "init"])

@@ -21,3 +21,9 @@ pub fn merge_json(path: &Path, section: &Value) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(&whole)?)
         .with_context(|| format!("writing {}", path.display()))
 }
+
+/// The `p` quantile (0..=1, nearest rank) of `sorted` (ascending, not empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}

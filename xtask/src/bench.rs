@@ -8,7 +8,14 @@ use crate::progress::{Step, stream};
 use crate::{setup, workspace_root};
 
 /// Benchmark sections, in the order they run.
-const SECTIONS: &[&str] = &["fastpath", "ovsdb", "controller", "cni", "service"];
+const SECTIONS: &[&str] = &[
+    "fastpath",
+    "ovsdb",
+    "controller",
+    "cni",
+    "service",
+    "policy",
+];
 
 pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     let sections: Vec<&str> = match only {
@@ -53,6 +60,16 @@ pub fn run(only: Option<&str>, quick: bool, json: Option<&std::path::Path>) -> R
             }
             if quick {
                 cmd.arg("--quick");
+            }
+            if let Some(json) = json {
+                cmd.arg("--json").arg(json);
+            }
+        } else if *section == "policy" {
+            if !crate::is_root() {
+                bail!("the policy benchmark creates namespaces and loads eBPF: run as root");
+            }
+            if quick {
+                cmd.args(["--trials", "5", "--policies", "100", "--pods", "1000"]);
             }
             if let Some(json) = json {
                 cmd.arg("--json").arg(json);

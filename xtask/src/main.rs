@@ -43,7 +43,7 @@ enum Command {
     },
     /// Run the benchmarks (release build) and write reports to target/bench/.
     Bench {
-        /// Run one section only (`fastpath`, `ovsdb`, `controller`, `cni`, `service`).
+        /// Run one section only (`fastpath`, `ovsdb`, `controller`, `cni`, `service`, `policy`).
         #[arg(long)]
         only: Option<String>,
         /// Short runs (the whole benchmark in a few minutes).
