@@ -36,12 +36,12 @@ fn networked(pod: &Pod) -> bool {
 
 /// The policy view of a pod: addresses from IPAM (what its port really has), never from
 /// its annotations.
-fn pod_view(pod: &Pod, ctx: &Context) -> Option<PodView> {
+fn pod_view(pod: &Pod, ipam: &crate::ipam::Ipam) -> Option<PodView> {
     if !networked(pod) {
         return None;
     }
     let owner = Owner::of_pod(pod);
-    let ips = ctx.ipam().lookup(&owner).map(|a| a.ips).unwrap_or_default();
+    let ips = ipam.lookup(&owner).map(|a| a.ips).unwrap_or_default();
     let named_ports = pod
         .spec
         .iter()
@@ -75,14 +75,24 @@ pub async fn reconcile(policy: Arc<NetworkPolicy>, ctx: Arc<Context>) -> Result<
     if !ctx.settings.enable_np {
         return Ok(Action::await_change());
     }
-    let pods: Vec<PodView> = ctx
-        .stores
-        .pods
-        .state()
-        .iter()
-        .filter_map(|p| pod_view(p, &ctx))
-        .collect();
-    let plan = network_policy::plan(&policy, &pods, &namespace_labels(&ctx))
+    let namespaces = namespace_labels(&ctx);
+    // Only the pods the policy can name: those of its namespace and of the namespaces its
+    // namespace selectors match (every namespace when an egress rule names a port and lets
+    // any destination in: the name is resolved on whatever pod is reached).
+    let relevant = relevant_namespaces(&policy, &namespaces);
+    let pods: Vec<PodView> = {
+        let all = ctx.stores.pods.state();
+        let ipam = ctx.ipam();
+        all.iter()
+            .filter(|p| {
+                relevant
+                    .as_ref()
+                    .is_none_or(|r| p.metadata.namespace.as_ref().is_some_and(|n| r.contains(n)))
+            })
+            .filter_map(|p| pod_view(p, &ipam))
+            .collect()
+    };
+    let plan = network_policy::plan(&policy, &pods, &namespaces)
         .map_err(|e| Error::BadSpec(format!("NetworkPolicy {}: {e}", PolicyKey::of(&policy))))?;
     let families: BTreeSet<&'static str> = {
         let selected: BTreeSet<&Owner> = plan.selected.iter().collect();
@@ -140,6 +150,47 @@ pub async fn collect_stale(ctx: &Context) -> Result<usize> {
         release(ctx, key).await?;
     }
     Ok(n)
+}
+
+/// The namespaces whose pods `policy` can select or name as peers; None: every namespace.
+fn relevant_namespaces(
+    policy: &NetworkPolicy,
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Option<BTreeSet<String>> {
+    let spec = policy.spec.as_ref()?;
+    let mut out = BTreeSet::from([policy.namespace().unwrap_or_default()]);
+    let ingress = spec
+        .ingress
+        .iter()
+        .flatten()
+        .flat_map(|r| r.from.iter().flatten());
+    let egress_rules = spec.egress.iter().flatten();
+    for rule in egress_rules.clone() {
+        let open = rule.to.as_ref().is_none_or(|t| t.is_empty())
+            || rule.to.iter().flatten().any(|p| p.ip_block.is_some());
+        let named = rule.ports.iter().flatten().any(|p| {
+            matches!(
+                p.port,
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(_))
+            )
+        });
+        if open && named {
+            return None;
+        }
+    }
+    let egress = egress_rules.flat_map(|r| r.to.iter().flatten());
+    for selector in ingress
+        .chain(egress)
+        .filter_map(|peer| peer.namespace_selector.as_ref())
+    {
+        out.extend(
+            namespaces
+                .iter()
+                .filter(|(_, labels)| network_policy::selects(selector, labels))
+                .map(|(name, _)| name.clone()),
+        );
+    }
+    Some(out)
 }
 
 fn has_namespace_selector(policy: &NetworkPolicy) -> bool {
