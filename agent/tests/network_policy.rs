@@ -249,6 +249,10 @@ impl World {
         let deadline = Instant::now() + CONVERGE;
         loop {
             let got = self.matrix(probes);
+            let first_wrong = got
+                .iter()
+                .find(|((a, b, p), ok)| expect(*a, *b, *p) != **ok)
+                .map(|((a, b, _), _)| (*a, *b));
             let wrong: Vec<String> = got
                 .iter()
                 .filter(|((a, b, p), ok)| expect(*a, *b, *p) != **ok)
@@ -276,14 +280,61 @@ impl World {
                 Instant::now() < deadline,
                 "case {case}: new connections differ from the policy after {CONVERGE:?}:\n{}\n{}",
                 wrong.join("\n"),
-                self.diagnostics()
+                self.diagnostics(first_wrong)
             );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
-    /// What a failed case leaves to look at: NB's policy rows and node 0's conntrack.
-    fn diagnostics(&self) -> String {
+    /// What a failed case leaves to look at: NB's policy rows, node 0's conntrack, and for
+    /// the first wrong pair OVS's datapath flows and the fast path's entries between them.
+    fn diagnostics(&self, pair: Option<(Id, Id)>) -> String {
+        let mut between: String = self
+            .pods
+            .iter()
+            .map(|(who, pod)| format!("{}/{} = {}\n", who.ns, who.pod, pod.ip))
+            .collect();
+        if let Some((a, b)) = pair {
+            let (ia, ib) = (self.ip(a), self.ip(b));
+            let megaflows = self
+                .cluster
+                .sb
+                .node(0)
+                .appctl()
+                .arg("dpctl/dump-flows")
+                .run()
+                .unwrap_or_default();
+            let ours: Vec<&str> = megaflows
+                .lines()
+                .filter(|l| l.contains(&ia.to_string()) && l.contains(&ib.to_string()))
+                .collect();
+            let pins = self
+                .cluster
+                .sb
+                .bpffs_dir()
+                .join(&self.cluster.sb.node(0).name);
+            let fast: Vec<String> = {
+                use agent::datapath::{PinnedMaps, ReadMaps};
+                let (ma, mb) = (ia.to_ipv6_mapped().octets(), ib.to_ipv6_mapped().octets());
+                PinnedMaps::open(&pins)
+                    .and_then(|m| m.flows())
+                    .map(|flows| {
+                        flows
+                            .iter()
+                            .filter(|(k, _)| {
+                                (k.src == ma && k.dst == mb) || (k.src == mb && k.dst == ma)
+                            })
+                            .map(|(k, v)| format!("{k:?} -> {v:?}"))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            between += &format!(
+                "OVS datapath flows {ia} <-> {ib}:\n{}\nfast-path entries {ia} <-> {ib}:\n{}\n",
+                ours.join("\n"),
+                fast.join("\n")
+            );
+        }
         let nbctl = self.cluster.sb.central().nbctl();
         let groups = nbctl
             .run(["--columns=name,ports,acls", "list", "Port_Group"])
@@ -299,7 +350,9 @@ impl World {
             .arg("dpctl/dump-conntrack")
             .run()
             .unwrap_or_default();
-        format!("NB port groups:\n{groups}\nNB ACLs:\n{acls}\nnode 0 conntrack:\n{conntrack}")
+        format!(
+            "{between}NB port groups:\n{groups}\nNB ACLs:\n{acls}\nnode 0 conntrack:\n{conntrack}"
+        )
     }
 
     /// Connections between same-node pods that exchanged enough to be fast-pathed.
@@ -422,6 +475,19 @@ impl World {
         self.cluster.api.put(&namespace);
     }
 
+    /// Replaces the default subnet's `spec.acls`.
+    fn set_default_subnet_acls(&self, acls: Value) {
+        let mut subnet = self
+            .cluster
+            .api
+            .all::<api::Subnet>()
+            .into_iter()
+            .find(|s| s.metadata.name.as_deref() == Some("ovn-default"))
+            .expect("the default subnet");
+        subnet.spec.acls = serde_json::from_value(acls).expect("Kube-OVN's acls");
+        self.cluster.api.put(&subnet);
+    }
+
     /// Deletes every policy and restores labels; waits until everything reaches everything.
     /// Then empties the nodes' conntrack tables: with stateful ACLs OVN commits every
     /// connection with `nat(src)`, and OVS 3.1's userspace conntrack aborts ("assertion
@@ -442,6 +508,7 @@ impl World {
         for ns in ["x", "y", "z"] {
             self.relabel_namespace(ns, &[("ns", ns)]);
         }
+        self.set_default_subnet_acls(json!([]));
         self.converge("reset", ALL_PORTS, &|_, _, _| true);
         for node in self.cluster.sb.nodes() {
             node.appctl()
@@ -822,6 +889,19 @@ fn network_policies_hold_for_new_and_fast_pathed_connections() {
             w.cluster.api.delete::<NetworkPolicy>(Some("x"), "deny-all");
         },
         &|_, _, _| true,
+    );
+
+    // Subnet `spec.acls`, Kube-OVN's way to write ACLs on a subnet's switch: a drop of UDP 80
+    // towards x/a in ovn-default.
+    let x_a_ip = w.ip(X_A);
+    run(
+        "a Subnet's spec.acls drop UDP 80 towards x/a",
+        BASIC,
+        &|w| {
+            w.set_default_subnet_acls(json!([{"direction": "to-lport", "priority": 2500,
+                "match": format!("ip4.dst == {x_a_ip} && udp.dst == 80"), "action": "drop"}]))
+        },
+        &|_, to, p| to != X_A || p != UDP80,
     );
 
     // The node's own traffic (kubelet probes, from its join address) passes default deny.

@@ -13,7 +13,7 @@ mod vpc;
 pub use ip::{IP, IPSpec};
 pub use names::TopologyNames;
 pub use owner::{Owner, PORT_OWNER_KEY};
-pub use subnet::{GatewayType, Protocol, Subnet, SubnetSpec, SubnetStatus};
+pub use subnet::{GatewayType, Protocol, Subnet, SubnetAcl, SubnetSpec, SubnetStatus};
 pub use vpc::{PolicyRoute, StaticRoute, Vpc, VpcSpec, VpcStatus};
 
 use serde::{Deserialize, Serialize};

@@ -82,6 +82,23 @@ pub struct SubnetSpec {
     pub allow_subnets: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// ACLs written on the subnet's switch as they are (Kube-OVN's `spec.acls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<SubnetAcl>,
+}
+
+/// One ACL of a Subnet's `spec.acls`: OVN's ACL columns, on the subnet's logical switch.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SubnetAcl {
+    /// `from-lport` (traffic from the subnet's pods) or `to-lport` (towards them).
+    pub direction: String,
+    /// 0 to 32767; higher wins.
+    pub priority: i32,
+    /// An OVN match expression (`ip4.src == 10.16.0.0/16 && tcp.dst == 80`).
+    #[serde(rename = "match")]
+    pub r#match: String,
+    /// `allow-related`, `allow`, `allow-stateless`, `drop` or `reject`.
+    pub action: String,
 }
 
 /// What the controller reports about a subnet.

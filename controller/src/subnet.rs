@@ -95,6 +95,9 @@ pub fn validate(
             ));
         }
     }
+    for acl in &spec.acls {
+        crate::topology::acl::check_spec_acl(acl).map_err(|m| invalid("InvalidACL", m))?;
+    }
     // The allocator checks gateways (inside their CIDR) and excludeIps.
     let allocator = SubnetAllocator::new(&name, &spec.cidr_block, &spec.gateway, &spec.exclude_ips)
         .map_err(|e| invalid("InvalidSpec", e.to_string()))?;

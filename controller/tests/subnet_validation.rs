@@ -87,3 +87,22 @@ fn a_valid_subnet_yields_its_pool_and_topology_and_names_unsupported_fields() {
     let all = vec![existing[0].clone(), s.clone()];
     assert!(validate(&s, &all, &TopologyNames::default()).is_ok());
 }
+
+#[test]
+fn spec_acls_with_a_bad_direction_action_or_priority_are_refused() {
+    let with_acl = |direction: &str, priority: i32, action: &str| {
+        let mut s = subnet("acl", Protocol::IPv4, "10.30.0.0/16", "");
+        s.spec.acls = vec![api::SubnetAcl {
+            direction: direction.into(),
+            priority,
+            r#match: "ip4.dst == 10.30.0.5".into(),
+            action: action.into(),
+        }];
+        validate(&s, &[], &TopologyNames::default())
+    };
+    assert!(with_acl("to-lport", 2500, "drop").is_ok());
+    assert!(with_acl("from-lport", 0, "allow-related").is_ok());
+    assert_eq!(reason(with_acl("inbound", 2500, "drop")), "InvalidACL");
+    assert_eq!(reason(with_acl("to-lport", 40000, "drop")), "InvalidACL");
+    assert_eq!(reason(with_acl("to-lport", 2500, "deny")), "InvalidACL");
+}

@@ -151,7 +151,8 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
             .split(',')
             .filter_map(|c| c.trim().parse::<IpNet>().ok()),
     );
-    let acls = acl::private_subnet_acls(subnet.spec.private, &cidrs, &allowed);
+    let mut acls = acl::private_subnet_acls(subnet.spec.private, &cidrs, &allowed);
+    acls.extend(acl::spec_acls(&subnet.spec.acls));
     let plan = valid.plan.clone();
     let subnet_name = name.clone();
     ctx.nb

@@ -1,7 +1,10 @@
-//! A private subnet's ACLs (Kube-OVN's `private` and `allowSubnets`): on the subnet's switch,
-//! traffic towards its pods is allowed from the subnet itself, from each allowed subnet and
-//! from the join subnet (node traffic, health checks); everything else towards it is dropped.
+//! A subnet's ACLs on its switch:
+//! - a private subnet's (Kube-OVN's `private` and `allowSubnets`): traffic towards its pods is
+//!   allowed from the subnet itself, from each allowed subnet and from the join subnet (node
+//!   traffic, health checks); everything else towards it is dropped;
+//! - the user's own (`spec.acls`), written as they are.
 
+use api::SubnetAcl;
 use ipnet::IpNet;
 use ovsdb::models::ovn_northbound::{Acl, AclAction, AclDirection, LogicalSwitch};
 use ovsdb::{Atom, Cache, Transaction};
@@ -57,6 +60,66 @@ pub fn private_subnet_acls(
         ));
     }
     rows
+}
+
+/// Why a `spec.acls` entry cannot be written.
+pub fn check_spec_acl(acl: &SubnetAcl) -> Result<(), String> {
+    parse_direction(&acl.direction)?;
+    parse_action(&acl.action)?;
+    if !(0..=32767).contains(&acl.priority) {
+        return Err(format!(
+            "acls: priority {} is outside 0..32767",
+            acl.priority
+        ));
+    }
+    if acl.r#match.trim().is_empty() {
+        return Err("acls: an empty match".into());
+    }
+    Ok(())
+}
+
+fn parse_direction(text: &str) -> Result<AclDirection, String> {
+    match text {
+        "from-lport" => Ok(AclDirection::FromLport),
+        "to-lport" => Ok(AclDirection::ToLport),
+        other => Err(format!(
+            "acls: direction {other:?} is neither from-lport nor to-lport"
+        )),
+    }
+}
+
+fn parse_action(text: &str) -> Result<AclAction, String> {
+    AclAction::ALL
+        .into_iter()
+        .find(|a| a.as_str() == text)
+        .ok_or_else(|| format!("acls: unknown action {text:?}"))
+}
+
+/// The rows of a subnet's `spec.acls` (entries that do not check are left out: validation
+/// refuses such a Subnet before this is reached).
+pub fn spec_acls(acls: &[SubnetAcl]) -> Vec<OwnedRow<Acl>> {
+    acls.iter()
+        .filter_map(|a| {
+            let direction = parse_direction(&a.direction).ok()?;
+            let action = parse_action(&a.action).ok()?;
+            let priority = i64::from(a.priority);
+            Some(OwnedRow {
+                key: format!(
+                    "spec|{}|{priority}|{}|{}",
+                    a.direction,
+                    a.r#match,
+                    action.as_str()
+                ),
+                row: Acl {
+                    direction,
+                    priority,
+                    r#match: a.r#match.clone(),
+                    action,
+                    ..Acl::default()
+                },
+            })
+        })
+        .collect()
 }
 
 /// Appends to `t` what makes the subnet switch's ACLs `desired`.
