@@ -308,6 +308,22 @@ impl World {
                 .lines()
                 .filter(|l| l.contains(&ia.to_string()) && l.contains(&ib.to_string()))
                 .collect();
+            // The OpenFlow rules ovn-controller installed that name the destination (stale
+            // rules of an earlier case would show here).
+            let mgmt = self.cluster.sb.node(0).dir.join("br-int.mgmt");
+            let openflow = sandbox::Cmd::new("ovs-ofctl")
+                .arg("dump-flows")
+                .arg(format!("unix:{}", mgmt.display()))
+                .run()
+                .unwrap_or_default();
+            let rules: Vec<&str> = openflow
+                .lines()
+                .filter(|l| l.contains(&ib.to_string()) || l.contains(&ia.to_string()))
+                .collect();
+            between += &format!(
+                "OpenFlow rules naming {ia} or {ib}:\n{}\n",
+                rules.join("\n")
+            );
             let pins = self
                 .cluster
                 .sb
@@ -407,7 +423,9 @@ impl World {
                 .map(|((a, b, p), e)| {
                     let (a, b, p) = (*a, *b, *p);
                     scope.spawn(move || {
-                        let answered = e.exchange();
+                        // Three tries: a denied flow must answer none, an allowed one at
+                        // least one (a slow-path packet may be lost right after a change).
+                        let answered = (0..3).any(|_| e.exchange());
                         let allowed = expect(a, b, p);
                         match (allowed, answered, p.0) {
                             (false, true, _) => Some(format!(
