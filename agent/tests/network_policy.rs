@@ -493,6 +493,45 @@ impl World {
         self.cluster.api.put(&namespace);
     }
 
+    /// Once NB holds no policy's port group, has every ovn-controller recompute its flows.
+    /// OVN 23.03's incremental processing can leave ACL flows of deleted port groups behind:
+    /// in CI a drop megaflow for x/c -> x/a TCP 80 was still in use 20 s after NB held no
+    /// policy (and once an allow of y/b -> x/a outlived its policy the same way). The
+    /// recompute makes every case start from flows that match NB; within a case, the flows
+    /// are ovn-controller's incremental ones, as in a cluster.
+    fn recompute_when_nb_is_clean(&self) {
+        let nbctl = self.cluster.sb.central().nbctl();
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let names = nbctl
+                .run(["--bare", "--columns=name", "list", "Port_Group"])
+                .unwrap_or_default();
+            if names
+                .lines()
+                .all(|n| n.trim().is_empty() || n.starts_with("node."))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "policy port groups left in NB: {names}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = nbctl.run(["--wait=hv", "sync"]);
+        for node in self.cluster.sb.nodes() {
+            let pid =
+                std::fs::read_to_string(node.dir.join("ovn-controller.pid")).unwrap_or_default();
+            let ctl = node.dir.join(format!("ovn-controller.{}.ctl", pid.trim()));
+            sandbox::Cmd::new("ovn-appctl")
+                .arg("-t")
+                .arg(ctl.display().to_string())
+                .arg("recompute")
+                .run()
+                .expect("ovn-controller recompute");
+        }
+    }
+
     /// Replaces the default subnet's `spec.acls`.
     fn set_default_subnet_acls(&self, acls: Value) {
         let mut subnet = self
@@ -527,6 +566,7 @@ impl World {
             self.relabel_namespace(ns, &[("ns", ns)]);
         }
         self.set_default_subnet_acls(json!([]));
+        self.recompute_when_nb_is_clean();
         self.converge("reset", ALL_PORTS, &|_, _, _| true);
         for node in self.cluster.sb.nodes() {
             node.appctl()
