@@ -11,12 +11,12 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use ovsdb::models::ovn_northbound::{
-    LogicalRouter, LogicalRouterPolicy, LogicalRouterPolicyAction, LogicalSwitchPort, PortGroup,
+    LogicalRouter, LogicalRouterPolicy, LogicalRouterPolicyAction, PortGroup,
 };
-use ovsdb::{Atom, Cache, Condition, Transaction, Uuid};
+use ovsdb::{Atom, Cache, Condition, Transaction};
 
 use super::owned::{OwnedRow, Parent, Synced, owner, sync_owned_rows};
-use super::{VENDOR, find, ip_family, uuid_name};
+use super::{VENDOR, find, ip_family};
 
 pub const PRIORITY_SUBNET_ALLOW: i64 = 31000;
 pub const PRIORITY_GATEWAY: i64 = 29000;
@@ -134,44 +134,14 @@ pub fn node_gateway_ops(
     ports: &[String],
     network_policy: bool,
 ) -> Synced {
-    let mut sync = Synced::default();
     let pg_name = node_port_group(node);
-    let mut port_uuids: Vec<Uuid> = ports
-        .iter()
-        .filter_map(|p| find::<LogicalSwitchPort>(cache, p))
-        .map(|p| p.uuid)
+    let existing = find::<PortGroup>(cache, &pg_name);
+    let external_ids = [("node", node), VENDOR]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    port_uuids.sort();
-    let pg_ref = match find::<PortGroup>(cache, &pg_name) {
-        None => {
-            sync.inserted = true;
-            t.insert_model_with(
-                &uuid_name(t, "pg"),
-                &PortGroup {
-                    name: pg_name.clone(),
-                    ports: port_uuids,
-                    external_ids: [("node", node), VENDOR]
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect(),
-                    ..PortGroup::default()
-                },
-                [],
-            )
-        }
-        Some(pg) => {
-            let mut have = pg.ports.clone();
-            have.sort();
-            if have != port_uuids {
-                t.update_where(
-                    &[Condition::uuid(pg.uuid)],
-                    [PortGroup::PORTS.to(port_uuids)],
-                );
-                sync.removed = true;
-            }
-            Atom::Uuid(pg.uuid)
-        }
-    };
+    let (pg_ref, mut sync) =
+        super::port_group_ops(cache, t, existing.as_ref(), &pg_name, ports, external_ids);
     let node_acls = if network_policy {
         super::network_policy::node_acl_rows(&pg_name, join_ips)
     } else {

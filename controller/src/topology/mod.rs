@@ -312,6 +312,52 @@ impl PodPortPlan {
     }
 }
 
+/// Appends to `t` what makes a port group exist with exactly the ports named `ports` (those
+/// NB has): `existing` is the group as the cache holds it, inserted as `name` with
+/// `external_ids` when there is none. Returns its reference, and `inserted` or `removed`
+/// (ports changed: adding a port to an isolating group revokes traffic as well).
+pub(crate) fn port_group_ops(
+    cache: &Cache,
+    t: &mut Transaction,
+    existing: Option<&PortGroup>,
+    name: &str,
+    ports: &[String],
+    external_ids: BTreeMap<String, String>,
+) -> (Atom, owned::Synced) {
+    let mut wanted: Vec<ovsdb::Uuid> = ports
+        .iter()
+        .filter_map(|p| find::<LogicalSwitchPort>(cache, p))
+        .map(|p| p.uuid)
+        .collect();
+    wanted.sort();
+    let mut sync = owned::Synced::default();
+    let reference = match existing {
+        None => {
+            sync.inserted = true;
+            t.insert_model_with(
+                &uuid_name(t, "pg"),
+                &PortGroup {
+                    name: name.to_owned(),
+                    ports: wanted,
+                    external_ids,
+                    ..PortGroup::default()
+                },
+                [],
+            )
+        }
+        Some(pg) => {
+            let mut have = pg.ports.clone();
+            have.sort();
+            if have != wanted {
+                t.update_where(&[Condition::uuid(pg.uuid)], [PortGroup::PORTS.to(wanted)]);
+                sync.removed = true;
+            }
+            Atom::Uuid(pg.uuid)
+        }
+    };
+    (reference, sync)
+}
+
 /// The transaction that creates or corrects the pod's port, if needed. A changed
 /// port_security revokes traffic: the NB config generation is bumped with it, so node agents
 /// invalidate their fast paths.

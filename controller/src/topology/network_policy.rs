@@ -19,10 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use ovsdb::models::ovn_northbound::{
-    Acl, AclAction, AclDirection, AddressSet, LogicalSwitchPort, PortGroup,
-};
-use ovsdb::{Atom, Cache, Condition, Model, Transaction, Uuid};
+use ovsdb::models::ovn_northbound::{Acl, AclAction, AclDirection, AddressSet, PortGroup};
+use ovsdb::{Cache, Condition, Model, Transaction};
 
 use super::owned::{OwnedRow, Parent, Synced, owner, sync_owned_rows};
 use super::{VENDOR, bump_nb_cfg, find, ip_family, uuid_name};
@@ -327,51 +325,22 @@ pub fn policy_ops(
 ) -> Result<bool, NameClash> {
     let pg_name = plan.key.port_group();
     let key = plan.key.to_string();
-    let mut changed = false;
-    let mut port_uuids: Vec<Uuid> = ports
-        .iter()
-        .filter_map(|p| find::<LogicalSwitchPort>(cache, p))
-        .map(|p| p.uuid)
-        .collect();
-    port_uuids.sort();
-    let pg_ref: Atom = match find::<PortGroup>(cache, &pg_name) {
-        Some(pg) => {
-            if let Some(holder) = pg.external_ids.get(NP_KEY)
-                && holder != &key
-            {
-                return Err(NameClash {
-                    port_group: pg_name,
-                    holder: holder.clone(),
-                });
-            }
-            let mut have = pg.ports.clone();
-            have.sort();
-            if have != port_uuids {
-                t.update_where(
-                    &[Condition::uuid(pg.uuid)],
-                    [PortGroup::PORTS.to(port_uuids)],
-                );
-                changed = true;
-            }
-            Atom::Uuid(pg.uuid)
-        }
-        None => {
-            changed = true;
-            t.insert_model_with(
-                &uuid_name(t, "np"),
-                &PortGroup {
-                    name: pg_name.clone(),
-                    ports: port_uuids,
-                    external_ids: BTreeMap::from([
-                        (NP_KEY.to_owned(), key.clone()),
-                        (VENDOR.0.to_owned(), VENDOR.1.to_owned()),
-                    ]),
-                    ..PortGroup::default()
-                },
-                [],
-            )
-        }
-    };
+    let existing = find::<PortGroup>(cache, &pg_name);
+    if let Some(holder) = existing.as_ref().and_then(|pg| pg.external_ids.get(NP_KEY))
+        && holder != &key
+    {
+        return Err(NameClash {
+            port_group: pg_name,
+            holder: holder.clone(),
+        });
+    }
+    let external_ids = BTreeMap::from([
+        (NP_KEY.to_owned(), key.clone()),
+        (VENDOR.0.to_owned(), VENDOR.1.to_owned()),
+    ]);
+    let (pg_ref, group) =
+        super::port_group_ops(cache, t, existing.as_ref(), &pg_name, ports, external_ids);
+    let mut changed = group.changed();
     // Address sets: stale ones go, missing ones come, changed ones are set.
     let existing = owned_address_sets(cache, &plan.key);
     for set in &existing {
