@@ -493,12 +493,14 @@ impl World {
         self.cluster.api.put(&namespace);
     }
 
-    /// Once NB holds no policy's port group, has every ovn-controller recompute its flows.
-    /// OVN 23.03's incremental processing can leave ACL flows of deleted port groups behind:
-    /// in CI a drop megaflow for x/c -> x/a TCP 80 was still in use 20 s after NB held no
-    /// policy (and once an allow of y/b -> x/a outlived its policy the same way). The
-    /// recompute makes every case start from flows that match NB; within a case, the flows
-    /// are ovn-controller's incremental ones, as in a cluster.
+    /// Once NB holds no policy's port group, has every ovn-controller recompute its flows
+    /// and every ovs-vswitchd drop its datapath flows. Stale verdicts outlived deleted
+    /// policies by 20 s and more: in CI a drop megaflow for x/c -> x/a TCP 80 stayed in use
+    /// with no policy in NB (once an allow of y/b -> x/a outlived its policy the same way),
+    /// and after a recompute alone a `+new ... udp(dst=81) actions:drop` megaflow y/a -> x/a
+    /// still was: ovs-vswitchd 3.1's userspace datapath kept a megaflow its OpenFlow rules no
+    /// longer give. Every case starts from flows that match NB; within a case, the flows are
+    /// OVN's and OVS's incremental ones, as in a cluster.
     fn recompute_when_nb_is_clean(&self) {
         let nbctl = self.cluster.sb.central().nbctl();
         let deadline = Instant::now() + CONVERGE;
@@ -529,6 +531,13 @@ impl World {
                 .arg("recompute")
                 .run()
                 .expect("ovn-controller recompute");
+        }
+        let _ = nbctl.run(["--wait=hv", "sync"]);
+        for node in self.cluster.sb.nodes() {
+            node.appctl()
+                .arg("dpctl/del-flows")
+                .run()
+                .expect("flush the node's datapath flows");
         }
     }
 
