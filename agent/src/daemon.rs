@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::cni_server::spares::Spares;
 use crate::cni_server::{self, CniMetrics, CniServer, CniServerConfig};
 use crate::datapath::invalidation;
 use crate::datapath::{Datapath, DatapathStats, LoadOptions, load_or_stay_on_ovs};
@@ -56,6 +57,10 @@ pub struct DaemonOptions {
     /// How often the network of pods the API no longer has is removed (seconds).
     #[arg(long, default_value_t = 60)]
     pub gc_interval: u64,
+    /// Pod interfaces kept built ahead of ADDs, with the datapath attached (an ADD that takes
+    /// one does not wait for the kernel's attach); 0 builds each pod's at its ADD.
+    #[arg(long, default_value_t = 8)]
+    pub spare_interfaces: usize,
     /// OVN Southbound for this node's ovn-controller (e.g. tcp:10.0.0.1:6642). When given,
     /// the agent writes the chassis settings into the node's Open_vSwitch row, as Kube-OVN's
     /// ovs-ovn does; when not, it leaves them to whoever set up OVS.
@@ -249,10 +254,20 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} for metrics", options.metrics_addr))?;
     sources.cni = Some(metrics.clone());
     tokio::spawn(crate::metrics::serve_on(metrics_listener, sources));
+    let datapath = datapath.map(|d| Arc::new(Mutex::new(d)));
+    let spares = match &datapath {
+        Some(datapath) if options.spare_interfaces > 0 => {
+            let spares = Spares::new(options.spare_interfaces, metrics.spares.clone());
+            spares.start(datapath.clone(), options.mtu).await;
+            Some(spares)
+        }
+        _ => None,
+    };
     let server = Arc::new(CniServer {
         kube,
         ovs,
-        datapath: datapath.map(|d| Arc::new(Mutex::new(d))),
+        datapath,
+        spares,
         config: CniServerConfig {
             socket: options.cni_socket.clone(),
             node_name: options.node_name.clone(),

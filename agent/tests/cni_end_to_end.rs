@@ -249,6 +249,47 @@ fn scrape(node: &Node) -> String {
     .unwrap()
 }
 
+/// The spares on the node as the agent reports them, and as the node holds them: (ready per
+/// `kovn_cni_spare_interfaces`, `kovn~` interfaces, `kovn~` pinned links).
+fn spares(node: &Node, pins: &Path) -> (f64, usize, usize) {
+    let ready = sum(&scrape(node), "kovn_cni_spare_interfaces", "");
+    let pinned = std::fs::read_dir(pins.join("links"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("kovn~"))
+                .count()
+        })
+        .unwrap_or(0);
+    (ready, spare_interfaces(node), pinned)
+}
+
+/// The node's interfaces named as spares.
+fn spare_interfaces(node: &Node) -> usize {
+    let links = Cmd::new("ip")
+        .args(["-o", "link"])
+        .netns(&node.netns)
+        .run()
+        .unwrap();
+    links.lines().filter(|l| l.contains(": kovn~")).count()
+}
+
+/// Waits until the agent has its 8 spares (the default), each one OVS port pair with one
+/// pinned link, and nothing else of spares on the node.
+fn spares_ready(node: &Node, pins: &Path) {
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let state = spares(node, pins);
+        if state == (8.0, 16, 8) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "spares (ready, interfaces, pinned links): {state:?}, expected (8, 16, 8)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The sum of the samples of `metric` whose labels contain `labels`.
 fn sum(text: &str, metric: &str, labels: &str) -> f64 {
     text.lines()
@@ -291,7 +332,10 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     let kubeconfig = dir.join("kubeconfig");
     served.write_kubeconfig(&kubeconfig).unwrap();
     let socket = dir.join("kube-ovn-daemon.sock");
-    let _agent = start_agent(&sb, &node, &kubeconfig, &socket, 2);
+    let mut _agent = start_agent(&sb, &node, &kubeconfig, &socket, 2);
+    let pins = sb.bpffs_dir().join(&node.name);
+    // The ADDs below take spare OVS port pairs (their delivery program attached already).
+    spares_ready(&node, &pins);
     let mode = std::fs::metadata(&socket).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -380,9 +424,16 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
         .run();
     assert!(ping.is_ok(), "a lost b after the attempt: {ping:?}");
 
-    // The agent's metrics: the datapath is loaded and took over the flow; ADDs are timed.
+    // The agent's metrics: the datapath is loaded and took over the flow (a and b were
+    // networked on spares: the flow was learned by the program attached to a spare); ADDs
+    // are timed.
     let metrics = scrape(&node);
     assert!(metrics.contains("kovn_datapath_loaded 1"), "{metrics}");
+    assert_eq!(
+        sum(&metrics, "kovn_cni_adds_without_spare_total", ""),
+        0.0,
+        "{metrics}"
+    );
     assert!(
         sum(
             &metrics,
@@ -417,7 +468,6 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     assert!(ok, "CHECK a: {out}");
 
     // Learned flows of the pods, in the agent's pinned flow map: GC (like DEL) purges them.
-    let pins = sb.bpffs_dir().join(&node.name);
     let flows_of = |ip: &str| common::flows_involving(&pins, ip.parse().unwrap());
     assert!(flows_of(pods[0].1) > 0, "no flow learned for a");
 
@@ -531,6 +581,19 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
         leftovers(&node, "eeee0000000000000005"),
         Vec::<String>::new()
     );
+    // Every ADD that failed gave its spare back to nobody: the pool is whole again, and no
+    // spare interface or pinned link is left beside it.
+    spares_ready(&node, &pins);
+
+    // An agent killed while it holds spares: the next one removes them and builds its own.
+    drop(_agent);
+    assert_eq!(
+        spare_interfaces(&node),
+        16,
+        "the killed agent's spares stay"
+    );
+    _agent = start_agent(&sb, &node, &kubeconfig, &socket, 2);
+    spares_ready(&node, &pins);
     drop(_agent);
     sb.teardown().expect("teardown");
 }

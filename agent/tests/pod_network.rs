@@ -91,6 +91,7 @@ async fn attach_beside(
         &pod.local(),
         &pod.netns_path(),
         &pod.addressing(),
+        None,
         beside,
     )
     .await

@@ -4,6 +4,7 @@
 //! hand-off) and answers with the pod's addresses. DEL undoes all of it, idempotently.
 
 pub mod annotations;
+pub mod spares;
 pub mod trust;
 
 use std::net::IpAddr;
@@ -26,7 +27,7 @@ use ipnet::IpNet;
 use crate::datapath::{Datapath, PodInterfaces, install_kernel_handoff, parse_mac};
 use crate::local_pod::{AttachmentId, DEFAULT_PROVIDER, LocalPod};
 use crate::ovs::pod_port;
-use crate::pod_network::{self, NetworkError, PodAddressing, PodLinks, PodRoute};
+use crate::pod_network::{self, NetworkError, PodAddressing, PodLinks, PodRoute, SpareLinks};
 
 #[derive(Debug, Clone)]
 pub struct CniServerConfig {
@@ -97,6 +98,8 @@ pub struct CniServer {
     pub kube: kube::Client,
     pub ovs: ovsdb::Client,
     pub datapath: Option<Arc<Mutex<Datapath>>>,
+    /// Interfaces built ahead of ADDs (with a datapath only: they save its attach time).
+    pub spares: Option<Arc<spares::Spares>>,
     pub config: CniServerConfig,
     pub metrics: Arc<CniMetrics>,
 }
@@ -108,6 +111,7 @@ pub struct CniMetrics {
         prometheus_client::metrics::histogram::Histogram,
         fn() -> prometheus_client::metrics::histogram::Histogram,
     >,
+    pub spares: spares::SpareMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -131,6 +135,7 @@ impl CniMetrics {
                     prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16),
                 )
             }),
+            spares: spares::SpareMetrics::default(),
         }
     }
 
@@ -140,6 +145,7 @@ impl CniMetrics {
             "Latency of CNI operations, by method and HTTP status",
             self.latency.clone(),
         );
+        self.spares.register(registry);
     }
 }
 
@@ -201,6 +207,7 @@ fn parse_request(body: &[u8]) -> Result<CniRequest, CniError> {
 
 async fn add(State(server): State<Shared>, body: axum::body::Bytes) -> Response {
     let started = Instant::now();
+    let _in_flight = server.spares.as_ref().map(|s| s.add_started());
     let response = match add_pod(&server, &body).await {
         Ok(r) => (StatusCode::OK, axum::Json(r)).into_response(),
         Err(e) => {
@@ -289,18 +296,27 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
     let interfaces = local
         .datapath_interfaces()
         .map_err(CniError::BadAnnotation)?;
+    let spare = server.spares.as_ref().and_then(|s| s.take());
     let attached = pod_network::attach(
         &server.ovs,
         &server.config.bridge,
         &local,
         Path::new(&request.net_ns),
         &addressing,
-        hand_to_datapath(server, &interfaces),
+        spare.as_ref(),
+        hand_to_datapath(server, &interfaces, spare.as_ref()),
     )
     .await;
     if let Err(e) = attached {
-        // pod_network removed the interfaces and the port; the datapath's part goes too.
+        // pod_network removed the interfaces and the port; the datapath's part goes too,
+        // with the spare's programs if the failure came before they were taken over.
         let _ = forget(server, &attachment).await;
+        if let (Some(datapath), Some(spare)) = (&server.datapath, &spare) {
+            datapath
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .discard_spare(&spare.id);
+        }
         return Err(e);
     }
     // Where an ADD spends its time, for an operator chasing slow pod starts.
@@ -332,18 +348,25 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
 }
 
 /// The datapath takes the pod's hand-off; without one, the kernel redirects (slower, never
-/// disconnected). The attach blocks in the kernel, so it runs off the runtime's workers.
-async fn hand_to_datapath(server: &CniServer, pod: &PodInterfaces) -> Result<(), CniError> {
+/// disconnected). The attach blocks in the kernel, so it runs off the runtime's workers; on
+/// a spare's interfaces it takes over the programs attached to them already.
+async fn hand_to_datapath(
+    server: &CniServer,
+    pod: &PodInterfaces,
+    spare: Option<&SpareLinks>,
+) -> Result<(), CniError> {
     match &server.datapath {
         // attach_pod replaces an earlier attachment of the pod (a retried ADD) and any stale
         // pinned link of a re-created interface.
         Some(datapath) => {
             let (datapath, pod) = (datapath.clone(), pod.clone());
+            let spare = spare.map(|s| s.id.clone());
             tokio::task::spawn_blocking(move || {
-                datapath
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .attach_pod(&pod)
+                let mut datapath = datapath.lock().unwrap_or_else(|e| e.into_inner());
+                match &spare {
+                    Some(spare) => datapath.attach_pod_from_spare(&pod, spare),
+                    None => datapath.attach_pod(&pod),
+                }
             })
             .await
             .map_err(|e| CniError::Datapath(format!("the attach task failed: {e}")))?

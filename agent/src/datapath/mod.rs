@@ -108,6 +108,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     object: PathBuf,
     pods: pods::AttachedPods,
+    spares: pods::SpareAttachments,
     pin_dir: Option<PathBuf>,
     logger: Option<BpfLogger>,
 }
@@ -203,6 +204,7 @@ impl Datapath {
             ebpf,
             object: path.to_owned(),
             pods: Default::default(),
+            spares: Default::default(),
             pin_dir: options.pin_dir.clone(),
             logger,
         };

@@ -37,7 +37,7 @@ pub struct PodInterfaces {
 
 /// How a program stays attached to a pod's interface.
 #[derive(Debug)]
-enum Attachment {
+pub(super) enum Attachment {
     /// A TCX link pinned in bpffs: it outlives this process.
     Pinned(PathBuf),
     /// A link owned by this process's program: no pin directory, or a kernel without TCX
@@ -56,6 +56,9 @@ pub(super) struct AttachedPod {
 }
 
 pub(super) type AttachedPods = StdHashMap<String, AttachedPod>;
+
+/// The programs attached to each spare's interfaces, by spare (`cni_server::spares`).
+pub(super) type SpareAttachments = StdHashMap<String, Vec<(&'static str, Attachment)>>;
 
 /// Parses a MAC written as `0a:58:0a:10:00:02`.
 pub fn parse_mac(mac: &str) -> Result<[u8; 6], String> {
@@ -98,6 +101,39 @@ impl Datapath {
     /// Registers `pod` and attaches the fast path to its split port. Its interfaces are looked
     /// up in the calling thread's network namespace. Idempotent: attaching again replaces.
     pub fn attach_pod(&mut self, pod: &PodInterfaces) -> Result<(), DatapathError> {
+        self.attach_pod_with(pod, Vec::new())
+    }
+
+    /// As [`Datapath::attach_pod`], for interfaces that were the spare `spare`: the programs
+    /// attached to them then are the pod's now (their pins renamed after the interfaces), so
+    /// this attaches nothing and waits for no RCU grace period.
+    pub fn attach_pod_from_spare(
+        &mut self,
+        pod: &PodInterfaces,
+        spare: &str,
+    ) -> Result<(), DatapathError> {
+        let prepared = self.spares.remove(spare).unwrap_or_default();
+        self.attach_pod_with(pod, prepared)
+    }
+
+    fn attach_pod_with(
+        &mut self,
+        pod: &PodInterfaces,
+        mut prepared: Vec<(&'static str, Attachment)>,
+    ) -> Result<(), DatapathError> {
+        let attached = self.attach_prepared(pod, &mut prepared);
+        // What was not taken over (a failure before it was) goes.
+        for (_, link) in prepared {
+            self.release_link(link);
+        }
+        attached
+    }
+
+    fn attach_prepared(
+        &mut self,
+        pod: &PodInterfaces,
+        prepared: &mut Vec<(&'static str, Attachment)>,
+    ) -> Result<(), DatapathError> {
         if self.pods.contains_key(&pod.name) {
             self.remove_pod(&pod.name)?;
         }
@@ -131,7 +167,7 @@ impl Datapath {
                 links: Vec::new(),
             },
         );
-        let attached = self.register_and_attach(pod, port, ip);
+        let attached = self.register_and_attach(pod, port, ip, prepared);
         if attached.is_err() {
             let _ = self.remove_pod(&pod.name);
         }
@@ -143,6 +179,7 @@ impl Datapath {
         pod: &PodInterfaces,
         port: PodPort,
         ip: IpBytes,
+        prepared: &mut Vec<(&'static str, Attachment)>,
     ) -> Result<(), DatapathError> {
         self.register_port(port, ip)?;
         {
@@ -162,12 +199,17 @@ impl Datapath {
         }
         // One after the other: each TCX attach waits for an RCU grace period while it holds
         // the RTNL lock, so attaching from two threads gains nothing.
-        for (program, interface) in [
-            (programs::FROM_POD, &pod.host_veth),
-            (programs::TO_POD, &pod.ovs_peer),
-        ] {
-            let prog = classifier(&mut self.ebpf, program)?;
-            let link = attach_program(prog, self.pin_dir.as_deref(), program, interface)?;
+        for (program, interface) in pod_programs(&pod.host_veth, &pod.ovs_peer) {
+            let link = match prepared.iter().position(|(p, _)| *p == program) {
+                Some(at) => {
+                    let (_, link) = prepared.swap_remove(at);
+                    self.repin(link, program, interface)?
+                }
+                None => {
+                    let prog = classifier(&mut self.ebpf, program)?;
+                    attach_program(prog, self.pin_dir.as_deref(), program, interface)?
+                }
+            };
             self.pods
                 .get_mut(&pod.name)
                 .expect("recorded by attach_pod")
@@ -184,16 +226,7 @@ impl Datapath {
             return Ok(());
         };
         for link in pod.links {
-            match link {
-                // Removing the last reference detaches the program.
-                Attachment::Pinned(path) => {
-                    let _ = std::fs::remove_file(path);
-                }
-                // The interface may be gone already, which detached the program.
-                Attachment::Owned(program, id) => {
-                    let _ = classifier(&mut self.ebpf, program)?.detach(id);
-                }
-            }
+            self.release_link(link);
         }
         {
             let mut ports: HashMap<_, u32, PodPort> = self.map_mut_typed(PORTS_MAP)?;
@@ -223,6 +256,93 @@ impl Datapath {
             owns(&key.src) || owns(&key.dst) || entry.dst_host_ifindex == pod.port.host_ifindex
         })?;
         Ok(())
+    }
+
+    /// Detaches one program: removing the last reference to a pinned link detaches it; an
+    /// owned one may be detached already (its interface gone, which detached it).
+    fn release_link(&mut self, link: Attachment) {
+        match link {
+            Attachment::Pinned(path) => {
+                let _ = std::fs::remove_file(path);
+            }
+            Attachment::Owned(program, id) => {
+                if let Ok(prog) = classifier(&mut self.ebpf, program) {
+                    let _ = prog.detach(id);
+                }
+            }
+        }
+    }
+
+    /// A spare's link, now on `interface` (renamed from the spare's name): its pin follows the
+    /// name, where [`attach_program`] and a restarted agent look for it.
+    fn repin(
+        &mut self,
+        link: Attachment,
+        program: &'static str,
+        interface: &str,
+    ) -> Result<Attachment, DatapathError> {
+        let (Attachment::Pinned(from), Some(dir)) = (&link, self.pin_dir.as_deref()) else {
+            return Ok(link);
+        };
+        let to = link_pin(dir, interface, program);
+        match std::fs::rename(from, &to) {
+            Ok(()) => Ok(Attachment::Pinned(to)),
+            Err(e) => {
+                let detail = format!("renaming {} to {}: {e}", from.display(), to.display());
+                self.release_link(link);
+                Err(DatapathError::Pin { path: to, detail })
+            }
+        }
+    }
+
+    /// Attaches the delivery program to `ovs_peer`, the spare `spare`'s OVS port peer, before
+    /// any pod is known: the RCU grace period a TCX attach waits for is spent here instead of
+    /// in an ADD.
+    pub fn attach_spare(&mut self, spare: &str, ovs_peer: &str) -> Result<(), DatapathError> {
+        let program = programs::TO_POD;
+        let prog = classifier(&mut self.ebpf, program)?;
+        let link = attach_program(prog, self.pin_dir.as_deref(), program, ovs_peer)?;
+        self.spares
+            .entry(spare.to_owned())
+            .or_default()
+            .push((program, link));
+        Ok(())
+    }
+
+    /// Detaches what the spare `spare` had attached (it could not be finished, or an ADD
+    /// failed before its programs were taken over). Idempotent.
+    pub fn discard_spare(&mut self, spare: &str) {
+        for (_, link) in self.spares.remove(spare).unwrap_or_default() {
+            self.release_link(link);
+        }
+    }
+
+    /// Removes the pins of spares an earlier agent built and never handed out (their
+    /// interfaces are deleted at start-up, which leaves the pinned links defunct). Returns
+    /// how many went.
+    pub fn remove_stale_spare_pins(&self) -> usize {
+        let Some(dir) = &self.pin_dir else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir.join("links")) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(crate::pod_network::SPARE_PREFIX)
+            })
+            .filter(|e| {
+                !self
+                    .spares
+                    .values()
+                    .flatten()
+                    .any(|(_, l)| matches!(l, Attachment::Pinned(p) if *p == e.path()))
+            })
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
     }
 
     /// Records a pod port and its address in the maps the programs consult (attach_pod does
@@ -291,6 +411,22 @@ impl Datapath {
     }
 }
 
+/// The programs a pod's split port carries: the fast path or hand-off on its veth's host end,
+/// delivery (and learning) on its OVS port's peer.
+fn pod_programs<'a>(host_veth: &'a str, ovs_peer: &'a str) -> [(&'static str, &'a str); 2] {
+    [
+        (programs::FROM_POD, host_veth),
+        (programs::TO_POD, ovs_peer),
+    ]
+}
+
+/// Where the link of `program` on `interface` is pinned.
+fn link_pin(dir: &Path, interface: &str, program: &str) -> PathBuf {
+    // bpffs refuses dots in names (EPERM); interface names may contain them.
+    dir.join("links")
+        .join(format!("{}-{program}", interface.replace('.', "_")))
+}
+
 /// Attaches `program` to the ingress of `interface`. With a pin directory, a link pinned
 /// by an earlier agent is adopted and its program replaced atomically (no window without
 /// a program); a new link is pinned.
@@ -306,12 +442,7 @@ fn attach_program(
         direction: "ingress",
         source: Box::new(source),
     };
-    let pin = pin_dir
-        // bpffs refuses dots in names (EPERM); interface names may contain them.
-        .map(|dir| {
-            dir.join("links")
-                .join(format!("{}-{program}", interface.replace('.', "_")))
-        });
+    let pin = pin_dir.map(|dir| link_pin(dir, interface, program));
     let adopted = pin
         .as_ref()
         .and_then(|path| PinnedLink::from_pin(path).ok())

@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::{NetworkError, PodAddressing, PodLinks};
+use super::{NetworkError, PodAddressing, PodLinks, SPARE_PREFIX, SpareLinks};
 use crate::netlink::{connect, index_of, io, netlink};
 
 async fn delete_if_present(handle: &Handle, name: &str) -> Result<(), NetworkError> {
@@ -66,20 +66,29 @@ where
 /// namespace (the node's), up, with the OVS-side offloads off; the pod's end straight inside
 /// `netns` under its final name, MAC and MTU (created there, not moved: a move waits for an
 /// RCU grace period under the RTNL lock, which every other ADD on the node then waits for).
+/// With a `spare`, its OVS-side pair is renamed to the pod's instead of a new one created.
 /// Leftovers of an earlier attempt with the same names are removed first; on failure nothing
-/// is left behind. [`configure_in_pod`] finishes the pod's end.
+/// is left behind (the spare's interfaces included). [`configure_in_pod`] finishes the pod's
+/// end.
 pub async fn create(
     links: &PodLinks,
     netns: &Path,
     addressing: &PodAddressing,
+    spare: Option<&SpareLinks>,
 ) -> Result<(), NetworkError> {
-    let target = std::fs::File::open(netns)
-        .map_err(|_| NetworkError::NetnsGone(netns.display().to_string()))?;
-    let handle = connect()?;
-    delete(links).await?;
-    let result = build(&handle, links, &target, addressing).await;
+    let result = async {
+        let target = std::fs::File::open(netns)
+            .map_err(|_| NetworkError::NetnsGone(netns.display().to_string()))?;
+        let handle = connect()?;
+        delete(links).await?;
+        build(&handle, links, &target, addressing, spare).await
+    }
+    .await;
     if result.is_err() {
         let _ = delete(links).await;
+        if let Some(spare) = spare {
+            let _ = delete_spare(spare).await;
+        }
     }
     result
 }
@@ -89,6 +98,7 @@ async fn build(
     links: &PodLinks,
     pod_netns: &std::fs::File,
     addressing: &PodAddressing,
+    spare: Option<&SpareLinks>,
 ) -> Result<(), NetworkError> {
     let mtu = addressing.mtu;
     let pod_end = LinkMessageBuilder::<LinkUnspec>::new()
@@ -111,16 +121,31 @@ async fn build(
             "creating {} with {} in the pod",
             links.host_veth, addressing.if_name
         )))?;
-    handle
-        .link()
-        .add(
-            LinkVeth::new(&links.ovs_port, &links.ovs_peer)
-                .mtu(mtu)
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(netlink(format!("creating {}", links.ovs_port)))?;
+    match spare {
+        // A rename under the RTNL lock waits for an expedited grace period only.
+        Some(spare) => {
+            for (from, to) in [
+                (&spare.ovs_port, &links.ovs_port),
+                (&spare.ovs_peer, &links.ovs_peer),
+            ] {
+                let index = index_of(handle, from).await?.ok_or_else(|| {
+                    NetworkError::Check(format!("the spare interface {from} vanished"))
+                })?;
+                handle
+                    .link()
+                    .set(
+                        LinkUnspec::new_with_index(index)
+                            .name(to.clone())
+                            .mtu(mtu)
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                    .map_err(netlink(format!("renaming {from} to {to}")))?;
+            }
+        }
+        None => add_ovs_pair(handle, &links.ovs_port, &links.ovs_peer, mtu).await?,
+    }
     for name in [&links.host_veth, &links.ovs_port, &links.ovs_peer] {
         let index = index_of(handle, name)
             .await?
@@ -136,6 +161,72 @@ async fn build(
     // and segment them before OVS reads them (OVS 3.1's userspace datapath cannot encapsulate
     // partial checksums). The pod keeps its offloads for the fast path.
     offloads_off(&links.ovs_peer)
+}
+
+/// The OVS-side veth pair, `ovs_port` and its `peer`, in the handle's namespace.
+async fn add_ovs_pair(
+    handle: &Handle,
+    ovs_port: &str,
+    peer: &str,
+    mtu: u32,
+) -> Result<(), NetworkError> {
+    handle
+        .link()
+        .add(LinkVeth::new(ovs_port, peer).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(netlink(format!("creating {ovs_port}")))
+}
+
+/// Builds a spare: an OVS-side veth pair in the calling thread's namespace (the node's), down,
+/// with the offloads off as [`create`] leaves them. Leftovers under its names go first; on
+/// failure nothing is left behind.
+pub async fn create_spare(spare: &SpareLinks, mtu: u32) -> Result<(), NetworkError> {
+    delete_spare(spare).await?;
+    let handle = connect()?;
+    let result = async {
+        add_ovs_pair(&handle, &spare.ovs_port, &spare.ovs_peer, mtu).await?;
+        offloads_off(&spare.ovs_peer)
+    }
+    .await;
+    if result.is_err() {
+        let _ = delete_spare(spare).await;
+    }
+    result
+}
+
+/// Removes one spare's interfaces. Idempotent.
+pub async fn delete_spare(spare: &SpareLinks) -> Result<(), NetworkError> {
+    let handle = connect()?;
+    for name in [&spare.ovs_port, &spare.ovs_peer] {
+        delete_if_present(&handle, name).await?;
+    }
+    Ok(())
+}
+
+/// Removes every spare interface in the calling thread's namespace (an earlier agent's, at
+/// start-up: what it had built, it had not handed out). Returns how many links went.
+pub async fn delete_all_spares() -> Result<usize, NetworkError> {
+    let handle = connect()?;
+    let mut names = Vec::new();
+    let mut stream = handle.link().get().execute();
+    while let Some(link) = stream
+        .try_next()
+        .await
+        .map_err(netlink("listing the node's links"))?
+    {
+        for attribute in &link.attributes {
+            if let LinkAttribute::IfName(name) = attribute
+                && name.starts_with(SPARE_PREFIX)
+            {
+                names.push(name.clone());
+            }
+        }
+    }
+    for name in &names {
+        delete_if_present(&handle, name).await?;
+    }
+    Ok(names.len())
 }
 
 /// A veth message whose peer is `peer` (rtnetlink's builder names the peer only).

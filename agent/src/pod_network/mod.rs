@@ -9,6 +9,11 @@
 //!
 //! `<id>` is the first 12 characters of the container ID, as Kube-OVN names its veths, so
 //! interface names fit in 15 bytes and DEL finds them from the container ID alone.
+//!
+//! A [`SpareLinks`] is an OVS-side pair built ahead of an ADD under `kovn~<n>` names: an ADD
+//! that takes one renames it instead of creating it (see `cni_server::spares` for why). The
+//! pod's veth is always created at the ADD, its pod end inside the pod's namespace: moving an
+//! interface between namespaces waits for an `rcu_barrier`, 20–30 ms on a busy node.
 
 pub mod links;
 
@@ -37,6 +42,32 @@ impl PodLinks {
             host_veth: format!("{id}_h"),
             ovs_port: format!("{id}_o"),
             ovs_peer: format!("{id}_p"),
+        }
+    }
+}
+
+/// What every spare's names start with. `~` is in no container ID (the CNI spec allows
+/// alphanumerics, `-`, `_` and `.`), so a spare's names never meet a pod's.
+pub const SPARE_PREFIX: &str = "kovn~";
+
+/// One spare: an OVS port pair in the node's namespace, the datapath's delivery program on
+/// its peer, waiting for an ADD to rename it to a pod's `<id>_o` and `<id>_p`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpareLinks {
+    /// `kovn~<n>`: the spare's key, and the stem of its interfaces' names.
+    pub id: String,
+    pub ovs_port: String,
+    pub ovs_peer: String,
+}
+
+impl SpareLinks {
+    /// The spare numbered `n` (five hex digits, so its names fit in 15 bytes).
+    pub fn numbered(n: u32) -> SpareLinks {
+        let id = format!("{SPARE_PREFIX}{:05x}", n & 0xf_ffff);
+        SpareLinks {
+            ovs_port: format!("{id}_o"),
+            ovs_peer: format!("{id}_p"),
+            id,
         }
     }
 }
@@ -89,6 +120,8 @@ pub enum NetworkError {
 /// Nothing reaches the pod before all are done: it has no address yet, and OVS no port to
 /// deliver through. What `alongside` did, its caller undoes if this fails.
 ///
+/// With a `spare`, its OVS port pair becomes the pod's instead of a new one being created.
+///
 /// A port of an earlier attempt is removed first: ovs-vswitchd must see a new port to open
 /// the new interface (an unchanged Port row over a re-created interface leaves it reading the
 /// old one).
@@ -98,13 +131,14 @@ pub async fn attach<E: From<NetworkError>>(
     pod: &LocalPod,
     netns: &std::path::Path,
     addressing: &PodAddressing,
+    spare: Option<&SpareLinks>,
     alongside: impl std::future::Future<Output = Result<(), E>>,
 ) -> Result<(), E> {
     let links = pod.links();
     pod_port::unbind(ovs, &links.ovs_port)
         .await
         .map_err(NetworkError::from)?;
-    links::create(&links, netns, addressing).await?;
+    links::create(&links, netns, addressing, spare).await?;
     let plugged = async {
         tokio::try_join!(links::configure_in_pod(netns, addressing), async {
             pod_port::bind(ovs, bridge, pod)
@@ -141,5 +175,18 @@ mod tests {
         for name in [links.host_veth, links.ovs_port, links.ovs_peer] {
             assert!(name.len() <= 15, "{name}");
         }
+    }
+
+    #[test]
+    fn spare_names_fit_an_interface_name_and_never_meet_a_pods() {
+        for n in [0, 1, 0xf_ffff, u32::MAX] {
+            let spare = SpareLinks::numbered(n);
+            for name in [&spare.ovs_port, &spare.ovs_peer] {
+                assert!(name.len() <= 15, "{name}");
+                assert!(name.starts_with(SPARE_PREFIX), "{name}");
+                assert!(name.starts_with(&spare.id), "{name}");
+            }
+        }
+        assert_eq!(SpareLinks::numbered(0x1f).ovs_peer, "kovn~0001f_p");
     }
 }
