@@ -20,6 +20,25 @@ use crate::pod_network::NetworkError;
 
 pub use crate::ovs::node_port::NODE_PORT;
 
+/// Why the node's own attachment is not (yet) in place; each says what to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeSetupError {
+    /// The Node object: gone, unwatchable, or not (correctly) annotated by the controller.
+    #[error("node {node}: {reason}")]
+    Node { node: String, reason: String },
+    #[error("ovs-vswitchd did not create {NODE_PORT} within 5 s")]
+    NodePortMissing,
+    #[error("route {cidr}: {reason}")]
+    Route { cidr: IpNet, reason: String },
+    /// Running `nft`, or the rules it refused.
+    #[error("nft: {0}")]
+    Nft(String),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Ovs(#[from] crate::ovs::OvsError),
+}
+
 /// The node's join attachment, from its annotations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeGateway {
@@ -48,24 +67,29 @@ pub async fn wait_for_node(
     kube: &kube::Client,
     name: &str,
     timeout: Duration,
-) -> Result<NodeGateway, NetworkError> {
+) -> Result<NodeGateway, NodeSetupError> {
     let nodes: Api<Node> = Api::all(kube.clone());
     let condition = await_condition(nodes, name, |n: Option<&Node>| n.is_some_and(ready));
+    let node_error = |reason: String| NodeSetupError::Node {
+        node: name.to_owned(),
+        reason,
+    };
     let node = match tokio::time::timeout(timeout, condition).await {
         Ok(Ok(Some(node))) => node,
-        Ok(Ok(None)) => return Err(NetworkError::Check(format!("node {name} was deleted"))),
-        Ok(Err(e)) => return Err(NetworkError::Check(format!("watching node {name}: {e}"))),
+        Ok(Ok(None)) => return Err(node_error("deleted".into())),
+        Ok(Err(e)) => return Err(node_error(format!("watching it: {e}"))),
         Err(_) => {
-            return Err(NetworkError::Check(format!(
-                "node {name} has no {} annotation after {} s: kovn-controller allocates the node's join port; is it running?",
+            return Err(node_error(format!(
+                "no {} annotation after {} s: kovn-controller allocates the node's join port; is it running?",
                 annotations::PORT_NAME,
                 timeout.as_secs()
             )));
         }
     };
     let a = node.annotations();
-    let bad = |what: &str| NetworkError::Check(format!("node {name}: bad {what} annotation"));
+    let bad = |what: &str| node_error(format!("bad {what} annotation"));
     let first = |key: &str| a[key].split(',').next().unwrap_or_default().to_owned();
+    crate::datapath::parse_mac(&a[annotations::MAC_ADDRESS]).map_err(|_| bad("mac_address"))?;
     let address: IpAddr = first(annotations::IP_ADDRESS)
         .parse()
         .map_err(|_| bad("ip_address"))?;
@@ -92,7 +116,7 @@ pub async fn ensure_node_port(
     bridge: &str,
     gateway: &NodeGateway,
     mtu: u32,
-) -> Result<u32, NetworkError> {
+) -> Result<u32, NodeSetupError> {
     crate::ovs::node_port::bind(ovs, bridge, &gateway.port_name, &gateway.mac).await?;
 
     let handle = connect()?;
@@ -105,12 +129,11 @@ pub async fn ensure_node_port(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let index = index.ok_or_else(|| {
-        NetworkError::Check(format!(
-            "ovs-vswitchd did not create {NODE_PORT} within 5 s"
-        ))
+    let index = index.ok_or(NodeSetupError::NodePortMissing)?;
+    let mac = crate::datapath::parse_mac(&gateway.mac).map_err(|reason| NodeSetupError::Node {
+        node: gateway.port_name.clone(),
+        reason: format!("its join port's MAC: {reason}"),
     })?;
-    let mac = crate::datapath::parse_mac(&gateway.mac).map_err(NetworkError::Check)?;
     handle
         .link()
         .set(
@@ -132,10 +155,7 @@ pub async fn ensure_node_port(
         Ok(()) => {}
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
         Err(e) => {
-            return Err(netlink(format!(
-                "adding {} to {NODE_PORT}",
-                gateway.address
-            ))(e));
+            return Err(netlink(format!("adding {} to {NODE_PORT}", gateway.address))(e).into());
         }
     }
     // The node forwards between ovn0 and its other interfaces: hostPorts, NodePorts, and
@@ -171,19 +191,22 @@ pub async fn ensure_routes(
     ovn0: u32,
     gateway: IpAddr,
     cidrs: &[IpNet],
-) -> Result<(), NetworkError> {
+) -> Result<(), NodeSetupError> {
     let handle = connect()?;
     for cidr in cidrs {
         let message = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(cidr.addr(), cidr.prefix_len())
             .and_then(|b| b.gateway(gateway))
-            .map_err(|e| NetworkError::Check(format!("route {cidr}: {e}")))?
+            .map_err(|e| NodeSetupError::Route {
+                cidr: *cidr,
+                reason: e.to_string(),
+            })?
             .output_interface(ovn0)
             .build();
         match handle.route().add(message).execute().await {
             Ok(()) => {}
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-            Err(e) => return Err(netlink(format!("route {cidr} via {gateway}"))(e)),
+            Err(e) => return Err(netlink(format!("route {cidr} via {gateway}"))(e).into()),
         }
     }
     Ok(())
@@ -212,31 +235,25 @@ pub fn nat_ruleset(nat_outgoing: &[IpNet], cluster: &[IpNet]) -> String {
     )
 }
 
-fn apply_nat(ruleset: &str) -> Result<(), NetworkError> {
+fn apply_nat(ruleset: &str) -> Result<(), NodeSetupError> {
     use std::io::Write;
     let mut child = std::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|source| NetworkError::Io {
-            what: "running nft (is nftables installed?)".into(),
-            source,
-        })?;
+        .map_err(|e| NodeSetupError::Nft(format!("running nft (is nftables installed?): {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(ruleset.as_bytes());
     }
     let out = child
         .wait_with_output()
-        .map_err(|source| NetworkError::Io {
-            what: "nft".into(),
-            source,
-        })?;
+        .map_err(|e| NodeSetupError::Nft(format!("waiting for nft: {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(NetworkError::Check(format!(
-            "nft refused the natOutgoing rules: {}",
+        Err(NodeSetupError::Nft(format!(
+            "it refused the natOutgoing rules: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
@@ -268,7 +285,7 @@ pub async fn run(
     kube: kube::Client,
     ovs: Client,
     config: NodeSetupConfig,
-) -> Result<(), NetworkError> {
+) -> Result<(), NodeSetupError> {
     let NodeSetupConfig {
         node_name,
         bridge,

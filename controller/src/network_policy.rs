@@ -142,6 +142,51 @@ pub struct PolicyPlan {
     pub ingress: Option<Vec<Rule>>,
     /// Egress rules when the policy isolates egress.
     pub egress: Option<Vec<Rule>>,
+    /// Which of its ACLs' verdicts ovn-controller logs.
+    pub log: AclLogging,
+}
+
+/// Kube-OVN's ACL logging of a NetworkPolicy: `ovn.kubernetes.io/enable_log: "true"`, with
+/// `ovn.kubernetes.io/log_acl_actions` naming the verdicts (`drop` when absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AclLogging {
+    pub drop: bool,
+    pub allow: bool,
+}
+
+impl AclLogging {
+    /// From the policy's annotations. A verdict word kovn does not know fails the plan, so a
+    /// typo is reported instead of silently logging less than asked.
+    pub fn of(policy: &NetworkPolicy) -> Result<AclLogging, String> {
+        let annotations = policy.metadata.annotations.clone().unwrap_or_default();
+        if annotations
+            .get(api::annotations::NETWORK_POLICY_LOG)
+            .map(String::as_str)
+            != Some("true")
+        {
+            return Ok(AclLogging::default());
+        }
+        let Some(actions) = annotations.get(api::annotations::ACL_LOG_ACTIONS) else {
+            return Ok(AclLogging {
+                drop: true,
+                allow: false,
+            });
+        };
+        let mut log = AclLogging::default();
+        for word in actions.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "drop" => log.drop = true,
+                "allow" | "allow-related" | "allow-stateless" => log.allow = true,
+                other => {
+                    return Err(format!(
+                        "{}: {other:?} is not a verdict kovn logs (drop, allow)",
+                        api::annotations::ACL_LOG_ACTIONS
+                    ));
+                }
+            }
+        }
+        Ok(log)
+    }
 }
 
 /// Whether `labels` match `selector` (matchLabels and matchExpressions, all ANDed). An
@@ -174,6 +219,7 @@ pub fn plan(
     namespaces: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Result<PolicyPlan, String> {
     let key = PolicyKey::of(policy);
+    let log = AclLogging::of(policy)?;
     let spec = policy.spec.clone().unwrap_or_default();
     let pod_selector = spec.pod_selector.clone().unwrap_or_default();
     let selected: Vec<&PodView> = pods
@@ -280,6 +326,7 @@ pub fn plan(
         selected,
         ingress,
         egress,
+        log,
     })
 }
 
@@ -392,6 +439,49 @@ mod tests {
 
     fn ips(rule: &Rule) -> Vec<String> {
         rule.addresses.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn acl_logging_follows_kube_ovns_annotations() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut p = policy("x", NetworkPolicySpec::default());
+            p.metadata.annotations = Some(labels(pairs));
+            AclLogging::of(&p)
+        };
+        let none = AclLogging::default();
+        let drops = AclLogging {
+            drop: true,
+            allow: false,
+        };
+        assert_eq!(with(&[]), Ok(none));
+        assert_eq!(
+            with(&[(api::annotations::NETWORK_POLICY_LOG, "false")]),
+            Ok(none)
+        );
+        assert_eq!(
+            with(&[(api::annotations::ACL_LOG_ACTIONS, "drop,allow")]),
+            Ok(none),
+            "the actions alone enable nothing"
+        );
+        assert_eq!(
+            with(&[(api::annotations::NETWORK_POLICY_LOG, "true")]),
+            Ok(drops)
+        );
+        assert_eq!(
+            with(&[
+                (api::annotations::NETWORK_POLICY_LOG, "true"),
+                (api::annotations::ACL_LOG_ACTIONS, "allow, drop")
+            ]),
+            Ok(AclLogging {
+                drop: true,
+                allow: true
+            })
+        );
+        let typo = with(&[
+            (api::annotations::NETWORK_POLICY_LOG, "true"),
+            (api::annotations::ACL_LOG_ACTIONS, "dorp"),
+        ]);
+        assert!(typo.unwrap_err().contains("dorp"));
     }
 
     #[test]

@@ -375,6 +375,47 @@ async fn pod_reconcile_applies_the_ip_object_then_patches_annotations_and_is_ide
     );
 }
 
+/// A NetworkPolicy kovn cannot program (a logging verdict it does not know) gets Kube-OVN's
+/// `CreateACLFailed` warning event naming the problem, and nothing in NB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_policy_that_cannot_be_programmed_gets_a_warning_event_and_no_rows() {
+    let mut f = fixture(vec![subnet("ovn-default", "10.16.0.0/16", 0)], vec![]).await;
+    let policy: k8s_openapi::api::networking::v1::NetworkPolicy =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "logged", "namespace": "default", "annotations": {
+                "ovn.kubernetes.io/enable_log": "true",
+                "ovn.kubernetes.io/log_acl_actions": "drop,dorp"}},
+            "spec": {"podSelector": {}}
+        }))
+        .unwrap();
+    let run = tokio::spawn(reconcile::network_policy::reconcile(
+        Arc::new(policy),
+        f.ctx.clone(),
+    ));
+    let (event, send) = expect(
+        &mut f.handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+    )
+    .await;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "CreateACLFailed");
+    assert_eq!(event["regarding"]["kind"], "NetworkPolicy");
+    assert_eq!(event["regarding"]["name"], "logged");
+    let note = event["note"].as_str().unwrap();
+    assert!(note.contains("dorp"), "the event names the problem: {note}");
+    respond(send, StatusCode::CREATED, event.clone());
+    let result = run.await.unwrap();
+    assert!(result.is_err(), "retried with backoff: {result:?}");
+    expect_silence(&mut f.handle, "nothing else is written to the API").await;
+    let groups = f.nb.read(|c| {
+        c.table(<ovsdb::models::ovn_northbound::PortGroup as ovsdb::Model>::TABLE)
+            .map_or(0, |t| t.rows().count())
+    });
+    assert_eq!(groups, 0, "no port group for a policy that failed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overlapping_subnet_gets_a_warning_event_and_a_status_patch_and_nothing_else() {
     let default = subnet("ovn-default", "10.16.0.0/16", 0);

@@ -75,11 +75,23 @@ pub async fn reconcile(policy: Arc<NetworkPolicy>, ctx: Arc<Context>) -> Result<
     if !ctx.settings.enable_np {
         return Ok(Action::await_change());
     }
-    let namespaces = namespace_labels(&ctx);
+    let programmed = program(&policy, &ctx).await;
+    if let Err(e) = &programmed {
+        // Kube-OVN's reason, where `kubectl describe networkpolicy` shows why a policy is
+        // not in force (it is retried with backoff; the rows of its last good spec stay).
+        ctx.event(&*policy, true, "CreateACLFailed", e.to_string())
+            .await;
+    }
+    programmed
+}
+
+/// Writes the policy's rows into NB.
+async fn program(policy: &NetworkPolicy, ctx: &Context) -> Result<Action> {
+    let namespaces = namespace_labels(ctx);
     // Only the pods the policy can name: those of its namespace and of the namespaces its
     // namespace selectors match (every namespace when an egress rule names a port and lets
     // any destination in: the name is resolved on whatever pod is reached).
-    let relevant = relevant_namespaces(&policy, &namespaces);
+    let relevant = relevant_namespaces(policy, &namespaces);
     let pods: Vec<PodView> = {
         let all = ctx.stores.pods.state();
         let ipam = ctx.ipam();
@@ -92,8 +104,8 @@ pub async fn reconcile(policy: Arc<NetworkPolicy>, ctx: Arc<Context>) -> Result<
             .filter_map(|p| pod_view(p, &ipam))
             .collect()
     };
-    let plan = network_policy::plan(&policy, &pods, &namespaces)
-        .map_err(|e| Error::BadSpec(format!("NetworkPolicy {}: {e}", PolicyKey::of(&policy))))?;
+    let plan = network_policy::plan(policy, &pods, &namespaces)
+        .map_err(|e| Error::BadSpec(format!("NetworkPolicy {}: {e}", PolicyKey::of(policy))))?;
     let families: BTreeSet<&'static str> = {
         let selected: BTreeSet<&Owner> = plan.selected.iter().collect();
         let mut f: BTreeSet<&'static str> = pods

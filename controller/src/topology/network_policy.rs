@@ -19,12 +19,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use ovsdb::models::ovn_northbound::{Acl, AclAction, AclDirection, AddressSet, PortGroup};
+use ovsdb::models::ovn_northbound::{
+    Acl, AclAction, AclDirection, AclSeverity, AddressSet, PortGroup,
+};
 use ovsdb::{Cache, Condition, Model, Transaction};
 
 use super::owned::{OwnedRow, Parent, Synced, owner, sync_owned_rows};
 use super::{VENDOR, bump_nb_cfg, find, ip_family, uuid_name};
-use crate::network_policy::{PolicyKey, PolicyPlan, PortMatch, Rule};
+use crate::network_policy::{AclLogging, PolicyKey, PolicyPlan, PortMatch, Rule};
 
 /// `external_ids` key naming the policy of a port group or address set (Kube-OVN's).
 pub const NP_KEY: &str = "np";
@@ -201,7 +203,25 @@ pub fn policy_rows(plan: &PolicyPlan, families: &BTreeSet<&'static str>) -> Poli
             }
         }
     }
+    log_verdicts(&mut rows.acls, plan.log);
     rows
+}
+
+/// Marks the ACLs whose verdicts the policy logs (Kube-OVN's severities: warning for drops,
+/// info for allows). Logging is part of a row's key, so turning it on or off rewrites them.
+fn log_verdicts(acls: &mut [OwnedRow<Acl>], log: AclLogging) {
+    for acl in acls {
+        let severity = match acl.row.action {
+            AclAction::Drop if log.drop => AclSeverity::Warning,
+            AclAction::Allow | AclAction::AllowRelated | AclAction::AllowStateless if log.allow => {
+                AclSeverity::Info
+            }
+            _ => continue,
+        };
+        acl.row.log = true;
+        acl.row.severity = Some(severity);
+        acl.key.push_str("|log");
+    }
 }
 
 struct RuleContext<'a> {
