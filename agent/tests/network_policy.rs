@@ -181,6 +181,15 @@ impl Established {
     }
 }
 
+/// How a probe that answered (or not) differs from what was expected.
+fn wrong_verdict(answered: bool) -> &'static str {
+    if answered {
+        "answered, expected denied"
+    } else {
+        "denied, expected answered"
+    }
+}
+
 /// A new connection (TCP) or a first datagram (UDP) from `from` to `to`, answered.
 fn probe(from: &RunningPod, to: Ipv4Addr, probe: Probe) -> bool {
     Established::open(from, to, probe).is_some_and(|mut e| e.exchange())
@@ -266,11 +275,7 @@ impl World {
                         b.pod,
                         p.0,
                         p.1,
-                        if *ok {
-                            "answered, expected denied"
-                        } else {
-                            "denied, expected answered"
-                        }
+                        wrong_verdict(*ok)
                     )
                 })
                 .collect();
@@ -591,11 +596,7 @@ impl World {
                             (
                                 format!(
                                     "{from:?} -> {vip} (backend {backend:?}) {p:?}: {}",
-                                    if answered {
-                                        "answered, expected denied"
-                                    } else {
-                                        "denied, expected answered"
-                                    }
+                                    wrong_verdict(answered)
                                 ),
                                 backend,
                             )

@@ -82,6 +82,27 @@ async fn expect(
     (seen.body, send)
 }
 
+/// The next request is kovn-controller's Warning event `reason` on the `kind` named `name`.
+async fn expect_warning(
+    handle: &mut Handle,
+    reason: &str,
+    kind: &str,
+    name: &str,
+) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+    let (event, send) = expect(
+        handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+    )
+    .await;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], reason);
+    assert_eq!(event["regarding"]["kind"], kind);
+    assert_eq!(event["regarding"]["name"], name);
+    assert_eq!(event["reportingController"], "kovn-controller");
+    (event, send)
+}
+
 async fn expect_silence(handle: &mut Handle, why: &str) {
     if let Ok(Some((request, _))) =
         tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await
@@ -393,16 +414,8 @@ async fn a_network_policy_that_cannot_be_programmed_gets_a_warning_event_and_no_
         Arc::new(policy),
         f.ctx.clone(),
     ));
-    let (event, send) = expect(
-        &mut f.handle,
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/default/events",
-    )
-    .await;
-    assert_eq!(event["type"], "Warning");
-    assert_eq!(event["reason"], "CreateACLFailed");
-    assert_eq!(event["regarding"]["kind"], "NetworkPolicy");
-    assert_eq!(event["regarding"]["name"], "logged");
+    let (event, send) =
+        expect_warning(&mut f.handle, "CreateACLFailed", "NetworkPolicy", "logged").await;
     let note = event["note"].as_str().unwrap();
     assert!(note.contains("dorp"), "the event names the problem: {note}");
     respond(send, StatusCode::CREATED, event.clone());
@@ -436,17 +449,7 @@ async fn an_overlapping_subnet_gets_a_warning_event_and_a_status_patch_and_nothi
     ));
 
     // 1. A Warning event on the Subnet, naming the overlap.
-    let (event, send) = expect(
-        &mut f.handle,
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/default/events",
-    )
-    .await;
-    assert_eq!(event["type"], "Warning");
-    assert_eq!(event["reason"], "ValidationFailed");
-    assert_eq!(event["regarding"]["kind"], "Subnet");
-    assert_eq!(event["regarding"]["name"], "bad");
-    assert_eq!(event["reportingController"], "kovn-controller");
+    let (event, send) = expect_warning(&mut f.handle, "ValidationFailed", "Subnet", "bad").await;
     let note = event["note"].as_str().unwrap();
     assert!(
         note.contains("10.16.0.0/16") && note.contains("ovn-default"),
