@@ -295,13 +295,17 @@ impl World {
     /// What a failed case leaves to look at: NB's policy rows, node 0's conntrack, and for
     /// the first wrong pair OVS's datapath flows and the fast path's entries between them.
     fn diagnostics(&self, pair: Option<(Id, Id)>) -> String {
+        self.diagnostics_between(pair.map(|(a, b)| (self.ip(a), self.ip(b))))
+    }
+
+    /// [`World::diagnostics`] for two addresses.
+    fn diagnostics_between(&self, pair: Option<(Ipv4Addr, Ipv4Addr)>) -> String {
         let mut between: String = self
             .pods
             .iter()
             .map(|(who, pod)| format!("{}/{} = {}\n", who.ns, who.pod, pod.ip))
             .collect();
-        if let Some((a, b)) = pair {
-            let (ia, ib) = (self.ip(a), self.ip(b));
+        if let Some((ia, ib)) = pair {
             let megaflows = self
                 .cluster
                 .sb
@@ -619,6 +623,46 @@ impl World {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// VPC `tenant` with subnet `tenant-net` (10.40.0.0/24) for namespace t, and pods t/a
+    /// and t/b in it on node 0, serving as the others do.
+    fn tenant_pods(&self) -> (RunningPod, RunningPod) {
+        let vpc: api::Vpc = serde_json::from_value(json!({
+            "apiVersion": "kubeovn.io/v1", "kind": "Vpc",
+            "metadata": {"name": "tenant"}, "spec": {}
+        }))
+        .expect("a Vpc");
+        let subnet: api::Subnet = serde_json::from_value(json!({
+            "apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+            "metadata": {"name": "tenant-net", "creationTimestamp": "2026-01-01T00:00:10Z"},
+            "spec": {"cidrBlock": "10.40.0.0/24", "vpc": "tenant", "protocol": "IPv4",
+                "namespaces": ["t"]}
+        }))
+        .expect("a Subnet");
+        self.cluster.api.put(&vpc);
+        self.cluster.api.put(&subnet);
+        let namespace: Namespace = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "t", "labels": {"ns": "t"},
+                "annotations": {"ovn.kubernetes.io/logical_switch": "tenant-net"}}
+        }))
+        .expect("a Namespace");
+        self.cluster.api.put(&namespace);
+        let start = |who: Id| {
+            let pod = self
+                .cluster
+                .start_pod_object(pod_object(who, &[("pod", who.pod)]), 0)
+                .unwrap_or_else(|e| panic!("pod {who:?}: {e}"));
+            assert!(
+                pod.ip.octets()[..3] == [10, 40, 0],
+                "{who:?} is not in tenant-net: {}",
+                pod.ip
+            );
+            serve(&pod);
+            pod
+        };
+        (start(id("t", "a")), start(id("t", "b")))
     }
 
     /// Replaces the default subnet's `spec.acls`.
@@ -1136,6 +1180,55 @@ fn network_policies_hold_for_new_and_fast_pathed_connections() {
     w.reset();
     cases += 1;
     println!("case egress through a Service judged on the backend: ok");
+
+    // A custom VPC: a policy holds on its switch as on the default VPC's (port groups and
+    // ACLs follow the pods, whatever switch and router they sit behind), for new
+    // connections and for ones the fast path learned before it.
+    let (t_a, t_b) = w.tenant_pods();
+    let answered = |e: &mut Established| (0..3).any(|_| e.exchange());
+    let tenant_converge = |case: &str, allowed: bool| {
+        let deadline = Instant::now() + CONVERGE;
+        while BASIC.iter().any(|p| probe(&t_b, t_a.ip, *p) != allowed) {
+            assert!(
+                Instant::now() < deadline,
+                "case {case}: t/b -> t/a is not {} after {CONVERGE:?}",
+                if allowed { "answered" } else { "denied" }
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    tenant_converge("a custom VPC without policy", true);
+    let mut learned: Vec<Established> = BASIC
+        .iter()
+        .map(|p| {
+            let mut e = Established::open(&t_b, t_a.ip, *p).expect("t/b -> t/a");
+            assert!(
+                (0..5).all(|_| e.exchange()),
+                "t/b -> t/a {p:?} before the case"
+            );
+            e
+        })
+        .collect();
+    w.apply(policy("t", "deny-all", json!({"podSelector": {}})));
+    tenant_converge("deny all ingress in a custom VPC", false);
+    for (e, p) in learned.iter_mut().zip(BASIC) {
+        assert!(
+            !answered(e),
+            "t/b -> t/a {p:?}: a learned flow in the custom VPC outlived deny-all\n{}",
+            w.diagnostics_between(Some((t_b.ip, t_a.ip)))
+        );
+    }
+    w.apply(policy(
+        "t",
+        "from-b",
+        json!({"podSelector": {}, "ingress": [{"from": [
+            {"podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
+    ));
+    tenant_converge("allow from pod=b in a custom VPC", true);
+    w.reset();
+    drop((t_a, t_b));
+    cases += 2;
+    println!("cases in a custom VPC: ok");
 
     // The node's own traffic (kubelet probes, from its join address) passes default deny.
     // (Another node's join address is not let in, as in Kube-OVN; not checked here: a node

@@ -153,6 +153,9 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
     );
     let mut acls = acl::private_subnet_acls(subnet.spec.private, &cidrs, &allowed);
     acls.extend(acl::spec_acls(&subnet.spec.acls));
+    if ctx.settings.enable_np && name != ctx.settings.names.join_subnet {
+        acls.push(acl::conntrack_acl());
+    }
     let plan = valid.plan.clone();
     let subnet_name = name.clone();
     ctx.nb

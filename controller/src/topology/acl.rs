@@ -2,7 +2,8 @@
 //! - a private subnet's (Kube-OVN's `private` and `allowSubnets`): traffic towards its pods is
 //!   allowed from the subnet itself, from each allowed subnet and from the join subnet (node
 //!   traffic, health checks); everything else towards it is dropped;
-//! - the user's own (`spec.acls`), written as they are.
+//! - the user's own (`spec.acls`), written as they are;
+//! - under NetworkPolicy, the one that makes the switch track connections from the start.
 
 use api::SubnetAcl;
 use ipnet::IpNet;
@@ -14,6 +15,8 @@ use super::{find, ip_family};
 
 pub const PRIORITY_ALLOW: i64 = 3001;
 pub const PRIORITY_DROP: i64 = 3000;
+/// Below every ACL that judges anything.
+pub const PRIORITY_CONNTRACK: i64 = 1;
 
 fn family(net: &IpNet) -> &'static str {
     ip_family(net.addr())
@@ -30,6 +33,23 @@ fn acl_row(priority: i64, matches: String, action: AclAction) -> OwnedRow<Acl> {
             ..Acl::default()
         },
     }
+}
+
+/// Under NetworkPolicy, a pod switch tracks connections from the start. OVN sends a switch's
+/// traffic through conntrack only while a stateful ACL is on it, and conntrack takes the
+/// first packet it sees of a connection for its request: a connection opened before the
+/// first policy on a switch without stateful ACLs was first seen, in the zone of its server,
+/// through a reply, so its later requests counted as replies, which OVN lets through
+/// whatever the policy (the netpol test found a learned TCP connection in a custom VPC
+/// answered after deny-all). An allow-related ACL that matches replies only changes no
+/// verdict and makes the switch stateful. (The default VPC's switches were stateful already
+/// through the node port groups' ACLs.)
+pub fn conntrack_acl() -> OwnedRow<Acl> {
+    acl_row(
+        PRIORITY_CONNTRACK,
+        "ip && ct.rpl".to_owned(),
+        AclAction::AllowRelated,
+    )
 }
 
 /// The ACLs a subnet should carry: none unless private.
