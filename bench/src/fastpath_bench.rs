@@ -6,7 +6,9 @@
 //! - `fastpath`: the same pods with the fast path on.
 //!
 //! Each path: iperf3 TCP throughput (one stream), sockperf TCP ping-pong p50/p99, and TCP
-//! connections per second (connect, 1-byte request, 1-byte response, close).
+//! connections per second (connect, 1-byte request, 1-byte response, close). Then what the
+//! fast path's program costs per packet in the kernel (`same_node.from_pod_fast_hit_ns`,
+//! BPF_PROG_TEST_RUN; `--program-cost-only` measures just that).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -28,6 +30,9 @@ pub struct Options {
     /// Short runs (one round of 2 s measurements): under 3 minutes in all.
     #[arg(long)]
     quick: bool,
+    /// Only the programs' per-packet cost (BPF_PROG_TEST_RUN), no traffic.
+    #[arg(long)]
+    program_cost_only: bool,
     /// Also write the JSON report here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -158,6 +163,14 @@ fn set_fast_path(datapath: &Mutex<Datapath>, on: bool) -> Result<()> {
 }
 
 pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
+    if options.program_cost_only {
+        let cost = program_cost()?;
+        println!(
+            "kovn_from_pod fast-path hit: {:.0} ns per packet; kovn_count_ingress: {:.0} ns",
+            cost.fast_hit_ns, cost.counter_ns
+        );
+        return Ok(());
+    }
     let (rounds, seconds) = if options.quick { (1, 2) } else { (3, 5) };
     println!(
         "==> fast path: same node, {rounds} round(s) of {seconds} s per measurement, paths interleaved"
@@ -256,7 +269,14 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     println!(
         "targets: fast path ≥ 0.95× direct throughput, p50 ≤ 1.1× direct; ≥ 2× OVS throughput, p99 ≤ 0.5× OVS"
     );
-    let report = json!({"same_node": {"direct": direct.json(), "ovs": ovs.json(), "fastpath": fast.json()},
+    let cost = program_cost()?;
+    println!(
+        "kovn_from_pod on a fast-path hit (a learned TCP data packet, BPF_PROG_TEST_RUN × {}): {:.0} ns per packet; kovn_count_ingress (one per-CPU counter): {:.0} ns",
+        cost.repeat, cost.fast_hit_ns, cost.counter_ns
+    );
+    let report = json!({"same_node": {"direct": direct.json(), "ovs": ovs.json(), "fastpath": fast.json(),
+                                      "from_pod_fast_hit_ns": cost.fast_hit_ns,
+                                      "count_ingress_ns": cost.counter_ns},
                         "rounds": rounds, "seconds": seconds});
     std::fs::write(
         out_dir.join("fastpath.json"),
@@ -275,6 +295,85 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
         out_dir.display()
     );
     Ok(())
+}
+
+/// What the fast path's program costs per packet, measured in the kernel.
+struct ProgramCost {
+    repeat: u32,
+    fast_hit_ns: f64,
+    counter_ns: f64,
+}
+
+/// `kovn_from_pod` on a packet of a learned flow (the fast path's whole per-packet work:
+/// parse, source check, Service lookup, flow lookup, counters, redirect), and the counting
+/// program as a floor, each run 1,000,000 times by BPF_PROG_TEST_RUN on a datapath of its
+/// own (the packet arrives on loopback, registered as the pod's port).
+fn program_cost() -> Result<ProgramCost> {
+    use datapath_common::{FlowEntry, FlowKey, PodPort, ipv4_mapped, programs};
+    const LO: u32 = 1;
+    const REPEAT: u32 = 1_000_000;
+    let (pod_mac, peer_mac) = (
+        [0x0a, 0x58, 0x0a, 0x10, 0, 2],
+        [0x0a, 0x58, 0x0a, 0x10, 0, 3],
+    );
+    let (pod_ip, peer_ip) = ([10, 16, 0, 2], [10, 16, 0, 3]);
+    let mut dp = Datapath::load(&locate_object()?, &LoadOptions::default())?;
+    dp.register_port(
+        PodPort {
+            host_ifindex: LO,
+            ovs_peer_ifindex: LO,
+            mac: pod_mac,
+            _pad: [0; 2],
+            ip: ipv4_mapped(pod_ip),
+        },
+        ipv4_mapped(pod_ip),
+    )?;
+    use agent::datapath::{FlowTableOps, ReadMaps};
+    let generation = dp.generation()?;
+    dp.insert_flow(
+        FlowKey {
+            src: ipv4_mapped(pod_ip),
+            dst: ipv4_mapped(peer_ip),
+            sport: 40000,
+            dport: 80,
+            proto: 6,
+            _pad: [0; 3],
+        },
+        FlowEntry {
+            dst_host_ifindex: LO,
+            flags: 0,
+            src_mac: pod_mac,
+            dst_mac: peer_mac,
+            generation,
+            // Seen and re-judged "in the future": neither idle nor due for a refresh.
+            last_seen_ns: u64::MAX / 2,
+            last_slow_ns: u64::MAX / 2,
+        },
+    )?;
+    let mut packet = Vec::new();
+    packet.extend_from_slice(&peer_mac);
+    packet.extend_from_slice(&pod_mac);
+    packet.extend_from_slice(&0x0800u16.to_be_bytes());
+    packet.extend_from_slice(&[0x45, 0, 0x05, 0xdc, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    packet.extend_from_slice(&pod_ip);
+    packet.extend_from_slice(&peer_ip);
+    packet.extend_from_slice(&40000u16.to_be_bytes());
+    packet.extend_from_slice(&80u16.to_be_bytes());
+    packet.extend_from_slice(&[0; 8]);
+    packet.extend_from_slice(&[0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+    packet.resize(1514, 0x61);
+    let (verdict, hit) = dp.time_run(programs::FROM_POD, &packet, REPEAT)?;
+    const TC_ACT_REDIRECT: i32 = 7;
+    anyhow::ensure!(
+        verdict == TC_ACT_REDIRECT,
+        "the learned packet was not fast-pathed (verdict {verdict})"
+    );
+    let (_, counter) = dp.time_run(programs::COUNT_INGRESS, &packet, REPEAT)?;
+    Ok(ProgramCost {
+        repeat: REPEAT,
+        fast_hit_ns: hit.as_secs_f64() * 1e9,
+        counter_ns: counter.as_secs_f64() * 1e9,
+    })
 }
 
 /// Two bar groups: throughput (Gbit/s) and p50/p99 latency (µs), one bar per path.

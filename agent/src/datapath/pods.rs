@@ -365,6 +365,19 @@ impl Datapath {
     /// Runs `program` once on `packet` with BPF_PROG_TEST_RUN; the kernel presents it as
     /// arriving on loopback (ifindex 1). Returns the program's verdict.
     pub fn test_run(&self, program: &'static str, packet: &[u8]) -> Result<i32, DatapathError> {
+        self.time_run(program, packet, 1)
+            .map(|(verdict, _)| verdict)
+    }
+
+    /// Runs `program` on `packet` `repeat` times in the kernel (BPF_PROG_TEST_RUN); returns
+    /// the verdict and the kernel's mean time per run (what the benchmark quotes as the
+    /// program's cost).
+    pub fn time_run(
+        &self,
+        program: &'static str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(i32, std::time::Duration), DatapathError> {
         use aya::programs::{TestRun, TestRunOptions};
         let prog: &aya::programs::SchedClassifier = self
             .ebpf
@@ -378,13 +391,14 @@ impl Datapath {
         let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(packet),
+                repeat,
                 ..TestRunOptions::default()
             })
             .map_err(|source| DatapathError::Program {
                 name: program,
                 source: Box::new(source),
             })?;
-        Ok(result.return_value as i32)
+        Ok((result.return_value as i32, result.duration))
     }
 
     /// The owner of the attached port whose endpoint entry holds `ip`, if any (an entry left
