@@ -296,7 +296,7 @@ pub async fn run(
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let gateway = wait_for_node(&kube, &node_name, Duration::from_secs(300)).await?;
-    let ovn0 = ensure_node_port(&ovs, &bridge, &gateway, mtu).await?;
+    let mut ovn0 = ensure_node_port(&ovs, &bridge, &gateway, mtu).await?;
     tracing::info!(address = %gateway.address, port = %gateway.port_name, "ovn0 is up");
     let (store, writer) = reflector::store::<Subnet>();
     let mut changes = watcher(Api::<Subnet>::all(kube), watcher::Config::default())
@@ -332,11 +332,20 @@ pub async fn run(
         }
         // Until ovs-vswitchd has opened ovn0 it has no carrier, and routes through it are
         // refused ("network unreachable"): retry rather than wait for the next Subnet event.
+        // Every 5 s of that, ovn0 itself is made again (idempotent): once in a test run a
+        // node's routes stayed refused for minutes, so the interface the routes name may not
+        // be the one ovs-vswitchd serves.
         let mut attempt = 0u32;
         while let Err(e) = ensure_routes(ovn0, gateway.gateway, &cidrs).await {
             attempt += 1;
             if attempt % 20 == 1 {
                 tracing::warn!(error = %e, attempt, "node routes not in place yet; retrying");
+            }
+            if attempt.is_multiple_of(20) {
+                match ensure_node_port(&ovs, &bridge, &gateway, mtu).await {
+                    Ok(index) => ovn0 = index,
+                    Err(e) => tracing::warn!(error = %e, "making ovn0 again"),
+                }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -17,7 +17,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -110,11 +110,19 @@ fn serve(pod: &RunningPod) {
         })
         .expect("nft in the pod");
     assert!(status.success(), "nft in the pod");
-    for port in [80u16, 81] {
-        let (tcp, udp) = netns::run_in(&pod.netns, || {
+    // Every IPv4 address, and the pod's IPv6 one in a dual-stack subnet (bound apart: a
+    // `[::]` socket would take the IPv4 port too).
+    let addresses: Vec<IpAddr> = std::iter::once(IpAddr::from(Ipv4Addr::UNSPECIFIED))
+        .chain(pod.ipv6.map(IpAddr::from))
+        .collect();
+    for (address, port) in addresses
+        .iter()
+        .flat_map(|a| [80u16, 81].map(move |p| (*a, p)))
+    {
+        let (tcp, udp) = netns::run_in(&pod.netns, move || {
             (
-                TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap(),
-                UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap(),
+                TcpListener::bind((address, port)).unwrap(),
+                UdpSocket::bind((address, port)).unwrap(),
             )
         })
         .unwrap();
@@ -148,14 +156,20 @@ enum Established {
 }
 
 impl Established {
-    fn open(from: &RunningPod, to: Ipv4Addr, probe: Probe) -> Option<Established> {
-        let target = SocketAddr::from((to, probe.1));
+    fn open(from: &RunningPod, to: impl Into<IpAddr>, probe: Probe) -> Option<Established> {
+        let to: IpAddr = to.into();
+        let target = SocketAddr::new(to, probe.1);
+        let any: IpAddr = if to.is_ipv6() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
         let e = netns::run_in(&from.netns, move || match probe.0 {
             Proto::Tcp => TcpStream::connect_timeout(&target, PROBE_TIMEOUT)
                 .ok()
                 .map(Established::Tcp),
             Proto::Udp => {
-                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+                let s = UdpSocket::bind((any, 0)).ok()?;
                 s.connect(target).ok()?;
                 Some(Established::Udp(s))
             }
@@ -181,6 +195,29 @@ impl Established {
     }
 }
 
+/// Waits until new connections from `from` to each of `to` are all answered (or all
+/// refused), on TCP and UDP 80; panics after [`CONVERGE`].
+fn converge_between(case: &str, from: &RunningPod, to: &[IpAddr], allowed: bool) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let wrong: Vec<String> = to
+            .iter()
+            .flat_map(|ip| BASIC.iter().map(move |p| (*ip, *p)))
+            .filter(|(ip, p)| probe(from, *ip, *p) != allowed)
+            .map(|(ip, p)| format!("{} -> {ip} {p:?}: {}", from.name, wrong_verdict(!allowed)))
+            .collect();
+        if wrong.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "case {case}: after {CONVERGE:?}:\n{}",
+            wrong.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// How a probe that answered (or not) differs from what was expected.
 fn wrong_verdict(answered: bool) -> &'static str {
     if answered {
@@ -191,7 +228,7 @@ fn wrong_verdict(answered: bool) -> &'static str {
 }
 
 /// A new connection (TCP) or a first datagram (UDP) from `from` to `to`, answered.
-fn probe(from: &RunningPod, to: Ipv4Addr, probe: Probe) -> bool {
+fn probe(from: &RunningPod, to: impl Into<IpAddr>, probe: Probe) -> bool {
     Established::open(from, to, probe).is_some_and(|mut e| e.exchange())
 }
 
@@ -626,43 +663,96 @@ impl World {
     }
 
     /// VPC `tenant` with subnet `tenant-net` (10.40.0.0/24) for namespace t, and pods t/a
-    /// and t/b in it on node 0, serving as the others do.
+    /// and t/b in it on node 0.
     fn tenant_pods(&self) -> (RunningPod, RunningPod) {
-        let vpc: api::Vpc = serde_json::from_value(json!({
-            "apiVersion": "kubeovn.io/v1", "kind": "Vpc",
-            "metadata": {"name": "tenant"}, "spec": {}
-        }))
-        .expect("a Vpc");
-        let subnet: api::Subnet = serde_json::from_value(json!({
-            "apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+        let vpc = json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc",
+            "metadata": {"name": "tenant"}, "spec": {}});
+        let subnet = json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
             "metadata": {"name": "tenant-net", "creationTimestamp": "2026-01-01T00:00:10Z"},
             "spec": {"cidrBlock": "10.40.0.0/24", "vpc": "tenant", "protocol": "IPv4",
-                "namespaces": ["t"]}
-        }))
-        .expect("a Subnet");
-        self.cluster.api.put(&vpc);
+                "namespaces": ["t"]}});
+        let pods = self.pods_in_subnet("t", subnet, Some(vpc));
+        for pod in [&pods.0, &pods.1] {
+            assert!(
+                pod.ip.octets()[..3] == [10, 40, 0],
+                "{} is not in tenant-net: {}",
+                pod.name,
+                pod.ip
+            );
+        }
+        pods
+    }
+
+    /// Subnet `dual-net` (10.41.0.0/24 and fd00:41::/120) for namespace d, and pods d/a and
+    /// d/b in it on node 0, serving on both families.
+    fn dual_stack_pods(&self) -> (RunningPod, RunningPod) {
+        let subnet = json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+            "metadata": {"name": "dual-net", "creationTimestamp": "2026-01-01T00:00:11Z"},
+            "spec": {"protocol": "Dual", "cidrBlock": "10.41.0.0/24,fd00:41::/120",
+                "gateway": "10.41.0.1,fd00:41::1", "namespaces": ["d"]}});
+        let pods = self.pods_in_subnet("d", subnet, None);
+        for pod in [&pods.0, &pods.1] {
+            assert!(
+                pod.ipv6.is_some(),
+                "{} has no IPv6 address: {}",
+                pod.name,
+                pod.ip
+            );
+        }
+        pods
+    }
+
+    /// `subnet` (and `vpc`, if one) for namespace `ns`, then pods `<ns>/a` and `<ns>/b` in
+    /// it on node 0, serving as the others do.
+    fn pods_in_subnet(
+        &self,
+        ns: &'static str,
+        subnet: Value,
+        vpc: Option<Value>,
+    ) -> (RunningPod, RunningPod) {
+        if let Some(vpc) = vpc {
+            let vpc: api::Vpc = serde_json::from_value(vpc).expect("a Vpc");
+            self.cluster.api.put(&vpc);
+        }
+        let subnet: api::Subnet = serde_json::from_value(subnet).expect("a Subnet");
+        let switch = subnet.metadata.name.clone().unwrap_or_default();
         self.cluster.api.put(&subnet);
         let namespace: Namespace = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": "t", "labels": {"ns": "t"},
-                "annotations": {"ovn.kubernetes.io/logical_switch": "tenant-net"}}
+            "metadata": {"name": ns, "labels": {"ns": ns},
+                "annotations": {"ovn.kubernetes.io/logical_switch": switch}}
         }))
         .expect("a Namespace");
         self.cluster.api.put(&namespace);
+        // The subnet's switch first: the namespace's pods are allocated from it.
+        let nbctl = self.cluster.sb.central().nbctl();
+        let deadline = Instant::now() + CONVERGE;
+        let filter = format!("name={switch}");
+        while !nbctl
+            .run([
+                "--bare",
+                "--columns=name",
+                "find",
+                "Logical_Switch",
+                &filter,
+            ])
+            .is_ok_and(|o| o.contains(&switch))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no {switch} switch after {CONVERGE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let start = |who: Id| {
             let pod = self
                 .cluster
                 .start_pod_object(pod_object(who, &[("pod", who.pod)]), 0)
                 .unwrap_or_else(|e| panic!("pod {who:?}: {e}"));
-            assert!(
-                pod.ip.octets()[..3] == [10, 40, 0],
-                "{who:?} is not in tenant-net: {}",
-                pod.ip
-            );
             serve(&pod);
             pod
         };
-        (start(id("t", "a")), start(id("t", "b")))
+        (start(id(ns, "a")), start(id(ns, "b")))
     }
 
     /// Replaces the default subnet's `spec.acls`.
@@ -1186,17 +1276,8 @@ fn network_policies_hold_for_new_and_fast_pathed_connections() {
     // connections and for ones the fast path learned before it.
     let (t_a, t_b) = w.tenant_pods();
     let answered = |e: &mut Established| (0..3).any(|_| e.exchange());
-    let tenant_converge = |case: &str, allowed: bool| {
-        let deadline = Instant::now() + CONVERGE;
-        while BASIC.iter().any(|p| probe(&t_b, t_a.ip, *p) != allowed) {
-            assert!(
-                Instant::now() < deadline,
-                "case {case}: t/b -> t/a is not {} after {CONVERGE:?}",
-                if allowed { "answered" } else { "denied" }
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let tenant_converge =
+        |case: &str, allowed: bool| converge_between(case, &t_b, &[t_a.ip.into()], allowed);
     tenant_converge("a custom VPC without policy", true);
     let mut learned: Vec<Established> = BASIC
         .iter()
@@ -1229,6 +1310,45 @@ fn network_policies_hold_for_new_and_fast_pathed_connections() {
     drop((t_a, t_b));
     cases += 2;
     println!("cases in a custom VPC: ok");
+
+    // IPv6: a dual-stack namespace. A policy holds for both families (an address set per
+    // family), and neighbour discovery survives default deny (else no IPv6 peer is reached
+    // once allowed), on new connections and learned flows.
+    let (d_a, d_b) = w.dual_stack_pods();
+    let d_a6 = IpAddr::V6(d_a.ipv6.expect("d/a has an IPv6 address"));
+    let both = [IpAddr::V4(d_a.ip), d_a6];
+    converge_between("a dual-stack namespace without policy", &d_b, &both, true);
+    let mut learned: Vec<(IpAddr, Probe, Established)> = both
+        .iter()
+        .flat_map(|ip| BASIC.iter().map(move |p| (*ip, *p)))
+        .map(|(ip, p)| {
+            let mut e = Established::open(&d_b, ip, p).expect("d/b -> d/a");
+            assert!(
+                (0..5).all(|_| e.exchange()),
+                "d/b -> {ip} {p:?} before the case"
+            );
+            (ip, p, e)
+        })
+        .collect();
+    w.apply(policy("d", "deny-all", json!({"podSelector": {}})));
+    converge_between("deny all ingress, IPv4 and IPv6", &d_b, &both, false);
+    for (ip, p, e) in &mut learned {
+        assert!(
+            !answered(e),
+            "d/b -> {ip} {p:?}: a learned flow outlived deny-all"
+        );
+    }
+    w.apply(policy(
+        "d",
+        "from-b",
+        json!({"podSelector": {}, "ingress": [{"from": [
+            {"podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
+    ));
+    converge_between("allow from pod=b, IPv4 and IPv6", &d_b, &both, true);
+    w.reset();
+    drop((d_a, d_b));
+    cases += 2;
+    println!("cases in a dual-stack namespace: ok");
 
     // The node's own traffic (kubelet probes, from its join address) passes default deny.
     // (Another node's join address is not let in, as in Kube-OVN; not checked here: a node
