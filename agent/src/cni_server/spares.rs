@@ -167,13 +167,7 @@ impl Spares {
             }
         }
     }
-}
 
-fn lock(datapath: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
-    datapath.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Spares {
     /// Builds one spare: its interfaces, then the delivery program, each step once no ADD is
     /// being served (the attach holds the RTNL lock for a grace period, and every netlink step
     /// of an ADD would wait behind it).
@@ -195,4 +189,8 @@ impl Spares {
             .map_err(|e| e.to_string())?;
         Ok(())
     }
+}
+
+fn lock(datapath: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
+    datapath.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -57,8 +57,9 @@ pub(super) struct AttachedPod {
 
 pub(super) type AttachedPods = StdHashMap<String, AttachedPod>;
 
-/// The programs attached to each spare's interfaces, by spare (`cni_server::spares`).
-pub(super) type SpareAttachments = StdHashMap<String, Vec<(&'static str, Attachment)>>;
+/// The delivery program's link on each spare's OVS port peer, by spare
+/// (`cni_server::spares`).
+pub(super) type SpareAttachments = StdHashMap<String, Attachment>;
 
 /// Parses a MAC written as `0a:58:0a:10:00:02`.
 pub fn parse_mac(mac: &str) -> Result<[u8; 6], String> {
@@ -101,7 +102,7 @@ impl Datapath {
     /// Registers `pod` and attaches the fast path to its split port. Its interfaces are looked
     /// up in the calling thread's network namespace. Idempotent: attaching again replaces.
     pub fn attach_pod(&mut self, pod: &PodInterfaces) -> Result<(), DatapathError> {
-        self.attach_pod_with(pod, Vec::new())
+        self.attach_pod_with(pod, None)
     }
 
     /// As [`Datapath::attach_pod`], for interfaces that were the spare `spare`: the programs
@@ -112,18 +113,19 @@ impl Datapath {
         pod: &PodInterfaces,
         spare: &str,
     ) -> Result<(), DatapathError> {
-        let prepared = self.spares.remove(spare).unwrap_or_default();
-        self.attach_pod_with(pod, prepared)
+        let delivery = self.spares.remove(spare);
+        self.attach_pod_with(pod, delivery)
     }
 
+    /// `delivery`: the delivery program's link on the pod's OVS port peer, if one is there.
     fn attach_pod_with(
         &mut self,
         pod: &PodInterfaces,
-        mut prepared: Vec<(&'static str, Attachment)>,
+        mut delivery: Option<Attachment>,
     ) -> Result<(), DatapathError> {
-        let attached = self.attach_prepared(pod, &mut prepared);
-        // What was not taken over (a failure before it was) goes.
-        for (_, link) in prepared {
+        let attached = self.attach_prepared(pod, &mut delivery);
+        // Not taken over (a failure before it was): it goes.
+        if let Some(link) = delivery {
             self.release_link(link);
         }
         attached
@@ -132,7 +134,7 @@ impl Datapath {
     fn attach_prepared(
         &mut self,
         pod: &PodInterfaces,
-        prepared: &mut Vec<(&'static str, Attachment)>,
+        delivery: &mut Option<Attachment>,
     ) -> Result<(), DatapathError> {
         if self.pods.contains_key(&pod.name) {
             self.remove_pod(&pod.name)?;
@@ -167,7 +169,7 @@ impl Datapath {
                 links: Vec::new(),
             },
         );
-        let attached = self.register_and_attach(pod, port, ip, prepared);
+        let attached = self.register_and_attach(pod, port, ip, delivery);
         if attached.is_err() {
             let _ = self.remove_pod(&pod.name);
         }
@@ -179,7 +181,7 @@ impl Datapath {
         pod: &PodInterfaces,
         port: PodPort,
         ip: IpBytes,
-        prepared: &mut Vec<(&'static str, Attachment)>,
+        delivery: &mut Option<Attachment>,
     ) -> Result<(), DatapathError> {
         self.register_port(port, ip)?;
         {
@@ -199,12 +201,17 @@ impl Datapath {
         }
         // One after the other: each TCX attach waits for an RCU grace period while it holds
         // the RTNL lock, so attaching from two threads gains nothing.
-        for (program, interface) in pod_programs(&pod.host_veth, &pod.ovs_peer) {
-            let link = match prepared.iter().position(|(p, _)| *p == program) {
-                Some(at) => {
-                    let (_, link) = prepared.swap_remove(at);
-                    self.repin(link, program, interface)?
-                }
+        for (program, interface) in [
+            (programs::FROM_POD, &pod.host_veth),
+            (programs::TO_POD, &pod.ovs_peer),
+        ] {
+            let prepared = if program == programs::TO_POD {
+                delivery.take()
+            } else {
+                None
+            };
+            let link = match prepared {
+                Some(link) => self.repin(link, program, interface)?,
                 None => {
                     let prog = classifier(&mut self.ebpf, program)?;
                     attach_program(prog, self.pin_dir.as_deref(), program, interface)?
@@ -302,24 +309,23 @@ impl Datapath {
         let program = programs::TO_POD;
         let prog = classifier(&mut self.ebpf, program)?;
         let link = attach_program(prog, self.pin_dir.as_deref(), program, ovs_peer)?;
-        self.spares
-            .entry(spare.to_owned())
-            .or_default()
-            .push((program, link));
+        if let Some(earlier) = self.spares.insert(spare.to_owned(), link) {
+            self.release_link(earlier);
+        }
         Ok(())
     }
 
     /// Detaches what the spare `spare` had attached (it could not be finished, or an ADD
-    /// failed before its programs were taken over). Idempotent.
+    /// failed before its program was taken over). Idempotent.
     pub fn discard_spare(&mut self, spare: &str) {
-        for (_, link) in self.spares.remove(spare).unwrap_or_default() {
+        if let Some(link) = self.spares.remove(spare) {
             self.release_link(link);
         }
     }
 
     /// Removes the pins of spares an earlier agent built and never handed out (their
-    /// interfaces are deleted at start-up, which leaves the pinned links defunct). Returns
-    /// how many went.
+    /// interfaces are deleted at start-up, which leaves the pinned links defunct). Called
+    /// before this agent builds spares of its own. Returns how many went.
     pub fn remove_stale_spare_pins(&self) -> usize {
         let Some(dir) = &self.pin_dir else {
             return 0;
@@ -333,13 +339,6 @@ impl Datapath {
                 e.file_name()
                     .to_string_lossy()
                     .starts_with(crate::pod_network::SPARE_PREFIX)
-            })
-            .filter(|e| {
-                !self
-                    .spares
-                    .values()
-                    .flatten()
-                    .any(|(_, l)| matches!(l, Attachment::Pinned(p) if *p == e.path()))
             })
             .filter(|e| std::fs::remove_file(e.path()).is_ok())
             .count()
@@ -423,15 +422,6 @@ impl Datapath {
         names.sort();
         names
     }
-}
-
-/// The programs a pod's split port carries: the fast path or hand-off on its veth's host end,
-/// delivery (and learning) on its OVS port's peer.
-fn pod_programs<'a>(host_veth: &'a str, ovs_peer: &'a str) -> [(&'static str, &'a str); 2] {
-    [
-        (programs::FROM_POD, host_veth),
-        (programs::TO_POD, ovs_peer),
-    ]
 }
 
 /// Where the link of `program` on `interface` is pinned.

@@ -159,8 +159,11 @@ async fn build(
     }
     // Slow-path packets are redirected into this end: the kernel must finish their checksums
     // and segment them before OVS reads them (OVS 3.1's userspace datapath cannot encapsulate
-    // partial checksums). The pod keeps its offloads for the fast path.
-    offloads_off(&links.ovs_peer)
+    // partial checksums). The pod keeps its offloads for the fast path. A spare's are off.
+    match spare {
+        Some(_) => Ok(()),
+        None => offloads_off(&links.ovs_peer),
+    }
 }
 
 /// The OVS-side veth pair, `ovs_port` and its `peer`, in the handle's namespace.
@@ -182,24 +185,27 @@ async fn add_ovs_pair(
 /// with the offloads off as [`create`] leaves them. Leftovers under its names go first; on
 /// failure nothing is left behind.
 pub async fn create_spare(spare: &SpareLinks, mtu: u32) -> Result<(), NetworkError> {
-    delete_spare(spare).await?;
     let handle = connect()?;
+    delete_spare_with(&handle, spare).await?;
     let result = async {
         add_ovs_pair(&handle, &spare.ovs_port, &spare.ovs_peer, mtu).await?;
         offloads_off(&spare.ovs_peer)
     }
     .await;
     if result.is_err() {
-        let _ = delete_spare(spare).await;
+        let _ = delete_spare_with(&handle, spare).await;
     }
     result
 }
 
 /// Removes one spare's interfaces. Idempotent.
 pub async fn delete_spare(spare: &SpareLinks) -> Result<(), NetworkError> {
-    let handle = connect()?;
+    delete_spare_with(&connect()?, spare).await
+}
+
+async fn delete_spare_with(handle: &Handle, spare: &SpareLinks) -> Result<(), NetworkError> {
     for name in [&spare.ovs_port, &spare.ovs_peer] {
-        delete_if_present(&handle, name).await?;
+        delete_if_present(handle, name).await?;
     }
     Ok(())
 }
