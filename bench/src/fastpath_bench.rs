@@ -171,7 +171,7 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
         );
         return Ok(());
     }
-    let (rounds, seconds) = if options.quick { (1, 2) } else { (3, 5) };
+    let (rounds, seconds) = if options.quick { (1, 2) } else { (5, 5) };
     println!(
         "==> fast path: same node, {rounds} round(s) of {seconds} s per measurement, paths interleaved"
     );

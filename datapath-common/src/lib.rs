@@ -171,9 +171,9 @@ pub type IpBytes = [u8; 16];
 
 /// Maps an IPv4 address to its [`IpBytes`] form.
 pub const fn ipv4_mapped(v4: [u8; 4]) -> IpBytes {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
-    ]
+    // Built as one integer, not as bytes over zeroes: the eBPF side would zero the array
+    // with a byte-by-byte `memset` loop on every packet.
+    ((0xffff_u128 << 32) | u32::from_be_bytes(v4) as u128).to_be_bytes()
 }
 
 /// One direction of a connection: what the fast path looks up.
@@ -642,6 +642,20 @@ mod user {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_mapped_is_the_standard_mapped_form() {
+        extern crate std;
+        for v4 in [
+            [10, 16, 0, 2],
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [192, 0, 2, 1],
+        ] {
+            let standard = std::net::Ipv4Addr::from(v4).to_ipv6_mapped().octets();
+            assert_eq!(ipv4_mapped(v4), standard);
+        }
+    }
 
     #[test]
     fn protocol_numbers_and_names_round_trip() {
