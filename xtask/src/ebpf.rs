@@ -24,9 +24,17 @@ pub fn build(release: bool) -> Result<PathBuf> {
     if release {
         cmd.arg("--release");
     }
-    // BTF makes the maps and programs self-describing (bpftool, CO-RE later).
-    cmd.env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
-        .env("PATH", crate::setup::path_with_cargo_bin());
+    // BTF makes the maps and programs self-describing (bpftool, CO-RE later). Source paths
+    // are remapped so that the object (its BTF line info) does not depend on where the
+    // workspace was cloned: `cargo xtask images` is reproducible.
+    cmd.env(
+        "RUSTFLAGS",
+        format!(
+            "-C debuginfo=2 -C link-arg=--btf --remap-path-prefix={}=/kovn",
+            root.display()
+        ),
+    )
+    .env("PATH", crate::setup::path_with_cargo_bin());
     // The outer `cargo xtask` runs on stable; do not let its settings leak into the nightly
     // build of another target.
     for var in [

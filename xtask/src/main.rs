@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod ebpf;
 mod gen_models;
+mod images;
 mod progress;
 mod setup;
 mod test;
@@ -59,6 +60,13 @@ enum Command {
     GenOvsdbModels,
     /// Set up, build, start a 2-node sandbox, show pods talking, print a comparison table.
     Demo,
+    /// Build the container images (kovn, ovn) from Debian's packages and this workspace into
+    /// target/images/ (OCI archives, their package lists and digests). Needs root.
+    Images {
+        /// Build one image only (`kovn` or `ovn`).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +82,7 @@ fn main() -> ExitCode {
         Command::Bench { only, quick, json } => bench::run(only.as_deref(), quick, json.as_deref()),
         Command::GenOvsdbModels => gen_models::run(),
         Command::GenCrds => gen_crds(),
+        Command::Images { only } => images::run(only.as_deref()).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,12 @@ pub const PACKAGES: &[&str] = &[
     "iptables",
     // The agent masquerades natOutgoing subnets with nftables.
     "nftables",
+    // `cargo xtask images`: a Debian rootfs per image, made into an OCI image.
+    "mmdebstrap",
+    "umoci",
+    // The images test runs them (runc: crun cannot set rlimits here).
+    "podman",
+    "runc",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,0 +1,338 @@
+//! The images `cargo xtask images` built, run under podman (runc, a podman store of the test's
+//! own): the kovn image's programs run, its CNI plugin runs on the host it is copied to, and
+//! three ovn-central containers from the ovn image, one per network namespace, form the NB and
+//! SB Raft clusters, serve writes through northd, survive the loss of their leader, and take
+//! the member back.
+//!
+//! `cargo xtask test` builds the images before it runs the tests. Run alone, the test needs
+//! `cargo xtask images` first; without the archives it fails under CI=true and skips loudly
+//! otherwise.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sandbox::Cmd;
+use sandbox::netns::ScratchNamespaces;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn archive(image: &str) -> PathBuf {
+    workspace().join(format!("target/images/{image}-{VERSION}.oci.tar"))
+}
+
+/// podman with a store, run directory and settings of its own, removed on drop.
+struct Podman {
+    dir: PathBuf,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let dir = std::env::temp_dir().join(format!("kovn-podman-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Here crun cannot set rlimits and cgroups are hybrid: runc, no default ulimits.
+        std::fs::write(
+            dir.join("containers.conf"),
+            "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .unwrap();
+        Podman { dir }
+    }
+
+    fn cmd(&self) -> Cmd {
+        Cmd::new("podman")
+            .env(
+                "CONTAINERS_CONF",
+                self.dir.join("containers.conf").to_string_lossy(),
+            )
+            .args([
+                "--root",
+                &self.dir.join("storage").to_string_lossy(),
+                "--runroot",
+                &self.dir.join("run").to_string_lossy(),
+            ])
+            .timeout(Duration::from_secs(120))
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        self.cmd()
+            .args(args.iter().copied())
+            .run()
+            .unwrap_or_else(|e| panic!("podman {}: {e}", args.join(" ")))
+    }
+
+    fn ok(&self, args: &[&str]) -> bool {
+        self.cmd()
+            .args(args.iter().copied())
+            .succeeds()
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd()
+            .args(["rm", "--all", "--force", "--time", "1"])
+            .run();
+        let _ = self.cmd().args(["system", "reset", "--force"]).run();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    true
+}
+
+fn wait_until(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    assert!(
+        wait_for(timeout, check),
+        "timed out after {timeout:?}: {what}"
+    );
+}
+
+#[test]
+fn images_run_under_podman() {
+    if !sandbox::privileged("images_run_under_podman") {
+        return;
+    }
+    let (kovn, ovn) = (archive("kovn"), archive("ovn"));
+    if !kovn.is_file() || !ovn.is_file() {
+        let message = format!(
+            "{} or {} is missing: run `cargo xtask images` (cargo xtask test does)",
+            kovn.display(),
+            ovn.display()
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{message}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED images_run_under_podman: {message} !!!!!!!!\n");
+        return;
+    }
+    let podman = Podman::new();
+    for (name, path) in [("kovn", &kovn), ("ovn", &ovn)] {
+        let loaded = podman.run(&["load", "--quiet", "--input", &path.to_string_lossy()]);
+        let reference = format!("kovn.local/{name}:{VERSION}");
+        assert!(
+            loaded.contains(&reference),
+            "{} loaded as {loaded:?}, not {reference}",
+            path.display()
+        );
+        // The digest `cargo xtask images` reported is the image podman runs.
+        let digest =
+            std::fs::read_to_string(workspace().join(format!("target/images/{name}.digest")))
+                .unwrap();
+        let inspected = podman.run(&["image", "inspect", "--format", "{{.Digest}}", &reference]);
+        assert_eq!(inspected.trim(), digest.trim(), "{reference}'s digest");
+    }
+
+    // The kovn image: its programs run; its plugin runs outside it.
+    let kovn_image = format!("kovn.local/kovn:{VERSION}");
+    let versions = podman.run(&[
+        "run",
+        "--rm",
+        "--network=none",
+        &kovn_image,
+        "sh",
+        "-c",
+        "kovn-agent --version && kovn-controller --version && nft --version && \
+         test -s /usr/lib/kovn/kovn-datapath.o && test -x /usr/lib/cni/portmap",
+    ]);
+    assert!(
+        versions.contains(&format!("kovn-agent {VERSION}")),
+        "{versions}"
+    );
+    let copied = podman.dir.join("kube-ovn");
+    let container = podman
+        .run(&["create", &kovn_image, "true"])
+        .trim()
+        .to_owned();
+    podman.run(&[
+        "cp",
+        &format!("{container}:/usr/bin/kube-ovn"),
+        &copied.to_string_lossy(),
+    ]);
+    podman.run(&["rm", &container]);
+    // A CNI VERSION request answered on this host: the plugin needs nothing of the image.
+    let plugin = Cmd::new(copied.to_string_lossy())
+        .env("CNI_COMMAND", "VERSION")
+        .run()
+        .expect("the kube-ovn plugin copied out of the image runs on the host");
+    assert!(plugin.contains("supportedVersions"), "{plugin}");
+
+    // The ovn image: three ovn-central members, one per namespace on a shared bridge.
+    let hosts = ScratchNamespaces::new(&["oc1", "oc2", "oc3", "fabric"]).unwrap();
+    let fabric = hosts.name(3).to_owned();
+    Cmd::new("ip")
+        .args(["-n", &fabric, "link", "add", "br0", "type", "bridge"])
+        .run()
+        .unwrap();
+    Cmd::new("ip")
+        .args(["-n", &fabric, "link", "set", "br0", "up"])
+        .run()
+        .unwrap();
+    Cmd::new("ip")
+        .args(["-n", &fabric, "addr", "add", "10.93.0.254/24", "dev", "br0"])
+        .run()
+        .unwrap();
+    let member_ips = ["10.93.0.1", "10.93.0.2", "10.93.0.3"];
+    for (i, ip) in member_ips.iter().enumerate() {
+        let ns = hosts.name(i);
+        let port = format!("m{}", i + 1);
+        for args in [
+            vec![
+                "-n", &fabric, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ],
+            vec!["-n", &fabric, "link", "set", &port, "master", "br0", "up"],
+            vec!["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            vec!["-n", ns, "link", "set", "eth0", "up"],
+            vec!["-n", ns, "link", "set", "lo", "up"],
+        ] {
+            Cmd::new("ip").args(args).run().unwrap();
+        }
+    }
+    let ovn_image = format!("kovn.local/ovn:{VERSION}");
+    let start_member = |i: usize| {
+        let db_dir = podman.dir.join(format!("oc{}", i + 1));
+        std::fs::create_dir_all(&db_dir).unwrap();
+        podman.run(&[
+            "run",
+            "--detach",
+            "--name",
+            &format!("oc{}", i + 1),
+            &format!("--network=ns:/var/run/netns/{}", hosts.name(i)),
+            "--env",
+            &format!("POD_IP={}", member_ips[i]),
+            "--env",
+            &format!("NODE_IPS={}", member_ips.join(",")),
+            "--volume",
+            &format!("{}:/etc/ovn", db_dir.display()),
+            &ovn_image,
+            "/usr/share/kovn/start-ovn-central.sh",
+        ]);
+    };
+    for i in 0..3 {
+        start_member(i);
+    }
+    let ready = |i: usize| {
+        podman.ok(&[
+            "exec",
+            &format!("oc{}", i + 1),
+            "/usr/share/kovn/ovn-healthcheck.sh",
+            "central",
+        ])
+    };
+    let members_ready = wait_for(Duration::from_secs(60), || (0..3).all(ready));
+    if !members_ready {
+        for i in 1..=3 {
+            let name = format!("oc{i}");
+            let logs = podman.cmd().args(["logs", &name]).output();
+            eprintln!("==== {name} ====\n{logs:?}");
+        }
+        panic!("three ovn-central members not ready (Raft members with a leader) in 60 s");
+    }
+    let nb_status = podman.run(&[
+        "exec",
+        "oc1",
+        "ovn-appctl",
+        "-t",
+        "/var/run/ovn/ovnnb_db.ctl",
+        "cluster/status",
+        "OVN_Northbound",
+    ]);
+    for ip in member_ips {
+        assert!(
+            nb_status.contains(&format!("tcp:{ip}:6643")),
+            "NB Raft should have a member at {ip}:6643:\n{nb_status}"
+        );
+    }
+
+    // A client (from the fabric, as the controller would be) writes through whichever member
+    // leads; northd turns the switch into a southbound datapath.
+    let remotes = |port: u16| {
+        member_ips
+            .iter()
+            .map(|ip| format!("tcp:{ip}:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let nbctl = |args: &[&str]| {
+        Cmd::new("ovn-nbctl")
+            .netns(&fabric)
+            .arg(format!("--db={}", remotes(6641)))
+            .args(["--timeout=20"])
+            .args(args.iter().copied())
+            .run()
+    };
+    let sb_datapaths = || {
+        Cmd::new("ovn-sbctl")
+            .netns(&fabric)
+            .arg(format!("--db={}", remotes(6642)))
+            .args([
+                "--timeout=20",
+                "--columns=external_ids",
+                "list",
+                "Datapath_Binding",
+            ])
+            .run()
+            .unwrap_or_default()
+    };
+    nbctl(&["ls-add", "probe-a"]).expect("an NB write through the Raft cluster");
+    wait_until(
+        "northd makes probe-a a southbound datapath",
+        Duration::from_secs(20),
+        || sb_datapaths().contains("probe-a"),
+    );
+
+    // The leader goes away: the other two elect one and go on serving writes.
+    let leader = (0..3)
+        .find(|&i| {
+            podman
+                .cmd()
+                .args([
+                    "exec",
+                    &format!("oc{}", i + 1),
+                    "ovn-appctl",
+                    "-t",
+                    "/var/run/ovn/ovnnb_db.ctl",
+                    "cluster/status",
+                    "OVN_Northbound",
+                ])
+                .run()
+                .is_ok_and(|s| s.contains("Role: leader"))
+        })
+        .expect("one NB member leads");
+    podman.run(&["stop", "--time", "5", &format!("oc{}", leader + 1)]);
+    nbctl(&["ls-add", "probe-b"]).expect("an NB write with the leader gone");
+    wait_until(
+        "northd (on a surviving member) makes probe-b a southbound datapath",
+        Duration::from_secs(30),
+        || sb_datapaths().contains("probe-b"),
+    );
+    // The member comes back with its database and rejoins.
+    podman.run(&["start", &format!("oc{}", leader + 1)]);
+    wait_until(
+        "the stopped member rejoins the clusters",
+        Duration::from_secs(60),
+        || ready(leader),
+    );
+    let switches = nbctl(&["ls-list"]).unwrap();
+    assert!(
+        switches.contains("probe-a") && switches.contains("probe-b"),
+        "{switches}"
+    );
+}
