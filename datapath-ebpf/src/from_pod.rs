@@ -3,8 +3,6 @@
 //! the destination pod, rewritten as OVS rewrote it; everything else is handed to OVS through
 //! the pod's OVS port pair.
 
-use core::mem::MaybeUninit;
-
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::{bpf_redirect, bpf_redirect_peer},
@@ -14,7 +12,7 @@ use datapath_common::{PodPort, Reason, flow_flags};
 
 use crate::lb;
 use crate::maps::{self, FLOWS};
-use crate::parse::{IPPROTO_TCP, parse};
+use crate::parse::{IPPROTO_TCP, Packet, parse};
 use crate::reject;
 
 #[inline(always)]
@@ -25,11 +23,11 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         maps::count(ifindex, Reason::UnknownPort);
         return TC_ACT_UNSPEC;
     };
-    let mut slot = MaybeUninit::uninit();
-    let Some(packet) = parse(ctx, &mut slot) else {
+    let mut packet = Packet::empty();
+    if !parse(ctx, &mut packet) {
         maps::count(ifindex, Reason::ParseFailure);
         return handoff(ifindex, &port);
-    };
+    }
     // Only what the pod sends from its own addresses is acted on; everything else is OVS's
     // to judge (its port security drops it). Before the Service balancer and the flow map:
     // a spoofed packet must neither create LB state, nor ride or retire another pod's flow.
@@ -43,11 +41,11 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         return handoff(ifindex, &port);
     }
     // Services first: from here on a packet to a VIP is a packet to its backend.
-    match lb::balance(ctx, packet, ifindex) {
+    match lb::balance(ctx, &mut packet, ifindex) {
         lb::CONTINUE => {}
         lb::NO_BACKEND => {
             // As kube-proxy does: the client learns at once that nobody serves the port.
-            if !reject::port_unreachable(ctx, packet) {
+            if !reject::port_unreachable(ctx, &packet) {
                 return TC_ACT_SHOT;
             }
             // SAFETY: a helper call with plain arguments.
@@ -56,7 +54,7 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         verdict => return verdict,
     }
     if packet.is_control() {
-        let verdict = lb::hairpin_reply(ctx, packet, ifindex);
+        let verdict = lb::hairpin_reply(ctx, &mut packet, ifindex);
         if verdict != lb::CONTINUE {
             return verdict;
         }
@@ -71,7 +69,7 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         return handoff(ifindex, &port);
     }
     let Some(entry) = FLOWS.get_ptr_mut(&packet.key) else {
-        let verdict = lb::hairpin_reply(ctx, packet, ifindex);
+        let verdict = lb::hairpin_reply(ctx, &mut packet, ifindex);
         if verdict != lb::CONTINUE {
             return verdict;
         }
@@ -116,7 +114,7 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         // TTL would expire: OVS sends the ICMP error.
         return handoff(ifindex, &port);
     }
-    if entry.flags & flow_flags::SERVICE_REPLY != 0 && !lb::reverse(ctx, packet) {
+    if entry.flags & flow_flags::SERVICE_REPLY != 0 && !lb::reverse(ctx, &mut packet) {
         // The connection is gone from the LB maps: OVS (and OVN's load balancer) decide.
         return handoff(ifindex, &port);
     }

@@ -4,8 +4,6 @@
 //! in one place and non-linear packets parse like linear ones. Anything unexpected is an
 //! error, and the caller sends the packet to OVS.
 
-use core::mem::MaybeUninit;
-
 use aya_ebpf::programs::TcContext;
 use datapath_common::{FlowKey, IpBytes};
 
@@ -51,6 +49,21 @@ pub(crate) struct Packet {
 }
 
 impl Packet {
+    /// A packet of nothing, to parse into.
+    #[inline(always)]
+    pub fn empty() -> Packet {
+        Packet {
+            key: FlowKey::default(),
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            l3: 0,
+            l4: 0,
+            ipv6: false,
+            tcp_flags: 0,
+            icmp_control: false,
+        }
+    }
+
     /// SYN, FIN, RST and ICMP control messages always go through OVS.
     #[inline(always)]
     pub fn is_control(&self) -> bool {
@@ -74,66 +87,51 @@ fn load_u16_be(ctx: &TcContext, offset: usize) -> Result<u16, ParseError> {
     Ok(u16::from_be(load::<u16>(ctx, offset)?))
 }
 
-/// Parses the packet into `slot`: the parsed packet, or None if it cannot be parsed (the
-/// caller lets OVS handle it).
-///
-/// Nothing is zeroed first: every field is written once, from the headers. A zeroed `Packet`
-/// (or an IPv4 address built over zeroes) costs a `memset`, which the BPF backend emits as a
-/// byte-by-byte loop: three of them were half of the fast path's per-packet cost.
-#[inline(always)]
-pub(crate) fn parse<'a>(
-    ctx: &TcContext,
-    slot: &'a mut MaybeUninit<Packet>,
-) -> Option<&'a mut Packet> {
-    if !parse_into(ctx, slot) {
-        return None;
-    }
-    // SAFETY: `parse_into` returned true, so it wrote the whole packet.
-    Some(unsafe { slot.assume_init_mut() })
-}
-
-/// A BPF-to-BPF call: its load buffers stay off the callers' stack frames, which the service
-/// balancer's call chain needs (512 bytes for the whole chain). No Rust enum in the
+/// Parses the packet into `packet`, which must be [`Packet::empty`] (only the fields the
+/// headers set are written: zeroing it here again would cost another `memset`, which the BPF
+/// backend emits as a byte-by-byte loop); false if it cannot be parsed (the caller lets OVS
+/// handle it). A BPF-to-BPF call: its load buffers stay off the callers' stack frames, which the
+/// service balancer's call chain needs (512 bytes for the whole chain). No Rust enum in the
 /// signature: the kernel rejects the BTF rustc emits for enums with data.
 #[inline(never)]
-fn parse_into(ctx: &TcContext, slot: &mut MaybeUninit<Packet>) -> bool {
-    match headers(ctx) {
-        Ok(packet) => {
-            slot.write(packet);
-            true
-        }
-        Err(_) => false,
-    }
+pub(crate) fn parse(ctx: &TcContext, packet: &mut Packet) -> bool {
+    parse_into(ctx, packet).is_ok()
 }
 
+/// Fills `packet` in place (a Packet built here and copied out costs two of them on the stack).
 #[inline(always)]
-fn headers(ctx: &TcContext) -> Result<Packet, ParseError> {
-    let dst_mac = load(ctx, 0)?;
-    let src_mac = load(ctx, 6)?;
+fn parse_into(ctx: &TcContext, packet: &mut Packet) -> Result<(), ParseError> {
+    packet.dst_mac = load(ctx, 0)?;
+    packet.src_mac = load(ctx, 6)?;
     let mut ethertype = load_u16_be(ctx, 12)?;
     let mut l3 = ETH_HLEN;
     if ethertype == ETH_P_8021Q {
         ethertype = load_u16_be(ctx, ETH_HLEN + 2)?;
         l3 += VLAN_HLEN;
     }
-    let (ipv6, (src, dst, proto, l4)) = match ethertype {
-        ETH_P_IP => (false, parse_ipv4(ctx, l3)?),
-        ETH_P_IPV6 => (true, parse_ipv6(ctx, l3)?),
+    packet.l3 = l3;
+    let (proto, l4) = match ethertype {
+        ETH_P_IP => parse_ipv4(ctx, l3, &mut packet.key)?,
+        ETH_P_IPV6 => {
+            packet.ipv6 = true;
+            parse_ipv6(ctx, l3, &mut packet.key)?
+        }
         _ => return Err(ParseError::Unsupported),
     };
-    let (mut sport, mut dport, mut tcp_flags, mut icmp_control) = (0, 0, 0, false);
+    packet.key.proto = proto;
+    packet.l4 = l4;
     match proto {
         IPPROTO_TCP => {
             // Ports and flags in one load: bytes 0..14 of the TCP header.
             let tcp: [u8; 14] = load(ctx, l4)?;
-            sport = u16::from_be_bytes([tcp[0], tcp[1]]);
-            dport = u16::from_be_bytes([tcp[2], tcp[3]]);
-            tcp_flags = tcp[13];
+            packet.key.sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+            packet.key.dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+            packet.tcp_flags = tcp[13];
         }
         IPPROTO_UDP => {
             let ports: [u8; 4] = load(ctx, l4)?;
-            sport = u16::from_be_bytes([ports[0], ports[1]]);
-            dport = u16::from_be_bytes([ports[2], ports[3]]);
+            packet.key.sport = u16::from_be_bytes([ports[0], ports[1]]);
+            packet.key.dport = u16::from_be_bytes([ports[2], ports[3]]);
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let icmp_type: u8 = load(ctx, l4)?;
@@ -144,37 +142,18 @@ fn headers(ctx: &TcContext) -> Result<Packet, ParseError> {
             };
             if echo {
                 // Requests and replies of one echo session share the identifier.
-                sport = load_u16_be(ctx, l4 + 4)?;
+                packet.key.sport = load_u16_be(ctx, l4 + 4)?;
             } else {
-                icmp_control = true;
+                packet.icmp_control = true;
             }
         }
         _ => return Err(ParseError::Unsupported),
     }
-    Ok(Packet {
-        key: FlowKey {
-            src,
-            dst,
-            sport,
-            dport,
-            proto,
-            _pad: [0; 3],
-        },
-        src_mac,
-        dst_mac,
-        l3,
-        l4,
-        ipv6,
-        tcp_flags,
-        icmp_control,
-    })
+    Ok(())
 }
 
-/// What the IP header says: source, destination, the L4 protocol and where its header starts.
-type Addresses = (IpBytes, IpBytes, u8, usize);
-
 #[inline(always)]
-fn parse_ipv4(ctx: &TcContext, l3: usize) -> Result<Addresses, ParseError> {
+fn parse_ipv4(ctx: &TcContext, l3: usize, key: &mut FlowKey) -> Result<(u8, usize), ParseError> {
     // The fixed header in one load.
     let h: [u8; 20] = load(ctx, l3)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
@@ -185,15 +164,17 @@ fn parse_ipv4(ctx: &TcContext, l3: usize) -> Result<Addresses, ParseError> {
     if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
         return Err(ParseError::Fragment);
     }
-    let src = datapath_common::ipv4_mapped([h[12], h[13], h[14], h[15]]);
-    let dst = datapath_common::ipv4_mapped([h[16], h[17], h[18], h[19]]);
-    Ok((src, dst, h[9], l3 + ihl))
+    key.src = datapath_common::ipv4_mapped([h[12], h[13], h[14], h[15]]);
+    key.dst = datapath_common::ipv4_mapped([h[16], h[17], h[18], h[19]]);
+    Ok((h[9], l3 + ihl))
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &TcContext, l3: usize) -> Result<Addresses, ParseError> {
+fn parse_ipv6(ctx: &TcContext, l3: usize, key: &mut FlowKey) -> Result<(u8, usize), ParseError> {
     let src: IpBytes = load(ctx, l3 + 8)?;
     let dst: IpBytes = load(ctx, l3 + 24)?;
+    key.src = src;
+    key.dst = dst;
     let mut next: u8 = load(ctx, l3 + 6)?;
     let mut offset = l3 + 40;
     for _ in 0..MAX_IPV6_EXTENSIONS {
@@ -205,7 +186,7 @@ fn parse_ipv6(ctx: &TcContext, l3: usize) -> Result<Addresses, ParseError> {
                 offset += (usize::from(header[1]) + 1) * 8;
             }
             44 => return Err(ParseError::Fragment),
-            _ => return Ok((src, dst, next, offset)),
+            _ => return Ok((next, offset)),
         }
     }
     Err(ParseError::Unsupported)

@@ -2,14 +2,12 @@
 //! Delivery proves that OVN's policy allowed this 5-tuple in this direction now, so the packet
 //! teaches the fast path how OVS forwards the flow; then it goes into the pod.
 
-use core::mem::MaybeUninit;
-
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, helpers::bpf_redirect_peer, programs::TcContext};
 use datapath_common::{FlowEntry, FlowKey, Reason, flow_flags};
 
 use crate::lb;
 use crate::maps::{self, FLOWS};
-use crate::parse::parse;
+use crate::parse::{Packet, parse};
 
 #[inline(always)]
 pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
@@ -19,13 +17,13 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
         maps::count(ifindex, Reason::UnknownPort);
         return TC_ACT_UNSPEC;
     };
-    let mut slot = MaybeUninit::uninit();
-    match parse(ctx, &mut slot) {
-        None => maps::count(ifindex, Reason::ParseFailure),
-        Some(packet) => {
+    let mut packet = Packet::empty();
+    match parse(ctx, &mut packet) {
+        false => maps::count(ifindex, Reason::ParseFailure),
+        true => {
             // What OVS delivered, before a service reply is translated back to its VIP.
             let key = packet.key;
-            let service_reply = lb::reverse(ctx, packet);
+            let service_reply = lb::reverse(ctx, &mut packet);
             if packet.is_control() {
                 if packet.ends_connection() && FLOWS.remove(&key).is_ok() {
                     maps::count(ifindex, Reason::Retired);
