@@ -17,6 +17,7 @@ use crate::datapath::invalidation;
 use crate::datapath::{Datapath, DatapathStats, LoadOptions, load_or_stay_on_ovs};
 use crate::metrics::MetricsSources;
 use crate::ovs::{self, pod_port};
+use crate::readiness::{DatapathMode, Readiness};
 use crate::services::ServiceSync;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -182,8 +183,8 @@ fn start_datapath_tasks(
     Ok(MetricsSources {
         datapath: Some(Arc::new(Mutex::new(datapath.reader()?))),
         stats: Some(stats),
-        cni: None,
         services: Some(summary),
+        ..MetricsSources::default()
     })
 }
 
@@ -210,7 +211,13 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     }
     // Fast-pathed TCP must still close, and recover after a policy change, through OVS.
     ovs::conntrack::spawn(ovs.clone(), &options.ovs_db, options.bridge.clone());
+    let readiness = Arc::new(Readiness::default());
     let mut datapath = load_datapath(&options);
+    readiness.datapath_settled(if datapath.is_some() {
+        DatapathMode::Ebpf
+    } else {
+        DatapathMode::OvsOnly
+    });
     let mut sources = MetricsSources::default();
     if let Some(datapath) = datapath.as_mut() {
         readopt_pods(&ovs, datapath);
@@ -242,8 +249,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             service_cidr: Some(service_cidr),
             names: options.names.clone(),
         };
+        let readiness = readiness.clone();
         async move {
-            if let Err(e) = crate::node_setup::run(kube, ovs, config).await {
+            if let Err(e) = crate::node_setup::run(kube, ovs, config, &readiness).await {
                 tracing::error!(error = %e, "node setup (ovn0, routes) failed");
             }
         }
@@ -253,6 +261,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} for metrics", options.metrics_addr))?;
     sources.cni = Some(metrics.clone());
+    sources.readiness = Some(readiness.clone());
     tokio::spawn(crate::metrics::serve_on(metrics_listener, sources));
     let datapath = datapath.map(|d| Arc::new(Mutex::new(d)));
     let spares = match &datapath {
@@ -295,6 +304,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let _cni = cni_server::serve(server)
         .await
         .with_context(|| format!("cannot serve CNI on {}", options.cni_socket.display()))?;
+    readiness.cni_serving(options.cni_socket.clone());
     tracing::info!(socket = %options.cni_socket.display(), node = %options.node_name, "serving CNI");
     println!("ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

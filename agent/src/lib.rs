@@ -10,4 +10,5 @@ pub mod netlink;
 pub mod node_setup;
 pub mod ovs;
 pub mod pod_network;
+pub mod readiness;
 pub mod services;

@@ -56,6 +56,8 @@ pub struct MetricsSources {
     pub cni: Option<Arc<crate::cni_server::CniMetrics>>,
     /// The Service sync's summary, when the agent balances Services.
     pub services: Option<Arc<Mutex<ServiceSummary>>>,
+    /// What `/readyz` checks (`None`: nothing to wait for, as in `kovn-agent datapath run`).
+    pub readiness: Option<Arc<crate::readiness::Readiness>>,
 }
 
 /// Renders the metrics text for the current state. A fresh registry per scrape: counters
@@ -209,7 +211,7 @@ fn register_services(
     );
 }
 
-/// Serves `/metrics` and `/healthz` on `addr` until the process ends.
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.
 pub async fn serve(addr: std::net::SocketAddr, sources: MetricsSources) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     serve_on(listener, sources).await
@@ -220,7 +222,8 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     sources: MetricsSources,
 ) -> std::io::Result<()> {
-    use axum::{Router, routing::get};
+    use axum::{Router, http::StatusCode, routing::get};
+    let readiness = sources.readiness.clone();
     let app = Router::new()
         .route(
             "/metrics",
@@ -229,6 +232,25 @@ pub async fn serve_on(
                 async move { render(&sources) }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        // 200 with what the node runs, or 503 with every condition still missing.
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    let Some(readiness) = readiness else {
+                        return (StatusCode::OK, "ready\n".to_owned());
+                    };
+                    match readiness.check().await {
+                        Ok(mode) => (StatusCode::OK, format!("ready: {mode}\n")),
+                        Err(missing) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready:\n{}\n", missing.join("\n")),
+                        ),
+                    }
+                }
+            }),
+        );
     axum::serve(listener, app).await
 }

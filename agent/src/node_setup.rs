@@ -281,10 +281,13 @@ pub struct NodeSetupConfig {
 }
 
 /// Keeps `ovn0` and the node's routes in step with the Subnets, until the task is dropped.
+/// Node setup is done for `readiness` once the routes of the Subnets the first list held are
+/// in place.
 pub async fn run(
     kube: kube::Client,
     ovs: Client,
     config: NodeSetupConfig,
+    readiness: &crate::readiness::Readiness,
 ) -> Result<(), NodeSetupError> {
     let NodeSetupConfig {
         node_name,
@@ -305,8 +308,10 @@ pub async fn run(
         .boxed();
     let mut routed = Vec::new();
     let mut nat = String::new();
+    let mut listed = false;
     // Every event, InitDone included: the store shows the initial list only from InitDone on.
-    while changes.next().await.is_some() {
+    while let Some(event) = changes.next().await {
+        listed |= matches!(event, Ok(watcher::Event::InitDone));
         let subnets: Vec<Subnet> = store.state().iter().map(|s| (**s).clone()).collect();
         let mut cidrs = pod_cidrs(&subnets, &gateway, &names);
         cidrs.extend(service_cidr);
@@ -328,6 +333,9 @@ pub async fn run(
             }
         }
         if cidrs == routed {
+            if listed {
+                readiness.node_setup_done();
+            }
             continue;
         }
         // Until ovs-vswitchd has opened ovn0 it has no carrier, and routes through it are
@@ -351,6 +359,9 @@ pub async fn run(
         }
         tracing::info!(?cidrs, "node routes to pod subnets via ovn0");
         routed = cidrs;
+        if listed {
+            readiness.node_setup_done();
+        }
     }
     Ok(())
 }

@@ -249,6 +249,29 @@ fn scrape(node: &Node) -> String {
     .unwrap()
 }
 
+/// The agent's /readyz inside the node's namespace: (HTTP status, body).
+fn readyz(node: &Node) -> (u16, String) {
+    let response = netns::run_in(&node.netns, || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect("127.0.0.1:10665").expect("agent /readyz");
+        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    (status, body)
+}
+
 /// The spares on the node as the agent reports them, and as the node holds them: (ready per
 /// `kovn_cni_spare_interfaces`, `kovn~` interfaces, `kovn~` pinned links).
 fn spares(node: &Node, pins: &Path) -> (f64, usize, usize) {
@@ -336,6 +359,14 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     let pins = sb.bpffs_dir().join(&node.name);
     // The ADDs below take spare OVS port pairs (their delivery program attached already).
     spares_ready(&node, &pins);
+    // Serving CNI, but this API has no Node for it, so no join port, no ovn0: not ready, and
+    // /readyz says what it waits for.
+    let (status, body) = readyz(&node);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("node setup") && !body.contains("CNI:") && !body.contains("datapath:"),
+        "{body}"
+    );
     let mode = std::fs::metadata(&socket).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -810,6 +841,18 @@ fn with_the_controller_pods_on_two_nodes_reach_each_other_and_their_nodes() {
                     .run()
                     .is_ok_and(|o| o.contains("ovn0"))
             },
+        );
+        // Node setup done, datapath loaded, CNI answering: the readiness probe passes.
+        wait(
+            &format!("{}'s agent ready", node.name),
+            std::time::Duration::from_secs(10),
+            || readyz(node).0 == 200,
+        );
+        let (_, body) = readyz(node);
+        assert!(
+            body.contains("eBPF datapath loaded"),
+            "{}: {body}",
+            node.name
         );
     }
     if !pinged(&a, &n0_ip) {

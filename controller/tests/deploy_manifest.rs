@@ -105,8 +105,10 @@ fn the_binary_accepts_the_deployments_arguments_and_serves_its_probes() {
     let args: Vec<String> = strings(&container["args"])
         .into_iter()
         .map(|a| {
-            a.replace("$(OVN_NB_SERVICE_HOST)", "10.96.0.10")
-                .replace("$(OVN_NB_SERVICE_PORT)", "6641")
+            a.replace(
+                "$(OVN_NB_REMOTES)",
+                "tcp:192.0.2.11:6641,tcp:192.0.2.12:6641,tcp:192.0.2.13:6641",
+            )
         })
         .collect();
     // Arguments are parsed in order, so a bad one fails before `--help` is reached.

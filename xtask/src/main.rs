@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what is missing: Debian packages, rust-src, bpf-linker; mount bpffs.
+    /// Install what is missing: Debian packages, rust-src, bpf-linker, kubernetes-validate;
+    /// mount bpffs.
     Setup,
     /// Build the eBPF datapath object into target/bpf/kovn-datapath.o.
     BuildEbpf {

@@ -33,7 +33,13 @@ pub const PACKAGES: &[&str] = &[
     // The images test runs them (runc: crun cannot set rlimits here).
     "podman",
     "runc",
+    // kubernetes-validate (PyPI) lives in a venv of its own.
+    "python3-venv",
 ];
+
+/// The manifest validator from PyPI (offline schemas for every Kubernetes version), in a venv
+/// at [`validator_venv`]; xtask/tests/manifests.rs runs it.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// bpf-linker must use the LLVM of the nightly rustc that emits the bitcode.
@@ -41,7 +47,7 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 const BPFFS: &str = "/sys/fs/bpf";
 
 pub fn run() -> Result<()> {
-    const STEPS: usize = 4;
+    const STEPS: usize = 5;
     let step = Step::start(1, STEPS, "Debian packages");
     let missing = missing_packages()?;
     if missing.is_empty() {
@@ -93,7 +99,56 @@ pub fn run() -> Result<()> {
         }
         step.done("built and installed");
     }
+
+    let step = Step::start(5, STEPS, "kubernetes-validate (PyPI, in a venv)");
+    if kubernetes_validate_works() {
+        step.done("present");
+    } else {
+        install_kubernetes_validate()?;
+        if !kubernetes_validate_works() {
+            bail!("kubernetes-validate was installed but does not run; see the pip output above");
+        }
+        step.done(&format!("installed {KUBERNETES_VALIDATE_VERSION}"));
+    }
     Ok(())
+}
+
+/// Where kubernetes-validate's venv lives (the manifests test finds it there too).
+pub fn validator_venv() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".local/share/kovn/venv")
+}
+
+fn kubernetes_validate_works() -> bool {
+    Command::new(validator_venv().join("bin/kubernetes-validate"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(KUBERNETES_VALIDATE_VERSION)
+        })
+}
+
+fn install_kubernetes_validate() -> Result<()> {
+    let venv = validator_venv();
+    let what_to_do = "check the output above (python3-venv installed? PyPI reachable?)";
+    println!("    python3 -m venv {}", venv.display());
+    // Debian's python3, whatever else is first on PATH: python3-venv is what setup installs.
+    stream(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(&venv),
+        what_to_do,
+    )?;
+    println!("    pip install kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}");
+    stream(
+        Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+        ]),
+        what_to_do,
+    )
 }
 
 /// For `test` and `demo`: runs the full setup only when a quiet check finds something
@@ -112,6 +167,7 @@ fn needed() -> bool {
         || !matches!(bpffs_mounted(), Ok(true))
         || !nightly_sysroot().is_ok_and(|s| s.join("lib/rustlib/src/rust/library/core").is_dir())
         || !bpf_linker_works()
+        || !kubernetes_validate_works()
 }
 
 fn require_root(what: &str) -> Result<()> {
