@@ -235,12 +235,13 @@ fn leftovers(node: &Node, id: &str) -> Vec<String> {
     })
 }
 
-/// The agent's /metrics, fetched inside the node's namespace.
-fn scrape(node: &Node) -> String {
+/// `path` of the agent's HTTP endpoint (:10665), fetched inside the node's namespace: the
+/// whole response, status line and headers included.
+fn agent_http(node: &Node, path: &str) -> String {
     netns::run_in(&node.netns, || {
         use std::io::Read;
-        let mut s = std::net::TcpStream::connect("127.0.0.1:10665").expect("agent metrics");
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        let mut s = std::net::TcpStream::connect("127.0.0.1:10665").expect("agent :10665");
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
             .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
@@ -249,18 +250,14 @@ fn scrape(node: &Node) -> String {
     .unwrap()
 }
 
-/// The agent's /readyz inside the node's namespace: (HTTP status, body).
+/// The agent's /metrics.
+fn scrape(node: &Node) -> String {
+    agent_http(node, "/metrics")
+}
+
+/// The agent's /readyz: (HTTP status, body).
 fn readyz(node: &Node) -> (u16, String) {
-    let response = netns::run_in(&node.netns, || {
-        use std::io::Read;
-        let mut s = std::net::TcpStream::connect("127.0.0.1:10665").expect("agent /readyz");
-        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap();
+    let response = agent_http(node, "/readyz");
     let status = response
         .split_whitespace()
         .nth(1)
