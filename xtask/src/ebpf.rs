@@ -1,6 +1,6 @@
 //! `cargo xtask build-ebpf`: the datapath object for bpfel-unknown-none, with BTF.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -14,13 +14,25 @@ pub const OBJECT: &str = "target/bpf/kovn-datapath.o";
 /// Builds the object and copies it to [`OBJECT`]; returns its path.
 pub fn build(release: bool) -> Result<PathBuf> {
     let root = workspace_root();
-    let target_dir = root.join("target/ebpf");
+    let built = build_in(&root, &root.join("target/ebpf"), release)?;
+    let object = root.join(OBJECT);
+    if let Some(dir) = object.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::copy(&built, &object)
+        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    println!("    eBPF object: {}", object.display());
+    Ok(object)
+}
+
+/// Builds the object of the sources under `root` in `target_dir`; returns where it is.
+pub fn build_in(root: &Path, target_dir: &Path, release: bool) -> Result<PathBuf> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root.join("datapath-ebpf"))
         .args(["+nightly", "build", "-Z", "build-std=core"])
         .args(["--target", "bpfel-unknown-none"])
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(target_dir);
     if release {
         cmd.arg("--release");
     }
@@ -55,13 +67,5 @@ pub fn build(release: bool) -> Result<PathBuf> {
         "run `cargo xtask setup` (nightly rust-src and bpf-linker are needed)",
     )?;
     let profile = if release { "release" } else { "debug" };
-    let built = target_dir.join(format!("bpfel-unknown-none/{profile}/kovn-datapath"));
-    let object = root.join(OBJECT);
-    if let Some(dir) = object.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::copy(&built, &object)
-        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
-    println!("    eBPF object: {}", object.display());
-    Ok(object)
+    Ok(target_dir.join(format!("bpfel-unknown-none/{profile}/kovn-datapath")))
 }

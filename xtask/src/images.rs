@@ -212,21 +212,107 @@ fn source_date_epoch(root: &Path) -> Result<u64> {
     })
 }
 
-/// Release builds for the images, in a target directory of their own: paths remapped (the
-/// binaries do not depend on where the workspace was cloned) and debug info stripped.
+/// Where the images' binaries are built: a copy of the workspace's sources at a fixed path,
+/// with a target directory beside it. Cargo hashes a path dependency's absolute location into
+/// its symbols (datapath-common, outside datapath-ebpf's workspace), and `env!` paths end up
+/// in the binaries; built here, a clone anywhere gives the same bytes.
+const BUILD_DIR: &str = "/var/tmp/kovn-images";
+
+/// Copies the workspace's files (tracked, and new ones git does not ignore) to `to`, with
+/// their times, so that cargo rebuilds only what changed; files gone from the workspace go
+/// from the copy too.
+fn copy_sources(root: &Path, to: &Path) -> Result<()> {
+    let listed = Command::new("git")
+        .current_dir(root)
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .output()
+        .context("running git ls-files (the images are built from the workspace's files)")?;
+    if !listed.status.success() {
+        bail!(
+            "git ls-files failed: {}",
+            String::from_utf8_lossy(&listed.stderr).trim()
+        );
+    }
+    let files: Vec<&[u8]> = listed
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .collect();
+    // What the copy holds that the workspace no longer does.
+    let wanted: std::collections::BTreeSet<PathBuf> = files
+        .iter()
+        .map(|f| to.join(String::from_utf8_lossy(f).as_ref()))
+        .collect();
+    if to.exists() {
+        for stale in walk(to)?.into_iter().filter(|p| !wanted.contains(p)) {
+            std::fs::remove_file(&stale)
+                .with_context(|| format!("removing {}", stale.display()))?;
+        }
+    }
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for file in files {
+        let relative = String::from_utf8_lossy(file).into_owned();
+        let (from, dest) = (root.join(&relative), to.join(&relative));
+        if !from.is_file() {
+            // Deleted in the work tree but still in the index.
+            continue;
+        }
+        let meta = std::fs::metadata(&from)?;
+        let unchanged = std::fs::metadata(&dest)
+            .is_ok_and(|d| d.len() == meta.len() && d.modified().ok() == meta.modified().ok());
+        if unchanged {
+            continue;
+        }
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::copy(&from, &dest)
+            .with_context(|| format!("copying {} to {}", from.display(), dest.display()))?;
+        let copied = std::fs::File::options().write(true).open(&dest)?;
+        copied.set_modified(meta.modified()?)?;
+    }
+    Ok(())
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                pending.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Release builds for the images, from the copy at [`BUILD_DIR`]: debug info stripped, the
+/// cargo home's paths remapped.
 fn build_binaries(root: &Path) -> Result<Binaries> {
-    let target_dir = root.join("target/images/build");
+    let src = Path::new(BUILD_DIR).join("src");
+    let target_dir = Path::new(BUILD_DIR).join("target");
+    println!("    sources copied to {}", src.display());
+    copy_sources(root, &src)?;
     let cargo_home = crate::setup::cargo_bin_dir()
         .parent()
         .map_or_else(|| PathBuf::from("/root/.cargo"), Path::to_path_buf);
-    let remap = format!(
-        "--remap-path-prefix={}=/kovn --remap-path-prefix={}=/cargo",
-        root.display(),
-        cargo_home.display()
-    );
+    let remap = format!("--remap-path-prefix={}=/cargo", cargo_home.display());
     let cargo = |packages: &[&str], extra_flags: &str, target: Option<&str>| -> Result<()> {
         let mut cmd = Command::new("cargo");
-        cmd.current_dir(root)
+        cmd.current_dir(&src)
             .args(["build", "--release", "--locked"]);
         for package in packages {
             cmd.args(["-p", package]);
@@ -250,7 +336,7 @@ fn build_binaries(root: &Path) -> Result<Binaries> {
         "-C target-feature=+crt-static",
         Some(STATIC_TARGET),
     )?;
-    let datapath = crate::ebpf::build(true)?;
+    let datapath = crate::ebpf::build_in(&src, &target_dir.join("ebpf"), true)?;
     Ok(Binaries {
         controller: target_dir.join("release/kovn-controller"),
         agent: target_dir.join("release/kovn-agent"),

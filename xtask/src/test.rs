@@ -104,7 +104,7 @@ pub fn run(with_setup: bool, cargo_test_args: &[String]) -> Result<()> {
 }
 
 /// Free disk a fresh build and test run needs (target/ measured at 2.8 GiB, the images' own
-/// release build 0.9 GiB and the images 0.2 GiB, plus the sandboxes' OVS databases and logs
+/// release build 0.9 GiB in /var/tmp/kovn-images and the images 0.2 GiB, plus the sandboxes' OVS databases and logs
 /// and the images test's podman store), and what a rebuild on an existing target/ needs.
 const FRESH_BUILD_GIB: u64 = 10;
 const REBUILD_GIB: u64 = 2;
