@@ -191,7 +191,7 @@ fn on_path(tool: &str) -> bool {
 
 /// `SOURCE_DATE_EPOCH` if set, else the time of the last commit: the same sources always give
 /// the same date, and so the same image.
-fn source_date_epoch(root: &Path) -> Result<u64> {
+pub fn source_date_epoch(root: &Path) -> Result<u64> {
     if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
         return value
             .trim()

@@ -2,6 +2,7 @@
 //! and fails with a message that says what to do.
 
 mod bench;
+mod bundle;
 mod demo;
 mod ebpf;
 mod gen_models;
@@ -68,6 +69,9 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Build the images, then one offline tarball (target/kovn-<version>-bundle.tar): the
+    /// images, the manifests, the source, the docs, SHA256SUMS. Needs root.
+    Bundle,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::GenOvsdbModels => gen_models::run(),
         Command::GenCrds => gen_crds(),
         Command::Images { only } => images::run(only.as_deref()).map(|_| ()),
+        Command::Bundle => bundle::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

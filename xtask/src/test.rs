@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{Result, bail};
 
 use crate::progress::{Step, stream};
-use crate::{ebpf, images, is_root, setup, workspace_root};
+use crate::{bundle, ebpf, images, is_root, setup, workspace_root};
 
 pub fn run(with_setup: bool, cargo_test_args: &[String]) -> Result<()> {
     const STEPS: usize = 6;
@@ -81,9 +81,10 @@ pub fn run(with_setup: bool, cargo_test_args: &[String]) -> Result<()> {
 
     // The images test (xtask/tests/images.rs) runs what this builds; building them needs
     // root, as the privileged tests do.
-    let step = Step::start(5, STEPS, "container images (cargo xtask images)");
+    let step = Step::start(5, STEPS, "container images and the offline bundle");
     if is_root() {
         images::run(None)?;
+        bundle::write()?;
         step.done("built");
     } else {
         step.done("SKIPPED: not root (the images test skips too)");

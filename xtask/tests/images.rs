@@ -336,3 +336,70 @@ fn images_run_under_podman() {
         "{switches}"
     );
 }
+
+/// `cargo xtask bundle` (which `cargo xtask test` writes after the images): one tarball with
+/// the images, the manifests, the source and the docs, and checksums that hold.
+#[test]
+fn the_offline_bundle_holds_images_manifests_source_and_docs() {
+    let bundle = workspace().join(format!("target/kovn-{VERSION}-bundle.tar"));
+    if !bundle.is_file() {
+        let message = format!(
+            "{} is missing: run `cargo xtask bundle` (cargo xtask test writes it)",
+            bundle.display()
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{message}");
+        }
+        eprintln!(
+            "\n!!!!!!!! SKIPPED the_offline_bundle_holds_images_manifests_source_and_docs: {message} !!!!!!!!\n"
+        );
+        return;
+    }
+    let listing = Cmd::new("tar")
+        .args(["-tf", &bundle.to_string_lossy()])
+        .run()
+        .unwrap();
+    let top = format!("kovn-{VERSION}");
+    for entry in [
+        format!("{top}/images/kovn-{VERSION}.oci.tar"),
+        format!("{top}/images/ovn-{VERSION}.oci.tar"),
+        format!("{top}/images/kovn.packages"),
+        format!("{top}/images/ovn.digest"),
+        format!("{top}/deploy/agent.yaml"),
+        format!("{top}/deploy/ovn-central.yaml"),
+        format!("{top}/deploy/crds/subnets.kubeovn.io.yaml"),
+        format!("{top}/source/{top}-src.tar"),
+        format!("{top}/source/REVISION"),
+        format!("{top}/docs/README.md"),
+        format!("{top}/SHA256SUMS"),
+    ] {
+        assert!(
+            listing.lines().any(|l| l == entry),
+            "{} lacks {entry}:\n{listing}",
+            bundle.display()
+        );
+    }
+    let unpacked = std::env::temp_dir().join(format!("kovn-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&unpacked).unwrap();
+    Cmd::new("tar")
+        .args([
+            "-xf",
+            &bundle.to_string_lossy(),
+            "-C",
+            &unpacked.to_string_lossy(),
+        ])
+        .run()
+        .unwrap();
+    let checked = Cmd::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "cd {}/{top} && sha256sum --check --quiet SHA256SUMS",
+                unpacked.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&unpacked);
+    assert!(checked.success, "SHA256SUMS does not hold: {checked:?}");
+}
