@@ -201,7 +201,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
                 ovn_remote: ovn_remote.clone(),
                 encap_type: options.encap_type.clone(),
                 encap_ip: options.encap_ip.clone(),
-                system_id: options.node_name.clone(),
+                default_system_id: options.node_name.clone(),
                 hostname: options.node_name.clone(),
                 datapath_type: options.datapath_type.clone(),
             },

@@ -1,6 +1,6 @@
 //! The node's chassis settings written into a real Open_vSwitch database, as Kube-OVN's
 //! ovs-ovn writes them: the OVN keys are set, every other key is kept, and a second run
-//! changes nothing.
+//! changes nothing; a node's existing chassis name (system-id) is never replaced.
 
 use std::process::Command;
 
@@ -40,7 +40,7 @@ async fn chassis_settings_are_merged_into_the_open_vswitch_row() {
         ovn_remote: "tcp:172.18.0.2:6642".into(),
         encap_type: "geneve".into(),
         encap_ip: Some("172.18.0.10".into()),
-        system_id: "n0".into(),
+        default_system_id: "n0".into(),
         hostname: "n0".into(),
         datapath_type: Some("netdev".into()),
     };
@@ -61,4 +61,38 @@ async fn chassis_settings_are_merged_into_the_open_vswitch_row() {
     assert_eq!(get("hostname"), "n0");
     assert_eq!(get("ovn-bridge-datapath-type"), "netdev");
     assert_eq!(get("keep"), "me", "another key was lost");
+}
+
+/// A node moving from Kube-OVN keeps its chassis: the system-id its ovs-ovn wrote (from
+/// `/etc/openvswitch/system-id.conf`) stays, or the Southbound would see a new chassis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_system_id_is_kept() {
+    let db = StandaloneDb::start("/usr/share/openvswitch/vswitch.ovsschema").expect("OVS db");
+    vsctl(&db, &["init"]);
+    let kube_ovn_chassis = "8d6c5e0e-3f0f-4a52-9d43-3c1b1e1f0a11";
+    vsctl(
+        &db,
+        &[
+            "set",
+            "Open_vSwitch",
+            ".",
+            &format!("external_ids:system-id={kube_ovn_chassis}"),
+        ],
+    );
+    let client = agent::ovs::connect(&db.remote()).await.expect("connect");
+    configure(
+        &client,
+        &OvnChassisSettings {
+            ovn_remote: "tcp:172.18.0.2:6642".into(),
+            encap_type: "geneve".into(),
+            encap_ip: None,
+            default_system_id: "n0".into(),
+            hostname: "n0".into(),
+            datapath_type: None,
+        },
+    )
+    .await
+    .expect("configure");
+    let id = vsctl(&db, &["get", "Open_vSwitch", ".", "external_ids:system-id"]);
+    assert_eq!(id.trim_matches('"'), kube_ovn_chassis);
 }

@@ -1,6 +1,11 @@
 //! The chassis settings ovn-controller reads from the node's `Open_vSwitch` row, as Kube-OVN's
 //! ovs-ovn writes them: where OVN's Southbound is, how and from where to tunnel, the chassis
 //! name.
+//!
+//! The chassis name (`system-id`) is the node's identity in OVN's Southbound: a node that
+//! already has one (from Kube-OVN, whose ovs-ovn keeps it in `/etc/openvswitch/system-id.conf`,
+//! or from kovn's own ovs-ovn) keeps it, so moving a node to kovn does not register a new
+//! chassis and leave the old one's port bindings behind.
 
 use ovsdb::models::open_vswitch::OpenVswitch;
 use ovsdb::{Client, Condition, Model, Transaction};
@@ -13,7 +18,8 @@ pub struct OvnChassisSettings {
     pub ovn_remote: String,
     pub encap_type: String,
     pub encap_ip: Option<String>,
-    pub system_id: String,
+    /// The chassis name written only when the row has no `system-id` yet.
+    pub default_system_id: String,
     pub hostname: String,
     /// `netdev` for the userspace datapath (no openvswitch kernel module).
     pub datapath_type: Option<String>,
@@ -31,12 +37,15 @@ pub async fn configure(client: &Client, settings: &OvnChassisSettings) -> Result
             OvsError::Missing("no Open_vSwitch row (is ovs-vswitchd initialised?)".into())
         })?;
     let mut ids = row.external_ids.clone();
+    let has_chassis_name = ids.get("system-id").is_some_and(|id| !id.is_empty());
     let mut set = |k: &str, v: &str| {
         ids.insert(k.to_owned(), v.to_owned());
     };
     set("ovn-remote", &settings.ovn_remote);
     set("ovn-encap-type", &settings.encap_type);
-    set("system-id", &settings.system_id);
+    if !has_chassis_name {
+        set("system-id", &settings.default_system_id);
+    }
     set("hostname", &settings.hostname);
     if let Some(ip) = &settings.encap_ip {
         set("ovn-encap-ip", ip);
