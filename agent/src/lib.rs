@@ -1,5 +1,7 @@
-//! kovn-agent, the node agent. So far it owns the eBPF datapath loader; the CNI server, OVS
-//! plumbing and the Kubernetes side follow (see DESIGN.md).
+//! kovn-agent, the node agent: the CNI server (`cni_server`), the pod's interfaces
+//! (`pod_network`) and OVS ports (`ovs`), the node's own attachment (`node_setup`), the eBPF
+//! datapath and its upkeep (`datapath`), the Service balancer's sync (`services`), metrics and
+//! readiness, and the node's cleanup on uninstall (`uninstall`). See DESIGN.md.
 
 pub mod cni_server;
 pub mod daemon;
@@ -12,3 +14,4 @@ pub mod ovs;
 pub mod pod_network;
 pub mod readiness;
 pub mod services;
+pub mod uninstall;

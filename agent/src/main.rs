@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// The node agent (as the DaemonSet runs it): CNI server, pod plumbing, datapath.
     Daemon(Box<agent::daemon::DaemonOptions>),
+    /// Remove from this node everything kovn-agent put there (stop the agent first).
+    Uninstall(agent::uninstall::UninstallOptions),
     /// Inspect the eBPF datapath.
     Datapath {
         #[command(subcommand)]
@@ -103,6 +105,19 @@ enum DatapathCommand {
     },
 }
 
+fn uninstall(options: &agent::uninstall::UninstallOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(agent::uninstall::run(options))?;
+    print!("{}", report.render());
+    if report.clean() {
+        Ok(())
+    } else {
+        anyhow::bail!("some items could not be removed (see above)")
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -118,6 +133,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(agent::daemon::run(*options))),
         ),
+        Command::Uninstall(options) => report(uninstall(&options)),
         Command::Datapath {
             command: DatapathCommand::Flows { pin_dir },
         } => report(print_flows(&pin_dir)),

@@ -1,0 +1,225 @@
+//! `kovn-agent uninstall` on a sandbox node that ran kovn with two pods talking through the
+//! fast path: afterwards nothing of kovn is left on the node, checked item by item with the
+//! system's own tools (ip, nft, ovs-vsctl, bpftool), not with the code that removed it.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sandbox::Cmd;
+use sandbox::kovn::KovnCluster;
+
+fn node_cmd(netns: &str, program: &str, args: &[&str]) -> String {
+    Cmd::new(program)
+        .args(args.iter().copied())
+        .netns(netns)
+        .run()
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
+}
+
+/// Names of the node namespace's links.
+fn links(netns: &str) -> Vec<String> {
+    node_cmd(netns, "ip", &["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
+/// IDs of the programs the agent's pinned links hold, from the kernel (bpftool).
+fn pinned_link_programs(pins: &Path) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for entry in pins.join("links").read_dir().unwrap() {
+        let path = entry.unwrap().path();
+        let out = std::process::Command::new("bpftool")
+            .args(["-j", "link", "show", "pinned"])
+            .arg(&path)
+            .output()
+            .expect("bpftool");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(id) = v["prog_id"].as_u64() {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+fn program_loaded(id: u64) -> bool {
+    std::process::Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn kovn_ovs_interfaces(db: &Path) -> String {
+    let out = std::process::Command::new("ovs-vsctl")
+        .arg(format!("--db=unix:{}", db.display()))
+        .args([
+            "--bare",
+            "--columns=name",
+            "find",
+            "Interface",
+            "external_ids:vendor=kovn",
+        ])
+        .output()
+        .expect("ovs-vsctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn kovn_link(name: &str) -> bool {
+    agent::uninstall::is_kovn_link_name(name)
+}
+
+#[test]
+fn uninstall_leaves_nothing_of_kovn_on_the_node() {
+    if !sandbox::privileged("uninstall_leaves_nothing_of_kovn_on_the_node") {
+        return;
+    }
+    let cluster = KovnCluster::start(1, common::binaries()).expect("kovn on the sandbox");
+    let a = cluster.start_pod("a", 0).expect("pod a");
+    let b = cluster.start_pod("b", 0).expect("pod b");
+    let ping = sandbox::traffic::ping(&a.as_pod(&cluster), b.ip, 3).expect("ping");
+    assert!(ping.received > 0, "the pods do not talk: {ping:?}");
+
+    let node = cluster.sb.node(0).clone();
+    let pins = cluster.sb.bpffs_dir().join(&node.name);
+    // What the install-cni container writes on a node.
+    let cni_conf = cluster.dir.join("net.d");
+    let cni_bin = cluster.dir.join("cni-bin");
+    for dir in [&cni_conf, &cni_bin] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(cni_conf.join("01-kube-ovn.conflist"), "{}").unwrap();
+    std::fs::write(cni_bin.join("kube-ovn"), "#!/bin/sh\n").unwrap();
+    // A file that is not kovn's stays.
+    std::fs::write(cni_conf.join("99-loopback.conf"), "{}").unwrap();
+
+    // Before: each item is there, or the checks below prove nothing.
+    let before_links: Vec<String> = links(&node.netns)
+        .into_iter()
+        .filter(|l| kovn_link(l))
+        .collect();
+    assert!(before_links.iter().any(|l| l == "ovn0"), "{before_links:?}");
+    assert!(
+        before_links.iter().filter(|l| l.ends_with("_h")).count() >= 2,
+        "no pod veths: {before_links:?}"
+    );
+    assert!(!kovn_ovs_interfaces(&node.db.socket).is_empty());
+    assert!(!node_cmd(&node.netns, "ip", &["route", "show", "dev", "ovn0"]).is_empty());
+    let tables = node_cmd(&node.netns, "nft", &["list", "tables"]);
+    assert!(
+        tables.contains("table ip kovn"),
+        "no natOutgoing table: {tables}"
+    );
+    assert!(pins.join("links").read_dir().unwrap().count() > 0);
+    let programs = pinned_link_programs(&pins);
+    assert!(!programs.is_empty(), "no pinned links hold a program");
+
+    // The agent refuses while another agent answers on the socket.
+    let refused = Cmd::new(cluster.binaries.agent.display().to_string())
+        .arg("uninstall")
+        .arg("--cni-socket")
+        .arg(cluster.socket(0).display().to_string())
+        .arg("--pin-dir")
+        .arg(pins.display().to_string())
+        .netns_keep_mounts(&node.netns)
+        .run();
+    let message = format!("{refused:?}");
+    assert!(
+        refused.is_err() && message.contains("still running"),
+        "uninstall ran beside a live agent: {message}"
+    );
+    assert!(pins.exists());
+
+    assert!(
+        cluster.stop_agent(0, Duration::from_secs(10)).unwrap(),
+        "the agent did not stop cleanly"
+    );
+    let report = Cmd::new(cluster.binaries.agent.display().to_string())
+        .arg("uninstall")
+        .arg("--pin-dir")
+        .arg(pins.display().to_string())
+        .arg("--cni-conf-dir")
+        .arg(cni_conf.display().to_string())
+        .arg("--cni-bin-dir")
+        .arg(cni_bin.display().to_string())
+        .arg("--cni-socket")
+        .arg(cluster.socket(0).display().to_string())
+        .arg(format!("--ovs-db=unix:{}", node.db.socket.display()))
+        .netns_keep_mounts(&node.netns)
+        .run()
+        .expect("kovn-agent uninstall");
+    eprintln!("{report}");
+
+    // After, item by item.
+    let left: Vec<String> = links(&node.netns)
+        .into_iter()
+        .filter(|l| kovn_link(l))
+        .collect();
+    assert!(left.is_empty(), "links left on the node: {left:?}");
+    for pod in [&a, &b] {
+        let inside = node_cmd(&pod.netns, "ip", &["-o", "link", "show"]);
+        assert!(
+            !inside.contains("eth0"),
+            "{}'s eth0 is still there",
+            pod.name
+        );
+    }
+    assert_eq!(
+        kovn_ovs_interfaces(&node.db.socket),
+        "",
+        "kovn's OVS ports are still there"
+    );
+    assert!(
+        node_cmd(&node.netns, "ip", &["route"])
+            .lines()
+            .all(|r| !r.contains("ovn0")),
+        "routes through ovn0 left"
+    );
+    let tables = node_cmd(&node.netns, "nft", &["list", "tables"]);
+    assert!(!tables.contains("kovn"), "nft table left: {tables}");
+    assert!(!pins.exists(), "pins left under {}", pins.display());
+    let still: Vec<u64> = programs
+        .into_iter()
+        .filter(|id| program_loaded(*id))
+        .collect();
+    assert!(
+        still.is_empty(),
+        "programs still loaded (links not released): {still:?}"
+    );
+    assert!(!cni_conf.join("01-kube-ovn.conflist").exists());
+    assert!(!cni_bin.join("kube-ovn").exists());
+    assert!(!cluster.socket(0).exists(), "the CNI socket is left");
+    assert!(
+        cni_conf.join("99-loopback.conf").exists(),
+        "another plugin's file was removed"
+    );
+
+    // A second run finds nothing and still succeeds.
+    let again = Cmd::new(cluster.binaries.agent.display().to_string())
+        .arg("uninstall")
+        .arg("--pin-dir")
+        .arg(pins.display().to_string())
+        .arg("--cni-conf-dir")
+        .arg(cni_conf.display().to_string())
+        .arg("--cni-bin-dir")
+        .arg(cni_bin.display().to_string())
+        .arg("--cni-socket")
+        .arg(cluster.socket(0).display().to_string())
+        .arg(format!("--ovs-db=unix:{}", node.db.socket.display()))
+        .netns_keep_mounts(&node.netns)
+        .run()
+        .expect("a second uninstall");
+    assert!(
+        again.lines().all(|l| l.ends_with("absent")),
+        "a second run removed something: {again}"
+    );
+    drop((a, b));
+    cluster.teardown().expect("teardown");
+}
