@@ -36,7 +36,7 @@ pub fn write() -> Result<()> {
         std::fs::remove_dir_all(&staging)
             .with_context(|| format!("removing {}", staging.display()))?;
     }
-    for dir in ["images", "deploy", "source", "docs"] {
+    for dir in ["images", "deploy", "source", "docs", "bin"] {
         std::fs::create_dir_all(staging.join(dir))?;
     }
     let images_dir = root.join(images::OUT_DIR);
@@ -57,6 +57,15 @@ pub fn write() -> Result<()> {
                 .with_context(|| format!("copying {}", from.display()))?;
         }
     }
+    let installer = images_dir.join("kovn-install");
+    if !installer.is_file() {
+        bail!(
+            "{} is missing: run `cargo xtask images` first",
+            installer.display()
+        );
+    }
+    std::fs::copy(&installer, staging.join("bin/kovn-install"))
+        .with_context(|| format!("copying {}", installer.display()))?;
     copy_tree(&root.join("deploy"), &staging.join("deploy"))?;
     std::fs::copy(root.join("README.md"), staging.join("docs/README.md"))?;
     // The committed source (what the images were built from when the tree is clean).

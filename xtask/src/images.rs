@@ -70,6 +70,12 @@ fn specs(binaries: &Binaries) -> Vec<ImageSpec> {
                     to: "/usr/bin/kube-ovn",
                     mode: "0755",
                 },
+                // The node cleanup's and operators' tool (kovn-install preflight on a node).
+                Install {
+                    from: binaries.installer.clone(),
+                    to: "/usr/bin/kovn-install",
+                    mode: "0755",
+                },
                 // Where the agent looks for it (agent::datapath::locate_object).
                 Install {
                     from: binaries.datapath.clone(),
@@ -108,6 +114,8 @@ struct Binaries {
     controller: PathBuf,
     agent: PathBuf,
     cni_plugin: PathBuf,
+    /// kovn-install, static like the plugin: it runs on the operator's machine too.
+    installer: PathBuf,
     datapath: PathBuf,
 }
 
@@ -138,7 +146,7 @@ pub fn run(only: Option<&str>) -> Result<Vec<BuiltImage>> {
     let step = Step::start(
         2,
         STEPS,
-        "release builds (kovn-controller, kovn-agent, kube-ovn static, the datapath)",
+        "release builds (kovn-controller, kovn-agent, kube-ovn and kovn-install static, the datapath)",
     );
     let binaries = build_binaries(&root)?;
     step.done("built");
@@ -156,6 +164,10 @@ pub fn run(only: Option<&str>) -> Result<Vec<BuiltImage>> {
             only.unwrap_or_default()
         );
     }
+    // kovn-install beside the images: the bundle's bin/, for the operator's machine.
+    let installer = out.join("kovn-install");
+    std::fs::copy(&binaries.installer, &installer)
+        .with_context(|| format!("copying {}", binaries.installer.display()))?;
     let step = Step::start(3, STEPS, "images");
     let mut built = Vec::new();
     for spec in &specs {
@@ -329,10 +341,10 @@ fn build_binaries(root: &Path) -> Result<Binaries> {
         stream(&mut cmd, "fix the build errors above")
     };
     cargo(&["agent", "controller"], "", None)?;
-    // Statically linked (glibc's static libraries; the plugin resolves no names): it runs on
-    // any host it is copied to.
+    // Statically linked (glibc's static libraries; neither resolves names): they run on any
+    // host they are copied to.
     cargo(
-        &["cni"],
+        &["cni", "install"],
         "-C target-feature=+crt-static",
         Some(STATIC_TARGET),
     )?;
@@ -341,6 +353,7 @@ fn build_binaries(root: &Path) -> Result<Binaries> {
         controller: target_dir.join("release/kovn-controller"),
         agent: target_dir.join("release/kovn-agent"),
         cni_plugin: target_dir.join(format!("{STATIC_TARGET}/release/kube-ovn")),
+        installer: target_dir.join(format!("{STATIC_TARGET}/release/kovn-install")),
         datapath,
     })
 }

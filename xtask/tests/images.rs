@@ -148,7 +148,7 @@ fn images_run_under_podman() {
         &kovn_image,
         "sh",
         "-c",
-        "kovn-agent --version && kovn-controller --version && nft --version && \
+        "kovn-agent --version && kovn-controller --version && kovn-install --version && nft --version && \
          test -s /usr/lib/kovn/kovn-datapath.o && test -x /usr/lib/cni/portmap",
     ]);
     assert!(
@@ -368,6 +368,8 @@ fn the_offline_bundle_holds_images_manifests_source_and_docs() {
         format!("{top}/deploy/agent.yaml"),
         format!("{top}/deploy/ovn-central.yaml"),
         format!("{top}/deploy/crds/subnets.kubeovn.io.yaml"),
+        format!("{top}/deploy/uninstall/node-cleanup.yaml"),
+        format!("{top}/bin/kovn-install"),
         format!("{top}/source/{top}-src.tar"),
         format!("{top}/source/REVISION"),
         format!("{top}/docs/README.md"),
@@ -400,6 +402,24 @@ fn the_offline_bundle_holds_images_manifests_source_and_docs() {
         ])
         .output()
         .unwrap();
+    // The unpacked bundle installs as it is: its kovn-install renders its deploy/.
+    let rendered = std::process::Command::new(unpacked.join(format!("{top}/bin/kovn-install")))
+        .current_dir(unpacked.join(&top))
+        .args([
+            "install",
+            "--dry-run",
+            "--ignore-preflight",
+            "--masters",
+            "192.0.2.11",
+        ])
+        .output()
+        .unwrap();
     let _ = std::fs::remove_dir_all(&unpacked);
     assert!(checked.success, "SHA256SUMS does not hold: {checked:?}");
+    let yaml = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        rendered.status.success() && yaml.contains("nb-remotes: tcp:192.0.2.11:6641"),
+        "the bundle's kovn-install did not render its manifests: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
 }

@@ -19,10 +19,10 @@ fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
-/// Every YAML file of deploy/ and deploy/crds/.
+/// Every YAML file of deploy/, deploy/crds/ and deploy/uninstall/.
 fn manifest_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in [deploy(), deploy().join("crds")] {
+    for dir in [deploy(), deploy().join("crds"), deploy().join("uninstall")] {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
