@@ -208,3 +208,104 @@ fn an_acl_written_while_the_agent_is_stopped_ends_the_fast_path_within_200ms() {
     let _ = agent.wait();
     sb.teardown().expect("teardown removes the pins");
 }
+
+/// Fast hits counted so far, over every interface (from the pinned reasons map).
+fn fast_hits(pins: &std::path::Path) -> u64 {
+    use agent::datapath::{PinnedMaps, ReadMaps};
+    PinnedMaps::open(pins)
+        .expect("pinned maps")
+        .reason_counts()
+        .unwrap()
+        .iter()
+        .filter(|c| c.reason == datapath_common::Reason::FastHit)
+        .map(|c| c.packets)
+        .sum()
+}
+
+/// The kernel's view of a pinned map (bpftool): (key size, value size, entries).
+fn pinned_map_shape(pin: &std::path::Path) -> (u64, u64, u64) {
+    let out = Cmd::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(pin.display().to_string())
+        .run()
+        .expect("bpftool map show");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (
+        v["bytes_key"].as_u64().unwrap(),
+        v["bytes_value"].as_u64().unwrap(),
+        v["max_entries"].as_u64().unwrap(),
+    )
+}
+
+/// A rolling update of the agent: the old agent's pins are in the layout of kovn 0.1.0 (no
+/// version marker: this release's layout without it), one pinned map has a shape this datapath
+/// does not use (as if a release had changed its value); the new agent adopts the rest,
+/// creates that map anew instead of reusing it, marks the layout, and a TCP stream and the
+/// fast path run on throughout.
+#[test]
+fn an_agent_upgrade_from_the_unversioned_pin_layout_keeps_a_fast_pathed_stream() {
+    if !sandbox::privileged(
+        "an_agent_upgrade_from_the_unversioned_pin_layout_keeps_a_fast_pathed_stream",
+    ) {
+        return;
+    }
+    let (sb, a, b) = common::one_node_with_two_pods();
+    let pins = sb.bpffs_dir().join(&sb.node(0).name);
+    let mut agent = start_agent(&sb, &[&a, &b]);
+    assert!(
+        agent::datapath::pin_layout::marker(&pins).is_dir(),
+        "no layout marker"
+    );
+    assert_eq!(traffic::ping(&a, b.ip, 3).unwrap().received, 3, "pods talk");
+    let wanted = pinned_map_shape(&pins.join(datapath_common::LB_AFFINITY_MAP));
+
+    let (stream, upgraded, hits_before) = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| traffic::iperf3(&a, &b, 6));
+        std::thread::sleep(Duration::from_millis(1500));
+        agent.kill().expect("SIGKILL the old agent");
+        agent.wait().unwrap();
+        // The old release's layout: no marker; and a map of another shape in one pin.
+        std::fs::remove_dir(agent::datapath::pin_layout::marker(&pins)).unwrap();
+        let odd = pins.join(datapath_common::LB_AFFINITY_MAP);
+        std::fs::remove_file(&odd).unwrap();
+        Cmd::new("bpftool")
+            .args(["map", "create"])
+            .arg(odd.display().to_string())
+            .args(["type", "hash", "key", "4", "value", "4", "entries", "8"])
+            .args(["name", "kovn_old_shape"])
+            .run()
+            .expect("bpftool map create");
+        let hits_before = fast_hits(&pins);
+        let upgraded = start_agent(&sb, &[&a, &b]);
+        (stream.join().unwrap(), upgraded, hits_before)
+    });
+    let mut agent = upgraded;
+    let report = stream.expect("the TCP connection survives the upgrade");
+    for (second, bps) in report.intervals.iter().enumerate() {
+        assert!(
+            *bps > 1e7,
+            "second {second} carried only {bps} bit/s: {report:?}"
+        );
+    }
+    // The odd map was not reused: the pin holds a map of this datapath's shape.
+    assert_eq!(
+        pinned_map_shape(&pins.join(datapath_common::LB_AFFINITY_MAP)),
+        wanted,
+        "the map of the other shape was adopted"
+    );
+    assert!(agent::datapath::pin_layout::marker(&pins).is_dir());
+    // The flows map was adopted (its counters continued) and the fast path carries the
+    // stream after the upgrade.
+    let hits_after = fast_hits(&pins);
+    assert!(
+        hits_after > hits_before + 1000,
+        "the fast path did not carry the stream after the upgrade: {hits_before} → {hits_after}"
+    );
+    assert!(
+        common::flows_involving(&pins, a.ip) > 0,
+        "no learned flows after the upgrade"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    sb.teardown().expect("teardown removes the pins");
+}

@@ -9,6 +9,7 @@ mod fallback;
 mod handles;
 pub mod invalidation;
 mod object;
+pub mod pin_layout;
 mod pods;
 mod policy;
 mod services;
@@ -111,6 +112,7 @@ pub struct Datapath {
     spares: pods::SpareAttachments,
     pin_dir: Option<PathBuf>,
     logger: Option<BpfLogger>,
+    takeover: pin_layout::Takeover,
 }
 
 /// Loads the datapath, or says loudly that the node stays on OVS: the one place the agent
@@ -154,12 +156,46 @@ impl Datapath {
         if let Some(entries) = options.services_max_entries {
             loader.map_max_entries(datapath_common::SERVICES_MAP, entries);
         }
+        let bytes = std::fs::read(path).map_err(|e| DatapathError::Pin {
+            path: path.to_owned(),
+            detail: format!("reading the object: {e}"),
+        })?;
+        let mut takeover = pin_layout::Takeover::default();
         let pinned_maps: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir.join("links")).map_err(|e| DatapathError::Pin {
                     path: dir.clone(),
                     detail: e.to_string(),
                 })?;
+                // What an earlier agent pinned is adopted only where it fits this object.
+                let overrides: std::collections::BTreeMap<&str, u32> = options
+                    .services_max_entries
+                    .map(|n| (datapath_common::SERVICES_MAP, n))
+                    .into_iter()
+                    .collect();
+                let expected = pin_layout::object_shapes(&bytes, PINNED_MAPS, &overrides).map_err(
+                    |detail| DatapathError::Pin {
+                        path: path.to_owned(),
+                        detail,
+                    },
+                )?;
+                takeover =
+                    pin_layout::take_over(dir, &expected).map_err(|e| DatapathError::Pin {
+                        path: dir.clone(),
+                        detail: format!("taking over the pinned maps: {e}"),
+                    })?;
+                for (map, why) in &takeover.rebuilt {
+                    tracing::warn!(%map, %why, "a pinned map does not fit this datapath: created anew (its flows are learned again through OVS)");
+                }
+                if let Some(version) = takeover.found_version {
+                    tracing::info!(
+                        found = version,
+                        layout = pin_layout::LAYOUT_VERSION,
+                        adopted = takeover.adopted.len(),
+                        rebuilt = takeover.rebuilt.len(),
+                        "pinned datapath state taken over"
+                    );
+                }
                 PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
             }
             None => Vec::new(),
@@ -168,12 +204,10 @@ impl Datapath {
             // Reuses the pinned map if there is one (a restart), pins a new one otherwise.
             loader.map_pin_path(name, pin.as_path());
         }
-        let mut ebpf = loader
-            .load_file(path)
-            .map_err(|source| DatapathError::Load {
-                path: path.to_owned(),
-                source: Box::new(source),
-            })?;
+        let mut ebpf = loader.load(&bytes).map_err(|source| DatapathError::Load {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
         for name in [
             programs::COUNT_INGRESS,
             programs::COUNT_EGRESS,
@@ -207,6 +241,7 @@ impl Datapath {
             spares: Default::default(),
             pin_dir: options.pin_dir.clone(),
             logger,
+            takeover,
         };
         // Every start is a new generation. A fresh map starts at 0, and nothing learned
         // before the agent ran may match; a pinned map's flows were judged by a policy that
@@ -224,6 +259,11 @@ impl Datapath {
     /// readable (`EbpfLogger::flush`).
     pub fn take_logger(&mut self) -> Option<BpfLogger> {
         self.logger.take()
+    }
+
+    /// What this load took over of an earlier agent's pins.
+    pub fn takeover(&self) -> &pin_layout::Takeover {
+        &self.takeover
     }
 
     /// Names of the programs in the object.
