@@ -38,4 +38,15 @@ pub struct IPSpec {
         skip_serializing_if = "String::is_empty"
     )]
     pub container_id: String,
+    /// Kube-OVN's secondary attachments of the pod (Multus): their subnets, addresses and
+    /// MACs, in the same order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attach_subnets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attach_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attach_macs: Vec<String>,
+    /// `StatefulSet`, `VirtualMachine`, … (Kube-OVN keeps such pods' addresses).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod_type: String,
 }

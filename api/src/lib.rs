@@ -13,10 +13,26 @@ mod vpc;
 pub use ip::{IP, IPSpec};
 pub use names::TopologyNames;
 pub use owner::{Owner, PORT_OWNER_KEY};
-pub use subnet::{GatewayType, Protocol, Subnet, SubnetAcl, SubnetSpec, SubnetStatus};
-pub use vpc::{PolicyRoute, StaticRoute, Vpc, VpcSpec, VpcStatus};
+pub use subnet::{
+    GatewayType, NatOutgoingPolicyMatch, NatOutgoingPolicyRule, NatOutgoingPolicyRuleStatus,
+    Protocol, Subnet, SubnetAcl, SubnetSpec, SubnetStatus, U2OFeatures,
+};
+pub use vpc::{
+    BfdPort, BfdPortStatus, PolicyRoute, StaticRoute, Vpc, VpcDynamicRouting, VpcPeering, VpcSpec,
+    VpcStatus,
+};
 
 use serde::{Deserialize, Serialize};
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
 
 /// The API group of every kovn (Kube-OVN) resource.
 pub const GROUP: &str = "kubeovn.io";

@@ -1,8 +1,11 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Condition;
+use crate::{Condition, is_false, is_zero};
 
 /// Address families of a subnet.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -31,8 +34,11 @@ pub enum GatewayType {
     version = "v1",
     kind = "Subnet",
     plural = "subnets",
+    shortname = "subnet",
     status = "SubnetStatus",
-    printcolumn = r#"{"name":"VPC","type":"string","jsonPath":".spec.vpc"}"#,
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"Vpc","type":"string","jsonPath":".spec.vpc"}"#,
+    printcolumn = r#"{"name":"Vlan","type":"string","jsonPath":".spec.vlan"}"#,
     printcolumn = r#"{"name":"Protocol","type":"string","jsonPath":".spec.protocol"}"#,
     printcolumn = r#"{"name":"CIDR","type":"string","jsonPath":".spec.cidrBlock"}"#,
     printcolumn = r#"{"name":"Private","type":"boolean","jsonPath":".spec.private"}"#,
@@ -42,9 +48,14 @@ pub enum GatewayType {
     printcolumn = r#"{"name":"V4Used","type":"number","jsonPath":".status.v4usingIPs"}"#,
     printcolumn = r#"{"name":"V4Available","type":"number","jsonPath":".status.v4availableIPs"}"#,
     printcolumn = r#"{"name":"V6Used","type":"number","jsonPath":".status.v6usingIPs"}"#,
-    printcolumn = r#"{"name":"V6Available","type":"number","jsonPath":".status.v6availableIPs"}"#
+    printcolumn = r#"{"name":"V6Available","type":"number","jsonPath":".status.v6availableIPs"}"#,
+    printcolumn = r#"{"name":"ExcludeIPs","type":"string","jsonPath":".spec.excludeIps"}"#,
+    printcolumn = r#"{"name":"U2OInterconnectionIP","type":"string","jsonPath":".status.u2oInterconnectionIP"}"#
 )]
 #[serde(rename_all = "camelCase")]
+// Fields of a newer Kube-OVN than these types are kept by the API server (and named in the
+// Unsupported condition), never pruned.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct SubnetSpec {
     /// The cluster's default subnet (`ovn-default`).
     #[serde(default)]
@@ -85,6 +96,205 @@ pub struct SubnetSpec {
     /// ACLs written on the subnet's switch as they are (Kube-OVN's `spec.acls`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acls: Vec<SubnetAcl>,
+
+    // Kube-OVN's other fields: parsed and kept, and named in the Unsupported condition when
+    // set (see `SubnetSpec::unsupported_fields`).
+    /// `ovn` (the default) or a Multus provider `<nad>.<namespace>.ovn`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway_node_selectors: Vec<LabelSelector>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub external_egress_gateway: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub policy_routing_priority: u32,
+    #[serde(
+        rename = "policyRoutingTableID",
+        default,
+        skip_serializing_if = "is_zero"
+    )]
+    pub policy_routing_table_id: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vlan: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vips: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub logical_gateway: bool,
+    /// kovn never pings the gateway during ADD: as if this were always true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub disable_gateway_check: bool,
+    /// kovn has no interconnection: as if this were always true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub disable_inter_connection: bool,
+    #[serde(rename = "enableDHCP", default, skip_serializing_if = "is_false")]
+    pub enable_dhcp: bool,
+    #[serde(
+        rename = "dhcpV4Options",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub dhcp_v4_options: String,
+    #[serde(
+        rename = "dhcpV6Options",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub dhcp_v6_options: String,
+    #[serde(rename = "enableIPv6RA", default, skip_serializing_if = "is_false")]
+    pub enable_ipv6_ra: bool,
+    #[serde(
+        rename = "ipv6RAConfigs",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub ipv6_ra_configs: String,
+    #[serde(rename = "allowEWTraffic", default, skip_serializing_if = "is_false")]
+    pub allow_ew_traffic: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_outgoing_policy_rules: Vec<NatOutgoingPolicyRule>,
+    #[serde(
+        rename = "u2oInterconnectionIP",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub u2o_interconnection_ip: String,
+    #[serde(
+        rename = "u2oInterconnection",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub u2o_interconnection: bool,
+    #[serde(
+        rename = "u2oFeatures",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub u2o_features: Option<U2OFeatures>,
+    /// Kube-OVN binds the VPC's load balancers to the switch unless this is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_lb: Option<bool>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub enable_multicast_snoop: bool,
+    #[serde(
+        rename = "enableExternalLBAddress",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub enable_external_lb_address: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub route_table: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespace_selectors: Vec<LabelSelector>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_network: String,
+    /// Fields no Kube-OVN version known to kovn has: kept as they are, named as unsupported.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+/// Kube-OVN's `u2oFeatures`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct U2OFeatures {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub overlay_only_routing: bool,
+}
+
+/// One of Kube-OVN's `natOutgoingPolicyRules`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct NatOutgoingPolicyRule {
+    #[serde(rename = "match", default)]
+    pub r#match: NatOutgoingPolicyMatch,
+    /// `nat` or `forward`.
+    #[serde(default)]
+    pub action: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct NatOutgoingPolicyMatch {
+    #[serde(rename = "srcIPs", default, skip_serializing_if = "String::is_empty")]
+    pub src_ips: String,
+    #[serde(rename = "dstIPs", default, skip_serializing_if = "String::is_empty")]
+    pub dst_ips: String,
+}
+
+/// A rule of `status.natOutgoingPolicyRules`: the rule with the ID Kube-OVN gave it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct NatOutgoingPolicyRuleStatus {
+    #[serde(rename = "ruleID", default)]
+    pub rule_id: String,
+    #[serde(flatten)]
+    pub rule: NatOutgoingPolicyRule,
+}
+
+impl SubnetSpec {
+    /// The fields set to something kovn does not act on (yet), by their Kube-OVN names: what
+    /// the `Unsupported` condition lists. Every field of the struct is either acted on by the
+    /// controller or the agent, or appears here when set.
+    pub fn unsupported_fields(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut flag = |set: bool, name: &str| {
+            if set {
+                out.push(name.to_owned());
+            }
+        };
+        flag(self.mtu.is_some(), "mtu");
+        flag(
+            !self.provider.is_empty() && self.provider != "ovn",
+            "provider",
+        );
+        flag(
+            self.gateway_node.split(',').any(|n| n.contains(':')),
+            "gatewayNode (the node:ip egress address)",
+        );
+        flag(
+            !self.gateway_node_selectors.is_empty(),
+            "gatewayNodeSelectors",
+        );
+        flag(
+            !self.external_egress_gateway.is_empty(),
+            "externalEgressGateway",
+        );
+        flag(self.policy_routing_priority != 0, "policyRoutingPriority");
+        flag(self.policy_routing_table_id != 0, "policyRoutingTableID");
+        flag(!self.vlan.is_empty(), "vlan");
+        flag(!self.vips.is_empty(), "vips");
+        flag(self.logical_gateway, "logicalGateway");
+        flag(self.enable_dhcp, "enableDHCP");
+        flag(!self.dhcp_v4_options.is_empty(), "dhcpV4Options");
+        flag(!self.dhcp_v6_options.is_empty(), "dhcpV6Options");
+        flag(self.enable_ipv6_ra, "enableIPv6RA");
+        flag(!self.ipv6_ra_configs.is_empty(), "ipv6RAConfigs");
+        flag(self.allow_ew_traffic, "allowEWTraffic");
+        flag(
+            !self.nat_outgoing_policy_rules.is_empty(),
+            "natOutgoingPolicyRules",
+        );
+        flag(self.u2o_interconnection, "u2oInterconnection");
+        flag(
+            !self.u2o_interconnection_ip.is_empty(),
+            "u2oInterconnectionIP",
+        );
+        flag(
+            self.u2o_features
+                .as_ref()
+                .is_some_and(|f| f.overlay_only_routing),
+            "u2oFeatures",
+        );
+        flag(self.enable_lb == Some(false), "enableLb: false");
+        flag(self.enable_multicast_snoop, "enableMulticastSnoop");
+        flag(self.enable_external_lb_address, "enableExternalLBAddress");
+        flag(!self.route_table.is_empty(), "routeTable");
+        flag(!self.namespace_selectors.is_empty(), "namespaceSelectors");
+        flag(!self.node_network.is_empty(), "nodeNetwork");
+        out.extend(
+            self.unknown
+                .keys()
+                .map(|k| format!("{k} (not a Kube-OVN field kovn knows)")),
+        );
+        out
+    }
 }
 
 /// One ACL of a Subnet's `spec.acls`: OVN's ACL columns, on the subnet's logical switch.
@@ -101,7 +311,8 @@ pub struct SubnetAcl {
     pub action: String,
 }
 
-/// What the controller reports about a subnet.
+/// What the controller reports about a subnet (Kube-OVN's status fields; kovn writes the
+/// counts, the conditions and, for centralized subnets, the active gateway).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct SubnetStatus {
     #[serde(rename = "v4availableIPs", default)]
@@ -112,6 +323,84 @@ pub struct SubnetStatus {
     pub v6_available_ips: f64,
     #[serde(rename = "v6usingIPs", default)]
     pub v6_using_ips: f64,
+    #[serde(
+        rename = "v4availableIPrange",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub v4_available_ip_range: String,
+    #[serde(
+        rename = "v4usingIPrange",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub v4_using_ip_range: String,
+    #[serde(
+        rename = "v6availableIPrange",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub v6_available_ip_range: String,
+    #[serde(
+        rename = "v6usingIPrange",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub v6_using_ip_range: String,
+    #[serde(
+        rename = "activateGateway",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub activate_gateway: String,
+    #[serde(
+        rename = "dhcpV4OptionsUUID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub dhcp_v4_options_uuid: String,
+    #[serde(
+        rename = "dhcpV6OptionsUUID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub dhcp_v6_options_uuid: String,
+    #[serde(
+        rename = "u2oInterconnectionIP",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub u2o_interconnection_ip: String,
+    #[serde(
+        rename = "u2oInterconnectionMAC",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub u2o_interconnection_mac: String,
+    #[serde(
+        rename = "u2oInterconnectionVPC",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub u2o_interconnection_vpc: String,
+    #[serde(
+        rename = "natOutgoingPolicyRules",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub nat_outgoing_policy_rules: Vec<NatOutgoingPolicyRuleStatus>,
+    #[serde(
+        rename = "mcastQuerierIP",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub mcast_querier_ip: String,
+    #[serde(
+        rename = "mcastQuerierMAC",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub mcast_querier_mac: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -81,7 +81,7 @@ pub fn ip_object(owner: &Owner, node: &str, allocation: &Allocation) -> IP {
             v4_ip_address: find(true),
             v6_ip_address: find(false),
             mac_address: allocation.mac.clone(),
-            container_id: String::new(),
+            ..IPSpec::default()
         },
     )
 }

@@ -113,7 +113,7 @@ pub fn validate(
         "ValidationPassed",
         String::new(),
     )];
-    let unsupported = unsupported_fields(subnet);
+    let unsupported = spec.unsupported_fields();
     if !unsupported.is_empty() {
         conditions.push(condition(
             "Unsupported",
@@ -127,15 +127,4 @@ pub fn validate(
         plan,
         conditions,
     })
-}
-
-/// Fields set to something kovn does not implement yet. (The pod MTU is the node agent's to
-/// apply, which does not exist yet.)
-fn unsupported_fields(subnet: &Subnet) -> Vec<&'static str> {
-    let spec = &subnet.spec;
-    let mut out = Vec::new();
-    if spec.mtu.is_some() {
-        out.push("mtu");
-    }
-    out
 }

@@ -127,6 +127,7 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
             vpc.spec.default_subnet.clone()
         },
         subnets,
+        conditions: vpc_conditions(vpc),
         ..VpcStatus::default()
     };
     if vpc.status.as_ref() != Some(&status) {
@@ -140,6 +141,27 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
     }
     // Subnets joining or leaving the VPC do not trigger it: refresh the status's list.
     Ok(Action::requeue(STATUS_REFRESH))
+}
+
+/// `Ready`, plus `Unsupported` naming the fields kovn does not act on (yet), as for Subnets.
+fn vpc_conditions(vpc: &Vpc) -> Vec<api::Condition> {
+    let mut conditions = vec![api::Condition {
+        type_: "Ready".into(),
+        status: "True".into(),
+        reason: "ReconcileSucceeded".into(),
+        ..api::Condition::default()
+    }];
+    let unsupported = vpc.spec.unsupported_fields();
+    if !unsupported.is_empty() {
+        conditions.push(api::Condition {
+            type_: "Unsupported".into(),
+            status: "True".into(),
+            reason: "NotImplemented".into(),
+            message: format!("kovn does not implement yet: {}", unsupported.join(", ")),
+            ..api::Condition::default()
+        });
+    }
+    conditions
 }
 
 async fn cleanup(vpc: &Vpc, ctx: &Context) -> Result<Action> {
