@@ -77,8 +77,8 @@ pub struct DaemonOptions {
     pub datapath_type: Option<String>,
     /// Entries of the eBPF services map (one per VIP, port and protocol), as Cilium's
     /// `--bpf-lb-service-map-max`. VIPs beyond it are balanced by OVN's load balancers and
-    /// counted in `kovn_datapath_service_vips_unprogrammed`. Takes effect when the map is
-    /// created (a pinned map keeps its size until the node restarts).
+    /// counted in `kovn_datapath_service_vips_unprogrammed`. A changed value takes effect at
+    /// the agent's next start: the pinned map of the old size is created anew and refilled.
     #[arg(long, default_value_t = datapath_common::SERVICES_MAX_ENTRIES)]
     pub bpf_lb_service_map_max: u32,
     /// The default VPC's router and the join subnet, as the controller was told them.

@@ -98,13 +98,13 @@ pub struct LoadOptions {
     /// (they cost a ring-buffer reservation each, so they are off unless someone is debugging).
     pub log_level: Option<aya_log::Level>,
     /// Entries of the services map (VIP, port, protocol) when it is created; `None` keeps
-    /// the object's size ([`datapath_common::SERVICES_MAX_ENTRIES`]). A pinned map keeps the
-    /// size it was created with.
+    /// the object's size ([`datapath_common::SERVICES_MAX_ENTRIES`]). A pinned map of another
+    /// size is created anew (see `pin_layout`); the service sync fills it again.
     pub services_max_entries: Option<u32>,
 }
 
-/// The loaded datapath object. Dropping it detaches every program it attached (nothing is
-/// pinned yet).
+/// The loaded datapath object. Dropping it detaches the programs it attached without a pin
+/// directory; pinned links outlive it.
 pub struct Datapath {
     ebpf: Ebpf,
     object: PathBuf,
