@@ -12,7 +12,7 @@ mod vpc;
 
 pub use ip::{IP, IPSpec};
 pub use names::TopologyNames;
-pub use owner::{Owner, PORT_OWNER_KEY};
+pub use owner::{IpObjectRole, Owner, PORT_OWNER_KEY};
 pub use subnet::{
     GatewayType, NatOutgoingPolicyMatch, NatOutgoingPolicyRule, NatOutgoingPolicyRuleStatus,
     Protocol, Subnet, SubnetAcl, SubnetSpec, SubnetStatus, U2OFeatures,

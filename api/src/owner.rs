@@ -67,6 +67,32 @@ impl Owner {
         })
     }
 
+    /// What an IP object is: the owner's own record (named `<pod>.<namespace>` or
+    /// `node-<name>`), or one of a pod's secondary attachments that Kube-OVN records as
+    /// `<pod>.<namespace>.<provider>` with the same `podName` and `namespace`. Read from the
+    /// object's fields first (the owner) and its name second (which record of that owner).
+    pub fn ip_object_role(ip: &crate::IP) -> IpObjectRole {
+        let Some(owner) = Owner::of_ip_object(ip) else {
+            return IpObjectRole::Unowned;
+        };
+        let name = ip.metadata.name.as_deref().unwrap_or_default();
+        let own = owner.port_name();
+        match name
+            .strip_prefix(own.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+        {
+            Some(provider) if !provider.is_empty() && owner.is_pod() => IpObjectRole::Attachment {
+                owner,
+                provider: provider.to_owned(),
+            },
+            _ => IpObjectRole::Primary(owner),
+        }
+    }
+
+    pub fn is_pod(&self) -> bool {
+        matches!(self, Owner::Pod { .. })
+    }
+
     /// The owner an IP object records (its `podName` and `namespace`; a node's has none).
     pub fn of_ip_object(ip: &crate::IP) -> Option<Owner> {
         let spec = &ip.spec;
@@ -79,6 +105,19 @@ impl Owner {
             Owner::pod(&spec.namespace, &spec.pod_name)
         })
     }
+}
+
+/// See [`Owner::ip_object_role`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpObjectRole {
+    /// The record of the owner's own port (its eth0, or a node's join port).
+    Primary(Owner),
+    /// A pod's secondary attachment (Multus, `<nad>.<namespace>.<provider>`): not the pod's
+    /// own address, which kovn does not serve yet; never restored as, or released as, the
+    /// pod's own.
+    Attachment { owner: Owner, provider: String },
+    /// No `podName`: nobody's.
+    Unowned,
 }
 
 impl fmt::Display for Owner {
@@ -99,6 +138,42 @@ mod tests {
         assert_eq!(
             Owner::node("ip-10-0-1-5.ec2.internal").port_name(),
             "node-ip-10-0-1-5.ec2.internal"
+        );
+    }
+
+    #[test]
+    fn ip_objects_of_secondary_attachments_are_told_from_the_pods_own() {
+        let ip = |name: &str, pod: &str, namespace: &str| crate::IP {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: crate::IPSpec {
+                pod_name: pod.into(),
+                namespace: namespace.into(),
+                ..Default::default()
+            },
+        };
+        let owner = Owner::pod("default", "web-0");
+        assert_eq!(
+            Owner::ip_object_role(&ip("web-0.default", "web-0", "default")),
+            IpObjectRole::Primary(owner.clone())
+        );
+        assert_eq!(
+            Owner::ip_object_role(&ip("web-0.default.net1.default.ovn", "web-0", "default")),
+            IpObjectRole::Attachment {
+                owner,
+                provider: "net1.default.ovn".into()
+            }
+        );
+        // A node's record is never an attachment, dots or not.
+        assert_eq!(
+            Owner::ip_object_role(&ip("node-a.b", "a.b", "")),
+            IpObjectRole::Primary(Owner::node("a.b"))
+        );
+        assert_eq!(
+            Owner::ip_object_role(&ip("x", "", "")),
+            IpObjectRole::Unowned
         );
     }
 

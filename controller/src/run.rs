@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use api::{IP, Owner, Subnet, SubnetSpec, Vpc, VpcSpec};
+use api::{IP, IpObjectRole, Owner, Subnet, SubnetSpec, Vpc, VpcSpec};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -423,12 +423,24 @@ async fn restore(ctx: &Context) -> Result<()> {
                 accepted.push(subnet);
             }
         }
+        let mut attachments = 0;
         for ip in ctx.stores.ips.state() {
-            // The owner is what the object records, never a guess from its name.
-            let Some(owner) = Owner::of_ip_object(&ip) else {
-                tracing::warn!(ip = %ip.name_any(), "an IP object without podName: not restored");
-                ctx.metrics.ipam_conflicts.inc();
-                continue;
+            // The owner is what the object records, never a guess from its name; the name
+            // only tells the pod's own record from its secondary attachments'.
+            let owner = match Owner::ip_object_role(&ip) {
+                IpObjectRole::Primary(owner) => owner,
+                IpObjectRole::Attachment { owner, provider } => {
+                    // Kube-OVN's record of a Multus attachment: its address is in another
+                    // subnet and is not the pod's own; kovn neither restores nor releases it.
+                    tracing::debug!(ip = %ip.name_any(), %owner, %provider, "a secondary attachment's IP object: left as it is");
+                    attachments += 1;
+                    continue;
+                }
+                IpObjectRole::Unowned => {
+                    tracing::warn!(ip = %ip.name_any(), "an IP object without podName: not restored");
+                    ctx.metrics.ipam_conflicts.inc();
+                    continue;
+                }
             };
             records.push(Record {
                 source: RecordSource::IpObject,
@@ -464,6 +476,12 @@ async fn restore(ctx: &Context) -> Result<()> {
                 ips: words.filter_map(|a| a.parse().ok()).collect(),
                 mac,
             });
+        }
+        if attachments > 0 {
+            tracing::info!(
+                attachments,
+                "IP objects of secondary attachments (<pod>.<namespace>.<provider>) left as they are"
+            );
         }
         let conflicts = ipam.restore(records);
         for c in &conflicts {

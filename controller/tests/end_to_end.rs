@@ -825,3 +825,64 @@ async fn a_non_default_cluster_router_is_the_only_router_and_routes_between_subn
     }
     controller.abort();
 }
+
+/// A node moved from Kube-OVN keeps a pod's secondary attachment record
+/// (`<pod>.<namespace>.<provider>`, same podName and namespace as the pod's own): kovn's
+/// restore does not take it for the pod's address (it is in another subnet), does not count
+/// it as a conflict, and never deletes it, across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kube_ovn_attachment_ip_object_is_neither_restored_nor_released() {
+    const ATTACHMENT: &str = "a.default.net1.default.ovn";
+    let ovn = start_ovn();
+    let api = FakeApi::new();
+    api.put(&namespace("default", None));
+    api.put(&node("n1"));
+    api.put(&pod("a", "default", "n1"));
+    api.put(&api::IP::new(
+        ATTACHMENT,
+        api::IPSpec {
+            pod_name: "a".into(),
+            namespace: "default".into(),
+            subnet: "net1".into(),
+            node_name: "n1".into(),
+            ip_address: "172.30.0.5".into(),
+            v4_ip_address: "172.30.0.5".into(),
+            mac_address: "00:00:00:aa:bb:cc".into(),
+            ..api::IPSpec::default()
+        },
+    ));
+    let mut metrics = Arc::new(Metrics::new());
+    let mut controller = start_controller(&api, nb_client(&ovn).await, metrics.clone());
+    eventually("a routed", Duration::from_secs(30), || {
+        routed(&api).contains_key("a.default")
+    })
+    .await;
+    for restart in 0..2 {
+        let annotated = routed(&api)["a.default"][annotations::IP_ADDRESS].clone();
+        assert!(
+            annotated.starts_with("10.16."),
+            "restart {restart}: a got {annotated}, not an ovn-default address"
+        );
+        assert!(
+            api.all::<api::IP>()
+                .iter()
+                .any(|ip| ip.name_any() == ATTACHMENT),
+            "restart {restart}: the attachment's IP object was deleted"
+        );
+        assert_eq!(
+            metrics.ipam_conflicts.get(),
+            0,
+            "restart {restart}: counted as a conflict"
+        );
+        controller.abort();
+        let _ = controller.await;
+        metrics = Arc::new(Metrics::new());
+        controller = start_controller(&api, nb_client(&ovn).await, metrics.clone());
+        eventually("IPAM restored", Duration::from_secs(20), || {
+            metrics.is_ready()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    controller.abort();
+}
