@@ -219,6 +219,13 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         DatapathMode::OvsOnly
     });
     let mut sources = MetricsSources::default();
+    let from_kube_ovn = pod_port::kube_ovn_ports(&ovs);
+    if !from_kube_ovn.is_empty() {
+        tracing::info!(
+            pods = from_kube_ovn.len(),
+            "pods plugged by Kube-OVN's daemon adopted: they stay on OVS (their veth is an OVS port, so no fast path); DEL and garbage collection remove them"
+        );
+    }
     if let Some(datapath) = datapath.as_mut() {
         readopt_pods(&ovs, datapath);
         // Each concern gets its own handle on the maps (datapath/handles.rs): the CNI server

@@ -247,8 +247,19 @@ pub async fn run(options: &UninstallOptions) -> Result<Report, UninstallError> {
     Ok(report)
 }
 
-/// Every OVS interface kovn made (`vendor=kovn`), with its pod record where it has one.
+/// Every OVS interface kovn made (`vendor=kovn`), with its pod record where it has one, and
+/// the Kube-OVN pod ports kovn adopted (their veths have kovn's names and are removed too).
 fn kovn_ovs_ports(ovs: &ovsdb::Client) -> Vec<(String, Option<LocalPod>)> {
+    let mut ports = own_ovs_ports(ovs);
+    ports.extend(
+        crate::ovs::pod_port::kube_ovn_ports(ovs)
+            .into_keys()
+            .map(|port| (port, None)),
+    );
+    ports
+}
+
+fn own_ovs_ports(ovs: &ovsdb::Client) -> Vec<(String, Option<LocalPod>)> {
     use ovsdb::Model;
     use ovsdb::models::open_vswitch::Interface;
     ovs.read(|c| {

@@ -530,6 +530,22 @@ async fn gc_pods(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
         tracing::info!(%port, attachment = %pod.attachment, owner = %pod.owner(), "garbage-collecting a pod whose container is gone");
         forget(server, &pod.attachment).await?;
     }
+    // Kube-OVN's ports record no container: their name is its first 12 characters.
+    for (port, owner) in pod_port::kube_ovn_ports(&server.ovs) {
+        let stem = port.strip_suffix("_h").unwrap_or(&port);
+        if valid.iter().any(|a| a.container_id.starts_with(stem)) {
+            continue;
+        }
+        tracing::info!(%port, %owner, "garbage-collecting a Kube-OVN pod port whose container is gone");
+        forget_kube_ovn_port(server, &port).await?;
+    }
+    Ok(())
+}
+
+/// Removes a pod port Kube-OVN's daemon plugged, and its veth.
+async fn forget_kube_ovn_port(server: &CniServer, port: &str) -> Result<(), CniError> {
+    let stem = port.strip_suffix("_h").unwrap_or(port);
+    pod_network::detach(&server.ovs, &PodLinks::for_container(stem)).await?;
     Ok(())
 }
 
@@ -553,6 +569,14 @@ pub async fn collect_garbage(server: &CniServer) -> Result<usize, CniError> {
         }
         tracing::info!(%port, owner = %pod.owner(), "garbage-collecting the network of a pod that is gone");
         forget(server, &pod.attachment).await?;
+        removed += 1;
+    }
+    for (port, owner) in pod_port::kube_ovn_ports(&server.ovs) {
+        if alive.contains(&owner) {
+            continue;
+        }
+        tracing::info!(%port, %owner, "garbage-collecting a Kube-OVN pod port whose pod is gone");
+        forget_kube_ovn_port(server, &port).await?;
         removed += 1;
     }
     Ok(removed)

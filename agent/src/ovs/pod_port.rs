@@ -68,3 +68,32 @@ pub fn kovn_ports(client: &Client) -> BTreeMap<String, LocalPod> {
             .unwrap_or_default()
     })
 }
+
+/// What Kube-OVN's daemon writes as `external_ids:vendor` on the pod ports it plugs.
+pub const KUBE_OVN_VENDOR: &str = "kube-ovn";
+
+/// Pod ports Kube-OVN's daemon plugged (a node moved from Kube-OVN, its pods still running):
+/// the pod's host veth `<id>_h` itself is the OVS port, with `iface-id`, `pod_name` and
+/// `pod_namespace`. kovn adopts them as they are: they keep working through OVS (no fast path:
+/// OVS reads that veth, so no redirecting program may sit on it), and DEL and garbage
+/// collection remove them as they remove kovn's own. By port name, with the pod's owner.
+pub fn kube_ovn_ports(client: &Client) -> BTreeMap<String, api::Owner> {
+    client.read(|c| {
+        c.table(Interface::TABLE)
+            .map(|t| {
+                t.typed::<Interface>()
+                    .into_iter()
+                    .filter(|i| {
+                        i.external_ids.get(VENDOR.0).map(String::as_str) == Some(KUBE_OVN_VENDOR)
+                    })
+                    .filter_map(|i| {
+                        let name = i.external_ids.get("pod_name")?;
+                        let namespace = i.external_ids.get("pod_namespace")?;
+                        let owner = api::Owner::pod(namespace, name);
+                        Some((i.name, owner))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}

@@ -156,9 +156,12 @@ pub async fn attach<E: From<NetworkError>>(
     result
 }
 
-/// Unbinds the OVS port and removes the interfaces. Idempotent.
+/// Unbinds the OVS port and removes the interfaces. Idempotent. A pod Kube-OVN's daemon
+/// plugged has its host veth as the OVS port (`pod_port::kube_ovn_ports`): that port goes too
+/// (kovn never makes the host veth an OVS port, so removing one by that name is Kube-OVN's).
 pub async fn detach(ovs: &ovsdb::Client, links: &PodLinks) -> Result<(), NetworkError> {
     pod_port::unbind(ovs, &links.ovs_port).await?;
+    pod_port::unbind(ovs, &links.host_veth).await?;
     links::delete(links).await
 }
 
