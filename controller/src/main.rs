@@ -18,9 +18,14 @@ use controller::topology;
     about = "kovn-controller: Kubernetes to OVN Northbound, and IPAM"
 )]
 struct Args {
-    /// OVN Northbound remotes, comma-separated (`tcp:10.0.0.1:6641,unix:/run/ovn/ovnnb_db.sock`).
+    /// OVN Northbound remotes, comma-separated (`tcp:10.0.0.1:6641,unix:/run/ovn/ovnnb_db.sock`;
+    /// `ssl:HOST:PORT` with the certificates of --ovn-tls-dir).
     #[arg(long, default_value = "unix:/var/run/ovn/ovnnb_db.sock")]
     ovn_nb_addr: String,
+    /// For `ssl:` remotes: the directory holding `key`, `cert` and `cacert`, as Kube-OVN
+    /// mounts its `kube-ovn-tls` Secret.
+    #[arg(long, default_value = "/var/run/tls")]
+    ovn_tls_dir: std::path::PathBuf,
     #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
     metrics_addr: SocketAddr,
     /// Reconciles run in parallel per kind.
@@ -70,6 +75,11 @@ async fn main() -> anyhow::Result<()> {
     let remotes: Vec<&str> = args.ovn_nb_addr.split(',').collect();
     let mut config = topology::nb_client_config(&remotes);
     config.metrics = Some(metrics.nb_client_metrics());
+    if remotes.iter().any(|r| r.trim().starts_with("ssl:")) {
+        config = config
+            .tls(&ovsdb::TlsFiles::in_dir(&args.ovn_tls_dir))
+            .context("the OVN Northbound's ssl: remotes need --ovn-tls-dir's certificates")?;
+    }
     let nb = ovsdb::Client::connect(config)
         .await
         .with_context(|| format!("cannot reach OVN Northbound at {}", args.ovn_nb_addr))?;

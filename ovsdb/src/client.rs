@@ -95,6 +95,13 @@ impl ClientConfig {
         }
     }
 
+    /// The certificates for `ssl:` remotes (OVS's `--private-key`, `--certificate`,
+    /// `--ca-cert`); read now, so a missing or bad file is an error before connecting.
+    pub fn tls(mut self, files: &crate::tls::TlsFiles) -> Result<ClientConfig> {
+        self.connection.tls = Some(crate::tls::client_config(files)?);
+        Ok(self)
+    }
+
     pub fn monitor(mut self, request: MonitorRequest) -> ClientConfig {
         self.monitor.push(request);
         self
@@ -194,7 +201,12 @@ impl Client {
             return Err(Error::InvalidRemote("no remotes given".into()));
         }
         for remote in &config.remotes {
-            Remote::parse(remote)?;
+            // A missing certificate is the caller's mistake, not a server not up yet.
+            if matches!(Remote::parse(remote)?, Remote::Ssl(_)) && config.connection.tls.is_none() {
+                return Err(Error::Tls(format!(
+                    "{remote} needs a private key, a certificate and a CA certificate"
+                )));
+            }
         }
         let deadline = Instant::now() + config.wait_for_connection;
         // The schema comes from the first server that answers.

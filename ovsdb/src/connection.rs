@@ -20,21 +20,29 @@ use crate::error::{Error, Result};
 pub enum Remote {
     Unix(PathBuf),
     Tcp(String),
+    /// TLS over TCP (`ConnectionOptions::tls` holds the certificates).
+    Ssl(String),
 }
 
 impl Remote {
-    /// Parses OVS's remote syntax: `unix:PATH` or `tcp:HOST:PORT`. (TLS, `ssl:`, slots in here
-    /// as another stream type.)
+    /// Parses OVS's remote syntax: `unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT`.
     pub fn parse(remote: &str) -> Result<Remote> {
         if let Some(path) = remote.strip_prefix("unix:") {
             return Ok(Remote::Unix(PathBuf::from(path)));
         }
+        let host_port = |addr: &str| {
+            addr.rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        };
         if let Some(addr) = remote.strip_prefix("tcp:")
-            && addr
-                .rsplit_once(':')
-                .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+            && host_port(addr)
         {
             return Ok(Remote::Tcp(addr.to_owned()));
+        }
+        if let Some(addr) = remote.strip_prefix("ssl:")
+            && host_port(addr)
+        {
+            return Ok(Remote::Ssl(addr.to_owned()));
         }
         Err(Error::InvalidRemote(remote.to_owned()))
     }
@@ -45,6 +53,7 @@ impl std::fmt::Display for Remote {
         match self {
             Remote::Unix(p) => write!(f, "unix:{}", p.display()),
             Remote::Tcp(a) => write!(f, "tcp:{a}"),
+            Remote::Ssl(a) => write!(f, "ssl:{a}"),
         }
     }
 }
@@ -60,6 +69,8 @@ pub struct ConnectionOptions {
     /// How long a request waits for its reply. `None`: as long as the connection lives.
     pub request_timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// The certificates for `ssl:` remotes (see [`crate::tls`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ConnectionOptions {
@@ -69,6 +80,7 @@ impl Default for ConnectionOptions {
             max_message: DEFAULT_MAX_MESSAGE,
             request_timeout: None,
             connect_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -160,6 +172,28 @@ impl Connection {
                     .map_err(|_| timed_out())?
                     .map_err(connect_error)?;
                 let _ = stream.set_nodelay(true);
+                Ok(Connection::over(stream, remote.clone(), options))
+            }
+            Remote::Ssl(addr) => {
+                let config = options.tls.clone().ok_or_else(|| {
+                    Error::Tls(format!(
+                        "ssl:{addr} needs a private key, a certificate and a CA certificate"
+                    ))
+                })?;
+                let name = crate::tls::server_name(addr)?;
+                let handshake = async {
+                    let tcp = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(connect_error)?;
+                    let _ = tcp.set_nodelay(true);
+                    tokio_rustls::TlsConnector::from(config)
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| Error::Tls(format!("handshake with ssl:{addr}: {e}")))
+                };
+                let stream = tokio::time::timeout(timeout, handshake)
+                    .await
+                    .map_err(|_| timed_out())??;
                 Ok(Connection::over(stream, remote.clone(), options))
             }
         }
@@ -498,6 +532,11 @@ mod tests {
             Remote::Tcp("172.18.0.2:6641".into())
         );
         assert!(Remote::parse("tcp:nohost").is_err());
+        assert_eq!(
+            Remote::parse("ssl:172.18.0.2:6641").unwrap(),
+            Remote::Ssl("172.18.0.2:6641".into())
+        );
+        assert!(Remote::parse("ssl::6641").is_err());
         assert!(Remote::parse("http://x").is_err());
     }
 }

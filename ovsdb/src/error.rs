@@ -9,8 +9,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid remote {0:?} (expected unix:PATH or tcp:HOST:PORT)")]
+    #[error("invalid remote {0:?} (expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT)")]
     InvalidRemote(String),
+    /// An `ssl:` remote's certificates or handshake.
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("I/O on the OVSDB connection: {0}")]
     Io(#[from] std::io::Error),
     #[error("OVSDB protocol error: {0}")]

@@ -13,6 +13,7 @@ pub mod model;
 pub mod models;
 pub mod row;
 pub mod schema;
+pub mod tls;
 pub mod transact;
 
 pub use cache::{Cache, Change, ChangeKind, IndexSpec, TableCache};
@@ -24,6 +25,7 @@ pub use error::{Error, Result};
 pub use model::Model;
 pub use row::{Columns, Row};
 pub use schema::{ColumnType, DatabaseSchema, TableSchema};
+pub use tls::TlsFiles;
 pub use transact::{
     Condition, Function, Mutation, Mutator, Transaction, TransactionResult, WaitUntil,
 };

@@ -20,20 +20,37 @@ pub struct StandaloneDb {
     server: DbServer,
     /// Loopback TCP port, if the server also listens on TCP.
     tcp_port: Option<u16>,
+    /// The server's key, certificate and CA: the TCP port speaks SSL (`pssl:`).
+    ssl: Option<ServerSsl>,
+}
+
+/// ovsdb-server's `--private-key`, `--certificate` and `--ca-cert` (the CA it checks clients'
+/// certificates against).
+#[derive(Debug, Clone)]
+pub struct ServerSsl {
+    pub private_key: PathBuf,
+    pub certificate: PathBuf,
+    pub ca_cert: PathBuf,
 }
 
 impl StandaloneDb {
     /// Creates a database from `schema` (a path to an .ovsschema file) and serves it.
     pub fn start(schema: &str) -> Result<StandaloneDb> {
-        StandaloneDb::start_inner(schema, false)
+        StandaloneDb::start_inner(schema, false, None)
     }
 
     /// Like [`Self::start`], and also listening on a free TCP port on 127.0.0.1.
     pub fn start_with_tcp(schema: &str) -> Result<StandaloneDb> {
-        StandaloneDb::start_inner(schema, true)
+        StandaloneDb::start_inner(schema, true, None)
     }
 
-    fn start_inner(schema: &str, tcp: bool) -> Result<StandaloneDb> {
+    /// Like [`Self::start`], and also listening with SSL on a free port on 127.0.0.1
+    /// ([`Self::ssl_remote`]).
+    pub fn start_with_ssl(schema: &str, ssl: ServerSsl) -> Result<StandaloneDb> {
+        StandaloneDb::start_inner(schema, true, Some(ssl))
+    }
+
+    fn start_inner(schema: &str, tcp: bool, ssl: Option<ServerSsl>) -> Result<StandaloneDb> {
         registry::cleanup_stale()?;
         let registration = registry::register()?;
         let server = DbServer::new(&registration.dir, "db");
@@ -56,6 +73,7 @@ impl StandaloneDb {
             supervisor: Supervisor::default(),
             server,
             tcp_port,
+            ssl,
         };
         db.spawn()?;
         Ok(db)
@@ -63,14 +81,22 @@ impl StandaloneDb {
 
     fn spawn(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(&self.server.socket);
+        let scheme = if self.ssl.is_some() { "pssl" } else { "ptcp" };
         let remotes: Vec<String> = self
             .tcp_port
-            .map(|p| format!("ptcp:{p}:127.0.0.1"))
+            .map(|p| format!("{scheme}:{p}:127.0.0.1"))
             .into_iter()
             .collect();
+        let mut command = self.server.command(&remotes);
+        if let Some(ssl) = &self.ssl {
+            command = command
+                .arg(format!("--private-key={}", ssl.private_key.display()))
+                .arg(format!("--certificate={}", ssl.certificate.display()))
+                .arg(format!("--ca-cert={}", ssl.ca_cert.display()));
+        }
         self.supervisor.spawn(
             SERVER,
-            &self.server.command(&remotes),
+            &command,
             &self.registration.dir,
             Some(self.server.log.clone()),
         )?;
@@ -87,9 +113,18 @@ impl StandaloneDb {
         format!("unix:{}", self.server.socket.display())
     }
 
-    /// `tcp:127.0.0.1:<port>`, if the server listens on TCP.
+    /// `tcp:127.0.0.1:<port>`, if the server listens on plain TCP.
     pub fn tcp_remote(&self) -> Option<String> {
-        self.tcp_port.map(|p| format!("tcp:127.0.0.1:{p}"))
+        self.tcp_port
+            .filter(|_| self.ssl.is_none())
+            .map(|p| format!("tcp:127.0.0.1:{p}"))
+    }
+
+    /// `ssl:127.0.0.1:<port>`, if the server listens with SSL.
+    pub fn ssl_remote(&self) -> Option<String> {
+        self.tcp_port
+            .filter(|_| self.ssl.is_some())
+            .map(|p| format!("ssl:127.0.0.1:{p}"))
     }
 
     /// The database file.

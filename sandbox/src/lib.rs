@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod netns;
 mod node;
 mod ovs;
+pub mod pki;
 mod pod;
 pub mod registry;
 mod supervisor;
@@ -25,7 +26,7 @@ pub use cluster::{
     SandboxConfig, TeardownReport,
 };
 pub use cmd::Cmd;
-pub use db_server::{RaftCluster, StandaloneDb};
+pub use db_server::{RaftCluster, ServerSsl, StandaloneDb};
 pub use error::{Result, SandboxError};
 pub use node::{INTEGRATION_BRIDGE, Node, PHYSICAL_BRIDGE};
 pub use ovs::{Ctl, wait_until};
