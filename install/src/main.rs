@@ -56,6 +56,10 @@ struct ClusterArgs {
     /// The ovn image as the cluster pulls it (default: kovn.local/ovn:0.1.0).
     #[arg(long)]
     ovn_image: Option<String>,
+    /// Make the OVN databases speak SSL only: a directory with `key`, `cert` and `cacert` (PEM,
+    /// e.g. from ovs-pki), written as the kovn-ovn-tls Secret; every remote becomes ssl:.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
     #[arg(long, default_value = "kubectl")]
     kubectl: String,
     /// Print what would be applied and run, change nothing.
@@ -109,11 +113,17 @@ fn config(cluster: &ClusterArgs) -> anyhow::Result<manifests::ClusterConfig> {
     } else {
         plan::master_addresses(&cluster.kubectl)?
     };
+    let tls = cluster
+        .tls_dir
+        .as_deref()
+        .map(manifests::TlsSecret::from_dir)
+        .transpose()?;
     Ok(plan::cluster_config(
         masters,
         &cluster.ovs_datapath,
         cluster.kovn_image.clone(),
         cluster.ovn_image.clone(),
+        tls,
     ))
 }
 

@@ -54,6 +54,34 @@ pub struct ClusterConfig {
     pub ovs_datapath: String,
     pub kovn_image: String,
     pub ovn_image: String,
+    /// The databases speak SSL only, with these certificates (the kovn-ovn-tls Secret).
+    pub tls: Option<TlsSecret>,
+}
+
+/// The PEM files of the `kovn-ovn-tls` Secret, under Kube-OVN's names.
+#[derive(Debug, Clone)]
+pub struct TlsSecret {
+    pub key: String,
+    pub cert: String,
+    pub cacert: String,
+}
+
+impl TlsSecret {
+    /// Reads `key`, `cert` and `cacert` from `dir` (ovs-pki's or any CA's PEM files).
+    pub fn from_dir(dir: &Path) -> Result<TlsSecret, ManifestError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|e| ManifestError::File {
+                path: path.clone(),
+                detail: format!("{e} (--tls-dir holds key, cert and cacert, PEM)"),
+            })
+        };
+        Ok(TlsSecret {
+            key: read("key")?,
+            cert: read("cert")?,
+            cacert: read("cacert")?,
+        })
+    }
 }
 
 /// One YAML document, with the file it came from.
@@ -120,13 +148,13 @@ pub fn install_files(dir: &Path) -> Result<Vec<String>, ManifestError> {
     Ok(files)
 }
 
-/// `tcp:<ip>:<port>` for every member, comma-separated (IPv6 in brackets).
-pub fn remotes(masters: &[IpAddr], port: u16) -> String {
+/// `<scheme>:<ip>:<port>` for every member, comma-separated (IPv6 in brackets).
+pub fn remotes(masters: &[IpAddr], scheme: &str, port: u16) -> String {
     masters
         .iter()
         .map(|ip| match ip {
-            IpAddr::V4(v4) => format!("tcp:{v4}:{port}"),
-            IpAddr::V6(v6) => format!("tcp:[{v6}]:{port}"),
+            IpAddr::V4(v4) => format!("{scheme}:{v4}:{port}"),
+            IpAddr::V6(v6) => format!("{scheme}:[{v6}]:{port}"),
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -172,6 +200,7 @@ pub fn render(
     }
     let mut saw_config = false;
     let mut saw_central = false;
+    let scheme = if config.tls.is_some() { "ssl" } else { "tcp" };
     for doc in &mut docs {
         let (kind, name) = (doc.kind().to_owned(), doc.name().to_owned());
         match (kind.as_str(), name.as_str()) {
@@ -180,8 +209,9 @@ pub fn render(
                 let ips: Vec<String> = config.masters.iter().map(ToString::to_string).collect();
                 doc.value["data"] = json!({
                     "node-ips": ips.join(","),
-                    "nb-remotes": remotes(&config.masters, 6641),
-                    "sb-remotes": remotes(&config.masters, 6642),
+                    "nb-remotes": remotes(&config.masters, scheme, 6641),
+                    "sb-remotes": remotes(&config.masters, scheme, 6642),
+                    "enable-ssl": config.tls.is_some().to_string(),
                 });
             }
             ("Deployment", "ovn-central") => {
@@ -206,6 +236,34 @@ pub fn render(
     }
     if !saw_config {
         return Err(ManifestError::Missing("ConfigMap kovn-ovn-config"));
+    }
+    if let Some(tls) = &config.tls {
+        // Beside the ConfigMap that switches SSL on, before anything mounts it.
+        let at = docs
+            .iter()
+            .position(|d| d.kind() == "ConfigMap" && d.name() == "kovn-ovn-config")
+            .map_or(0, |i| i + 1);
+        let file = docs
+            .get(at.saturating_sub(1))
+            .map(|d| d.file.clone())
+            .unwrap_or_default();
+        docs.insert(
+            at,
+            Document {
+                file,
+                value: json!({
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": "kovn-ovn-tls",
+                        "namespace": "kube-system",
+                        "labels": {"app.kubernetes.io/part-of": "kovn"}
+                    },
+                    "type": "Opaque",
+                    "stringData": {"key": tls.key, "cert": tls.cert, "cacert": tls.cacert}
+                }),
+            },
+        );
     }
     if !saw_central {
         return Err(ManifestError::Missing("Deployment ovn-central"));

@@ -224,11 +224,13 @@ pub fn cluster_config(
     ovs_datapath: &str,
     kovn_image: Option<String>,
     ovn_image: Option<String>,
+    tls: Option<manifests::TlsSecret>,
 ) -> ClusterConfig {
     ClusterConfig {
         masters,
         ovs_datapath: ovs_datapath.to_owned(),
         kovn_image: kovn_image.unwrap_or_else(|| manifests::KOVN_IMAGE.to_owned()),
         ovn_image: ovn_image.unwrap_or_else(|| manifests::OVN_IMAGE.to_owned()),
+        tls,
     }
 }

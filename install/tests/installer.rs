@@ -380,3 +380,104 @@ fn uninstall_stops_the_agents_first_and_cleans_every_node_in_two_phases() {
             == 2
     );
 }
+
+#[test]
+fn install_with_tls_makes_every_remote_ssl_and_ships_the_certificates_as_a_secret() {
+    let tls = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("key", "KEY PEM\n"),
+        ("cert", "CERT PEM\n"),
+        ("cacert", "CA PEM\n"),
+    ] {
+        std::fs::write(tls.path().join(name), text).unwrap();
+    }
+    let out = run(installer()
+        .args(["install", "--dry-run", "--ignore-preflight", "--no-wait"])
+        .args(["--masters", "192.0.2.11,192.0.2.12,192.0.2.13"])
+        .arg("--tls-dir")
+        .arg(tls.path())
+        .arg("--manifests")
+        .arg(deploy()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    let docs = documents(&yaml);
+    let config = named(&docs, "ConfigMap", "kovn-ovn-config");
+    assert_eq!(config["data"]["enable-ssl"], "true");
+    assert_eq!(
+        config["data"]["nb-remotes"],
+        "ssl:192.0.2.11:6641,ssl:192.0.2.12:6641,ssl:192.0.2.13:6641"
+    );
+    assert!(
+        config["data"]["sb-remotes"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssl:")
+    );
+    let secret = named(&docs, "Secret", "kovn-ovn-tls");
+    assert_eq!(secret["stringData"]["key"], "KEY PEM\n");
+    assert_eq!(secret["stringData"]["cacert"], "CA PEM\n");
+    // Applied before anything that mounts it.
+    let at = |kind: &str, name: &str| {
+        docs.iter()
+            .position(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap()
+    };
+    assert!(at("Secret", "kovn-ovn-tls") < at("Deployment", "ovn-central"));
+    // Every consumer of the databases mounts it where it reads the certificates.
+    for (kind, name) in [
+        ("Deployment", "ovn-central"),
+        ("DaemonSet", "ovs-ovn"),
+        ("Deployment", "kovn-controller"),
+    ] {
+        let pod = &named(&docs, kind, name)["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["secret"]["secretName"] == "kovn-ovn-tls")
+            .unwrap_or_else(|| panic!("{name} does not mount kovn-ovn-tls"));
+        let mounted = pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == volume["name"] && m["mountPath"] == "/var/run/tls");
+        assert!(
+            mounted,
+            "{name} does not mount the certificates at /var/run/tls"
+        );
+    }
+    if let Some(validator) = validator() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kovn.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let out = Command::new(validator)
+            .args(["--strict", "--quiet", "-k", "1.29.0"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+
+    // A directory without the files: the error names the missing one, nothing is printed.
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(installer()
+        .args([
+            "install",
+            "--dry-run",
+            "--ignore-preflight",
+            "--masters",
+            "192.0.2.11",
+        ])
+        .arg("--tls-dir")
+        .arg(empty.path())
+        .arg("--manifests")
+        .arg(deploy()));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("key"), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}

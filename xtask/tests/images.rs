@@ -335,6 +335,193 @@ fn images_run_under_podman() {
         switches.contains("probe-a") && switches.contains("probe-b"),
         "{switches}"
     );
+    for i in 1..=3 {
+        podman.run(&["rm", "--force", "--time", "1", &format!("oc{i}")]);
+    }
+    ovn_central_over_ssl(&podman, &ovn_image);
+}
+
+/// Three members of the ovn image with ENABLE_SSL=true and ovs-pki's certificates where the
+/// kovn-ovn-tls Secret is mounted: Raft and clients over SSL only; a client with the CA's
+/// certificate writes (ovn-nbctl, and kovn's own OVSDB client as the controller uses it),
+/// northd follows over SSL, and plain TCP gets nowhere.
+fn ovn_central_over_ssl(podman: &Podman, ovn_image: &str) {
+    let hosts = ScratchNamespaces::new(&["os1", "os2", "os3", "sfabric"]).unwrap();
+    let fabric = hosts.name(3).to_owned();
+    for args in [
+        vec!["-n", &fabric, "link", "add", "br0", "type", "bridge"],
+        vec!["-n", &fabric, "link", "set", "br0", "up"],
+        vec!["-n", &fabric, "addr", "add", "10.94.0.254/24", "dev", "br0"],
+    ] {
+        Cmd::new("ip").args(args).run().unwrap();
+    }
+    let member_ips = ["10.94.0.1", "10.94.0.2", "10.94.0.3"];
+    for (i, ip) in member_ips.iter().enumerate() {
+        let ns = hosts.name(i);
+        let port = format!("s{}", i + 1);
+        for args in [
+            vec![
+                "-n", &fabric, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ],
+            vec!["-n", &fabric, "link", "set", &port, "master", "br0", "up"],
+            vec!["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            vec!["-n", ns, "link", "set", "eth0", "up"],
+            vec!["-n", ns, "link", "set", "lo", "up"],
+        ] {
+            Cmd::new("ip").args(args).run().unwrap();
+        }
+    }
+    let pki = sandbox::pki::Pki::new(
+        &podman.dir.join("pki"),
+        &["ca"],
+        &[("ca", "ovn-central"), ("ca", "client")],
+    )
+    .expect("ovs-pki");
+    let secret = podman.dir.join("kovn-ovn-tls");
+    pki.files("ovn-central", "ca")
+        .install_as_secret(&secret)
+        .unwrap();
+    for (i, ip) in member_ips.iter().enumerate() {
+        let db_dir = podman.dir.join(format!("os{}", i + 1));
+        std::fs::create_dir_all(&db_dir).unwrap();
+        podman.run(&[
+            "run",
+            "--detach",
+            "--name",
+            &format!("os{}", i + 1),
+            &format!("--network=ns:/var/run/netns/{}", hosts.name(i)),
+            "--env",
+            &format!("POD_IP={ip}"),
+            "--env",
+            &format!("NODE_IPS={}", member_ips.join(",")),
+            "--env",
+            "ENABLE_SSL=true",
+            "--volume",
+            &format!("{}:/etc/ovn", db_dir.display()),
+            "--volume",
+            &format!("{}:/var/run/tls:ro", secret.display()),
+            ovn_image,
+            "/usr/share/kovn/start-ovn-central.sh",
+        ]);
+    }
+    let ready = |i: usize| {
+        podman.ok(&[
+            "exec",
+            &format!("os{}", i + 1),
+            "/usr/share/kovn/ovn-healthcheck.sh",
+            "central",
+        ])
+    };
+    if !wait_for(Duration::from_secs(90), || (0..3).all(ready)) {
+        for i in 1..=3 {
+            let logs = podman.cmd().args(["logs", &format!("os{i}")]).output();
+            eprintln!("==== os{i} ====\n{logs:?}");
+        }
+        panic!("three SSL ovn-central members not ready in 90 s");
+    }
+    let status = podman.run(&[
+        "exec",
+        "os1",
+        "ovn-appctl",
+        "-t",
+        "/var/run/ovn/ovnnb_db.ctl",
+        "cluster/status",
+        "OVN_Northbound",
+    ]);
+    for ip in member_ips {
+        assert!(
+            status.contains(&format!("ssl:{ip}:6643")),
+            "NB Raft over SSL should have {ip}:6643:\n{status}"
+        );
+    }
+    let client = pki.files("client", "ca");
+    let remotes = |scheme: &str, port: u16| {
+        member_ips
+            .iter()
+            .map(|ip| format!("{scheme}:{ip}:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let ctl = |tool: &str, db: String, args: &[&str]| {
+        Cmd::new(tool)
+            .netns(&fabric)
+            .arg(format!("--db={db}"))
+            .arg(format!("--private-key={}", client.private_key.display()))
+            .arg(format!("--certificate={}", client.certificate.display()))
+            .arg(format!("--ca-cert={}", client.ca_cert.display()))
+            .args(["--timeout=20"])
+            .args(args.iter().copied())
+            .run()
+    };
+    // The listeners come from the Connection rows the first member writes once it leads.
+    wait_until("an SSL NB write", Duration::from_secs(30), || {
+        ctl(
+            "ovn-nbctl",
+            remotes("ssl", 6641),
+            &["--may-exist", "ls-add", "tls-a"],
+        )
+        .is_ok()
+    });
+    wait_until(
+        "northd, over SSL, makes tls-a a southbound datapath",
+        Duration::from_secs(30),
+        || {
+            ctl(
+                "ovn-sbctl",
+                remotes("ssl", 6642),
+                &["--columns=external_ids", "list", "Datapath_Binding"],
+            )
+            .is_ok_and(|out| out.contains("tls-a"))
+        },
+    );
+    // Plain TCP is not served.
+    let plain = Cmd::new("ovn-nbctl")
+        .netns(&fabric)
+        .arg(format!("--db={}", remotes("tcp", 6641)))
+        .args(["--timeout=3", "ls-list"])
+        .run();
+    assert!(plain.is_err(), "plain TCP was served: {plain:?}");
+    // kovn's OVSDB client, as kovn-controller uses it (ssl: remotes, the Secret's files).
+    let files = ovsdb::TlsFiles {
+        private_key: client.private_key.clone(),
+        certificate: client.certificate.clone(),
+        ca_cert: client.ca_cert.clone(),
+    };
+    let nb_remotes = remotes("ssl", 6641);
+    let names = sandbox::netns::run_in(&fabric, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use ovsdb::Model;
+                use ovsdb::models::ovn_northbound::LogicalSwitch;
+                let list: Vec<&str> = nb_remotes.split(',').collect();
+                let config = ovsdb::ClientConfig::new(&list, "OVN_Northbound")
+                    .monitor(ovsdb::MonitorRequest::table(LogicalSwitch::TABLE))
+                    .tls(&files)
+                    .expect("the client's certificates");
+                let client = ovsdb::Client::connect(config)
+                    .await
+                    .expect("kovn's client over SSL to the Raft NB");
+                client.read(|c| {
+                    c.table(LogicalSwitch::TABLE)
+                        .map(|t| {
+                            t.typed::<LogicalSwitch>()
+                                .into_iter()
+                                .map(|s| s.name)
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
+                })
+            })
+    })
+    .unwrap();
+    assert!(names.iter().any(|n| n == "tls-a"), "{names:?}");
+    for i in 1..=3 {
+        podman.run(&["rm", "--force", "--time", "1", &format!("os{i}")]);
+    }
 }
 
 /// `cargo xtask bundle` (which `cargo xtask test` writes after the images): one tarball with

@@ -10,6 +10,9 @@
 #   OVS_DATAPATH_TYPE  system (the openvswitch kernel module; the default) or netdev (the
 #                      userspace datapath, for hosts without the module)
 #   OVS_DB_DIR         where conf.db lives (default /etc/openvswitch, a hostPath)
+#   ENABLE_SSL         true: ovn-controller reaches the Southbound over SSL (the agent writes
+#                      ssl: remotes) with the certificates in OVN_TLS_DIR (default
+#                      /var/run/tls: key, cert, cacert), set as this node's SSL settings
 set -eu
 
 DATAPATH_TYPE=${OVS_DATAPATH_TYPE:-system}
@@ -60,6 +63,18 @@ else
         echo "the openvswitch kernel module is not loaded and cannot be: load it, or set OVS_DATAPATH_TYPE=netdev" >&2
         exit 1
     }
+fi
+TLS_DIR=${OVN_TLS_DIR:-/var/run/tls}
+if [ "${ENABLE_SSL:-false}" = true ]; then
+    for f in key cert cacert; do
+        if [ ! -s "$TLS_DIR/$f" ]; then
+            echo "ENABLE_SSL=true needs $TLS_DIR/$f (the kovn-ovn-tls Secret)" >&2
+            exit 1
+        fi
+    done
+    # ovn-controller takes its certificates from the Open_vSwitch database's SSL row.
+    ovs-vsctl --no-wait del-ssl || true
+    ovs-vsctl --no-wait set-ssl "$TLS_DIR/key" "$TLS_DIR/cert" "$TLS_DIR/cacert"
 fi
 ovs-vswitchd --pidfile="$OVS_RUN/ovs-vswitchd.pid" --unixctl="$OVS_RUN/ovs-vswitchd.ctl" \
     --log-file="$OVS_LOG/ovs-vswitchd.log" --detach "unix:$OVS_RUN/db.sock"
