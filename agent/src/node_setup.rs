@@ -160,12 +160,15 @@ pub async fn ensure_node_port(
     }
     // The node forwards between ovn0 and its other interfaces: hostPorts, NodePorts, and
     // replies to traffic that reached a pod through the node.
+    // The DaemonSet's node-sysctls init container sets them (the agent's own /proc/sys is
+    // read-only: it is not privileged); written here only where they are not on yet.
     for path in [
         "/proc/sys/net/ipv4/ip_forward",
         "/proc/sys/net/ipv6/conf/all/forwarding",
     ] {
-        if let Err(e) = std::fs::write(path, "1") {
-            tracing::warn!(%path, error = %e, "cannot turn forwarding on");
+        let on = std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1");
+        if !on && let Err(e) = std::fs::write(path, "1") {
+            tracing::warn!(%path, error = %e, "forwarding is off and cannot be turned on: hostPorts, NodePorts and replies through the node fail");
         }
     }
     Ok(index)

@@ -143,17 +143,7 @@ fn an_acl_written_while_the_agent_is_stopped_ends_the_fast_path_within_200ms() {
     let (sb, a, b) = common::one_node_with_two_pods();
     let mut agent = start_agent(&sb, &[&a, &b]);
     let pins = sb.bpffs_dir().join(&sb.node(0).name);
-    let fast_hits = || {
-        use agent::datapath::{PinnedMaps, ReadMaps};
-        PinnedMaps::open(&pins)
-            .expect("pinned maps")
-            .reason_counts()
-            .unwrap()
-            .iter()
-            .filter(|c| c.reason == datapath_common::Reason::FastHit)
-            .map(|c| c.packets)
-            .sum::<u64>()
-    };
+    let fast_hits = || fast_hits(&pins);
     let stop = Arc::new(AtomicBool::new(false));
     let (_sink, sending) = common::udp_stream(&a, &b, 5002, stop.clone());
     std::thread::sleep(Duration::from_millis(800));
@@ -214,12 +204,8 @@ fn fast_hits(pins: &std::path::Path) -> u64 {
     use agent::datapath::{PinnedMaps, ReadMaps};
     PinnedMaps::open(pins)
         .expect("pinned maps")
-        .reason_counts()
+        .packets_for(datapath_common::Reason::FastHit)
         .unwrap()
-        .iter()
-        .filter(|c| c.reason == datapath_common::Reason::FastHit)
-        .map(|c| c.packets)
-        .sum()
 }
 
 /// The kernel's view of a pinned map (bpftool): (key size, value size, entries).

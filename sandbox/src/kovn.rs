@@ -21,6 +21,40 @@ use crate::{Handoff, Node, Sandbox, SandboxConfig, netns};
 /// Node annotation naming the node's join port (the controller writes it last).
 const PORT_NAME: &str = "ovn.kubernetes.io/port_name";
 
+/// A binary of the workspace's build, next to the running test's own target directory; built
+/// if it is not there yet (a workspace test run has built them all; a single test binary
+/// run on its own builds what is missing).
+pub fn workspace_binary(package: &str, name: &str) -> PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(Path::to_path_buf))
+        .expect("target directory");
+    let path = dir.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+/// GET `path` from `port` on loopback inside the network namespace `netns` (an agent's
+/// /metrics or /readyz): the whole HTTP response.
+pub fn http_get_in(netns: &str, port: u16, path: &str) -> Result<String> {
+    netns::run_in(netns, || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok::<_, std::io::Error>(out)
+    })?
+    .map_err(|e| SandboxError::Invalid(format!("GET {path} on :{port} in {netns}: {e}")))
+}
+
 /// Where kovn's binaries are.
 #[derive(Debug, Clone)]
 pub struct KovnBinaries {
@@ -74,7 +108,38 @@ pub fn serve_in(api: &FakeApi, netns_name: &str, dir: &Path) -> Result<(ServedAp
     Ok((served, kubeconfig))
 }
 
-/// The sandbox with kovn running on it.
+/// How one node's `kovn-agent daemon` is to be run: its arguments and environment, the node's
+/// namespace, and the host paths it uses (which a container must be given).
+#[derive(Debug, Clone)]
+pub struct AgentLaunch {
+    pub node: String,
+    pub netns: String,
+    /// The binary the sandbox would run.
+    pub binary: PathBuf,
+    /// `daemon` and its flags.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Host paths the agent reads or writes (its kubeconfig, the node's OVS run directory,
+    /// the CNI socket's directory, the pin directory).
+    pub paths: Vec<PathBuf>,
+}
+
+/// Turns an [`AgentLaunch`] into the command that runs it (the default runs the binary in the
+/// node's network namespace; a test may run the agent from its image instead). The command
+/// must print the agent's "ready" line on stdout.
+pub type AgentLauncher = std::sync::Arc<dyn Fn(&AgentLaunch) -> Command + Send + Sync>;
+
+/// The default [`AgentLauncher`]: the binary, in the node's namespace with the host's mounts.
+pub fn run_agent_binary(launch: &AgentLaunch) -> Command {
+    let mut cmd = Cmd::new(launch.binary.display().to_string())
+        .args(launch.args.iter().cloned())
+        .netns_keep_mounts(&launch.netns);
+    for (k, v) in &launch.env {
+        cmd = cmd.env(k, v);
+    }
+    cmd.to_command()
+}
+
 /// A pod networked by kovn through the kubelet's CNI ADD.
 #[derive(Debug)]
 pub struct RunningPod {
@@ -146,6 +211,8 @@ pub struct KovnCluster {
     pub annotation_timeout: u64,
     /// Extra arguments of every `kovn-agent daemon` (also when restarted).
     pub agent_args: Vec<String>,
+    /// How agents are run (restarted ones too).
+    pub agent_launcher: AgentLauncher,
     controller: Process,
     agents: Vec<Process>,
     kubeconfigs: Vec<PathBuf>,
@@ -166,6 +233,21 @@ impl KovnCluster {
         nodes: usize,
         binaries: KovnBinaries,
         agent_args: &[&str],
+    ) -> Result<KovnCluster> {
+        KovnCluster::start_with_launcher(
+            nodes,
+            binaries,
+            agent_args,
+            std::sync::Arc::new(run_agent_binary),
+        )
+    }
+
+    /// As [`KovnCluster::start_with_agent_args`], with the agents run by `launcher`.
+    pub fn start_with_launcher(
+        nodes: usize,
+        binaries: KovnBinaries,
+        agent_args: &[&str],
+        launcher: AgentLauncher,
     ) -> Result<KovnCluster> {
         let sb = Sandbox::start_empty(SandboxConfig {
             nodes,
@@ -213,6 +295,7 @@ impl KovnCluster {
             kubelets: Vec::new(),
             annotation_timeout: 30,
             agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+            agent_launcher: launcher,
             controller,
             agents: Vec::new(),
             kubeconfigs: Vec::new(),
@@ -259,27 +342,52 @@ impl KovnCluster {
 
     fn start_agent(&self, i: usize) -> Result<Process> {
         let node: &Node = self.sb.node(i);
-        let mut child = Cmd::new(self.binaries.agent.display().to_string())
-            .arg("daemon")
-            .args(["--node-name", &node.name])
-            .arg("--cni-socket")
-            .arg(self.socket(i).display().to_string())
-            .arg("--ovs-db")
-            .arg(format!("unix:{}", node.db.socket.display()))
-            .args(["--metrics-addr", "127.0.0.1:10665", "--annotation-timeout"])
-            .arg(self.annotation_timeout.to_string())
-            .arg("--pin-dir")
-            .arg(self.sb.bpffs_dir().join(&node.name).display().to_string())
+        let pin_dir = self.sb.bpffs_dir().join(&node.name);
+        let mut args: Vec<String> = vec![
+            "daemon".into(),
+            "--node-name".into(),
+            node.name.clone(),
+            "--cni-socket".into(),
+            self.socket(i).display().to_string(),
+            "--ovs-db".into(),
+            format!("unix:{}", node.db.socket.display()),
+            "--metrics-addr".into(),
+            "127.0.0.1:10665".into(),
+            "--annotation-timeout".into(),
+            self.annotation_timeout.to_string(),
+            "--pin-dir".into(),
+            pin_dir.display().to_string(),
             // The chassis settings the sandbox gave the node, written again by the agent as
             // in a cluster: a wrong value would break tunnels in every test on top.
-            .arg(format!("--ovn-remote={}", self.sb.central().sb_remote()))
-            .arg(format!("--encap-ip={}", node.address))
-            .arg("--datapath-type=netdev")
-            .args(self.agent_args.iter().map(String::as_str))
-            .env("KUBECONFIG", self.kubeconfigs[i].display().to_string())
-            .env("RUST_LOG", sandbox_log_level())
-            .netns_keep_mounts(&node.netns)
-            .to_command()
+            format!("--ovn-remote={}", self.sb.central().sb_remote()),
+            format!("--encap-ip={}", node.address),
+            "--datapath-type=netdev".into(),
+        ];
+        args.extend(self.agent_args.iter().cloned());
+        let launch = AgentLaunch {
+            node: node.name.clone(),
+            netns: node.netns.clone(),
+            binary: self.binaries.agent.clone(),
+            args,
+            env: vec![
+                (
+                    "KUBECONFIG".into(),
+                    self.kubeconfigs[i].display().to_string(),
+                ),
+                ("RUST_LOG".into(), sandbox_log_level()),
+            ],
+            paths: vec![
+                self.kubeconfigs[i].clone(),
+                node.db
+                    .socket
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+                self.dir.clone(),
+                pin_dir,
+            ],
+        };
+        let mut child = (self.agent_launcher)(&launch)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

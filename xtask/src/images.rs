@@ -52,8 +52,15 @@ fn specs(binaries: &Binaries) -> Vec<ImageSpec> {
             name: "kovn",
             description: "kovn-controller, kovn-agent, the eBPF datapath and the kube-ovn CNI plugin",
             // nft: the agent's masquerade table; iproute2 for operators (ip, tc, ss); the
-            // reference plugins the conflist chains (portmap) and kubelet's loopback.
-            packages: &["iproute2", "nftables", "containernetworking-plugins"],
+            // reference plugins the conflist chains (portmap) and kubelet's loopback;
+            // ca-certificates: kube's TLS client refuses to start without a system root
+            // store, even when the kubeconfig brings the cluster's CA.
+            packages: &[
+                "iproute2",
+                "nftables",
+                "containernetworking-plugins",
+                "ca-certificates",
+            ],
             files: vec![
                 Install {
                     from: binaries.controller.clone(),

@@ -27,14 +27,15 @@ fn archive(image: &str) -> PathBuf {
     workspace().join(format!("target/images/{image}-{VERSION}.oci.tar"))
 }
 
-/// podman with a store, run directory and settings of its own, removed on drop.
+/// podman with a store, run directory and settings of its own (one per test: the tests of
+/// this file run in parallel), removed on drop.
 struct Podman {
     dir: PathBuf,
 }
 
 impl Podman {
-    fn new() -> Podman {
-        let dir = std::env::temp_dir().join(format!("kovn-podman-{}", std::process::id()));
+    fn new(test: &str) -> Podman {
+        let dir = std::env::temp_dir().join(format!("kovn-podman-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // Here crun cannot set rlimits and cgroups are hybrid: runc, no default ulimits.
         std::fs::write(
@@ -122,7 +123,7 @@ fn images_run_under_podman() {
         eprintln!("\n!!!!!!!! SKIPPED images_run_under_podman: {message} !!!!!!!!\n");
         return;
     }
-    let podman = Podman::new();
+    let podman = Podman::new("images");
     for (name, path) in [("kovn", &kovn), ("ovn", &ovn)] {
         let loaded = podman.run(&["load", "--quiet", "--input", &path.to_string_lossy()]);
         let reference = format!("kovn.local/{name}:{VERSION}");
@@ -610,4 +611,155 @@ fn the_offline_bundle_holds_images_manifests_source_and_docs() {
         "the bundle's kovn-install did not render its manifests: {}",
         String::from_utf8_lossy(&rendered.stderr)
     );
+}
+
+/// The capabilities deploy/agent.yaml gives the agent's container (instead of privileged).
+fn agent_capabilities() -> Vec<String> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(workspace().join("deploy/agent.yaml")).unwrap();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v = serde_json::Value::deserialize(doc).unwrap();
+        if v["kind"] == "DaemonSet" && v["metadata"]["name"] == "kovn-agent" {
+            let container = v["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "kovn-agent")
+                .unwrap()
+                .clone();
+            let security = &container["securityContext"];
+            assert_ne!(
+                security["privileged"], true,
+                "the agent's container is privileged: {security}"
+            );
+            return security["capabilities"]["add"]
+                .as_array()
+                .expect("capabilities.add")
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
+        }
+    }
+    panic!("no kovn-agent DaemonSet in deploy/agent.yaml");
+}
+
+/// kovn-agent from the kovn image, not privileged but with the capabilities of its
+/// DaemonSet (all others dropped), as the agent of a sandbox node: it loads and pins the
+/// datapath on the host's bpffs, plumbs two pods through the kubelet's CNI ADD, and they
+/// talk through the fast path.
+#[test]
+fn the_agent_from_its_image_networks_pods_with_its_capabilities_only() {
+    if !sandbox::privileged("the_agent_from_its_image_networks_pods_with_its_capabilities_only") {
+        return;
+    }
+    let kovn = archive("kovn");
+    if !kovn.is_file() {
+        let message = format!("{} is missing: run `cargo xtask images`", kovn.display());
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{message}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+        return;
+    }
+    let podman = std::sync::Arc::new(Podman::new("agent"));
+    podman.run(&["load", "--quiet", "--input", &kovn.to_string_lossy()]);
+    let capabilities = agent_capabilities();
+    let image = format!("kovn.local/kovn:{VERSION}");
+    let launcher: sandbox::kovn::AgentLauncher = {
+        let podman = podman.clone();
+        std::sync::Arc::new(move |launch: &sandbox::kovn::AgentLaunch| {
+            // What the DaemonSet's privileged node-sysctls init container does.
+            Cmd::new("sysctl")
+                .args([
+                    "-w",
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv6.conf.all.forwarding=1",
+                ])
+                .netns(&launch.netns)
+                .run()
+                .expect("the node's forwarding sysctls");
+            let mut cmd = podman.cmd().timeout(Duration::from_secs(3600)).args([
+                "run".to_owned(),
+                "--rm".into(),
+                "--replace".into(),
+                "--name".into(),
+                format!("agent-{}", launch.node),
+                format!("--network=ns:/var/run/netns/{}", launch.netns),
+                "--cap-drop=all".into(),
+                // Kubernetes runs pods without a seccomp profile unless one is asked for.
+                "--security-opt=seccomp=unconfined".into(),
+                "--volume=/sys/fs/bpf:/sys/fs/bpf".into(),
+                // Pods' namespaces appear after the agent started (HostToContainer).
+                "--volume=/var/run/netns:/var/run/netns:rslave".into(),
+            ]);
+            for cap in &capabilities {
+                cmd = cmd.arg(format!("--cap-add={cap}"));
+            }
+            for path in &launch.paths {
+                if path.is_dir() || path.is_file() {
+                    cmd = cmd.arg(format!("--volume={0}:{0}", path.display()));
+                }
+            }
+            for (k, v) in &launch.env {
+                cmd = cmd.arg(format!("--env={k}={v}"));
+            }
+            cmd.arg(&image)
+                .arg("/usr/bin/kovn-agent")
+                .args(launch.args.iter().cloned())
+                .to_command()
+        })
+    };
+    let binaries = sandbox::kovn::KovnBinaries {
+        controller: sandbox::kovn::workspace_binary("controller", "kovn-controller"),
+        agent: PathBuf::from("/usr/bin/kovn-agent"),
+        cni_dir: sandbox::kovn::workspace_binary("cni", "kube-ovn")
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    };
+    let cluster = sandbox::kovn::KovnCluster::start_with_launcher(1, binaries, &[], launcher)
+        .expect("kovn on the sandbox with the agent from its image");
+    let a = cluster
+        .start_pod("a", 0)
+        .expect("pod a (CNI ADD into the image's agent)");
+    let b = cluster.start_pod("b", 0).expect("pod b");
+    let node = cluster.sb.node(0).clone();
+    // Once ovn-controller has bound both ports, the pods talk.
+    wait_until("a reaches b", Duration::from_secs(20), || {
+        Cmd::new("ping")
+            .args(["-c", "1", "-W", "1"])
+            .arg(b.ip.to_string())
+            .netns(&a.netns)
+            .succeeds()
+            .unwrap_or(false)
+    });
+    let ping = Cmd::new("ping")
+        .args(["-c", "200", "-i", "0.005", "-W", "1", "-q"])
+        .arg(b.ip.to_string())
+        .netns(&a.netns)
+        .run()
+        .expect("a pings b");
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    // The datapath the container loaded, read from its pins on the host.
+    let pins = cluster.sb.bpffs_dir().join(&node.name);
+    let fast = {
+        use agent::datapath::{PinnedMaps, ReadMaps};
+        PinnedMaps::open(&pins)
+            .expect("the container's pins on the host's bpffs")
+            .packets_for(datapath_common::Reason::FastHit)
+            .unwrap()
+    };
+    assert!(fast > 100, "only {fast} packets took the fast path");
+    let metrics =
+        sandbox::kovn::http_get_in(&node.netns, 10665, "/metrics").expect("the agent's metrics");
+    assert!(metrics.contains("kovn_datapath_loaded 1"), "{metrics}");
+    drop((a, b));
+    podman.ok(&[
+        "rm",
+        "--force",
+        "--time",
+        "1",
+        &format!("agent-{}", node.name),
+    ]);
+    cluster.teardown().expect("teardown");
 }

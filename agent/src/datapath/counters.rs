@@ -90,6 +90,16 @@ pub trait ReadMaps: MapSource {
             .collect())
     }
 
+    /// Packets decided for `reason`, over every interface.
+    fn packets_for(&self, reason: Reason) -> Result<u64, DatapathError> {
+        Ok(self
+            .reason_counts()?
+            .iter()
+            .filter(|c| c.reason == reason)
+            .map(|c| c.packets)
+            .sum())
+    }
+
     /// Every (interface, reason) counter.
     fn reason_counts(&self) -> Result<Vec<ReasonCount>, DatapathError> {
         let map = self.map(REASONS_MAP)?;

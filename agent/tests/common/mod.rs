@@ -186,23 +186,9 @@ pub fn send_spoofed_udp(
     .expect("the pod's namespace")
 }
 
-/// A binary of another package of the workspace, built if it is not yet (a workspace test
-/// run has built them all; a single test binary run on its own builds what is missing, so
-/// build the controller first after changing it).
+/// A binary of another package of the workspace (see `sandbox::kovn::workspace_binary`).
 pub fn workspace_binary(package: &str, name: &str) -> std::path::PathBuf {
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent()?.parent().map(std::path::Path::to_path_buf))
-        .expect("target directory");
-    let path = dir.join(name);
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building {name}");
-    }
-    path
+    sandbox::kovn::workspace_binary(package, name)
 }
 
 /// kovn from this build: the agent of this package, the controller and the CNI plugin.
