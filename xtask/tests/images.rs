@@ -1,8 +1,10 @@
 //! The images `cargo xtask images` built, run under podman (runc, a podman store of the test's
 //! own): the kovn image's programs run, its CNI plugin runs on the host it is copied to, and
 //! three ovn-central containers from the ovn image, one per network namespace, form the NB and
-//! SB Raft clusters, serve writes through northd, survive the loss of their leader, and take
-//! the member back; three more do all of it over SSL only.
+//! SB Raft clusters that kovn-controller programs, serve writes through northd, survive the
+//! loss of their leader (the controller follows the new one), and take the member back; three
+//! more do it over SSL only; and kovn-agent from the kovn image, with its DaemonSet's
+//! capabilities only, networks a sandbox node's pods.
 //!
 //! `cargo xtask test` builds the images before it runs the tests. Run alone, the test needs
 //! `cargo xtask images` first; without the archives it fails under CI=true and skips loudly
@@ -292,6 +294,37 @@ fn images_run_under_podman() {
             .run()
             .unwrap_or_default()
     };
+    // kovn-controller (this build) on the members, as the Deployment runs it: every NB
+    // member given, the leader found by the client.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _in_runtime = runtime.enter();
+    let api = sandbox::kube_api::FakeApi::new();
+    let (_served, kubeconfig) =
+        sandbox::kovn::serve_in(&api, &fabric, &podman.dir).expect("the API stand-in");
+    let controller = sandbox::kovn::Process(
+        Cmd::new(
+            sandbox::kovn::workspace_binary("controller", "kovn-controller")
+                .display()
+                .to_string(),
+        )
+        .arg(format!("--ovn-nb-addr={}", remotes(6641)))
+        .args(["--leader-election=false", "--metrics-addr=127.0.0.1:0"])
+        .env("KUBECONFIG", kubeconfig.display().to_string())
+        .env("RUST_LOG", "warn")
+        .netns(&fabric)
+        .to_command()
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("kovn-controller"),
+    );
+    wait_until(
+        "kovn-controller builds the cluster router and default switch on the Raft NB",
+        Duration::from_secs(30),
+        || {
+            nbctl(&["lr-list"]).is_ok_and(|o| o.contains("ovn-cluster"))
+                && nbctl(&["ls-list"]).is_ok_and(|o| o.contains("ovn-default"))
+        },
+    );
     nbctl(&["ls-add", "probe-a"]).expect("an NB write through the Raft cluster");
     wait_until(
         "northd makes probe-a a southbound datapath",
@@ -319,6 +352,20 @@ fn images_run_under_podman() {
         .expect("one NB member leads");
     podman.run(&["stop", "--time", "5", &format!("oc{}", leader + 1)]);
     nbctl(&["ls-add", "probe-b"]).expect("an NB write with the leader gone");
+    // The controller follows the new leader: a Subnet made now becomes a switch.
+    api.put(&api::Subnet::new(
+        "after-failover",
+        api::SubnetSpec {
+            cidr_block: "10.77.0.0/16".into(),
+            ..api::SubnetSpec::default()
+        },
+    ));
+    wait_until(
+        "kovn-controller writes through the new NB leader",
+        Duration::from_secs(30),
+        || nbctl(&["ls-list"]).is_ok_and(|o| o.contains("after-failover")),
+    );
+    drop(controller);
     wait_until(
         "northd (on a surviving member) makes probe-b a southbound datapath",
         Duration::from_secs(30),
