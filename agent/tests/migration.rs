@@ -157,7 +157,14 @@ fn pods_plugged_by_kube_ovn_keep_working_and_leave_with_del_and_gc() {
     let gone_port = plug_as_kube_ovn(&cluster, &node, "gone", &gone_id, &gone_ns);
     let b = cluster.start_pod("b", 0).expect("a kovn pod");
 
-    // The Kube-OVN pod and the kovn pod talk through OVS, before and after an agent restart.
+    // The Kube-OVN pod and the kovn pod talk through OVS, before and after an agent restart
+    // (once ovn-controller has claimed the hand-plugged port: the test plugged it just now).
+    wait_for(
+        "the Kube-OVN pod's port bound",
+        Duration::from_secs(20),
+        || pings(&old_ns, b.ip) > 0,
+    )
+    .expect("the Kube-OVN pod reaches kovn's");
     assert_eq!(
         pings(&old_ns, b.ip),
         3,
