@@ -121,6 +121,21 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
     let programs = pinned_link_programs(&pins);
     assert!(!programs.is_empty(), "no pinned links hold a program");
 
+    let uninstall = || {
+        Cmd::new(cluster.binaries.agent.display().to_string())
+            .arg("uninstall")
+            .arg("--pin-dir")
+            .arg(pins.display().to_string())
+            .arg("--cni-conf-dir")
+            .arg(cni_conf.display().to_string())
+            .arg("--cni-bin-dir")
+            .arg(cni_bin.display().to_string())
+            .arg("--cni-socket")
+            .arg(cluster.socket(0).display().to_string())
+            .arg(format!("--ovs-db=unix:{}", node.db.socket.display()))
+            .netns_keep_mounts(&node.netns)
+            .run()
+    };
     // The agent refuses while another agent answers on the socket.
     let refused = Cmd::new(cluster.binaries.agent.display().to_string())
         .arg("uninstall")
@@ -141,20 +156,7 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
         cluster.stop_agent(0, Duration::from_secs(10)).unwrap(),
         "the agent did not stop cleanly"
     );
-    let report = Cmd::new(cluster.binaries.agent.display().to_string())
-        .arg("uninstall")
-        .arg("--pin-dir")
-        .arg(pins.display().to_string())
-        .arg("--cni-conf-dir")
-        .arg(cni_conf.display().to_string())
-        .arg("--cni-bin-dir")
-        .arg(cni_bin.display().to_string())
-        .arg("--cni-socket")
-        .arg(cluster.socket(0).display().to_string())
-        .arg(format!("--ovs-db=unix:{}", node.db.socket.display()))
-        .netns_keep_mounts(&node.netns)
-        .run()
-        .expect("kovn-agent uninstall");
+    let report = uninstall().expect("kovn-agent uninstall");
     eprintln!("{report}");
 
     // After, item by item.
@@ -202,20 +204,7 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
     );
 
     // A second run finds nothing and still succeeds.
-    let again = Cmd::new(cluster.binaries.agent.display().to_string())
-        .arg("uninstall")
-        .arg("--pin-dir")
-        .arg(pins.display().to_string())
-        .arg("--cni-conf-dir")
-        .arg(cni_conf.display().to_string())
-        .arg("--cni-bin-dir")
-        .arg(cni_bin.display().to_string())
-        .arg("--cni-socket")
-        .arg(cluster.socket(0).display().to_string())
-        .arg(format!("--ovs-db=unix:{}", node.db.socket.display()))
-        .netns_keep_mounts(&node.netns)
-        .run()
-        .expect("a second uninstall");
+    let again = uninstall().expect("a second uninstall");
     assert!(
         again.lines().all(|l| l.ends_with("absent")),
         "a second run removed something: {again}"

@@ -107,6 +107,46 @@ fn wait_until(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
     );
 }
 
+/// Three member namespaces and a fabric namespace bridging them: member i gets `<net>.<i+1>/24`
+/// on eth0, the fabric `<net>.254` on br0. Returns the namespaces and the members' addresses.
+fn member_fabric(names: [&str; 4], net: &str) -> (ScratchNamespaces, [String; 3]) {
+    let hosts = ScratchNamespaces::new(&names).unwrap();
+    let fabric = hosts.name(3).to_owned();
+    for args in [
+        vec!["-n", &fabric, "link", "add", "br0", "type", "bridge"],
+        vec!["-n", &fabric, "link", "set", "br0", "up"],
+        vec![
+            "-n",
+            &fabric,
+            "addr",
+            "add",
+            &format!("{net}.254/24"),
+            "dev",
+            "br0",
+        ],
+    ] {
+        Cmd::new("ip").args(args).run().unwrap();
+    }
+    let member_ips = [1, 2, 3].map(|i| format!("{net}.{i}"));
+    for (i, ip) in member_ips.iter().enumerate() {
+        let ns = hosts.name(i);
+        let port = format!("{}-p", names[i]);
+        for args in [
+            vec![
+                "-n", &fabric, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ],
+            vec!["-n", &fabric, "link", "set", &port, "master", "br0", "up"],
+            vec!["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            vec!["-n", ns, "link", "set", "eth0", "up"],
+            vec!["-n", ns, "link", "set", "lo", "up"],
+        ] {
+            Cmd::new("ip").args(args).run().unwrap();
+        }
+    }
+    (hosts, member_ips)
+}
+
 #[test]
 fn images_run_under_podman() {
     if !sandbox::privileged("images_run_under_podman") {
@@ -177,37 +217,8 @@ fn images_run_under_podman() {
     assert!(plugin.contains("supportedVersions"), "{plugin}");
 
     // The ovn image: three ovn-central members, one per namespace on a shared bridge.
-    let hosts = ScratchNamespaces::new(&["oc1", "oc2", "oc3", "fabric"]).unwrap();
+    let (hosts, member_ips) = member_fabric(["oc1", "oc2", "oc3", "fabric"], "10.93.0");
     let fabric = hosts.name(3).to_owned();
-    Cmd::new("ip")
-        .args(["-n", &fabric, "link", "add", "br0", "type", "bridge"])
-        .run()
-        .unwrap();
-    Cmd::new("ip")
-        .args(["-n", &fabric, "link", "set", "br0", "up"])
-        .run()
-        .unwrap();
-    Cmd::new("ip")
-        .args(["-n", &fabric, "addr", "add", "10.93.0.254/24", "dev", "br0"])
-        .run()
-        .unwrap();
-    let member_ips = ["10.93.0.1", "10.93.0.2", "10.93.0.3"];
-    for (i, ip) in member_ips.iter().enumerate() {
-        let ns = hosts.name(i);
-        let port = format!("m{}", i + 1);
-        for args in [
-            vec![
-                "-n", &fabric, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", ns,
-            ],
-            vec!["-n", &fabric, "link", "set", &port, "master", "br0", "up"],
-            vec!["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-            vec!["-n", ns, "link", "set", "eth0", "up"],
-            vec!["-n", ns, "link", "set", "lo", "up"],
-        ] {
-            Cmd::new("ip").args(args).run().unwrap();
-        }
-    }
     let ovn_image = format!("kovn.local/ovn:{VERSION}");
     let start_member = |i: usize| {
         let db_dir = podman.dir.join(format!("oc{}", i + 1));
@@ -257,7 +268,7 @@ fn images_run_under_podman() {
         "cluster/status",
         "OVN_Northbound",
     ]);
-    for ip in member_ips {
+    for ip in &member_ips {
         assert!(
             nb_status.contains(&format!("tcp:{ip}:6643")),
             "NB Raft should have a member at {ip}:6643:\n{nb_status}"
@@ -395,32 +406,8 @@ fn images_run_under_podman() {
 /// certificate writes (ovn-nbctl, and kovn's own OVSDB client as the controller uses it),
 /// northd follows over SSL, and plain TCP gets nowhere.
 fn ovn_central_over_ssl(podman: &Podman, ovn_image: &str) {
-    let hosts = ScratchNamespaces::new(&["os1", "os2", "os3", "sfabric"]).unwrap();
+    let (hosts, member_ips) = member_fabric(["os1", "os2", "os3", "sfabric"], "10.94.0");
     let fabric = hosts.name(3).to_owned();
-    for args in [
-        vec!["-n", &fabric, "link", "add", "br0", "type", "bridge"],
-        vec!["-n", &fabric, "link", "set", "br0", "up"],
-        vec!["-n", &fabric, "addr", "add", "10.94.0.254/24", "dev", "br0"],
-    ] {
-        Cmd::new("ip").args(args).run().unwrap();
-    }
-    let member_ips = ["10.94.0.1", "10.94.0.2", "10.94.0.3"];
-    for (i, ip) in member_ips.iter().enumerate() {
-        let ns = hosts.name(i);
-        let port = format!("s{}", i + 1);
-        for args in [
-            vec![
-                "-n", &fabric, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", ns,
-            ],
-            vec!["-n", &fabric, "link", "set", &port, "master", "br0", "up"],
-            vec!["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-            vec!["-n", ns, "link", "set", "eth0", "up"],
-            vec!["-n", ns, "link", "set", "lo", "up"],
-        ] {
-            Cmd::new("ip").args(args).run().unwrap();
-        }
-    }
     let pki = sandbox::pki::Pki::new(
         &podman.dir.join("pki"),
         &["ca"],
@@ -478,7 +465,7 @@ fn ovn_central_over_ssl(podman: &Podman, ovn_image: &str) {
         "cluster/status",
         "OVN_Northbound",
     ]);
-    for ip in member_ips {
+    for ip in &member_ips {
         assert!(
             status.contains(&format!("ssl:{ip}:6643")),
             "NB Raft over SSL should have {ip}:6643:\n{status}"
