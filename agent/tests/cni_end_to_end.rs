@@ -328,6 +328,7 @@ fn the_kubelet_path_networks_pods_through_the_agent_and_del_leaves_nothing() {
     let sb = Sandbox::start(SandboxConfig {
         nodes: 1,
         handoff: Handoff::Datapath,
+        ..Default::default()
     })
     .expect("sandbox");
     let node = sb.node(0).clone();
@@ -640,6 +641,7 @@ fn a_late_del_of_an_old_sandbox_leaves_the_new_sandbox_of_the_same_pod_working()
     let sb = Sandbox::start(SandboxConfig {
         nodes: 1,
         handoff: Handoff::Datapath,
+        ..Default::default()
     })
     .expect("sandbox");
     let node = sb.node(0).clone();

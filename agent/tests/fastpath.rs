@@ -29,6 +29,7 @@ impl Cluster {
         let sb = Sandbox::start(SandboxConfig {
             nodes,
             handoff: Handoff::Datapath,
+            ..Default::default()
         })
         .expect("sandbox");
         let object = locate_object().expect("eBPF object (cargo xtask build-ebpf)");

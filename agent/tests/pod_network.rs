@@ -164,6 +164,7 @@ fn pods_built_by_the_agent_talk_through_ovn_and_del_leaves_nothing() {
     let sb = Sandbox::start(SandboxConfig {
         nodes: 1,
         handoff: Handoff::KernelRedirect,
+        ..Default::default()
     })
     .expect("sandbox");
     let node = sb.node(0).clone();

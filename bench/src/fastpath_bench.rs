@@ -181,6 +181,7 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     let mut sb = Sandbox::start(SandboxConfig {
         nodes: 1,
         handoff: Handoff::Datapath,
+        ..Default::default()
     })?;
     let a = sb.add_pod(0, "a")?;
     let b = sb.add_pod(0, "b")?;

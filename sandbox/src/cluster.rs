@@ -16,7 +16,7 @@ use crate::central::Central;
 use crate::cmd::Cmd;
 use crate::error::{Result, SandboxError, io_error};
 use crate::netns;
-use crate::node::{Node, UNDERLAY_IF};
+use crate::node::{Node, NodeDaemons, UNDERLAY_IF};
 use crate::pod::{Pod, PodSpec};
 use crate::registry::{self, Registration};
 use crate::supervisor::Supervisor;
@@ -50,6 +50,8 @@ pub enum Handoff {
 pub struct SandboxConfig {
     pub nodes: usize,
     pub handoff: Handoff,
+    /// Who runs each node's OVS and ovn-controller.
+    pub node_daemons: NodeDaemons,
 }
 
 impl Default for SandboxConfig {
@@ -57,6 +59,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             nodes: 2,
             handoff: Handoff::KernelRedirect,
+            node_daemons: NodeDaemons::Host,
         }
     }
 }
@@ -188,6 +191,7 @@ impl Sandbox {
             let dir = self.dir().join(&name);
             let node = Node::start(
                 &mut self.supervisor,
+                &config.node_daemons,
                 &name,
                 &ns,
                 &dir,
@@ -424,6 +428,17 @@ impl Sandbox {
     /// its control socket again.
     pub fn restart_vswitchd(&mut self, node: usize, crash: bool) -> Result<()> {
         let node = self.nodes[node].clone();
+        if !self
+            .supervisor
+            .daemons()
+            .iter()
+            .any(|d| d.name == format!("{}-ovs-vswitchd", node.name))
+        {
+            return Err(SandboxError::Invalid(format!(
+                "{}'s ovs-vswitchd runs in a launched ovs-ovn: restart that instead",
+                node.name
+            )));
+        }
         let ctl = node.dir.join("ovs-vswitchd.ctl");
         let _ = std::fs::remove_file(&ctl);
         self.supervisor

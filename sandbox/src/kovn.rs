@@ -239,19 +239,23 @@ impl KovnCluster {
             binaries,
             agent_args,
             std::sync::Arc::new(run_agent_binary),
+            crate::NodeDaemons::Host,
         )
     }
 
-    /// As [`KovnCluster::start_with_agent_args`], with the agents run by `launcher`.
+    /// As [`KovnCluster::start_with_agent_args`], with the agents run by `launcher` and each
+    /// node's OVS and ovn-controller by `node_daemons`.
     pub fn start_with_launcher(
         nodes: usize,
         binaries: KovnBinaries,
         agent_args: &[&str],
         launcher: AgentLauncher,
+        node_daemons: crate::NodeDaemons,
     ) -> Result<KovnCluster> {
         let sb = Sandbox::start_empty(SandboxConfig {
             nodes,
             handoff: Handoff::Datapath,
+            node_daemons,
         })?;
         let runtime = tokio::runtime::Runtime::new()
             .map_err(|e| SandboxError::Invalid(format!("a runtime for the API stand-in: {e}")))?;

@@ -28,7 +28,7 @@ pub use cluster::{
 pub use cmd::Cmd;
 pub use db_server::{RaftCluster, ServerSsl, StandaloneDb};
 pub use error::{Result, SandboxError};
-pub use node::{INTEGRATION_BRIDGE, Node, PHYSICAL_BRIDGE};
+pub use node::{INTEGRATION_BRIDGE, Node, NodeDaemons, NodeLaunch, NodeLauncher, PHYSICAL_BRIDGE};
 pub use ovs::{Ctl, wait_until};
 pub use pod::{POD_MTU, POD_NAMESPACE, Pod, mac_for};
 

@@ -40,10 +40,82 @@ pub struct Node {
     pub db: DbServer,
 }
 
+/// Who runs a node's Open vSwitch (ovsdb-server, ovs-vswitchd) and ovn-controller.
+#[derive(Clone, Default)]
+pub enum NodeDaemons {
+    /// The host's binaries, one supervised process each.
+    #[default]
+    Host,
+    /// One command of the caller's that runs all three, as the ovs-ovn DaemonSet's container
+    /// does (a test runs the ovn image's start script under podman); see [`NodeLaunch`].
+    Launched(NodeLauncher),
+}
+
+impl std::fmt::Debug for NodeDaemons {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeDaemons::Host => "Host",
+            NodeDaemons::Launched(_) => "Launched",
+        })
+    }
+}
+
+/// Turns a [`NodeLaunch`] into the long-running command that runs the node's daemons in its
+/// namespace, in the foreground (the sandbox supervises it and stops it with SIGTERM).
+pub type NodeLauncher = std::sync::Arc<dyn Fn(&NodeLaunch) -> Cmd + Send + Sync>;
+
+/// What a launched node's daemons are given: the host directories that the ovs-ovn
+/// DaemonSet mounts from the node, here one set per sandbox node.
+#[derive(Debug, Clone)]
+pub struct NodeLaunch {
+    pub node: String,
+    pub netns: String,
+    /// OVS's run directory (`/run/openvswitch`): the command serves the database on
+    /// `db.sock` and ovs-vswitchd's control socket `ovs-vswitchd.ctl` here.
+    pub ovs_run_dir: PathBuf,
+    /// OVN's run directory (`/run/ovn`: ovn-controller's pid file and control socket).
+    pub ovn_run_dir: PathBuf,
+    /// Where `conf.db` and `system-id.conf` live (`/etc/origin/openvswitch` on a node). The
+    /// sandbox writes the node's name to `system-id.conf` first: the chassis is named after
+    /// the node, through the same path that keeps a Kube-OVN node's system-id.
+    pub db_dir: PathBuf,
+    /// `ovsdb-server.log`, `ovs-vswitchd.log` and `ovn-controller.log`.
+    pub log_dir: PathBuf,
+}
+
+impl NodeLaunch {
+    fn for_node(name: &str, netns: &str, dir: &Path) -> NodeLaunch {
+        NodeLaunch {
+            node: name.to_owned(),
+            netns: netns.to_owned(),
+            ovs_run_dir: dir.to_owned(),
+            ovn_run_dir: dir.join("ovn"),
+            db_dir: dir.join("etc"),
+            log_dir: dir.join("log"),
+        }
+    }
+
+    /// The database paths the launched daemons use.
+    fn db(&self) -> DbServer {
+        DbServer {
+            db: self.db_dir.join("conf.db"),
+            socket: self.ovs_run_dir.join("db.sock"),
+            ctl: self.ovs_run_dir.join("ovsdb-server.ctl"),
+            pidfile: self.ovs_run_dir.join("ovsdb-server.pid"),
+            log: self.log_dir.join("ovsdb-server.log"),
+        }
+    }
+}
+
+/// How long launched daemons get to serve their sockets (a container starts first).
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Node {
     /// Starts the node's daemons. `eth0` must already be in `netns`, linked to the fabric.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         supervisor: &mut Supervisor,
+        daemons: &NodeDaemons,
         name: &str,
         netns: &str,
         dir: &Path,
@@ -52,6 +124,67 @@ impl Node {
         sb_remote: &str,
     ) -> Result<Node> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let node = match daemons {
+            NodeDaemons::Host => {
+                Node::start_host_daemons(supervisor, name, netns, dir, address, sb_remote)?
+            }
+            NodeDaemons::Launched(launcher) => {
+                let node =
+                    Node::start_launched_daemons(supervisor, launcher, name, netns, dir, address)?;
+                // What the host path writes before ovs-vswitchd starts (the start script
+                // set the datapath type and userspace TSO itself); the agent writes these
+                // again, as in a cluster.
+                node.vsctl().run([
+                    "set",
+                    "Open_vSwitch",
+                    ".",
+                    &format!("external_ids:hostname={name}"),
+                    &format!("external_ids:ovn-remote={sb_remote}"),
+                    "external_ids:ovn-encap-type=geneve",
+                    &format!("external_ids:ovn-encap-ip={address}"),
+                ])?;
+                node
+            }
+        };
+        node.vsctl().run([
+            "--may-exist",
+            "add-br",
+            PHYSICAL_BRIDGE,
+            "--",
+            "set",
+            "Bridge",
+            PHYSICAL_BRIDGE,
+            "datapath_type=netdev",
+            "--",
+            "--may-exist",
+            "add-port",
+            PHYSICAL_BRIDGE,
+            UNDERLAY_IF,
+        ])?;
+        node.ip(&[
+            "addr",
+            "add",
+            &format!("{address}/{prefix_len}"),
+            "dev",
+            PHYSICAL_BRIDGE,
+        ])?;
+        node.ip(&["link", "set", PHYSICAL_BRIDGE, "up"])?;
+        if matches!(daemons, NodeDaemons::Host) {
+            node.start_host_ovn_controller(supervisor)?;
+        }
+        Ok(node)
+    }
+
+    /// ovsdb-server and ovs-vswitchd from the host's binaries; ovn-controller comes once
+    /// `br-phy` carries the underlay address.
+    fn start_host_daemons(
+        supervisor: &mut Supervisor,
+        name: &str,
+        netns: &str,
+        dir: &Path,
+        address: &str,
+        sb_remote: &str,
+    ) -> Result<Node> {
         let db = DbServer::new(dir, "conf");
         create_db(&db.db, VSWITCH_SCHEMA)?;
         supervisor.spawn(
@@ -107,32 +240,14 @@ impl Node {
             Some(vswitchd_log),
         )?;
         wait_for_path(&vswitchd_ctl, Duration::from_secs(10))?;
+        Ok(node)
+    }
 
-        vsctl.run([
-            "add-br",
-            PHYSICAL_BRIDGE,
-            "--",
-            "set",
-            "Bridge",
-            PHYSICAL_BRIDGE,
-            "datapath_type=netdev",
-            "--",
-            "add-port",
-            PHYSICAL_BRIDGE,
-            UNDERLAY_IF,
-        ])?;
-        node.ip(&[
-            "addr",
-            "add",
-            &format!("{address}/{prefix_len}"),
-            "dev",
-            PHYSICAL_BRIDGE,
-        ])?;
-        node.ip(&["link", "set", PHYSICAL_BRIDGE, "up"])?;
-
+    fn start_host_ovn_controller(&self, supervisor: &mut Supervisor) -> Result<()> {
+        let dir = &self.dir;
         let controller_log = dir.join("ovn-controller.log");
         let controller = Cmd::new("ovn-controller")
-            .arg(format!("unix:{}", node.db.socket.display()))
+            .arg(format!("unix:{}", self.db.socket.display()))
             .arg(format!(
                 "--pidfile={}",
                 dir.join("ovn-controller.pid").display()
@@ -143,14 +258,55 @@ impl Node {
             // /var/run/openvswitch and programs the wrong switch (ENVIRONMENT.md).
             .env("OVS_RUNDIR", dir.display().to_string())
             .env("OVN_RUNDIR", dir.display().to_string())
-            .netns(netns);
+            .netns(&self.netns);
         supervisor.spawn(
-            &format!("{name}-ovn-controller"),
+            &format!("{}-ovn-controller", self.name),
             &controller,
             dir,
             Some(controller_log),
         )?;
-        Ok(node)
+        Ok(())
+    }
+
+    /// The caller's command (the ovn image's ovs-ovn) runs all three daemons; the node is up
+    /// once it serves the database and ovs-vswitchd's control socket and has created br-int.
+    fn start_launched_daemons(
+        supervisor: &mut Supervisor,
+        launcher: &NodeLauncher,
+        name: &str,
+        netns: &str,
+        dir: &Path,
+        address: &str,
+    ) -> Result<Node> {
+        let launch = NodeLaunch::for_node(name, netns, dir);
+        for d in [&launch.ovn_run_dir, &launch.db_dir, &launch.log_dir] {
+            std::fs::create_dir_all(d).map_err(io_error(d))?;
+        }
+        let id_file = launch.db_dir.join("system-id.conf");
+        std::fs::write(&id_file, format!("{name}\n")).map_err(io_error(&id_file))?;
+        let db = launch.db();
+        supervisor.spawn(
+            &format!("{name}-ovs-ovn"),
+            &launcher(&launch),
+            dir,
+            Some(launch.log_dir.join("ovs-vswitchd.log")),
+        )?;
+        let vswitchd_ctl = launch.ovs_run_dir.join("ovs-vswitchd.ctl");
+        wait_until(
+            &format!("{name}'s ovs-ovn to serve {}", vswitchd_ctl.display()),
+            LAUNCH_TIMEOUT,
+            || {
+                supervisor.check()?;
+                Ok(db.socket.exists() && vswitchd_ctl.exists())
+            },
+        )?;
+        Ok(Node {
+            name: name.to_owned(),
+            netns: netns.to_owned(),
+            dir: dir.to_owned(),
+            address: address.to_owned(),
+            db,
+        })
     }
 
     /// `ovs-vsctl` bound to this node's database.

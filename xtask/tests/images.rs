@@ -3,8 +3,9 @@
 //! three ovn-central containers from the ovn image, one per network namespace, form the NB and
 //! SB Raft clusters that kovn-controller programs, serve writes through northd, survive the
 //! loss of their leader (the controller follows the new one), and take the member back; three
-//! more do it over SSL only; and kovn-agent from the kovn image, with its DaemonSet's
-//! capabilities only, networks a sandbox node's pods.
+//! more do it over SSL only; and sandbox nodes running ovs-ovn from the ovn image and
+//! kovn-agent from the kovn image (its DaemonSet's capabilities only) network pods on one node
+//! and across nodes.
 //!
 //! `cargo xtask test` builds the images before it runs the tests. Run alone, the test needs
 //! `cargo xtask images` first; without the archives it fails under CI=true and skips loudly
@@ -27,6 +28,24 @@ fn workspace() -> PathBuf {
 
 fn archive(image: &str) -> PathBuf {
     workspace().join(format!("target/images/{image}-{VERSION}.oci.tar"))
+}
+
+/// The kovn and ovn image archives; without them a CI run fails and any other skips loudly.
+fn image_archives(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let (kovn, ovn) = (archive("kovn"), archive("ovn"));
+    if kovn.is_file() && ovn.is_file() {
+        return Some((kovn, ovn));
+    }
+    let message = format!(
+        "{} or {} is missing: run `cargo xtask images` (cargo xtask test does)",
+        kovn.display(),
+        ovn.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: {message} !!!!!!!!\n");
+    None
 }
 
 /// podman with a store, run directory and settings of its own (one per test: the tests of
@@ -59,6 +78,10 @@ impl Podman {
                 &self.dir.join("storage").to_string_lossy(),
                 "--runroot",
                 &self.dir.join("run").to_string_lossy(),
+                // Libpod's state (default /run/libpod) too: `system reset` of one test's
+                // store would otherwise remove it under the others.
+                "--tmpdir",
+                &self.dir.join("tmp").to_string_lossy(),
             ])
             .timeout(Duration::from_secs(120))
     }
@@ -68,6 +91,19 @@ impl Podman {
             .args(args.iter().copied())
             .run()
             .unwrap_or_else(|e| panic!("podman {}: {e}", args.join(" ")))
+    }
+
+    /// `podman run` of a long-running container `name` on a sandbox node's network, in the
+    /// foreground; add options, the image and its command.
+    fn run_on_node(&self, name: &str, netns: &str) -> Cmd {
+        self.cmd().timeout(Duration::from_secs(3600)).args([
+            "run".to_owned(),
+            "--rm".into(),
+            "--replace".into(),
+            "--name".into(),
+            name.to_owned(),
+            format!("--network=ns:/var/run/netns/{netns}"),
+        ])
     }
 
     fn ok(&self, args: &[&str]) -> bool {
@@ -152,19 +188,9 @@ fn images_run_under_podman() {
     if !sandbox::privileged("images_run_under_podman") {
         return;
     }
-    let (kovn, ovn) = (archive("kovn"), archive("ovn"));
-    if !kovn.is_file() || !ovn.is_file() {
-        let message = format!(
-            "{} or {} is missing: run `cargo xtask images` (cargo xtask test does)",
-            kovn.display(),
-            ovn.display()
-        );
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{message}");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED images_run_under_podman: {message} !!!!!!!!\n");
+    let Some((kovn, ovn)) = image_archives("images_run_under_podman") else {
         return;
-    }
+    };
     let podman = Podman::new("images");
     for (name, path) in [("kovn", &kovn), ("ovn", &ovn)] {
         let loaded = podman.run(&["load", "--quiet", "--input", &path.to_string_lossy()]);
@@ -677,26 +703,163 @@ fn agent_capabilities() -> Vec<String> {
     panic!("no kovn-agent DaemonSet in deploy/agent.yaml");
 }
 
-/// kovn-agent from the kovn image, not privileged but with the capabilities of its
-/// DaemonSet (all others dropped), as the agent of a sandbox node: it loads and pins the
-/// datapath on the host's bpffs, plumbs two pods through the kubelet's CNI ADD, and they
-/// talk through the fast path.
-#[test]
-fn the_agent_from_its_image_networks_pods_with_its_capabilities_only() {
-    if !sandbox::privileged("the_agent_from_its_image_networks_pods_with_its_capabilities_only") {
-        return;
-    }
-    let kovn = archive("kovn");
-    if !kovn.is_file() {
-        let message = format!("{} is missing: run `cargo xtask images`", kovn.display());
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{message}");
+/// The ovs-ovn container of deploy/ovs-ovn.yaml: its command, environment and hostPath
+/// mounts (mount path, host path).
+struct OvsOvnContainer {
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    mounts: Vec<(String, String)>,
+}
+
+fn ovs_ovn_container() -> OvsOvnContainer {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(workspace().join("deploy/ovs-ovn.yaml")).unwrap();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v = serde_json::Value::deserialize(doc).unwrap();
+        if v["kind"] != "DaemonSet" {
+            continue;
         }
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+        let pod = &v["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect()
+        };
+        // ENABLE_SSL comes from kovn-ovn-config, which the installer writes: false here.
+        let env = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let name = e["name"].as_str().unwrap().to_owned();
+                let value = e["value"].as_str().unwrap_or("false").to_owned();
+                (name, value)
+            })
+            .collect();
+        let host_path = |volume: &str| -> Option<String> {
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == volume)
+                .and_then(|v| v["hostPath"]["path"].as_str().map(str::to_owned))
+        };
+        let mounts = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| {
+                let host = host_path(m["name"].as_str().unwrap())?;
+                Some((m["mountPath"].as_str().unwrap().to_owned(), host))
+            })
+            .collect();
+        return OvsOvnContainer {
+            command: strings(&container["command"]),
+            env,
+            mounts,
+        };
+    }
+    panic!("no DaemonSet in deploy/ovs-ovn.yaml");
+}
+
+/// Runs a sandbox node's OVS and ovn-controller as deploy/ovs-ovn.yaml runs them on a node:
+/// the ovn image's start script, privileged, in the host's PID namespace, on the node's
+/// network, each of the DaemonSet's hostPath volumes given the node's own directory. The
+/// datapath type is netdev, as `kovn-install --ovs-datapath=netdev` sets it on a host
+/// without the openvswitch module (this one).
+fn ovs_ovn_launcher(podman: std::sync::Arc<Podman>, image: String) -> sandbox::NodeLauncher {
+    let container = ovs_ovn_container();
+    std::sync::Arc::new(move |launch: &sandbox::NodeLaunch| {
+        let mut cmd = podman
+            .run_on_node(&format!("ovs-ovn-{}", launch.node), &launch.netns)
+            .args(["--pid=host".to_owned(), "--privileged".into()]);
+        for (mount, host) in &container.mounts {
+            let source = match host.as_str() {
+                "/run/openvswitch" => launch.ovs_run_dir.clone(),
+                "/run/ovn" => launch.ovn_run_dir.clone(),
+                "/etc/origin/openvswitch" => launch.db_dir.clone(),
+                "/var/log/openvswitch" | "/var/log/ovn" => launch.log_dir.clone(),
+                // For modprobe with the kernel datapath; this machine has no module tree.
+                "/lib/modules" if Path::new(host).is_dir() => PathBuf::from(host),
+                "/lib/modules" => continue,
+                other => {
+                    panic!("ovs-ovn mounts {other}, which the sandbox has no node directory for")
+                }
+            };
+            cmd = cmd.arg(format!("--volume={}:{mount}", source.display()));
+        }
+        for (name, value) in &container.env {
+            let value = if name == "OVS_DATAPATH_TYPE" {
+                "netdev"
+            } else {
+                value.as_str()
+            };
+            cmd = cmd.arg(format!("--env={name}={value}"));
+        }
+        cmd.arg(&image).args(container.command.iter().cloned())
+    })
+}
+
+/// Once ovn-controller has bound both ports, `from` reaches `to`; then `count` pings all
+/// come back.
+fn pings_without_loss(
+    from: &sandbox::kovn::RunningPod,
+    to: &sandbox::kovn::RunningPod,
+    count: u32,
+) {
+    let ping = |args: &[&str]| {
+        Cmd::new("ping")
+            .args(args.iter().copied())
+            .arg(to.ip.to_string())
+            .netns(&from.netns)
+    };
+    wait_until(
+        &format!("{} reaches {}", from.name, to.name),
+        Duration::from_secs(20),
+        || ping(&["-c", "1", "-W", "1"]).succeeds().unwrap_or(false),
+    );
+    let report = ping(&["-c", &count.to_string(), "-i", "0.005", "-W", "1", "-q"])
+        .run()
+        .expect("ping");
+    assert!(
+        report.contains(" 0% packet loss"),
+        "{} to {}: {report}",
+        from.name,
+        to.name
+    );
+}
+
+/// Whether `pid` runs in another mount namespace than this test (a container's process).
+fn in_a_container(pid: &str) -> bool {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+    let theirs = ns(pid.trim());
+    theirs.is_some() && theirs != ns("self")
+}
+
+/// A sandbox whose nodes run what the manifests run, from the images: on each of two nodes
+/// ovs-ovn (ovsdb-server, ovs-vswitchd, ovn-controller) from the ovn image's start script,
+/// and kovn-agent from the kovn image, not privileged but with its DaemonSet's capabilities
+/// only (all others dropped), which loads and pins the datapath on the host's bpffs and
+/// plumbs the pods through the kubelet's CNI ADD. Two pods on one node talk through the fast
+/// path; a pod on the other node is reached through the containers' Geneve tunnel, by ping
+/// and by TCP.
+#[test]
+fn nodes_running_ovs_ovn_and_the_agent_from_their_images_network_pods() {
+    if !sandbox::privileged("nodes_running_ovs_ovn_and_the_agent_from_their_images_network_pods") {
         return;
     }
-    let podman = std::sync::Arc::new(Podman::new("agent"));
-    podman.run(&["load", "--quiet", "--input", &kovn.to_string_lossy()]);
+    let Some((kovn, ovn)) =
+        image_archives("nodes_running_ovs_ovn_and_the_agent_from_their_images_network_pods")
+    else {
+        return;
+    };
+    let podman = std::sync::Arc::new(Podman::new("nodes"));
+    for archive in [&kovn, &ovn] {
+        podman.run(&["load", "--quiet", "--input", &archive.to_string_lossy()]);
+    }
     let capabilities = agent_capabilities();
     let image = format!("kovn.local/kovn:{VERSION}");
     let launcher: sandbox::kovn::AgentLauncher = {
@@ -712,20 +875,16 @@ fn the_agent_from_its_image_networks_pods_with_its_capabilities_only() {
                 .netns(&launch.netns)
                 .run()
                 .expect("the node's forwarding sysctls");
-            let mut cmd = podman.cmd().timeout(Duration::from_secs(3600)).args([
-                "run".to_owned(),
-                "--rm".into(),
-                "--replace".into(),
-                "--name".into(),
-                format!("agent-{}", launch.node),
-                format!("--network=ns:/var/run/netns/{}", launch.netns),
-                "--cap-drop=all".into(),
-                // Kubernetes runs pods without a seccomp profile unless one is asked for.
-                "--security-opt=seccomp=unconfined".into(),
-                "--volume=/sys/fs/bpf:/sys/fs/bpf".into(),
-                // Pods' namespaces appear after the agent started (HostToContainer).
-                "--volume=/var/run/netns:/var/run/netns:rslave".into(),
-            ]);
+            let mut cmd = podman
+                .run_on_node(&format!("agent-{}", launch.node), &launch.netns)
+                .args([
+                    "--cap-drop=all".to_owned(),
+                    // Kubernetes runs pods without a seccomp profile unless one is asked for.
+                    "--security-opt=seccomp=unconfined".into(),
+                    "--volume=/sys/fs/bpf:/sys/fs/bpf".into(),
+                    // Pods' namespaces appear after the agent started (HostToContainer).
+                    "--volume=/var/run/netns:/var/run/netns:rslave".into(),
+                ]);
             for cap in &capabilities {
                 cmd = cmd.arg(format!("--cap-add={cap}"));
             }
@@ -751,29 +910,27 @@ fn the_agent_from_its_image_networks_pods_with_its_capabilities_only() {
             .unwrap()
             .to_path_buf(),
     };
-    let cluster = sandbox::kovn::KovnCluster::start_with_launcher(1, binaries, &[], launcher)
-        .expect("kovn on the sandbox with the agent from its image");
+    let node_daemons = sandbox::NodeDaemons::Launched(ovs_ovn_launcher(
+        podman.clone(),
+        format!("kovn.local/ovn:{VERSION}"),
+    ));
+    let cluster =
+        sandbox::kovn::KovnCluster::start_with_launcher(2, binaries, &[], launcher, node_daemons)
+            .expect("kovn on a sandbox whose nodes run ovs-ovn and the agent from the images");
+    let node = cluster.sb.node(0).clone();
+    // The node's switch is the container's, not a host process.
+    let vswitchd = std::fs::read_to_string(node.dir.join("ovs-vswitchd.pid")).unwrap();
+    assert!(
+        in_a_container(&vswitchd),
+        "ovs-vswitchd (pid {}) is not the ovs-ovn container's",
+        vswitchd.trim()
+    );
     let a = cluster
         .start_pod("a", 0)
         .expect("pod a (CNI ADD into the image's agent)");
     let b = cluster.start_pod("b", 0).expect("pod b");
-    let node = cluster.sb.node(0).clone();
-    // Once ovn-controller has bound both ports, the pods talk.
-    wait_until("a reaches b", Duration::from_secs(20), || {
-        Cmd::new("ping")
-            .args(["-c", "1", "-W", "1"])
-            .arg(b.ip.to_string())
-            .netns(&a.netns)
-            .succeeds()
-            .unwrap_or(false)
-    });
-    let ping = Cmd::new("ping")
-        .args(["-c", "200", "-i", "0.005", "-W", "1", "-q"])
-        .arg(b.ip.to_string())
-        .netns(&a.netns)
-        .run()
-        .expect("a pings b");
-    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    let c = cluster.start_pod("c", 1).expect("pod c, on the other node");
+    pings_without_loss(&a, &b, 200);
     // The datapath the container loaded, read from its pins on the host.
     let pins = cluster.sb.bpffs_dir().join(&node.name);
     let fast = {
@@ -787,13 +944,24 @@ fn the_agent_from_its_image_networks_pods_with_its_capabilities_only() {
     let metrics =
         sandbox::kovn::http_get_in(&node.netns, 10665, "/metrics").expect("the agent's metrics");
     assert!(metrics.contains("kovn_datapath_loaded 1"), "{metrics}");
-    drop((a, b));
-    podman.ok(&[
-        "rm",
-        "--force",
-        "--time",
-        "1",
-        &format!("agent-{}", node.name),
-    ]);
+
+    // Across nodes: Geneve between the two containers' userspace datapaths.
+    pings_without_loss(&a, &c, 100);
+    let tcp = sandbox::traffic::iperf3(&a.as_pod(&cluster), &c.as_pod(&cluster), 2)
+        .expect("TCP from a to c across nodes");
+    eprintln!(
+        "cross-node TCP through the ovs-ovn containers: {:.2} Gbit/s, {} retransmits",
+        tcp.gbit_per_second(),
+        tcp.retransmits
+    );
+    assert!(
+        tcp.gbit_per_second() > 0.01,
+        "TCP across the containers' tunnel moved {} Gbit/s",
+        tcp.gbit_per_second()
+    );
+    drop((a, b, c));
+    for n in cluster.sb.nodes() {
+        podman.ok(&["rm", "--force", "--time", "1", &format!("agent-{}", n.name)]);
+    }
     cluster.teardown().expect("teardown");
 }

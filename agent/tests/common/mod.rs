@@ -121,6 +121,7 @@ pub fn one_node_with_two_pods() -> (Sandbox, Pod, Pod) {
     let mut sb = Sandbox::start(sandbox::SandboxConfig {
         nodes: 1,
         handoff: sandbox::Handoff::Datapath,
+        ..Default::default()
     })
     .expect("sandbox");
     let a = sb.add_pod(0, "a").unwrap();
