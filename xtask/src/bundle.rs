@@ -68,27 +68,62 @@ pub fn write() -> Result<()> {
         .with_context(|| format!("copying {}", installer.display()))?;
     copy_tree(&root.join("deploy"), &staging.join("deploy"))?;
     std::fs::copy(root.join("README.md"), staging.join("docs/README.md"))?;
-    // The committed source (what the images were built from when the tree is clean).
+    // The sources the images were built from, exactly: the workspace's files, committed or
+    // not, refused when they changed since the images were built.
+    let files = images::source_files(&root)?;
+    let digest = images::source_digest(&root, &files)?;
+    let recorded_path = images_dir.join(images::SOURCE_DIGEST_FILE);
+    let recorded = std::fs::read_to_string(&recorded_path).unwrap_or_default();
+    if recorded.trim() != digest {
+        bail!(
+            "the images in {} were not built from the sources the tree holds now ({}): run \
+             `cargo xtask images`, then `cargo xtask bundle`",
+            images::OUT_DIR,
+            if recorded.is_empty() {
+                "no record of their sources"
+            } else {
+                "a file changed since"
+            }
+        );
+    }
+    let list = staging.join("source/FILES");
+    std::fs::write(&list, files.join("\0"))?;
+    stream(
+        Command::new("tar")
+            .current_dir(&root)
+            .args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner"])
+            .arg(format!("--mtime=@{epoch}"))
+            .arg(format!("--transform=s,^,{name}/,"))
+            .arg("-cf")
+            .arg(staging.join(format!("source/{name}-src.tar")))
+            .args(["--null", "--verbatim-files-from", "-T"])
+            .arg(&list),
+        "check the tar output above",
+    )?;
+    std::fs::remove_file(&list)?;
     let revision = Command::new("git")
         .current_dir(&root)
         .args(["rev-parse", "HEAD"])
         .output()
         .context("running git")?;
     let revision = String::from_utf8_lossy(&revision.stdout).trim().to_owned();
-    stream(
-        Command::new("git")
-            .current_dir(&root)
-            .args([
-                "archive",
-                "--format=tar",
-                &format!("--prefix={name}/"),
-                "-o",
-            ])
-            .arg(staging.join(format!("source/{name}-src.tar")))
-            .arg("HEAD"),
-        "check the git output above",
+    let status = Command::new("git")
+        .current_dir(&root)
+        .args(["status", "--porcelain"])
+        .output()
+        .context("running git status")?;
+    let dirty = !status.stdout.is_empty();
+    std::fs::write(
+        staging.join("source/REVISION"),
+        format!(
+            "{revision}{}\nsources sha256 {digest}\n",
+            if dirty {
+                " with uncommitted changes"
+            } else {
+                ""
+            }
+        ),
     )?;
-    std::fs::write(staging.join("source/REVISION"), format!("{revision}\n"))?;
     // Checksums of everything, then the tarball.
     let sums = Command::new("sh")
         .current_dir(&staging)

@@ -46,7 +46,12 @@ struct ImageSpec {
 }
 
 fn specs(binaries: &Binaries) -> Vec<ImageSpec> {
-    let script = |name: &str| PathBuf::from("deploy/images/ovn").join(name);
+    // From the copy the binaries were built from, the sources the bundle records.
+    let script = |name: &str| {
+        Path::new(BUILD_DIR)
+            .join("src/deploy/images/ovn")
+            .join(name)
+    };
     vec![
         ImageSpec {
             name: "kovn",
@@ -155,7 +160,11 @@ pub fn run(only: Option<&str>) -> Result<Vec<BuiltImage>> {
         STEPS,
         "release builds (kovn-controller, kovn-agent, kube-ovn and kovn-install static, the datapath)",
     );
-    let binaries = build_binaries(&root)?;
+    // One build at a time uses the fixed build directory (another clone's, or a second run).
+    let _lock = lock_build_dir()?;
+    let files = source_files(&root)?;
+    let digest = source_digest(&root, &files)?;
+    let binaries = build_binaries(&root, &files)?;
     step.done("built");
 
     let out = root.join(OUT_DIR);
@@ -179,6 +188,10 @@ pub fn run(only: Option<&str>) -> Result<Vec<BuiltImage>> {
     let mut built = Vec::new();
     for spec in &specs {
         built.push(build_image(&root, &out, &work, spec, epoch)?);
+    }
+    // Only a complete build records its sources (a partial one leaves an older image).
+    if only.is_none() {
+        std::fs::write(out.join(SOURCE_DIGEST_FILE), format!("{digest}\n"))?;
     }
     step.done(&format!("{} image(s) in {OUT_DIR}/", built.len()));
     for image in &built {
@@ -237,10 +250,9 @@ pub fn source_date_epoch(root: &Path) -> Result<u64> {
 /// in the binaries; built here, a clone anywhere gives the same bytes.
 const BUILD_DIR: &str = "/var/tmp/kovn-images";
 
-/// Copies the workspace's files (tracked, and new ones git does not ignore) to `to`, with
-/// their times, so that cargo rebuilds only what changed; files gone from the workspace go
-/// from the copy too.
-fn copy_sources(root: &Path, to: &Path) -> Result<()> {
+/// The workspace's files the images are built from: tracked ones, and new ones git does not
+/// ignore, that exist in the work tree; sorted.
+pub fn source_files(root: &Path) -> Result<Vec<String>> {
     let listed = Command::new("git")
         .current_dir(root)
         .args([
@@ -258,16 +270,82 @@ fn copy_sources(root: &Path, to: &Path) -> Result<()> {
             String::from_utf8_lossy(&listed.stderr).trim()
         );
     }
-    let files: Vec<&[u8]> = listed
+    let mut files: Vec<String> = listed
         .stdout
         .split(|b| *b == 0)
         .filter(|f| !f.is_empty())
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        // Deleted in the work tree but still in the index.
+        .filter(|f| root.join(f).is_file())
         .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// One SHA-256 over the names and contents of `files` (`sha256sum` of each, then of that
+/// list): the same sources give the same value, whatever git says about them.
+pub fn source_digest(root: &Path, files: &[String]) -> Result<String> {
+    let mut child = Command::new("sh")
+        .current_dir(root)
+        .args(["-c", "xargs -0 -r sha256sum -- | sha256sum"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running sha256sum over the sources")?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("sha256sum's stdin")?;
+        for file in files {
+            stdin.write_all(file.as_bytes())?;
+            stdin.write_all(&[0])?;
+        }
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.split_whitespace().next() {
+        Some(sum) if out.status.success() && sum.len() == 64 => Ok(sum.to_owned()),
+        _ => bail!("sha256sum over the sources failed"),
+    }
+}
+
+/// The file in [`OUT_DIR`] that records [`source_digest`] of the sources the images were
+/// built from; the bundle checks it against the tree it packs.
+pub const SOURCE_DIGEST_FILE: &str = "source.sha256";
+
+/// An exclusive lock on [`BUILD_DIR`], held until the value is dropped; waits (saying so)
+/// while another build holds it.
+fn lock_build_dir() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::create_dir_all(BUILD_DIR).with_context(|| format!("creating {BUILD_DIR}"))?;
+    let path = Path::new(BUILD_DIR).join("lock");
+    let open = || {
+        std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))
+    };
+    match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            println!(
+                "    waiting for another image build to finish (it holds {})",
+                path.display()
+            );
+            Flock::lock(open()?, FlockArg::LockExclusive)
+                .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
+        }
+        Err((_, e)) => bail!("locking {}: {e}", path.display()),
+    }
+}
+
+/// Copies `files` of the workspace to `to`, with their times, so that cargo rebuilds only
+/// what changed; files gone from the workspace go from the copy too.
+fn copy_sources(root: &Path, files: &[String], to: &Path) -> Result<()> {
     // What the copy holds that the workspace no longer does.
-    let wanted: std::collections::BTreeSet<PathBuf> = files
-        .iter()
-        .map(|f| to.join(String::from_utf8_lossy(f).as_ref()))
-        .collect();
+    let wanted: std::collections::BTreeSet<PathBuf> = files.iter().map(|f| to.join(f)).collect();
     if to.exists() {
         for stale in walk(to)?.into_iter().filter(|p| !wanted.contains(p)) {
             std::fs::remove_file(&stale)
@@ -275,13 +353,8 @@ fn copy_sources(root: &Path, to: &Path) -> Result<()> {
         }
     }
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for file in files {
-        let relative = String::from_utf8_lossy(file).into_owned();
-        let (from, dest) = (root.join(&relative), to.join(&relative));
-        if !from.is_file() {
-            // Deleted in the work tree but still in the index.
-            continue;
-        }
+    for relative in files {
+        let (from, dest) = (root.join(relative), to.join(relative));
         let meta = std::fs::metadata(&from)?;
         let unchanged = std::fs::metadata(&dest)
             .is_ok_and(|d| d.len() == meta.len() && d.modified().ok() == meta.modified().ok());
@@ -320,11 +393,11 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Release builds for the images, from the copy at [`BUILD_DIR`]: debug info stripped, the
 /// cargo home's paths remapped.
-fn build_binaries(root: &Path) -> Result<Binaries> {
+fn build_binaries(root: &Path, files: &[String]) -> Result<Binaries> {
     let src = Path::new(BUILD_DIR).join("src");
     let target_dir = Path::new(BUILD_DIR).join("target");
     println!("    sources copied to {}", src.display());
-    copy_sources(root, &src)?;
+    copy_sources(root, files, &src)?;
     let cargo_home = crate::setup::cargo_bin_dir()
         .parent()
         .map_or_else(|| PathBuf::from("/root/.cargo"), Path::to_path_buf);

@@ -651,6 +651,25 @@ fn the_offline_bundle_holds_images_manifests_source_and_docs() {
         ])
         .output()
         .unwrap();
+    // The source is the workspace the images were built from, its digest recorded.
+    let sources = Cmd::new("tar")
+        .args(["-tf"])
+        .arg(format!("{}/{top}/source/{top}-src.tar", unpacked.display()))
+        .run()
+        .unwrap();
+    for file in [
+        "Cargo.lock",
+        "deploy/images/ovn/start-ovs-ovn.sh",
+        "agent/src/main.rs",
+    ] {
+        assert!(
+            sources.lines().any(|l| l == format!("{top}/{file}")),
+            "the bundle's source lacks {file}"
+        );
+    }
+    let revision =
+        std::fs::read_to_string(unpacked.join(format!("{top}/source/REVISION"))).unwrap();
+    assert!(revision.contains("sources sha256 "), "REVISION: {revision}");
     // The unpacked bundle installs as it is: its kovn-install renders its deploy/.
     let rendered = std::process::Command::new(unpacked.join(format!("{top}/bin/kovn-install")))
         .current_dir(unpacked.join(&top))
