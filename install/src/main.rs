@@ -56,9 +56,14 @@ struct ClusterArgs {
     /// The ovn image as the cluster pulls it (default: kovn.local/ovn:0.1.0).
     #[arg(long)]
     ovn_image: Option<String>,
-    /// Make the OVN databases speak SSL only: a directory with `key`, `cert` and `cacert` (PEM,
-    /// e.g. from ovs-pki), written as the kovn-ovn-tls Secret; every remote becomes ssl:.
+    /// Make the OVN databases speak SSL only (Kube-OVN's ENABLE_SSL): every remote becomes
+    /// ssl:, with the certificates of --tls-dir as the kovn-ovn-tls Secret.
     #[arg(long)]
+    enable_ssl: bool,
+    /// The certificates for SSL (implies --enable-ssl): `key`, `cert` and `cacert` in PEM
+    /// (e.g. from ovs-pki). A directory without them gets a new CA and certificate (kept
+    /// there with the CA's key, which stays out of the cluster; later runs reuse them).
+    #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,
     #[arg(long, default_value = "kubectl")]
     kubectl: String,
@@ -113,11 +118,7 @@ fn config(cluster: &ClusterArgs) -> anyhow::Result<manifests::ClusterConfig> {
     } else {
         plan::master_addresses(&cluster.kubectl)?
     };
-    let tls = cluster
-        .tls_dir
-        .as_deref()
-        .map(manifests::TlsSecret::from_dir)
-        .transpose()?;
+    let tls = tls_secret(cluster)?;
     Ok(plan::cluster_config(
         masters,
         &cluster.ovs_datapath,
@@ -125,6 +126,39 @@ fn config(cluster: &ClusterArgs) -> anyhow::Result<manifests::ClusterConfig> {
         cluster.ovn_image.clone(),
         tls,
     ))
+}
+
+/// Where certificates are kept when --enable-ssl comes without --tls-dir.
+const DEFAULT_TLS_DIR: &str = "kovn-ovn-tls";
+
+/// The kovn-ovn-tls Secret's certificates: the operator's, or made now (into a scratch
+/// directory on a dry run, which changes nothing).
+fn tls_secret(cluster: &ClusterArgs) -> anyhow::Result<Option<manifests::TlsSecret>> {
+    let dir = match (&cluster.tls_dir, cluster.enable_ssl) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => PathBuf::from(DEFAULT_TLS_DIR),
+        (None, false) => return Ok(None),
+    };
+    if install::pki::has_certificates(&dir)? {
+        return Ok(Some(manifests::TlsSecret::from_dir(&dir)?));
+    }
+    if cluster.dry_run {
+        let scratch = tempfile::tempdir()?;
+        install::pki::generate(scratch.path())?;
+        eprintln!(
+            "dry run: {} has no certificates; a real run makes a CA and a certificate there \
+             (shown with throwaway ones)",
+            dir.display()
+        );
+        return Ok(Some(manifests::TlsSecret::from_dir(scratch.path())?));
+    }
+    install::pki::generate(&dir)?;
+    eprintln!(
+        "made a CA and a certificate for the OVN databases in {} (keep cakey safe: it signs \
+         more; it is not put in the cluster)",
+        dir.display()
+    );
+    Ok(Some(manifests::TlsSecret::from_dir(&dir)?))
 }
 
 fn rendered(cluster: &ClusterArgs) -> anyhow::Result<Vec<manifests::Document>> {

@@ -455,8 +455,10 @@ fn install_with_tls_makes_every_remote_ssl_and_ships_the_certificates_as_a_secre
     }
     assert_validates(&yaml);
 
-    // A directory without the files: the error names the missing one, nothing is printed.
+    // A directory with some of the files only: never completed with a new CA; the error
+    // names the missing ones, nothing is printed.
     let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("cacert"), "x").unwrap();
     let out = run(installer()
         .args([
             "install",
@@ -470,6 +472,51 @@ fn install_with_tls_makes_every_remote_ssl_and_ships_the_certificates_as_a_secre
         .arg("--manifests")
         .arg(deploy()));
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("key"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not key, cert"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(out.stdout.is_empty());
+}
+
+/// `--enable-ssl` without certificates, as Kube-OVN's `ENABLE_SSL=true`: the first install
+/// makes a CA and a certificate in `./kovn-ovn-tls` and applies them as the Secret; running it
+/// again (every step is idempotent) reuses them, so the running members keep their CA.
+#[test]
+fn install_with_enable_ssl_makes_certificates_once_and_reuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = fake_kubectl(dir.path());
+    let install = || {
+        run(installer()
+            .current_dir(dir.path())
+            .args(["install", "--ignore-preflight", "--enable-ssl"])
+            .args(["--masters", "192.0.2.11", "--kubectl"])
+            .arg(&kubectl)
+            .arg("--manifests")
+            .arg(deploy())
+            .env("FAIL_ON", ""))
+    };
+    let out = install();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("made a CA"),
+        "{}",
+        text(&out.stderr)
+    );
+    let tls = dir.path().join("kovn-ovn-tls");
+    let cacert = std::fs::read_to_string(tls.join("cacert")).expect("the CA certificate made");
+    let applied = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(applied.contains("enable-ssl: 'true'") || applied.contains("enable-ssl: \"true\""));
+    assert!(applied.contains(cacert.lines().nth(1).unwrap()));
+    let cakey = std::fs::read_to_string(tls.join("cakey")).unwrap();
+    assert!(
+        !applied.contains(cakey.lines().nth(1).unwrap()),
+        "the CA's key was applied to the cluster"
+    );
+
+    let out = install();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("made a CA"));
+    assert_eq!(std::fs::read_to_string(tls.join("cacert")).unwrap(), cacert);
 }

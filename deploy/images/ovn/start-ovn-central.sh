@@ -41,7 +41,7 @@ case "${ENABLE_SSL:-false}" in
         PROTO=ssl
         for f in key cert cacert; do
             if [ ! -s "$TLS_DIR/$f" ]; then
-                echo "ENABLE_SSL=true needs $TLS_DIR/$f (the kovn-ovn-tls Secret: kovn-install install --tls-dir)" >&2
+                echo "ENABLE_SSL=true needs $TLS_DIR/$f (the kovn-ovn-tls Secret: kovn-install install --enable-ssl)" >&2
                 exit 1
             fi
         done
