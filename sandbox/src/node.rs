@@ -64,45 +64,55 @@ impl std::fmt::Debug for NodeDaemons {
 /// namespace, in the foreground (the sandbox supervises it and stops it with SIGTERM).
 pub type NodeLauncher = std::sync::Arc<dyn Fn(&NodeLaunch) -> Cmd + Send + Sync>;
 
-/// What a launched node's daemons are given: the host directories that the ovs-ovn
-/// DaemonSet mounts from the node, here one set per sandbox node.
+/// What a launched node's daemons are given: the node's namespace and its host paths, one
+/// set per sandbox node, laid out as Kube-OVN's nodes keep them (the ovs-ovn DaemonSet's
+/// hostPath volumes).
 #[derive(Debug, Clone)]
 pub struct NodeLaunch {
     pub node: String,
     pub netns: String,
-    /// OVS's run directory (`/run/openvswitch`): the command serves the database on
-    /// `db.sock` and ovs-vswitchd's control socket `ovs-vswitchd.ctl` here.
+    /// The node's `/run/openvswitch`: the command serves the database on `db.sock` and
+    /// ovs-vswitchd's control socket `ovs-vswitchd.ctl` here. (The node's directory itself,
+    /// where the sandbox and the tests look for them.)
     pub ovs_run_dir: PathBuf,
-    /// OVN's run directory (`/run/ovn`: ovn-controller's pid file and control socket).
-    pub ovn_run_dir: PathBuf,
-    /// Where `conf.db` and `system-id.conf` live (`/etc/origin/openvswitch` on a node). The
-    /// sandbox writes the node's name to `system-id.conf` first: the chassis is named after
-    /// the node, through the same path that keeps a Kube-OVN node's system-id.
-    pub db_dir: PathBuf,
-    /// `ovsdb-server.log`, `ovs-vswitchd.log` and `ovn-controller.log`.
-    pub log_dir: PathBuf,
+    /// A directory standing for the rest of the node's filesystem: the node's path `/P` is
+    /// `host_root/P` — `etc/origin/openvswitch` (`conf.db`, and `system-id.conf`, which the
+    /// sandbox writes first: the chassis is named after the node through the same path that
+    /// keeps a Kube-OVN node's system-id), `run/ovn`, `var/log/openvswitch`, `var/log/ovn`.
+    pub host_root: PathBuf,
 }
 
 impl NodeLaunch {
+    /// The paths of `node`, which the sandbox launched.
+    pub fn of(node: &Node) -> NodeLaunch {
+        NodeLaunch::for_node(&node.name, &node.netns, &node.dir)
+    }
+
     fn for_node(name: &str, netns: &str, dir: &Path) -> NodeLaunch {
         NodeLaunch {
             node: name.to_owned(),
             netns: netns.to_owned(),
             ovs_run_dir: dir.to_owned(),
-            ovn_run_dir: dir.join("ovn"),
-            db_dir: dir.join("etc"),
-            log_dir: dir.join("log"),
+            host_root: dir.join("host"),
         }
+    }
+
+    /// The node path `path` (absolute) on this sandbox host.
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        if path == "/run/openvswitch" || path == "/var/run/openvswitch" {
+            return self.ovs_run_dir.clone();
+        }
+        self.host_root.join(path.trim_start_matches('/'))
     }
 
     /// The database paths the launched daemons use.
     fn db(&self) -> DbServer {
         DbServer {
-            db: self.db_dir.join("conf.db"),
+            db: self.host_path("/etc/origin/openvswitch/conf.db"),
             socket: self.ovs_run_dir.join("db.sock"),
             ctl: self.ovs_run_dir.join("ovsdb-server.ctl"),
             pidfile: self.ovs_run_dir.join("ovsdb-server.pid"),
-            log: self.log_dir.join("ovsdb-server.log"),
+            log: self.host_path("/var/log/openvswitch/ovsdb-server.log"),
         }
     }
 }
@@ -279,17 +289,23 @@ impl Node {
         address: &str,
     ) -> Result<Node> {
         let launch = NodeLaunch::for_node(name, netns, dir);
-        for d in [&launch.ovn_run_dir, &launch.db_dir, &launch.log_dir] {
-            std::fs::create_dir_all(d).map_err(io_error(d))?;
+        for path in [
+            "/etc/origin/openvswitch",
+            "/run/ovn",
+            "/var/log/openvswitch",
+            "/var/log/ovn",
+        ] {
+            let d = launch.host_path(path);
+            std::fs::create_dir_all(&d).map_err(io_error(&d))?;
         }
-        let id_file = launch.db_dir.join("system-id.conf");
+        let id_file = launch.host_path("/etc/origin/openvswitch/system-id.conf");
         std::fs::write(&id_file, format!("{name}\n")).map_err(io_error(&id_file))?;
         let db = launch.db();
         supervisor.spawn(
             &format!("{name}-ovs-ovn"),
             &launcher(&launch),
             dir,
-            Some(launch.log_dir.join("ovs-vswitchd.log")),
+            Some(launch.host_path("/var/log/openvswitch/ovs-vswitchd.log")),
         )?;
         let vswitchd_ctl = launch.ovs_run_dir.join("ovs-vswitchd.ctl");
         wait_until(

@@ -722,17 +722,18 @@ fn agent_capabilities() -> Vec<String> {
     panic!("no kovn-agent DaemonSet in deploy/agent.yaml");
 }
 
-/// The ovs-ovn container of deploy/ovs-ovn.yaml: its command, environment and hostPath
-/// mounts (mount path, host path).
-struct OvsOvnContainer {
+/// The first container of the DaemonSet in a deploy/ file: its command and arguments, its
+/// environment (a value taken from elsewhere reads "false": kovn-ovn-config's enable-ssl,
+/// which the installer writes) and its hostPath mounts (mount path, host path).
+struct ManifestContainer {
     command: Vec<String>,
     env: Vec<(String, String)>,
     mounts: Vec<(String, String)>,
 }
 
-fn ovs_ovn_container() -> OvsOvnContainer {
+fn daemonset_container(file: &str) -> ManifestContainer {
     use serde::Deserialize;
-    let text = std::fs::read_to_string(workspace().join("deploy/ovs-ovn.yaml")).unwrap();
+    let text = std::fs::read_to_string(workspace().join("deploy").join(file)).unwrap();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let v = serde_json::Value::deserialize(doc).unwrap();
         if v["kind"] != "DaemonSet" {
@@ -742,12 +743,9 @@ fn ovs_ovn_container() -> OvsOvnContainer {
         let container = &pod["containers"][0];
         let strings = |v: &serde_json::Value| -> Vec<String> {
             v.as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s.as_str().unwrap().to_owned())
-                .collect()
+                .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default()
         };
-        // ENABLE_SSL comes from kovn-ovn-config, which the installer writes: false here.
         let env = container["env"]
             .as_array()
             .unwrap()
@@ -775,13 +773,15 @@ fn ovs_ovn_container() -> OvsOvnContainer {
                 Some((m["mountPath"].as_str().unwrap().to_owned(), host))
             })
             .collect();
-        return OvsOvnContainer {
-            command: strings(&container["command"]),
+        let mut command = strings(&container["command"]);
+        command.extend(strings(&container["args"]));
+        return ManifestContainer {
+            command,
             env,
             mounts,
         };
     }
-    panic!("no DaemonSet in deploy/ovs-ovn.yaml");
+    panic!("no DaemonSet in deploy/{file}");
 }
 
 /// Runs a sandbox node's OVS and ovn-controller as deploy/ovs-ovn.yaml runs them on a node:
@@ -790,24 +790,19 @@ fn ovs_ovn_container() -> OvsOvnContainer {
 /// datapath type is netdev, as `kovn-install --ovs-datapath=netdev` sets it on a host
 /// without the openvswitch module (this one).
 fn ovs_ovn_launcher(podman: std::sync::Arc<Podman>, image: String) -> sandbox::NodeLauncher {
-    let container = ovs_ovn_container();
+    let container = daemonset_container("ovs-ovn.yaml");
     std::sync::Arc::new(move |launch: &sandbox::NodeLaunch| {
         let mut cmd = podman
             .run_on_node(&format!("ovs-ovn-{}", launch.node), &launch.netns)
             .args(["--pid=host".to_owned(), "--privileged".into()]);
         for (mount, host) in &container.mounts {
             let source = match host.as_str() {
-                "/run/openvswitch" => launch.ovs_run_dir.clone(),
-                "/run/ovn" => launch.ovn_run_dir.clone(),
-                "/etc/origin/openvswitch" => launch.db_dir.clone(),
-                "/var/log/openvswitch" | "/var/log/ovn" => launch.log_dir.clone(),
                 // For modprobe with the kernel datapath; this machine has no module tree.
                 "/lib/modules" if Path::new(host).is_dir() => PathBuf::from(host),
                 "/lib/modules" => continue,
-                other => {
-                    panic!("ovs-ovn mounts {other}, which the sandbox has no node directory for")
-                }
+                other => launch.host_path(other),
             };
+            std::fs::create_dir_all(&source).unwrap();
             cmd = cmd.arg(format!("--volume={}:{mount}", source.display()));
         }
         for (name, value) in &container.env {
@@ -851,6 +846,181 @@ fn pings_without_loss(
     );
 }
 
+/// Runs one phase of deploy/uninstall/node-cleanup.yaml on a sandbox node as the DaemonSet
+/// runs it (its script, privileged, on the node's network, every hostPath the node's own, the
+/// node's bpffs at /sys/fs/bpf) until it is ready (done); returns its output.
+fn node_cleanup_phase(
+    podman: &Podman,
+    image: &str,
+    node: &sandbox::Node,
+    bpffs: &Path,
+    phase: &str,
+) -> String {
+    let container = daemonset_container("uninstall/node-cleanup.yaml");
+    let launch = sandbox::NodeLaunch::of(node);
+    let name = format!("cleanup-{phase}-{}", node.name);
+    let mut cmd = podman.cmd().args([
+        "run".to_owned(),
+        "--detach".into(),
+        "--name".into(),
+        name.clone(),
+        format!("--network=ns:/var/run/netns/{}", node.netns),
+        "--privileged".into(),
+        format!("--env=KOVN_CLEANUP_PHASE={phase}"),
+    ]);
+    for (mount, host) in &container.mounts {
+        let source = match host.as_str() {
+            "/sys/fs/bpf" => bpffs.to_owned(),
+            other => launch.host_path(other),
+        };
+        std::fs::create_dir_all(&source).unwrap();
+        cmd = cmd.arg(format!("--volume={}:{mount}", source.display()));
+    }
+    cmd.arg(image)
+        .args(container.command.iter().cloned())
+        .run()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    // Its readiness probe: /tmp/done. A failed cleanup exits instead.
+    wait_until(
+        &format!("{name} to be done"),
+        Duration::from_secs(60),
+        || {
+            if podman.ok(&["exec", &name, "test", "-f", "/tmp/done"]) {
+                return true;
+            }
+            let running = podman.run(&["inspect", "--format", "{{.State.Running}}", &name]);
+            assert!(
+                running.trim() == "true",
+                "{name} exited: {}",
+                podman
+                    .cmd()
+                    .args(["logs", &name])
+                    .output()
+                    .map(|o| o.stdout + &o.stderr)
+                    .unwrap_or_default()
+            );
+            false
+        },
+    );
+    let logs = podman.run(&["logs", &name]);
+    podman.ok(&["rm", "--force", "--time", "1", &name]);
+    logs
+}
+
+/// The node cleanup's two phases on node 0 leave nothing of kovn there, checked item by item
+/// with the system's tools; what is not kovn's stays.
+fn node_cleanup_leaves_nothing(
+    podman: &Podman,
+    image: &str,
+    cluster: &sandbox::kovn::KovnCluster,
+    pins: &Path,
+    pods: &[&sandbox::kovn::RunningPod],
+) {
+    let node = cluster.sb.node(0).clone();
+    let launch = sandbox::NodeLaunch::of(&node);
+    // The node's bpffs, as the cleanup's /sys/fs/bpf: the pins are its kovn/.
+    let bpffs = pins.parent().unwrap();
+    let in_node = |program: &str, args: &[&str]| {
+        Cmd::new(program)
+            .args(args.iter().copied())
+            .netns(&node.netns)
+            .run()
+            .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
+    };
+    let kovn_links = || -> Vec<String> {
+        in_node("ip", &["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .filter(|n| agent::uninstall::is_kovn_link_name(n))
+            .collect()
+    };
+    let kovn_ports = || {
+        node.vsctl()
+            .run([
+                "--bare",
+                "--columns=name",
+                "find",
+                "Interface",
+                "external_ids:vendor=kovn",
+            ])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    // What the agent DaemonSet's install-cni container puts on a node, and what is not ours.
+    let (conf, bin) = (
+        launch.host_path("/etc/cni/net.d"),
+        launch.host_path("/opt/cni/bin"),
+    );
+    for dir in [&conf, &bin] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(conf.join("01-kube-ovn.conflist"), "{}").unwrap();
+    std::fs::write(conf.join("99-loopback.conf"), "{}").unwrap();
+    std::fs::write(bin.join("kube-ovn"), "#!/bin/sh\n").unwrap();
+    std::fs::write(bin.join("portmap"), "#!/bin/sh\n").unwrap();
+    // Before: each item is there, or the checks after prove nothing.
+    assert!(
+        kovn_links().iter().any(|l| l == "ovn0"),
+        "{:?}",
+        kovn_links()
+    );
+    assert!(!kovn_ports().is_empty());
+    assert!(in_node("nft", &["list", "tables"]).contains("table ip kovn"));
+    assert!(pins.join("links").read_dir().unwrap().count() > 0);
+
+    let report = node_cleanup_phase(podman, image, &node, bpffs, "agent");
+    eprintln!("node cleanup, agent phase:\n{report}");
+    assert_eq!(kovn_links(), Vec::<String>::new(), "kovn's links left");
+    for pod in pods {
+        let inside = Cmd::new("ip")
+            .args(["-o", "link", "show"])
+            .netns(&pod.netns)
+            .run()
+            .unwrap();
+        assert!(
+            !inside.contains("eth0"),
+            "{}'s eth0 is still there",
+            pod.name
+        );
+    }
+    assert_eq!(kovn_ports(), "", "kovn's OVS ports left");
+    let routes = in_node("ip", &["route"]);
+    assert!(
+        !routes.contains("ovn0"),
+        "routes through ovn0 left: {routes}"
+    );
+    let tables = in_node("nft", &["list", "tables"]);
+    assert!(!tables.contains("kovn"), "nft table left: {tables}");
+    assert!(!pins.exists(), "pins left in {}", pins.display());
+    assert!(!conf.join("01-kube-ovn.conflist").exists());
+    assert!(!bin.join("kube-ovn").exists());
+    assert!(conf.join("99-loopback.conf").exists() && bin.join("portmap").exists());
+
+    // ovs-ovn's DaemonSet is deleted next: its container stops, then the ovs phase.
+    podman.run(&["stop", "--time", "10", &format!("ovs-ovn-{}", node.name)]);
+    let foreign = launch.host_path("/etc/origin/other");
+    std::fs::create_dir_all(&foreign).unwrap();
+    let report = node_cleanup_phase(podman, image, &node, bpffs, "ovs");
+    eprintln!("node cleanup, ovs phase:\n{report}");
+    for path in [
+        "/etc/origin/openvswitch",
+        "/run/ovn",
+        "/var/log/openvswitch",
+        "/var/log/ovn",
+    ] {
+        assert!(!launch.host_path(path).exists(), "{path} left on the node");
+    }
+    assert!(foreign.exists(), "the cleanup removed /etc/origin/other");
+    let links: Vec<String> = in_node("ip", &["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).map(str::to_owned))
+        .filter(|n| n == "br-int" || n == "ovs-system" || n.starts_with("genev_sys"))
+        .collect();
+    assert!(links.is_empty(), "OVS's devices left: {links:?}");
+}
+
 /// Whether `pid` runs in another mount namespace than this test (a container's process).
 fn in_a_container(pid: &str) -> bool {
     let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
@@ -882,7 +1052,7 @@ fn nodes_running_ovs_ovn_and_the_agent_from_their_images_network_pods() {
     let capabilities = agent_capabilities();
     let image = format!("kovn.local/kovn:{VERSION}");
     let launcher: sandbox::kovn::AgentLauncher = {
-        let podman = podman.clone();
+        let (podman, image) = (podman.clone(), image.clone());
         std::sync::Arc::new(move |launch: &sandbox::kovn::AgentLaunch| {
             // What the DaemonSet's privileged node-sysctls init container does.
             Cmd::new("sysctl")
@@ -915,9 +1085,15 @@ fn nodes_running_ovs_ovn_and_the_agent_from_their_images_network_pods() {
             for (k, v) in &launch.env {
                 cmd = cmd.arg(format!("--env={k}={v}"));
             }
+            // Pins in `<the node's bpffs>/kovn`, as in /sys/fs/bpf/kovn on a node, where the
+            // node cleanup's `kovn-agent uninstall` looks by default.
+            let mut args = launch.args.clone();
+            if let Some(i) = args.iter().position(|a| a == "--pin-dir") {
+                args[i + 1] = format!("{}/kovn", args[i + 1]);
+            }
             cmd.arg(&image)
                 .arg("/usr/bin/kovn-agent")
-                .args(launch.args.iter().cloned())
+                .args(args)
                 .to_command()
         })
     };
@@ -951,7 +1127,7 @@ fn nodes_running_ovs_ovn_and_the_agent_from_their_images_network_pods() {
     let c = cluster.start_pod("c", 1).expect("pod c, on the other node");
     pings_without_loss(&a, &b, 200);
     // The datapath the container loaded, read from its pins on the host.
-    let pins = cluster.sb.bpffs_dir().join(&node.name);
+    let pins = cluster.sb.bpffs_dir().join(&node.name).join("kovn");
     let fast = {
         use agent::datapath::{PinnedMaps, ReadMaps};
         PinnedMaps::open(&pins)
@@ -978,6 +1154,15 @@ fn nodes_running_ovs_ovn_and_the_agent_from_their_images_network_pods() {
         "TCP across the containers' tunnel moved {} Gbit/s",
         tcp.gbit_per_second()
     );
+
+    // Uninstall on node 0, with its pods still there: the agent stops (its DaemonSet is
+    // deleted first), the node cleanup's agent phase runs; then ovs-ovn stops and the
+    // ovs phase runs.
+    assert!(
+        cluster.stop_agent(0, Duration::from_secs(20)).unwrap(),
+        "the agent's container did not stop cleanly"
+    );
+    node_cleanup_leaves_nothing(&podman, &image, &cluster, &pins, &[&a, &b]);
     drop((a, b, c));
     for n in cluster.sb.nodes() {
         podman.ok(&["rm", "--force", "--time", "1", &format!("agent-{}", n.name)]);
