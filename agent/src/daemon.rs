@@ -110,6 +110,7 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
         tracing::error!(error = %e, "writing the datapath's settings; pods stay on OVS");
         return None;
     }
+    datapath.set_default_vpc(&options.names.cluster_router);
     Some(datapath)
 }
 
@@ -146,9 +147,10 @@ fn start_datapath_tasks(
     let stats = Arc::new(DatapathStats::default());
     invalidation::spawn_upkeep(datapath, Some(ovs.clone()), stats.clone())?;
     let maps = datapath.service_maps()?;
-    let adopted = ServiceSync::adopt(&maps).unwrap_or_else(|e| {
+    let scope = crate::services::ServiceScope(datapath.default_scope());
+    let adopted = ServiceSync::adopt(&maps, scope).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "could not read the pinned service maps; starting afresh");
-        ServiceSync::default()
+        ServiceSync::in_scope(scope)
     });
     let summary = Arc::new(Mutex::new(adopted.summary()));
     // On a thread and runtime of its own at background priority: decoding an initial list of
@@ -291,6 +293,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             mtu: options.mtu,
             annotation_timeout: Duration::from_secs(options.annotation_timeout),
             join_subnet: options.names.join_subnet.clone(),
+            names: options.names.clone(),
         },
         metrics,
     });

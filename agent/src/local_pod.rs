@@ -65,6 +65,10 @@ pub struct LocalPod {
     pub mac: String,
     /// Kube-OVN's provider (`ovn` for the default network).
     pub provider: String,
+    /// The VPC the addresses are in (the pod's subnet's); `None` in a record of an agent
+    /// before VPCs scoped addresses: such a pod shares its address scope with no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<String>,
 }
 
 impl LocalPod {
@@ -96,6 +100,7 @@ impl LocalPod {
             ip,
             mac: parse_mac(&self.mac)?,
             other_ips: ips.collect(),
+            vpc: self.vpc.clone(),
         })
     }
 
@@ -147,6 +152,7 @@ impl LocalPod {
             addresses,
             mac: get("attached-mac"),
             provider: DEFAULT_PROVIDER.to_owned(),
+            vpc: None,
         })
     }
 }
@@ -166,6 +172,7 @@ mod tests {
             ],
             mac: "00:00:00:aa:bb:cc".into(),
             provider: DEFAULT_PROVIDER.into(),
+            vpc: Some("ovn-cluster".into()),
         }
     }
 

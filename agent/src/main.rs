@@ -237,6 +237,7 @@ fn parse_pod(spec: &str) -> Result<PodInterfaces, String> {
         ip,
         mac: mac_bytes,
         other_ips: Vec::new(),
+        vpc: Some(api::names::DEFAULT_CLUSTER_ROUTER.into()),
     })
 }
 

@@ -133,6 +133,14 @@ fn annotated_pod(name: &str, node: &str, ip: &str) -> Pod {
 /// What kovn-controller writes for an allocated pod: the pod's annotations and its IP object
 /// (the record the agent checks the annotations against).
 fn allocate(api: &FakeApi, name: &str, node: &str, ip: &str) {
+    // The subnet the controller allocated from (the agent reads its VPC).
+    api.put(&api::Subnet::new(
+        "ovn-default",
+        api::SubnetSpec {
+            cidr_block: "10.16.0.0/16".into(),
+            ..api::SubnetSpec::default()
+        },
+    ));
     api.put(&annotated_pod(name, node, ip));
     api.put(&api::IP::new(
         &format!("{name}.default"),

@@ -92,6 +92,7 @@ impl Cluster {
             ip: IpAddr::V4(pod.ip),
             mac: agent::datapath::parse_mac(&pod.mac).unwrap(),
             other_ips: Vec::new(),
+            vpc: Some(api::names::DEFAULT_CLUSTER_ROUTER.into()),
         };
         let datapath = self.datapaths[node].clone();
         netns::run_in(&pod.node_netns, move || {

@@ -77,6 +77,7 @@ fn udp_v6(extensions: usize) -> Vec<u8> {
 
 fn udp_key() -> FlowKey {
     FlowKey {
+        scope: 0,
         src: ipv4_mapped(POD_IP),
         dst: ipv4_mapped(PEER_IP),
         sport: 5000,
@@ -103,6 +104,7 @@ impl Harness {
             PodPort {
                 host_ifindex: LO,
                 ovs_peer_ifindex: LO,
+                scope: 0,
                 mac: POD_MAC,
                 _pad: [0; 2],
                 ip: ipv4_mapped(POD_IP),
@@ -429,6 +431,7 @@ fn idle_lb_connections_expire_and_take_their_reverse_nat_along() {
     let now = agent::datapath::monotonic_ns();
     let vip = ipv4_mapped([10, 96, 0, 10]);
     let reply = |client_port: u16| FlowKey {
+        scope: 0,
         src: ipv4_mapped(PEER_IP),
         dst: ipv4_mapped(POD_IP),
         sport: 8080,

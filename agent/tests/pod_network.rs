@@ -51,6 +51,7 @@ impl TestPod {
             addresses: vec![ipnet::IpNet::new(IpAddr::V4(self.ip), 16).unwrap()],
             mac: self.mac(),
             provider: "ovn".into(),
+            vpc: Some("ovn-cluster".into()),
         }
     }
     fn netns_path(&self) -> PathBuf {
@@ -109,6 +110,7 @@ async fn add(node: &Node, pod: &TestPod) -> Result<(), NetworkError> {
             ip: IpAddr::V4(pod.ip),
             mac: agent::datapath::parse_mac(&pod.mac()).unwrap(),
             other_ips: Vec::new(),
+            vpc: Some(api::names::DEFAULT_CLUSTER_ROUTER.into()),
         })
         .await
         .map_err(|e| NetworkError::Check(e.to_string()))

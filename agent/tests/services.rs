@@ -267,6 +267,8 @@ fn wait_programmed(cluster: &KovnCluster, i: usize, vip: SocketAddr, proto: u8, 
     use agent::datapath::ReadServiceMaps;
     let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(i).name);
     let key = datapath_common::ServiceKey {
+        // The default VPC's pods reach the eBPF balancer's VIPs.
+        scope: datapath_common::vpc_scope(api::names::DEFAULT_CLUSTER_ROUTER),
         vip: agent::datapath::ip_bytes(vip.ip()),
         port: vip.port(),
         proto,

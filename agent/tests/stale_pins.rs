@@ -48,6 +48,7 @@ fn a_stale_pinned_link_is_replaced_when_the_pod_is_attached_again() {
         ip: IpAddr::V4(Ipv4Addr::new(10, 16, 0, 9)),
         mac: [0x0a, 0x58, 0x0a, 0x10, 0x00, 0x09],
         other_ips: Vec::new(),
+        vpc: Some(api::names::DEFAULT_CLUSTER_ROUTER.into()),
     };
     let options = LoadOptions {
         pin_dir: Some(pin_dir.clone()),
@@ -102,6 +103,7 @@ fn an_address_held_by_another_owners_port_is_never_taken_over() {
         ip,
         mac: [0x0a, 0x58, 0x0a, 0x10, 0x00, 0x09],
         other_ips: Vec::new(),
+        vpc: Some(api::names::DEFAULT_CLUSTER_ROUTER.into()),
     };
     let (refused, holder_after, taken_over) = netns::run_in(&ns, || {
         veth_pairs(

@@ -63,8 +63,10 @@ pub struct SubnetSpec {
     /// The VPC (logical router) the subnet belongs to; empty means `ovn-cluster`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vpc: String,
-    #[serde(default)]
-    pub protocol: Protocol,
+    /// Absent: derived from `cidrBlock`, as Kube-OVN derives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Protocol")]
+    pub protocol: Option<Protocol>,
     /// One CIDR, or an IPv4 and an IPv6 CIDR separated by a comma.
     pub cidr_block: String,
     /// Gateway address(es), comma-separated like `cidrBlock`; default the first address.

@@ -29,7 +29,7 @@ fn a_kube_ovn_subnet_parses_with_every_field() {
     }))
     .expect("a Kube-OVN Subnet");
     let spec = &subnet.spec;
-    assert_eq!(spec.protocol, Protocol::Dual);
+    assert_eq!(spec.protocol, Some(Protocol::Dual));
     assert_eq!(spec.cidr_block, "10.66.0.0/16,fd00:66::/64");
     assert_eq!(spec.gateway_type, GatewayType::Centralized);
     assert!(spec.nat_outgoing && spec.enable_ecmp && spec.private);

@@ -199,6 +199,7 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
             ip: pod.ip.into(),
             mac: agent::datapath::parse_mac(&pod.mac).map_err(anyhow::Error::msg)?,
             other_ips: Vec::new(),
+            vpc: Some(api::names::DEFAULT_CLUSTER_ROUTER.into()),
         };
         let dp = datapath.clone();
         netns::run_in(&pod.node_netns, move || {
@@ -323,6 +324,7 @@ fn program_cost() -> Result<ProgramCost> {
         PodPort {
             host_ifindex: LO,
             ovs_peer_ifindex: LO,
+            scope: 0,
             mac: pod_mac,
             _pad: [0; 2],
             ip: ipv4_mapped(pod_ip),
@@ -333,6 +335,7 @@ fn program_cost() -> Result<ProgramCost> {
     let generation = dp.generation()?;
     dp.insert_flow(
         FlowKey {
+            scope: 0,
             src: ipv4_mapped(pod_ip),
             dst: ipv4_mapped(peer_ip),
             sport: 40000,

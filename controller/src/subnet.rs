@@ -62,23 +62,34 @@ pub fn validate(
         cidrs.iter().filter(|c| c.addr().is_ipv4()).count(),
         cidrs.iter().filter(|c| c.addr().is_ipv6()).count(),
     );
-    let expected = match spec.protocol {
-        Protocol::IPv4 => (1, 0),
-        Protocol::IPv6 => (0, 1),
-        Protocol::Dual => (1, 1),
+    // Kube-OVN derives an absent protocol from the CIDRs.
+    let derived = match families {
+        (1, 0) => Some(Protocol::IPv4),
+        (0, 1) => Some(Protocol::IPv6),
+        (1, 1) => Some(Protocol::Dual),
+        _ => None,
     };
-    if families != expected {
+    if spec.protocol.or(derived) != derived || derived.is_none() {
         return Err(invalid(
             "ProtocolMismatch",
-            format!(
-                "protocol {:?} does not match cidrBlock {:?}",
-                spec.protocol, spec.cidr_block
-            ),
+            match spec.protocol {
+                Some(protocol) => format!(
+                    "protocol {protocol:?} does not match cidrBlock {:?}",
+                    spec.cidr_block
+                ),
+                None => format!(
+                    "cidrBlock {:?} is neither one IPv4 CIDR, one IPv6 CIDR nor one of each",
+                    spec.cidr_block
+                ),
+            },
         ));
     }
+    // Each VPC is an address space of its own: CIDRs may repeat across VPCs (the datapath
+    // keys addresses by VPC), never within one.
+    let vpc = names.router_of(subnet);
     for other in others {
         let other_name = other.metadata.name.clone().unwrap_or_default();
-        if other_name == name {
+        if other_name == name || names.router_of(other) != vpc {
             continue;
         }
         let Ok(theirs) = cidrs_of(other) else {
@@ -91,7 +102,7 @@ pub fn validate(
         {
             return Err(invalid(
                 "CIDROverlap",
-                format!("{a} overlaps {b} of subnet {other_name}"),
+                format!("{a} overlaps {b} of subnet {other_name} in VPC {vpc}"),
             ));
         }
     }

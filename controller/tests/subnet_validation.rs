@@ -7,7 +7,7 @@ fn subnet(name: &str, protocol: Protocol, cidr: &str, gateway: &str) -> Subnet {
     Subnet::new(
         name,
         SubnetSpec {
-            protocol,
+            protocol: Some(protocol),
             cidr_block: cidr.into(),
             gateway: gateway.into(),
             ..SubnetSpec::default()
@@ -105,4 +105,75 @@ fn spec_acls_with_a_bad_direction_action_or_priority_are_refused() {
     assert_eq!(reason(with_acl("inbound", 2500, "drop")), "InvalidACL");
     assert_eq!(reason(with_acl("to-lport", 40000, "drop")), "InvalidACL");
     assert_eq!(reason(with_acl("to-lport", 2500, "deny")), "InvalidACL");
+}
+
+fn in_vpc(mut subnet: Subnet, vpc: &str) -> Subnet {
+    subnet.spec.vpc = vpc.into();
+    subnet
+}
+
+/// Each VPC is an address space of its own, as in Kube-OVN: the same CIDR in two VPCs is
+/// fine; within one VPC (the default one included, whether named or left empty) it is not.
+#[test]
+fn cidrs_may_repeat_across_vpcs_but_not_within_one() {
+    let names = TopologyNames::default();
+    let existing = vec![
+        subnet("ovn-default", Protocol::IPv4, "10.16.0.0/16", ""),
+        in_vpc(
+            subnet("tenant-a", Protocol::IPv4, "192.168.0.0/24", ""),
+            "vpc-a",
+        ),
+    ];
+    let same_cidr_other_vpc = in_vpc(
+        subnet("tenant-b", Protocol::IPv4, "192.168.0.0/24", ""),
+        "vpc-b",
+    );
+    assert!(validate(&same_cidr_other_vpc, &existing, &names).is_ok());
+    let default_cidr_in_a_vpc = in_vpc(
+        subnet("tenant-c", Protocol::IPv4, "10.16.0.0/16", ""),
+        "vpc-b",
+    );
+    assert!(validate(&default_cidr_in_a_vpc, &existing, &names).is_ok());
+    let same_vpc = in_vpc(
+        subnet("tenant-a2", Protocol::IPv4, "192.168.0.128/25", ""),
+        "vpc-a",
+    );
+    assert_eq!(
+        reason(validate(&same_vpc, &existing, &names)),
+        "CIDROverlap"
+    );
+    // The default VPC by name is the default VPC.
+    let named_default = in_vpc(
+        subnet("d", Protocol::IPv4, "10.16.4.0/24", ""),
+        api::names::DEFAULT_CLUSTER_ROUTER,
+    );
+    assert_eq!(
+        reason(validate(&named_default, &existing, &names)),
+        "CIDROverlap"
+    );
+}
+
+/// A Subnet without `protocol` (Kube-OVN's own examples leave it out) gets it from its CIDRs.
+#[test]
+fn an_absent_protocol_is_derived_from_the_cidrs() {
+    let names = TopologyNames::default();
+    let without = |cidr: &str| {
+        let mut s = subnet("s", Protocol::IPv4, cidr, "");
+        s.spec.protocol = None;
+        s
+    };
+    for cidr in [
+        "10.30.0.0/16",
+        "fd00:30::/112",
+        "10.31.0.0/16,fd00:31::/112",
+    ] {
+        assert!(
+            validate(&without(cidr), &[], &names).is_ok(),
+            "{cidr} without protocol was refused"
+        );
+    }
+    assert_eq!(
+        reason(validate(&without("10.32.0.0/16,10.33.0.0/16"), &[], &names)),
+        "ProtocolMismatch"
+    );
 }

@@ -176,10 +176,39 @@ pub const fn ipv4_mapped(v4: [u8; 4]) -> IpBytes {
     ((0xffff_u128 << 32) | u32::from_be_bytes(v4) as u128).to_be_bytes()
 }
 
+/// An address space on this node: the VPC whose pods hold the addresses. Two VPCs may use
+/// the same CIDR, so every key that holds a pod address holds its scope too: a packet from a
+/// pod is looked up in that pod's scope, a learned flow is recorded in the destination pod's
+/// scope, and the two can only meet within one VPC. Numbers are the agent's, per node
+/// ([`vpc_scope`], or [`PER_POD_SCOPE`] when that must not be shared).
+pub type Scope = u32;
+
+/// The scope of the VPC named `vpc` as far as a hash can make it: FNV-1a of the name, below
+/// [`PER_POD_SCOPE`]. The agent checks that no two VPCs with pods on the node share one (and
+/// moves one of them when they would).
+pub const fn vpc_scope(vpc: &str) -> Scope {
+    let bytes = vpc.as_bytes();
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    hash & !PER_POD_SCOPE
+}
+
+/// Set in a scope that belongs to one pod alone (`PER_POD_SCOPE | host ifindex`): a pod whose
+/// VPC is not known (a record of an older agent) shares nothing with any other pod, so OVS
+/// judges all its traffic.
+pub const PER_POD_SCOPE: Scope = 0x8000_0000;
+
 /// One direction of a connection: what the fast path looks up.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
+    /// The [`Scope`] both addresses are in.
+    pub scope: Scope,
     pub src: IpBytes,
     pub dst: IpBytes,
     /// TCP/UDP ports; for ICMP echo, the identifier in `sport` and 0 in `dport`.
@@ -236,6 +265,8 @@ pub struct PodPort {
     pub host_ifindex: u32,
     /// The outer end of the pod's OVS port pair (delivery program on its ingress).
     pub ovs_peer_ifindex: u32,
+    /// The address [`Scope`] of the pod's VPC.
+    pub scope: Scope,
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
     /// The pod's primary address (checked without a map lookup on every packet).
@@ -247,6 +278,7 @@ pub struct PodPort {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct EndpointKey {
     pub ip: IpBytes,
+    pub scope: Scope,
 }
 
 /// Runtime settings of the programs (one element of [`CONFIG_MAP`]).
@@ -409,6 +441,8 @@ pub struct ReasonKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
+    /// The scope of the VPC whose pods reach the Service at this VIP.
+    pub scope: Scope,
     pub vip: IpBytes,
     pub port: u16,
     /// IP protocol number (6 TCP, 17 UDP).
@@ -680,12 +714,13 @@ mod tests {
 
     #[test]
     fn map_abi_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 44);
         assert_eq!(core::mem::size_of::<FlowEntry>(), 48);
-        assert_eq!(core::mem::size_of::<PodPort>(), 32);
+        assert_eq!(core::mem::size_of::<PodPort>(), 36);
+        assert_eq!(core::mem::size_of::<EndpointKey>(), 20);
         assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);
         assert_eq!(core::mem::size_of::<ReasonKey>(), 8);
-        assert_eq!(core::mem::size_of::<ServiceKey>(), 20);
+        assert_eq!(core::mem::size_of::<ServiceKey>(), 24);
         assert_eq!(core::mem::size_of::<ServiceEntry>(), 16);
         assert_eq!(core::mem::size_of::<ServiceBackend>(), 24);
         assert_eq!(core::mem::size_of::<MaglevTable>(), MAGLEV_TABLE_SIZE * 4);

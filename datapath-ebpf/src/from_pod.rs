@@ -28,6 +28,8 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         maps::count(ifindex, Reason::ParseFailure);
         return handoff(ifindex, &port);
     }
+    // Addresses mean something within the pod's VPC only: every lookup is in its scope.
+    packet.key.scope = port.scope;
     // Only what the pod sends from its own addresses is acted on; everything else is OVS's
     // to judge (its port security drops it). Before the Service balancer and the flow map:
     // a spoofed packet must neither create LB state, nor ride or retire another pod's flow.
@@ -35,7 +37,8 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
     // are found in the endpoint map.
     let own_source = packet.src_mac == port.mac
         && (packet.key.src == port.ip
-            || maps::endpoint(&packet.key.src).is_some_and(|ep| ep.host_ifindex == ifindex));
+            || maps::endpoint(&packet.key.src, port.scope)
+                .is_some_and(|ep| ep.host_ifindex == ifindex));
     if !own_source {
         maps::count(ifindex, Reason::ForeignSource);
         return handoff(ifindex, &port);

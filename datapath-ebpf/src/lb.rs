@@ -72,6 +72,7 @@ pub(crate) fn balance(ctx: &TcContext, packet: &mut Packet, host_ifindex: u32) -
         return CONTINUE;
     }
     let service_key = ServiceKey {
+        scope: packet.key.scope,
         vip: packet.key.dst,
         port: packet.key.dport,
         proto: packet.key.proto,
@@ -143,6 +144,7 @@ fn record_reverse_nat(
     let (backend, source_port) = (&pick.backend, pick.source_port);
     let hairpin = backend.ip == client_key.src;
     let reply = FlowKey {
+        scope: client_key.scope,
         src: backend.ip,
         dst: if hairpin {
             service_key.vip
@@ -249,6 +251,7 @@ fn free_source_port(key: &FlowKey, service_key: &ServiceKey, backend: &ServiceBa
 #[inline(always)]
 fn find_source_port(key: &FlowKey, service_key: &ServiceKey, backend: &ServiceBackend) -> u16 {
     let mut reply = FlowKey {
+        scope: key.scope,
         src: backend.ip,
         dst: key.src,
         sport: backend.port,

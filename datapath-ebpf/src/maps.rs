@@ -95,8 +95,8 @@ pub(crate) fn port(ifindex: u32) -> Option<PodPort> {
 }
 
 #[inline(always)]
-pub(crate) fn endpoint(ip: &[u8; 16]) -> Option<PodPort> {
-    let key = EndpointKey { ip: *ip };
+pub(crate) fn endpoint(ip: &[u8; 16], scope: u32) -> Option<PodPort> {
+    let key = EndpointKey { ip: *ip, scope };
     // SAFETY: a plain-data value copied out at once.
     unsafe { ENDPOINTS.get(&key).copied() }
 }

@@ -21,6 +21,8 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
     match parse(ctx, &mut packet) {
         false => maps::count(ifindex, Reason::ParseFailure),
         true => {
+            // Learned in the destination's scope: only a source of the same VPC can use it.
+            packet.key.scope = port.scope;
             // What OVS delivered, before a service reply is translated back to its VIP.
             let key = packet.key;
             let service_reply = lb::reverse(ctx, &mut packet);
@@ -29,8 +31,9 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
                     maps::count(ifindex, Reason::Retired);
                 }
                 maps::count(ifindex, Reason::Control);
-            } else if let Some(source) = maps::endpoint(&key.src) {
-                // Only flows between local pods are fast-pathed: the source must be one.
+            } else if let Some(source) = maps::endpoint(&key.src, port.scope) {
+                // Only flows between local pods of one VPC are fast-pathed: the source must be
+                // one.
                 let mut flags = 0;
                 if packet.src_mac != source.mac {
                     // The source MAC is a router's: OVS routed the packet.

@@ -41,6 +41,8 @@ pub struct CniServerConfig {
     pub annotation_timeout: Duration,
     /// The join subnet (node ports only: no pod is plumbed into it).
     pub join_subnet: String,
+    /// The default VPC's name, which a subnet without `vpc` belongs to.
+    pub names: api::TopologyNames,
 }
 
 /// Why a CNI request failed; each maps to the HTTP status the plugin turns into a CNI code.
@@ -252,6 +254,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         pod: owner.to_string(),
         reason,
     })?;
+    let vpc = vpc_of(server, recorded.as_ref()).await?;
     let mac = parse_mac(&network.mac).map_err(CniError::BadAnnotation)?;
     let routes: Vec<PodRoute> = if request.routes.is_empty() {
         network
@@ -285,6 +288,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         addresses: addresses.clone(),
         mac: network.mac.clone(),
         provider: DEFAULT_PROVIDER.to_owned(),
+        vpc,
     };
     let addressing = PodAddressing {
         if_name: attachment.if_name.clone(),
@@ -345,6 +349,27 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         routes: request.routes,
         ..CniResponse::default()
     })
+}
+
+/// The VPC of the subnet the pod's IP object (verified) records: the address space the
+/// datapath keys its addresses in. The Subnet is cluster-scoped and written by operators and
+/// the controller, never by a pod's creator. A Subnet that is not there (deleted under its
+/// pods) leaves the VPC unknown: the pod is networked, in an address scope of its own (OVS
+/// judges all its traffic); an API error fails the ADD, which the kubelet retries.
+async fn vpc_of(server: &CniServer, ip: Option<&api::IP>) -> Result<Option<String>, CniError> {
+    let subnet = ip.map(|ip| ip.spec.subnet.clone()).unwrap_or_default();
+    let subnets: Api<api::Subnet> = Api::all(server.kube.clone());
+    let found = subnets
+        .get_opt(&subnet)
+        .await
+        .map_err(|e| CniError::Kubernetes(format!("reading subnet {subnet}: {e}")))?;
+    if found.is_none() {
+        tracing::warn!(
+            subnet,
+            "the subnet of the pod's IP object does not exist: its VPC is unknown, so the pod gets no fast path"
+        );
+    }
+    Ok(found.map(|s| server.config.names.router_of(&s)))
 }
 
 /// The datapath takes the pod's hand-off; without one, the kernel redirects (slower, never

@@ -242,6 +242,7 @@ pub fn connection_of(
 ) -> datapath_common::FlowKey {
     let hairpin = nat.flags & datapath_common::reverse_nat_flags::HAIRPIN != 0;
     datapath_common::FlowKey {
+        scope: reply.scope,
         src: if hairpin { reply.src } else { reply.dst },
         dst: nat.vip,
         sport: nat.client_port,

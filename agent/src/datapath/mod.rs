@@ -12,6 +12,7 @@ mod object;
 pub mod pin_layout;
 mod pods;
 mod policy;
+mod scope;
 mod services;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use handles::{
 pub use object::{BPF_OBJECT_ENV, locate_object};
 pub use pods::{PodInterfaces, ip_bytes, ip_from_bytes, parse_mac};
 pub use policy::{FlowTableOps, GcReport, monotonic_ns};
+pub use scope::Scopes;
 pub use services::{ReadServiceMaps, ServiceCount, ServiceMapOps};
 
 /// Errors of the datapath loader; each says which step failed.
@@ -110,6 +112,8 @@ pub struct Datapath {
     object: PathBuf,
     pods: pods::AttachedPods,
     spares: pods::SpareAttachments,
+    /// The address scope of each VPC with pods here.
+    scopes: Scopes,
     pin_dir: Option<PathBuf>,
     logger: Option<BpfLogger>,
     takeover: pin_layout::Takeover,
@@ -239,6 +243,7 @@ impl Datapath {
             object: path.to_owned(),
             pods: Default::default(),
             spares: Default::default(),
+            scopes: Scopes::default(),
             pin_dir: options.pin_dir.clone(),
             logger,
             takeover,
@@ -253,6 +258,19 @@ impl Datapath {
         datapath.bump_generation()?;
         datapath.set_config(&datapath_common::DatapathConfig::default())?;
         Ok(datapath)
+    }
+
+    /// Names the default VPC (its scope serves the eBPF Service balancer): before any pod is
+    /// attached, or the pods attached so far keep the scopes they have.
+    pub fn set_default_vpc(&mut self, vpc: &str) {
+        if self.pods.is_empty() {
+            self.scopes = Scopes::new(vpc);
+        }
+    }
+
+    /// The default VPC's address scope: the Services the agent programs are reached there.
+    pub fn default_scope(&self) -> datapath_common::Scope {
+        self.scopes.default_scope()
     }
 
     /// The eBPF log reader, if logs were asked for; the caller drains it when its fd is

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::MapInfo;
 
 /// The layout this agent writes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Maps whose contents an agent of layout version N reads differently from an agent of an
 /// earlier version although their sizes match: (N, maps rebuilt when coming from below N).

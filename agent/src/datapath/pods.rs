@@ -33,6 +33,9 @@ pub struct PodInterfaces {
     /// The pod's other addresses (the IPv6 one of a dual-stack pod): the fast path and the
     /// Service balancer know them as the pod's too.
     pub other_ips: Vec<IpAddr>,
+    /// The VPC the addresses belong to (the pod's subnet's, as the controller's records say);
+    /// `None` when not known, and then the pod shares its address scope with no other pod.
+    pub vpc: Option<String>,
 }
 
 /// How a program stays attached to a pod's interface.
@@ -49,6 +52,7 @@ pub(super) enum Attachment {
 #[derive(Debug)]
 pub(super) struct AttachedPod {
     owner: String,
+    vpc: Option<String>,
     port: PodPort,
     ip: IpBytes,
     other_ips: Vec<IpBytes>,
@@ -140,11 +144,15 @@ impl Datapath {
             self.remove_pod(&pod.name)?;
         }
         let ip = ip_bytes(pod.ip);
-        // One address, one port: an address another owner's attached port holds stays its.
+        let (host_ifindex, ovs_peer_ifindex) = (ifindex(&pod.host_veth)?, ifindex(&pod.ovs_peer)?);
+        let scope = self.scopes.acquire(pod.vpc.as_deref(), host_ifindex);
+        // One address, one port (within a VPC): an address another owner's attached port
+        // holds stays its.
         for address in std::iter::once(&pod.ip).chain(&pod.other_ips) {
-            if let Some(holder) = self.holder_of(&ip_bytes(*address))?
+            if let Some(holder) = self.holder_of(&ip_bytes(*address), scope)?
                 && holder != pod.owner
             {
+                self.scopes.release(pod.vpc.as_deref());
                 return Err(DatapathError::AddressTaken {
                     address: *address,
                     holder,
@@ -152,8 +160,9 @@ impl Datapath {
             }
         }
         let port = PodPort {
-            host_ifindex: ifindex(&pod.host_veth)?,
-            ovs_peer_ifindex: ifindex(&pod.ovs_peer)?,
+            host_ifindex,
+            ovs_peer_ifindex,
+            scope,
             mac: pod.mac,
             _pad: [0; 2],
             ip,
@@ -163,6 +172,7 @@ impl Datapath {
             pod.name.clone(),
             AttachedPod {
                 owner: pod.owner.clone(),
+                vpc: pod.vpc.clone(),
                 port,
                 ip,
                 other_ips: pod.other_ips.iter().map(|ip| ip_bytes(*ip)).collect(),
@@ -192,6 +202,7 @@ impl Datapath {
                     .insert(
                         EndpointKey {
                             ip: ip_bytes(*other),
+                            scope: port.scope,
                         },
                         port,
                         0,
@@ -232,6 +243,7 @@ impl Datapath {
         let Some(pod) = self.pods.remove(name) else {
             return Ok(());
         };
+        self.scopes.release(pod.vpc.as_deref());
         for link in pod.links {
             self.release_link(link);
         }
@@ -246,7 +258,10 @@ impl Datapath {
             let mut endpoints: HashMap<_, EndpointKey, PodPort> =
                 self.map_mut_typed(ENDPOINTS_MAP)?;
             for ip in std::iter::once(&pod.ip).chain(&pod.other_ips) {
-                let key = EndpointKey { ip: *ip };
+                let key = EndpointKey {
+                    ip: *ip,
+                    scope: pod.port.scope,
+                };
                 if endpoints
                     .get(&key, 0)
                     .is_ok_and(|p| p.host_ifindex == pod.port.host_ifindex)
@@ -260,7 +275,8 @@ impl Datapath {
         }
         let owns = |ip: &IpBytes| *ip == pod.ip || pod.other_ips.contains(ip);
         self.purge_flows(|key, entry| {
-            owns(&key.src) || owns(&key.dst) || entry.dst_host_ifindex == pod.port.host_ifindex
+            key.scope == pod.port.scope && (owns(&key.src) || owns(&key.dst))
+                || entry.dst_host_ifindex == pod.port.host_ifindex
         })?;
         Ok(())
     }
@@ -357,7 +373,14 @@ impl Datapath {
         }
         let mut endpoints: HashMap<_, EndpointKey, PodPort> = self.map_mut_typed(ENDPOINTS_MAP)?;
         endpoints
-            .insert(EndpointKey { ip }, port, 0)
+            .insert(
+                EndpointKey {
+                    ip,
+                    scope: port.scope,
+                },
+                port,
+                0,
+            )
             .map_err(|e| map_error(ENDPOINTS_MAP, e))
     }
 
@@ -400,13 +423,13 @@ impl Datapath {
         Ok((result.return_value as i32, result.duration))
     }
 
-    /// The owner of the attached port whose endpoint entry holds `ip`, if any (an entry left
-    /// by no attached port, as after a restart before adoption, holds nothing).
-    fn holder_of(&self, ip: &IpBytes) -> Result<Option<String>, DatapathError> {
+    /// The owner of the attached port whose endpoint entry holds `ip` in `scope`, if any (an
+    /// entry left by no attached port, as after a restart before adoption, holds nothing).
+    fn holder_of(&self, ip: &IpBytes, scope: u32) -> Result<Option<String>, DatapathError> {
         let map = super::MapSource::map(self, ENDPOINTS_MAP)?;
         let endpoints: HashMap<_, EndpointKey, PodPort> =
             HashMap::try_from(map).map_err(|e| map_error(ENDPOINTS_MAP, e))?;
-        let Ok(entry) = endpoints.get(&EndpointKey { ip: *ip }, 0) else {
+        let Ok(entry) = endpoints.get(&EndpointKey { ip: *ip, scope }, 0) else {
             return Ok(None);
         };
         Ok(self

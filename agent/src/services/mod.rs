@@ -7,7 +7,7 @@ pub mod maglev;
 mod sync;
 mod watch;
 
-pub use sync::{ProgrammedVip, ServiceSummary, ServiceSync};
+pub use sync::{ProgrammedVip, ServiceScope, ServiceSummary, ServiceSync};
 pub use watch::{BackgroundPriority, run};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use datapath_common::{
-    MAGLEV_TABLE_SIZE, MaglevTable, ServiceBackend, ServiceEntry, ServiceKey, service_flags,
+    MAGLEV_TABLE_SIZE, MaglevTable, Scope, ServiceBackend, ServiceEntry, ServiceKey, service_flags,
 };
 
 use super::maglev;
@@ -73,9 +73,23 @@ struct Staged {
     removed_backends: Vec<u32>,
 }
 
+/// The address scope the programmed VIPs are reached in: the default VPC's, whose pods the
+/// eBPF balancer serves (a custom VPC's pods reach its Services through OVN's load balancers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceScope(pub Scope);
+
+impl Default for ServiceScope {
+    fn default() -> Self {
+        ServiceScope(datapath_common::vpc_scope(
+            api::names::DEFAULT_CLUSTER_ROUTER,
+        ))
+    }
+}
+
 /// The agent's view of the service maps.
 #[derive(Debug, Default)]
 pub struct ServiceSync {
+    scope: ServiceScope,
     vips: HashMap<ServiceKey, ProgrammedVip>,
     by_service: HashMap<String, BTreeSet<ServiceKey>>,
     service_ids: Ids,
@@ -86,8 +100,9 @@ pub struct ServiceSync {
     vips_removed: u64,
 }
 
-fn key_of(vip: &Vip) -> ServiceKey {
+fn key_of(scope: ServiceScope, vip: &Vip) -> ServiceKey {
     ServiceKey {
+        scope: scope.0,
         vip: ip_bytes(vip.ip),
         port: vip.port,
         proto: vip.proto,
@@ -96,11 +111,27 @@ fn key_of(vip: &Vip) -> ServiceKey {
 }
 
 impl ServiceSync {
+    /// Nothing programmed yet; VIPs are reached in `scope`.
+    pub fn in_scope(scope: ServiceScope) -> ServiceSync {
+        ServiceSync {
+            scope,
+            ..ServiceSync::default()
+        }
+    }
+
+    /// The scope the VIPs are programmed in.
+    pub fn scope(&self) -> ServiceScope {
+        self.scope
+    }
+
     /// Takes over what a previous agent programmed (the maps are pinned), ids included, so
     /// established connections keep their backends across a restart. Entries no Service
     /// claims by [`ServiceSync::finish_resync`] are removed then.
-    pub fn adopt(datapath: &impl ReadServiceMaps) -> Result<ServiceSync, DatapathError> {
-        let mut sync = ServiceSync::default();
+    pub fn adopt(
+        datapath: &impl ReadServiceMaps,
+        scope: ServiceScope,
+    ) -> Result<ServiceSync, DatapathError> {
+        let mut sync = ServiceSync::in_scope(scope);
         let services = datapath.services()?;
         let backends = datapath.backends()?;
         let mut by_id: HashMap<u32, BTreeMap<SocketAddr, u32>> = HashMap::new();
@@ -145,7 +176,7 @@ impl ServiceSync {
     /// Returns how many VIPs change.
     pub fn stage(&mut self, service: &str, vips: &[Vip]) -> usize {
         let mut changed = 0;
-        let wanted: BTreeSet<ServiceKey> = vips.iter().map(key_of).collect();
+        let wanted: BTreeSet<ServiceKey> = vips.iter().map(|v| key_of(self.scope, v)).collect();
         let before = self.by_service.remove(service).unwrap_or_default();
         for key in before.difference(&wanted) {
             self.remove_vip(key);
@@ -191,7 +222,7 @@ impl ServiceSync {
     }
 
     fn write_vip(&mut self, service: &str, vip: &Vip) -> bool {
-        let key = key_of(vip);
+        let key = key_of(self.scope, vip);
         let (id, old_backends) = match self.vips.get_mut(&key) {
             Some(existing) => {
                 existing.service = service.to_owned();

@@ -54,7 +54,7 @@ pub async fn run(
         let dirty = tokio::select! {
             _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
                 if readopt && let Some((maps, sync)) = owned.as_mut() {
-                    match ServiceSync::adopt(maps) {
+                    match ServiceSync::adopt(maps, sync.scope()) {
                         Ok(adopted) => *sync = adopted,
                         Err(e) => tracing::warn!(error = %e, "re-reading the service maps"),
                     }
