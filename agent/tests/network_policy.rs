@@ -725,25 +725,9 @@ impl World {
         .expect("a Namespace");
         self.cluster.api.put(&namespace);
         // The subnet's switch first: the namespace's pods are allocated from it.
-        let nbctl = self.cluster.sb.central().nbctl();
-        let deadline = Instant::now() + CONVERGE;
-        let filter = format!("name={switch}");
-        while !nbctl
-            .run([
-                "--bare",
-                "--columns=name",
-                "find",
-                "Logical_Switch",
-                &filter,
-            ])
-            .is_ok_and(|o| o.contains(&switch))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no {switch} switch after {CONVERGE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.cluster
+            .wait_for_switch(&switch, CONVERGE)
+            .unwrap_or_else(|e| panic!("{e}"));
         let start = |who: Id| {
             let pod = self
                 .cluster

@@ -629,19 +629,9 @@ fn ipv6_services_are_balanced_in_the_datapath() {
     }))
     .unwrap();
     cluster.api.put(&dual);
-    let nbctl = cluster.sb.central().nbctl();
-    wait_for("the dual-stack switch", Duration::from_secs(20), || {
-        nbctl
-            .run([
-                "--bare",
-                "--columns=name",
-                "find",
-                "Logical_Switch",
-                "name=dual",
-            ])
-            .is_ok_and(|o| o.contains("dual"))
-    })
-    .unwrap();
+    cluster
+        .wait_for_switch("dual", Duration::from_secs(20))
+        .unwrap();
     let be1 = cluster.start_pod("be1", 0).expect("be1");
     let be2 = cluster.start_pod("be2", 0).expect("be2");
     let client = cluster.start_pod("client", 0).expect("client");

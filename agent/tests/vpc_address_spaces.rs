@@ -8,7 +8,7 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use sandbox::kovn::{KovnCluster, RunningPod};
@@ -40,29 +40,14 @@ fn tenant(cluster: &KovnCluster, vpc: &str, ns: &str) {
     }))
     .unwrap();
     cluster.api.put(&namespace);
-    let nbctl = cluster.sb.central().nbctl();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !nbctl
-        .run([
-            "--bare",
-            "--columns=name",
-            "find",
-            "Logical_Switch",
-            &format!("name={switch}"),
-        ])
-        .is_ok_and(|o| o.contains(&switch))
-    {
+    if let Err(e) = cluster.wait_for_switch(&switch, Duration::from_secs(30)) {
         let status = cluster
             .api
             .all::<api::Subnet>()
             .into_iter()
             .find(|s| s.metadata.name.as_deref() == Some(switch.as_str()))
             .and_then(|s| s.status);
-        assert!(
-            Instant::now() < deadline,
-            "no switch {switch} after 30 s; its status: {status:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        panic!("{e}; the subnet's status: {status:?}");
     }
 }
 

@@ -451,6 +451,24 @@ impl KovnCluster {
         Ok(())
     }
 
+    /// Waits until the controller has built the logical switch `switch` (a Subnet's), at
+    /// most `limit`.
+    pub fn wait_for_switch(&self, switch: &str, limit: Duration) -> Result<()> {
+        let nbctl = self.sb.central().nbctl();
+        let filter = format!("name={switch}");
+        wait_for(&format!("logical switch {switch}"), limit, || {
+            nbctl
+                .run([
+                    "--bare",
+                    "--columns=name",
+                    "find",
+                    "Logical_Switch",
+                    &filter,
+                ])
+                .is_ok_and(|o| o.contains(switch))
+        })
+    }
+
     /// Creates a pod on node `i`, as the scheduler leaves it.
     pub fn add_pod(&self, name: &str, i: usize) {
         self.api.put(&self.scheduled(default_pod(name), i));
