@@ -143,6 +143,7 @@ fn readopt_pods(ovs: &ovsdb::Client, datapath: &mut Datapath) {
 fn start_datapath_tasks(
     ovs: &ovsdb::Client,
     datapath: &Datapath,
+    default_vpc: String,
 ) -> Result<MetricsSources, crate::datapath::DatapathError> {
     let stats = Arc::new(DatapathStats::default());
     invalidation::spawn_upkeep(datapath, Some(ovs.clone()), stats.clone())?;
@@ -174,7 +175,9 @@ fn start_datapath_tasks(
             runtime.block_on(async move {
                 // Its own client: connections belong to the runtime that made them.
                 match kube::Client::try_default().await {
-                    Ok(kube) => crate::services::run(kube, maps, adopted, published).await,
+                    Ok(kube) => {
+                        crate::services::run(kube, maps, adopted, published, default_vpc).await
+                    }
                     Err(e) => tracing::error!(error = %e, "the Service balancer has no API access; OVN's load balancers serve the VIPs"),
                 }
             });
@@ -232,7 +235,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         readopt_pods(&ovs, datapath);
         // Each concern gets its own handle on the maps (datapath/handles.rs): the CNI server
         // keeps the datapath itself, and nothing else takes it.
-        let started = start_datapath_tasks(&ovs, datapath);
+        let started = start_datapath_tasks(&ovs, datapath, options.names.cluster_router.clone());
         match started {
             Ok(started) => sources = started,
             Err(e) => tracing::error!(error = %e, "the datapath's upkeep did not start"),

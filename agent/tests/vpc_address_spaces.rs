@@ -2,13 +2,14 @@
 //! an address space of its own, in OVN and in the fast path. A UDP flow in one VPC is
 //! fast-pathed; the same 5-tuple sent in the other VPC reaches that VPC's pod and never the
 //! first VPC's (counted at both receivers by the datagrams' tags), before and after an agent
-//! restart. The Subnets leave `protocol` out (derived from the CIDR, as Kube-OVN does).
+//! restart. The Subnets leave `protocol` out (derived from the CIDR, as Kube-OVN does). A
+//! Service whose endpoints are in one VPC is that VPC's alone.
 
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use sandbox::kovn::{KovnCluster, RunningPod};
@@ -166,6 +167,99 @@ fn same_tuple_in_both_vpcs(cluster: &KovnCluster, pods: &[&RunningPod; 4], when:
     );
 }
 
+/// A UDP Service in VPC A (namespace `a`) with `backend` behind it, its EndpointSlice as
+/// the endpointslice controller writes it (the pod as `targetRef`).
+fn service_in_a(cluster: &KovnCluster, vip: Ipv4Addr, backend: &RunningPod) {
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "echo", "namespace": "a"},
+        "spec": {"clusterIP": vip.to_string(),
+            "ports": [{"port": 5300, "targetPort": PORT, "protocol": "UDP"}]}
+    }))
+    .unwrap();
+    cluster.api.put(&service);
+    let slice: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "echo-1", "namespace": "a",
+            "labels": {"kubernetes.io/service-name": "echo"}},
+        "addressType": "IPv4",
+        "ports": [{"port": PORT, "protocol": "UDP"}],
+        "endpoints": [{"addresses": [backend.ip.to_string()], "conditions": {"ready": true},
+            "targetRef": {"kind": "Pod", "name": backend.name, "namespace": "a"}}]
+    }))
+    .unwrap();
+    cluster.api.put(&slice);
+}
+
+/// A Service whose endpoints are VPC A's pods is VPC A's: the controller puts it in VPC A's
+/// load balancer and annotates it (`ovn.kubernetes.io/vpc`), the agent leaves it out of the
+/// eBPF balancer (which serves the default VPC), VPC A's pod reaches it through OVN, and VPC
+/// B's pod with the same address reaches nothing there.
+fn a_custom_vpc_service(cluster: &KovnCluster, pods: &[&RunningPod; 4]) {
+    let [a1, a2, b1, b2] = *pods;
+    let vip = Ipv4Addr::new(10, 96, 60, 1);
+    service_in_a(cluster, vip, a2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster
+        .api
+        .all::<k8s_openapi::api::core::v1::Service>()
+        .iter()
+        .any(|s| {
+            s.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(api::annotations::VPC))
+                .is_some_and(|v| v == "vpc-a")
+        })
+    {
+        assert!(Instant::now() < deadline, "echo not annotated with vpc-a");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (sink_a, sink_b) = (socket_in(a2, PORT), socket_in(b2, PORT));
+    let done = AtomicBool::new(false);
+    let (at_a, at_b) = std::thread::scope(|s| {
+        let receivers = (
+            s.spawn(|| drain(&sink_a, &done)),
+            s.spawn(|| drain(&sink_b, &done)),
+        );
+        let target = SocketAddr::from((vip, 5300));
+        // OVN's load balancer may take a moment to reach the switch: keep sending a while.
+        for (from, tag) in [(a1, b'A'), (b1, b'B')] {
+            let socket = socket_in(from, 0);
+            for i in 0..300u32 {
+                let _ = socket.send_to(&[tag, (i >> 8) as u8, i as u8], target);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+        (receivers.0.join().unwrap(), receivers.1.join().unwrap())
+    });
+    assert!(
+        at_a[b'A' as usize] > 200,
+        "VPC A's pod reached its Service {} times of 300",
+        at_a[b'A' as usize]
+    );
+    assert_eq!(
+        at_a[b'B' as usize], 0,
+        "VPC B's pod reached VPC A's Service"
+    );
+    assert_eq!(
+        at_b[b'B' as usize] + at_b[b'A' as usize],
+        0,
+        "the VIP led into VPC B"
+    );
+    // Not in the eBPF balancer: the default VPC's pods there would be sent to VPC A's
+    // addresses.
+    use agent::datapath::ReadServiceMaps;
+    let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
+    let programmed = agent::datapath::PinnedMaps::open(&pins)
+        .and_then(|m| m.services())
+        .unwrap();
+    let vip_bytes = agent::datapath::ip_bytes(vip.into());
+    assert!(
+        programmed.iter().all(|(k, _)| k.vip != vip_bytes),
+        "VPC A's Service is in the eBPF balancer"
+    );
+}
+
 #[test]
 fn two_vpcs_with_one_cidr_are_two_address_spaces_in_the_fast_path() {
     if !sandbox::privileged("two_vpcs_with_one_cidr_are_two_address_spaces_in_the_fast_path") {
@@ -209,6 +303,7 @@ fn two_vpcs_with_one_cidr_are_two_address_spaces_in_the_fast_path() {
     // apart.
     cluster.restart_agent(0).expect("agent restart");
     same_tuple_in_both_vpcs(&cluster, &[&a1, &a2, &b1, &b2], "after an agent restart");
+    a_custom_vpc_service(&cluster, &[&a1, &a2, &b1, &b2]);
     drop((a1, a2, b1, b2));
     cluster.teardown().expect("teardown");
 }

@@ -231,6 +231,24 @@ impl ServiceIndex {
         self.services.get(service)
     }
 
+    /// The names of the pods behind `service`'s endpoints, from the slices' `targetRef`s.
+    /// Only pods of the Service's own namespace count (a selector picks no others; a
+    /// hand-written slice naming another namespace's pods says nothing about where the
+    /// Service lives).
+    pub fn endpoint_pods(&self, service: &str) -> BTreeSet<String> {
+        let namespace = service.split('/').next().unwrap_or_default();
+        self.slices
+            .get(service)
+            .into_iter()
+            .flat_map(HashMap::values)
+            .flat_map(|slice| slice.endpoints.iter())
+            .filter_map(|e| e.target_ref.as_ref())
+            .filter(|r| r.kind.as_deref() == Some("Pod"))
+            .filter(|r| r.namespace.as_deref().is_none_or(|ns| ns == namespace))
+            .filter_map(|r| r.name.clone())
+            .collect()
+    }
+
     /// The VIPs `service` should have now (none when it is gone).
     pub fn vips(&self, service: &str) -> Vec<Vip> {
         let Some(svc) = self.services.get(service) else {

@@ -28,8 +28,8 @@ use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use ovsdb::Model;
 use ovsdb::models::ovn_northbound::{
-    LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, LogicalSwitch, LogicalSwitchPort,
-    NbGlobal,
+    LoadBalancer, LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, LogicalSwitch,
+    LogicalSwitchPort, NbGlobal,
 };
 use sandbox::StandaloneDb;
 use sandbox::kube_api::FakeApi;
@@ -641,6 +641,51 @@ async fn pods_subnets_and_nodes_become_ovn_topology_that_ovn_trace_confirms() {
     })
     .await;
     assert_eq!(routed(&api)["e.vpc1-ns"][annotations::GATEWAY], "10.40.0.1");
+    // A Service whose endpoint is e: it lives in vpc1 (from its endpoints, as Kube-OVN
+    // decides it), so its VIP is in vpc1's load balancer only, and the Service says so in
+    // its ovn.kubernetes.io/vpc annotation, where the agents read it.
+    let e_ip = routed(&api)["e.vpc1-ns"][annotations::IP_ADDRESS].clone();
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "vpc1-ns"},
+        "spec": {"clusterIP": "10.96.50.1", "ports": [{"port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap();
+    api.put(&service);
+    let slice: k8s_openapi::api::discovery::v1::EndpointSlice =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "vpc1-ns",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"port": 80, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [e_ip], "conditions": {"ready": true},
+                "targetRef": {"kind": "Pod", "name": "e", "namespace": "vpc1-ns"}}]
+        }))
+        .unwrap();
+    api.put(&slice);
+    let backend = format!("{e_ip}:80");
+    client
+        .wait_until(Duration::from_secs(10), |c| {
+            let lbs = c
+                .table(LoadBalancer::TABLE)
+                .map(|t| t.typed::<LoadBalancer>())
+                .unwrap_or_default();
+            let in_lb = |name: &str| {
+                lbs.iter()
+                    .any(|lb| lb.name == name && lb.vips.get("10.96.50.1:80") == Some(&backend))
+            };
+            in_lb("vpc-vpc1-tcp-load") && !in_lb("cluster-tcp-loadbalancer")
+        })
+        .await
+        .expect("web's VIP in vpc1's load balancer, not the default VPC's");
+    eventually("web annotated with vpc1", Duration::from_secs(10), || {
+        api.all::<k8s_openapi::api::core::v1::Service>()
+            .iter()
+            .any(|s| {
+                s.name_any() == "web"
+                    && s.annotations().get(annotations::VPC).map(String::as_str) == Some("vpc1")
+            })
+    })
+    .await;
     client
         .wait_until(Duration::from_secs(10), |c| {
             let Some(router) = c

@@ -27,6 +27,7 @@ pub async fn run(
     maps: ServiceMaps,
     sync: ServiceSync,
     summary: Arc<Mutex<ServiceSummary>>,
+    default_vpc: String,
 ) {
     let mut owned = Some((maps, sync));
     let services = watcher(
@@ -77,6 +78,15 @@ pub async fn run(
         let changed: Vec<(String, Vec<api::service::Vip>)> = std::mem::take(&mut pending)
             .into_iter()
             .map(|service| {
+                // A Service of a custom VPC is that VPC's load balancers' (the pods the eBPF
+                // balancer serves are the default VPC's).
+                let other_vpc = index
+                    .service(&service)
+                    .and_then(|s| s.metadata.annotations.as_ref()?.get(api::annotations::VPC))
+                    .is_some_and(|vpc| *vpc != default_vpc);
+                if other_vpc {
+                    return (service, Vec::new());
+                }
                 // SCTP is OVN's alone.
                 let mut vips = index.vips(&service);
                 vips.retain(|v| {

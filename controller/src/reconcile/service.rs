@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::service::{ServiceFeed, Vip, WatchEvents as Events};
+use api::Owner;
+use api::service::{ServiceFeed, ServiceIndex, Vip, WatchEvents as Events};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
@@ -25,12 +26,39 @@ fn vip_key(ip: std::net::IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(ip, port).to_string()
 }
 
-/// The VPC serving `service` (Kube-OVN's `ovn.kubernetes.io/vpc` annotation, else the
-/// default VPC).
-fn vpc_of(service: Option<&Service>, ctx: &Context) -> String {
-    service
-        .and_then(|s| s.annotations().get(api::annotations::VPC).cloned())
-        .unwrap_or_else(|| ctx.settings.names.cluster_router.clone())
+/// The VPC serving `service`, as Kube-OVN decides it: its `ovn.kubernetes.io/vpc`
+/// annotation; else the VPC of the pods behind its endpoints (the subnets the controller
+/// allocated them from), when they all share one; else the default VPC.
+fn vpc_of(index: &ServiceIndex, service: &str, ctx: &Context) -> String {
+    if let Some(vpc) = index
+        .service(service)
+        .and_then(|s| s.annotations().get(api::annotations::VPC))
+    {
+        return vpc.clone();
+    }
+    let namespace = service.split('/').next().unwrap_or_default();
+    let subnets: BTreeSet<String> = {
+        let ipam = ctx.ipam.lock().unwrap_or_else(|e| e.into_inner());
+        index
+            .endpoint_pods(service)
+            .iter()
+            .filter_map(|pod| ipam.lookup(&Owner::pod(namespace, pod)))
+            .map(|allocation| allocation.subnet)
+            .collect()
+    };
+    let names = &ctx.settings.names;
+    let vpcs: BTreeSet<String> = ctx
+        .stores
+        .subnets
+        .state()
+        .iter()
+        .filter(|s| subnets.contains(&s.name_any()))
+        .map(|s| names.router_of(s))
+        .collect();
+    match vpcs.len() {
+        1 => vpcs.into_iter().next().unwrap_or_default(),
+        _ => names.cluster_router.clone(),
+    }
 }
 
 /// The VPC's switches that carry its load balancers: every Subnet of the VPC but `join`.
@@ -98,9 +126,16 @@ pub async fn run(ctx: Arc<Context>, services: Events<Service>, slices: Events<En
         // slice become one delete and one insert per load balancer, not one mutation per
         // Service (10,000 mutations of one row make ovsdb-server copy its map 10,000 times).
         let mut changes = Vec::new();
+        let mut to_annotate = Vec::new();
         for service in std::mem::take(&mut pending) {
-            let vpc = vpc_of(index.service(&service), &ctx);
+            let vpc = vpc_of(index, &service, &ctx);
             let default_vpc = vpc == ctx.settings.names.cluster_router;
+            let annotated = index
+                .service(&service)
+                .is_some_and(|s| s.annotations().contains_key(api::annotations::VPC));
+            if !default_vpc && !annotated && index.service(&service).is_some() {
+                to_annotate.push((service.clone(), vpc.clone()));
+            }
             if ensured.insert(vpc.clone()) {
                 ensure_load_balancers(&ctx, &vpc).await;
             }
@@ -147,11 +182,35 @@ pub async fn run(ctx: Arc<Context>, services: Events<Service>, slices: Events<En
                 }
             }
         }
+        for (service, vpc) in to_annotate {
+            if let Err(e) = annotate_vpc(&ctx, &service, &vpc).await {
+                tracing::warn!(%service, error = %e, "writing the Service's VPC annotation; retrying");
+                pending.insert(service);
+            }
+        }
         if !resynced {
             resynced = true;
             remove_unclaimed(&ctx, &programmed).await;
         }
     }
+}
+
+/// Writes the VPC a Service's endpoints put it in as `ovn.kubernetes.io/vpc`, as Kube-OVN
+/// does: the agents leave such a Service to its VPC's load balancers (their eBPF balancer
+/// serves the default VPC only).
+async fn annotate_vpc(ctx: &Context, service: &str, vpc: &str) -> Result<(), kube::Error> {
+    let (namespace, name) = service.split_once('/').unwrap_or(("default", service));
+    let services: kube::Api<Service> = kube::Api::namespaced(ctx.kube.clone(), namespace);
+    services
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {api::annotations::VPC: vpc}}
+            })),
+        )
+        .await
+        .map(|_| ())
 }
 
 /// Services whose VIPs go into one NB write (one transaction when nothing else is queued).
