@@ -6,6 +6,7 @@
 pub mod cni_server;
 pub mod daemon;
 pub mod datapath;
+pub mod egress_gateway;
 pub mod local_pod;
 pub mod metrics;
 pub mod netlink;

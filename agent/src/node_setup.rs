@@ -311,6 +311,7 @@ pub async fn run(
         .boxed();
     let mut routed = Vec::new();
     let mut nat = String::new();
+    let mut egress: Option<Vec<crate::egress_gateway::EgressRoute>> = None;
     let mut listed = false;
     // Every event, InitDone included: the store shows the initial list only from InitDone on.
     while let Some(event) = changes.next().await {
@@ -333,6 +334,18 @@ pub async fn run(
                     nat = ruleset;
                 }
                 Err(e) => tracing::warn!(error = %e, "natOutgoing"),
+            }
+        }
+        // Egress through external gateways: after the first list (a rule of a subnet not yet
+        // listed would be removed as stale), retried on the next event when refused.
+        let wanted = crate::egress_gateway::egress_routes(&subnets, &names);
+        if listed && egress.as_ref() != Some(&wanted) {
+            match crate::egress_gateway::ensure(&wanted).await {
+                Ok(()) => {
+                    tracing::info!(routes = ?wanted, "egress through external gateways");
+                    egress = Some(wanted);
+                }
+                Err(e) => tracing::warn!(error = %e, "egress through external gateways"),
             }
         }
         if cidrs == routed {

@@ -157,6 +157,24 @@ pub async fn run(options: &UninstallOptions) -> Result<Report, UninstallError> {
         Err(e) => report.push(format!("routes through {NODE_PORT}"), Outcome::Failed(e)),
     }
 
+    // 1b. The egress rules of external gateways (on `iif ovn0`) and their tables: rules name
+    // the interface, so they would outlive it.
+    match crate::egress_gateway::rule_count().await {
+        Ok(0) => report.push("egress rules on iif ovn0", Outcome::Absent),
+        Ok(n) if options.dry_run => report.push(
+            format!("{n} egress rule(s) on iif {NODE_PORT}"),
+            Outcome::WouldRemove,
+        ),
+        Ok(n) => report.push(
+            format!("{n} egress rule(s) on iif {NODE_PORT}"),
+            match crate::egress_gateway::ensure(&[]).await {
+                Ok(()) => Outcome::Removed,
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+        ),
+        Err(e) => report.push("egress rules on iif ovn0", Outcome::Failed(e.to_string())),
+    }
+
     // 2. The OVS ports (so ovn-controller unbinds them before their devices go), and from
     //    their records the pods' links.
     let mut links: BTreeSet<String> = BTreeSet::new();

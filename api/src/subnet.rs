@@ -254,12 +254,21 @@ impl SubnetSpec {
             !self.gateway_node_selectors.is_empty(),
             "gatewayNodeSelectors",
         );
+        // The nodes' policy routes serve the default VPC's subnets (their egress reaches the
+        // node's ovn0); a custom VPC's leave through its own gateways.
+        let custom_vpc = !self.vpc.is_empty() && self.vpc != crate::names::DEFAULT_CLUSTER_ROUTER;
         flag(
-            !self.external_egress_gateway.is_empty(),
+            custom_vpc && !self.external_egress_gateway.is_empty(),
             "externalEgressGateway",
         );
-        flag(self.policy_routing_priority != 0, "policyRoutingPriority");
-        flag(self.policy_routing_table_id != 0, "policyRoutingTableID");
+        flag(
+            custom_vpc && self.policy_routing_priority != 0,
+            "policyRoutingPriority",
+        );
+        flag(
+            custom_vpc && self.policy_routing_table_id != 0,
+            "policyRoutingTableID",
+        );
         flag(!self.vlan.is_empty(), "vlan");
         flag(!self.vips.is_empty(), "vips");
         flag(self.logical_gateway, "logicalGateway");

@@ -293,6 +293,20 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
             "{field} is not named: {named:?}"
         );
     }
+    // In the default VPC the nodes' policy routes serve externalEgressGateway.
+    let mut default_vpc = subnet.clone();
+    default_vpc.spec.vpc = String::new();
+    let named_there = default_vpc.spec.unsupported_fields();
+    for acted in [
+        "externalEgressGateway",
+        "policyRoutingPriority",
+        "policyRoutingTableID",
+    ] {
+        assert!(
+            !named_there.iter().any(|n| n == acted),
+            "{acted} is named in the default VPC"
+        );
+    }
     // What kovn does act on is not named.
     for acted in [
         "cidrBlock",

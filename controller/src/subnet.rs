@@ -48,6 +48,52 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// `externalEgressGateway` as Kube-OVN takes it: an address per family of the subnet (one,
+/// or "v4,v6"), with `natOutgoing` off (the gateway sees the pods' own addresses),
+/// `policyRoutingPriority` in 1..=32765 (below the kernel's `main` rule) and
+/// `policyRoutingTableID` a table of its own (not 0 and not the kernel's 252..=255).
+fn check_external_egress(spec: &api::SubnetSpec, cidrs: &[IpNet]) -> Result<(), String> {
+    if spec.external_egress_gateway.is_empty() {
+        return Ok(());
+    }
+    let gateways = spec
+        .external_egress_gateway
+        .split(',')
+        .map(|g| {
+            g.trim()
+                .parse::<std::net::IpAddr>()
+                .map_err(|e| format!("externalEgressGateway {g:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for cidr in cidrs {
+        if !gateways
+            .iter()
+            .any(|g| g.is_ipv4() == cidr.addr().is_ipv4())
+        {
+            return Err(format!(
+                "externalEgressGateway {:?} has no address of {cidr}'s family",
+                spec.external_egress_gateway
+            ));
+        }
+    }
+    if spec.nat_outgoing {
+        return Err("externalEgressGateway needs natOutgoing: false".into());
+    }
+    if !(1..=32765).contains(&spec.policy_routing_priority) {
+        return Err(format!(
+            "policyRoutingPriority {} is not in 1..=32765",
+            spec.policy_routing_priority
+        ));
+    }
+    let table = spec.policy_routing_table_id;
+    if table == 0 || (252..=255).contains(&table) || table > i32::MAX as u32 {
+        return Err(format!(
+            "policyRoutingTableID {table} is not a table of its own (1..=2147483647, not 252..=255)"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `subnet` against the schema's rules and the `others` already accepted. On error,
 /// the conditions to write to its status.
 pub fn validate(
@@ -106,6 +152,7 @@ pub fn validate(
             ));
         }
     }
+    check_external_egress(spec, &cidrs).map_err(|m| invalid("InvalidExternalEgressGateway", m))?;
     for acl in &spec.acls {
         crate::topology::acl::check_spec_acl(acl).map_err(|m| invalid("InvalidACL", m))?;
     }

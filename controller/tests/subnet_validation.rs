@@ -177,3 +177,37 @@ fn an_absent_protocol_is_derived_from_the_cidrs() {
         "ProtocolMismatch"
     );
 }
+
+/// `externalEgressGateway` takes an address per family, natOutgoing off, a priority and a
+/// table of its own; anything else is a condition, as Kube-OVN refuses it.
+#[test]
+fn an_external_egress_gateway_needs_its_routing_settings() {
+    let names = TopologyNames::default();
+    let with = |gateway: &str, nat: bool, priority: u32, table: u32| {
+        let mut s = subnet("egress", Protocol::IPv4, "10.60.0.0/24", "");
+        s.spec.external_egress_gateway = gateway.into();
+        s.spec.nat_outgoing = nat;
+        s.spec.policy_routing_priority = priority;
+        s.spec.policy_routing_table_id = table;
+        s
+    };
+    assert!(validate(&with("172.18.0.200", false, 1500, 1000), &[], &names).is_ok());
+    for (bad, why) in [
+        (with("not-an-ip", false, 1500, 1000), "an address"),
+        (with("fd00::1", false, 1500, 1000), "the subnet's family"),
+        (with("172.18.0.200", true, 1500, 1000), "natOutgoing off"),
+        (with("172.18.0.200", false, 0, 1000), "a priority"),
+        (
+            with("172.18.0.200", false, 40000, 1000),
+            "a priority below main's",
+        ),
+        (with("172.18.0.200", false, 1500, 254), "not the main table"),
+        (with("172.18.0.200", false, 1500, 0), "a table"),
+    ] {
+        assert_eq!(
+            reason(validate(&bad, &[], &names)),
+            "InvalidExternalEgressGateway",
+            "needs {why}"
+        );
+    }
+}

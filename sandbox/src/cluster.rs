@@ -284,6 +284,49 @@ impl Sandbox {
         Ok(())
     }
 
+    /// A host outside the cluster (the internet, or an appliance such as an egress gateway)
+    /// in its own namespace, on the fabric at `172.18.0.<host>` beside the nodes (one layer-2
+    /// domain), with `internet` as a further address of its own (on `lo`). It routes nothing
+    /// and knows no route to the pods: a test adds what its case needs. Returns the
+    /// namespace and the fabric address.
+    pub fn add_external_host(
+        &mut self,
+        label: &str,
+        host: u8,
+        internet: Ipv4Addr,
+    ) -> Result<(String, Ipv4Addr)> {
+        if (2..20).contains(&host) {
+            return Err(SandboxError::Invalid(format!(
+                "172.18.0.{host} is the central's or a node's; external hosts take 20 and above"
+            )));
+        }
+        let ns = self.add_namespace(label)?;
+        self.plug_into_fabric(&self.fabric_netns(), &ns, label)?;
+        let address: Ipv4Addr = format!("{FABRIC_PREFIX}.{host}")
+            .parse()
+            .map_err(|e| SandboxError::Invalid(format!("external host address: {e}")))?;
+        for args in [
+            vec![
+                "addr".to_owned(),
+                "add".into(),
+                format!("{address}/{FABRIC_PREFIX_LEN}"),
+                "dev".into(),
+                UNDERLAY_IF.into(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{internet}/32"),
+                "dev".into(),
+                "lo".into(),
+            ],
+            vec!["link".into(), "set".into(), "lo".into(), "up".into()],
+        ] {
+            Cmd::new("ip").arg("-n").arg(&ns).args(args).run()?;
+        }
+        Ok((ns, address))
+    }
+
     fn add_namespace(&mut self, suffix: &str) -> Result<String> {
         let name = format!("{}{suffix}", registry::netns_prefix(self.id()));
         netns::add(&name)?;

@@ -1,0 +1,166 @@
+//! Egress to an external gateway (a subnet's `externalEgressGateway`, as Kube-OVN's F5 case):
+//! the sandbox's external host plays the gateway, on the nodes' layer-2 fabric, holding an
+//! "internet" address of its own. A pod of the subnet reaches the internet address through
+//! it, and the gateway sees the pod's own address (no NAT); a pod of another subnet does
+//! not get there; taking the gateway off the subnet takes the node's rule away.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use sandbox::Cmd;
+use sandbox::kovn::{KovnCluster, RunningPod};
+use sandbox::traffic::Capture;
+use serde_json::json;
+
+const CIDR: &str = "10.60.0.0/24";
+const INTERNET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const PRIORITY: u32 = 1500;
+const TABLE: u32 = 1000;
+
+fn egress_subnet(gateway: Ipv4Addr) -> api::Subnet {
+    serde_json::from_value(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "egress"},
+        "spec": {"cidrBlock": CIDR, "natOutgoing": false, "namespaces": ["eg"],
+            "externalEgressGateway": gateway.to_string(),
+            "policyRoutingPriority": PRIORITY, "policyRoutingTableID": TABLE}
+    }))
+    .unwrap()
+}
+
+fn pings(from: &RunningPod, count: u32) -> bool {
+    Cmd::new("ping")
+        .args(["-c", &count.to_string(), "-i", "0.05", "-W", "1", "-q"])
+        .arg(INTERNET.to_string())
+        .netns(&from.netns)
+        .run()
+        .is_ok_and(|out| out.contains(&format!("{count} received")))
+}
+
+/// The node's policy rule for the subnet, as `ip rule` shows it (empty when there is none).
+fn node_rule(cluster: &KovnCluster) -> String {
+    Cmd::new("ip")
+        .args(["-n", &cluster.sb.node(0).netns, "rule", "show"])
+        .run()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("from {CIDR}")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn wait(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_subnets_egress_leaves_through_its_external_gateway_with_the_pods_address() {
+    if !sandbox::privileged(
+        "a_subnets_egress_leaves_through_its_external_gateway_with_the_pods_address",
+    ) {
+        return;
+    }
+    let mut cluster = KovnCluster::start(1, common::binaries()).expect("kovn on a sandbox");
+    let (gateway_ns, gateway) = cluster
+        .sb
+        .add_external_host("egw", 200, INTERNET)
+        .expect("the external gateway");
+    let node = cluster.sb.node(0).clone();
+    // The gateway knows the way back to the pods, as an appliance in front of a cluster is
+    // configured to.
+    Cmd::new("ip")
+        .args([
+            "-n",
+            &gateway_ns,
+            "route",
+            "add",
+            CIDR,
+            "via",
+            &node.address,
+        ])
+        .run()
+        .unwrap();
+    cluster.api.put(&egress_subnet(gateway));
+    let namespace: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "eg", "annotations": {"ovn.kubernetes.io/logical_switch": "egress"}}
+    }))
+    .unwrap();
+    cluster.api.put(&namespace);
+    cluster
+        .wait_for_switch("egress", Duration::from_secs(30))
+        .unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p", "namespace": "eg"}, "spec": {"containers": [{"name": "c"}]}
+    }))
+    .unwrap();
+    let p = cluster.start_pod_object(pod, 0).expect("pod eg/p");
+    assert!(CIDR.parse::<ipnet::Ipv4Net>().unwrap().contains(&p.ip));
+    let q = cluster
+        .start_pod("q", 0)
+        .expect("pod default/q (ovn-default)");
+
+    wait("the node's egress rule", Duration::from_secs(15), || {
+        let rule = node_rule(&cluster);
+        rule.starts_with(&format!("{PRIORITY}:"))
+            && rule.contains(&format!("iif ovn0 lookup {TABLE}"))
+    });
+    let capture = Capture::start(
+        &gateway_ns,
+        "eth0",
+        "icmp",
+        cluster.dir.join("egress-gateway.pcap"),
+    )
+    .unwrap();
+    // The first echo may meet unresolved neighbours on the way: a few tries, then all.
+    wait(
+        "p reaches the internet address",
+        Duration::from_secs(15),
+        || pings(&p, 1),
+    );
+    assert!(
+        pings(&p, 20),
+        "p's pings through the external gateway were lost"
+    );
+    assert!(
+        !pings(&q, 3),
+        "a pod of a subnet without the gateway got out"
+    );
+    let seen = capture.stop_and_decode(&[]).unwrap();
+    let from_p = seen
+        .iter()
+        .filter(|l| l.contains(&format!("{} > {INTERNET}: ICMP echo request", p.ip)))
+        .count();
+    assert!(
+        from_p >= 20,
+        "the gateway saw {from_p} echo requests from p's own address {}:\n{}",
+        p.ip,
+        seen.join("\n")
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains(&format!("{} >", q.ip))),
+        "q's packets reached the gateway"
+    );
+
+    // Off the subnet: the rule goes, and so does the way out.
+    let mut plain = egress_subnet(gateway);
+    plain.spec.external_egress_gateway.clear();
+    plain.spec.policy_routing_priority = 0;
+    plain.spec.policy_routing_table_id = 0;
+    cluster.api.put(&plain);
+    wait("the egress rule removed", Duration::from_secs(15), || {
+        node_rule(&cluster).is_empty()
+    });
+    assert!(
+        !pings(&p, 3),
+        "p still gets out without an external gateway"
+    );
+    drop((p, q));
+    cluster.teardown().expect("teardown");
+}
