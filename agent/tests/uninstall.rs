@@ -99,6 +99,15 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
     std::fs::write(cni_bin.join("kube-ovn"), "#!/bin/sh\n").unwrap();
     // A file that is not kovn's stays.
     std::fs::write(cni_conf.join("99-loopback.conf"), "{}").unwrap();
+    // An external egress gateway's rule and table, as the agent lays them out for a subnet
+    // with externalEgressGateway (agent/tests/vpc_egress.rs), and a rule that is not kovn's.
+    for args in [
+        "rule add from 10.99.0.0/24 iif ovn0 lookup 1234 priority 1600",
+        "route add default via 172.18.0.254 dev br-phy table 1234",
+        "rule add from 10.98.0.0/24 lookup 1235 priority 1601",
+    ] {
+        node_cmd(&node.netns, "ip", &args.split(' ').collect::<Vec<_>>());
+    }
 
     // Before: each item is there, or the checks below prove nothing.
     let before_links: Vec<String> = links(&node.netns)
@@ -186,6 +195,17 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
     );
     let tables = node_cmd(&node.netns, "nft", &["list", "tables"]);
     assert!(!tables.contains("kovn"), "nft table left: {tables}");
+    let rules = node_cmd(&node.netns, "ip", &["rule", "show"]);
+    assert!(!rules.contains("iif ovn0"), "egress rules left: {rules}");
+    assert!(
+        rules.contains("lookup 1235"),
+        "a rule that is not kovn's went: {rules}"
+    );
+    let table = node_cmd(&node.netns, "ip", &["route", "show", "table", "1234"]);
+    assert!(
+        table.trim().is_empty(),
+        "the egress table's route left: {table}"
+    );
     assert!(!pins.exists(), "pins left under {}", pins.display());
     let still: Vec<u64> = programs
         .into_iter()
