@@ -30,6 +30,29 @@ fn egress_subnet(gateway: Ipv4Addr) -> api::Subnet {
     .unwrap()
 }
 
+/// Namespace `eg` on subnet `egress`, and the subnet's switch built.
+fn egress_namespace(cluster: &KovnCluster) {
+    let namespace: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "eg", "annotations": {"ovn.kubernetes.io/logical_switch": "egress"}}
+    }))
+    .unwrap();
+    cluster.api.put(&namespace);
+    cluster
+        .wait_for_switch("egress", Duration::from_secs(30))
+        .unwrap();
+}
+
+fn egress_pod(cluster: &KovnCluster, node: usize) -> RunningPod {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p", "namespace": "eg"}, "spec": {"containers": [{"name": "c"}]}
+    }))
+    .unwrap();
+    let p = cluster.start_pod_object(pod, node).expect("pod eg/p");
+    assert!(CIDR.parse::<ipnet::Ipv4Net>().unwrap().contains(&p.ip));
+    p
+}
+
 fn pings(from: &RunningPod, count: u32) -> bool {
     Cmd::new("ping")
         .args(["-c", &count.to_string(), "-i", "0.05", "-W", "1", "-q"])
@@ -41,8 +64,12 @@ fn pings(from: &RunningPod, count: u32) -> bool {
 
 /// The node's policy rule for the subnet, as `ip rule` shows it (empty when there is none).
 fn node_rule(cluster: &KovnCluster) -> String {
+    node_rule_on(cluster, 0)
+}
+
+fn node_rule_on(cluster: &KovnCluster, node: usize) -> String {
     Cmd::new("ip")
-        .args(["-n", &cluster.sb.node(0).netns, "rule", "show"])
+        .args(["-n", &cluster.sb.node(node).netns, "rule", "show"])
         .run()
         .unwrap()
         .lines()
@@ -87,21 +114,8 @@ fn a_subnets_egress_leaves_through_its_external_gateway_with_the_pods_address() 
         .run()
         .unwrap();
     cluster.api.put(&egress_subnet(gateway));
-    let namespace: Namespace = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": "eg", "annotations": {"ovn.kubernetes.io/logical_switch": "egress"}}
-    }))
-    .unwrap();
-    cluster.api.put(&namespace);
-    cluster
-        .wait_for_switch("egress", Duration::from_secs(30))
-        .unwrap();
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "p", "namespace": "eg"}, "spec": {"containers": [{"name": "c"}]}
-    }))
-    .unwrap();
-    let p = cluster.start_pod_object(pod, 0).expect("pod eg/p");
-    assert!(CIDR.parse::<ipnet::Ipv4Net>().unwrap().contains(&p.ip));
+    egress_namespace(&cluster);
+    let p = egress_pod(&cluster, 0);
     let q = cluster
         .start_pod("q", 0)
         .expect("pod default/q (ovn-default)");
@@ -162,5 +176,96 @@ fn a_subnets_egress_leaves_through_its_external_gateway_with_the_pods_address() 
         "p still gets out without an external gateway"
     );
     drop((p, q));
+    cluster.teardown().expect("teardown");
+}
+
+/// A centralized subnet: its pods' egress goes to the gateway node through OVN (a pod on the
+/// other node included), and from there through the external gateway, with the pod's own
+/// address.
+#[test]
+fn a_centralized_subnets_egress_leaves_through_its_gateway_node_and_external_gateway() {
+    if !sandbox::privileged(
+        "a_centralized_subnets_egress_leaves_through_its_gateway_node_and_external_gateway",
+    ) {
+        return;
+    }
+    let mut cluster = KovnCluster::start(2, common::binaries()).expect("kovn on a sandbox");
+    let (gateway_ns, gateway) = cluster
+        .sb
+        .add_external_host("egw", 200, INTERNET)
+        .expect("the external gateway");
+    let gateway_node = cluster.sb.node(0).clone();
+    // Back to the pods through the gateway node, where their egress comes from.
+    Cmd::new("ip")
+        .args([
+            "-n",
+            &gateway_ns,
+            "route",
+            "add",
+            CIDR,
+            "via",
+            &gateway_node.address,
+        ])
+        .run()
+        .unwrap();
+    let mut subnet = egress_subnet(gateway);
+    subnet.spec.gateway_type = api::GatewayType::Centralized;
+    subnet.spec.gateway_node = gateway_node.name.clone();
+    cluster.api.put(&subnet);
+    egress_namespace(&cluster);
+    // On the node that is not the gateway.
+    let p = egress_pod(&cluster, 1);
+    wait(
+        "the gateway node's egress rule",
+        Duration::from_secs(15),
+        || node_rule_on(&cluster, 0).contains(&format!("iif ovn0 lookup {TABLE}")),
+    );
+    let capture = Capture::start(
+        &gateway_ns,
+        "eth0",
+        "icmp",
+        cluster.dir.join("centralized-egress.pcap"),
+    )
+    .unwrap();
+    wait(
+        "p reaches the internet address",
+        Duration::from_secs(20),
+        || pings(&p, 1),
+    );
+    assert!(
+        pings(&p, 20),
+        "p's pings through the gateway node were lost"
+    );
+    // With the Ethernet header: the requests must come from the gateway node's interface,
+    // not from p's own node (whose rule would send them to the gateway too).
+    let seen = capture.stop_and_decode(&["-e"]).unwrap();
+    let mac = |node: &sandbox::Node| {
+        let link = node.ip(&["-o", "link", "show", "br-phy"]).unwrap();
+        link.split("link/ether ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap()
+            .to_owned()
+    };
+    let (gateway_mac, other_mac) = (mac(&gateway_node), mac(cluster.sb.node(1)));
+    let requests: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains(&format!("{} > {INTERNET}: ICMP echo request", p.ip)))
+        .collect();
+    assert!(
+        requests.len() >= 20,
+        "the gateway saw {} echo requests from p's address {}:\n{}",
+        requests.len(),
+        p.ip,
+        seen.join("\n")
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|l| l.contains(&format!("{gateway_mac} > "))),
+        "requests not from the gateway node ({gateway_mac}; p's node is {other_mac}):\n{}",
+        seen.join("\n")
+    );
+    drop(p);
     cluster.teardown().expect("teardown");
 }
