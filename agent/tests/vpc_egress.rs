@@ -78,6 +78,22 @@ fn node_rule_on(cluster: &KovnCluster, node: usize) -> String {
         .join("\n")
 }
 
+/// The external gateway (the sandbox's external host), with a route back to the pods' subnet
+/// through node `via`, as an appliance in front of a cluster is configured to. Returns its
+/// namespace and address.
+fn external_gateway(cluster: &mut KovnCluster, via: usize) -> (String, Ipv4Addr) {
+    let (ns, address) = cluster
+        .sb
+        .add_external_host("egw", 200, INTERNET)
+        .expect("the external gateway");
+    let node = cluster.sb.node(via).address.clone();
+    Cmd::new("ip")
+        .args(["-n", &ns, "route", "add", CIDR, "via", &node])
+        .run()
+        .unwrap();
+    (ns, address)
+}
+
 fn wait(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -94,25 +110,7 @@ fn a_subnets_egress_leaves_through_its_external_gateway_with_the_pods_address() 
         return;
     }
     let mut cluster = KovnCluster::start(1, common::binaries()).expect("kovn on a sandbox");
-    let (gateway_ns, gateway) = cluster
-        .sb
-        .add_external_host("egw", 200, INTERNET)
-        .expect("the external gateway");
-    let node = cluster.sb.node(0).clone();
-    // The gateway knows the way back to the pods, as an appliance in front of a cluster is
-    // configured to.
-    Cmd::new("ip")
-        .args([
-            "-n",
-            &gateway_ns,
-            "route",
-            "add",
-            CIDR,
-            "via",
-            &node.address,
-        ])
-        .run()
-        .unwrap();
+    let (gateway_ns, gateway) = external_gateway(&mut cluster, 0);
     cluster.api.put(&egress_subnet(gateway));
     egress_namespace(&cluster);
     let p = egress_pod(&cluster, 0);
@@ -190,24 +188,9 @@ fn a_centralized_subnets_egress_leaves_through_its_gateway_node_and_external_gat
         return;
     }
     let mut cluster = KovnCluster::start(2, common::binaries()).expect("kovn on a sandbox");
-    let (gateway_ns, gateway) = cluster
-        .sb
-        .add_external_host("egw", 200, INTERNET)
-        .expect("the external gateway");
-    let gateway_node = cluster.sb.node(0).clone();
     // Back to the pods through the gateway node, where their egress comes from.
-    Cmd::new("ip")
-        .args([
-            "-n",
-            &gateway_ns,
-            "route",
-            "add",
-            CIDR,
-            "via",
-            &gateway_node.address,
-        ])
-        .run()
-        .unwrap();
+    let (gateway_ns, gateway) = external_gateway(&mut cluster, 0);
+    let gateway_node = cluster.sb.node(0).clone();
     let mut subnet = egress_subnet(gateway);
     subnet.spec.gateway_type = api::GatewayType::Centralized;
     subnet.spec.gateway_node = gateway_node.name.clone();
