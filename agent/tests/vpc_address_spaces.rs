@@ -9,7 +9,7 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use sandbox::kovn::{KovnCluster, RunningPod};
@@ -197,22 +197,20 @@ fn a_custom_vpc_service(cluster: &KovnCluster, pods: &[&RunningPod; 4]) {
     let [a1, a2, b1, b2] = *pods;
     let vip = Ipv4Addr::new(10, 96, 60, 1);
     service_in_a(cluster, vip, a2);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cluster
-        .api
-        .all::<k8s_openapi::api::core::v1::Service>()
-        .iter()
-        .any(|s| {
-            s.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(api::annotations::VPC))
-                .is_some_and(|v| v == "vpc-a")
-        })
-    {
-        assert!(Instant::now() < deadline, "echo not annotated with vpc-a");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sandbox::kovn::wait_for("echo annotated with vpc-a", Duration::from_secs(20), || {
+        cluster
+            .api
+            .all::<k8s_openapi::api::core::v1::Service>()
+            .iter()
+            .any(|s| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(api::annotations::VPC))
+                    .is_some_and(|v| v == "vpc-a")
+            })
+    })
+    .unwrap();
     let (sink_a, sink_b) = (socket_in(a2, PORT), socket_in(b2, PORT));
     let done = AtomicBool::new(false);
     let (at_a, at_b) = std::thread::scope(|s| {

@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use sandbox::Cmd;
@@ -94,12 +94,48 @@ fn external_gateway(cluster: &mut KovnCluster, via: usize) -> (String, Ipv4Addr)
     (ns, address)
 }
 
-fn wait(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait(what: &str, limit: Duration, check: impl FnMut() -> bool) {
+    sandbox::kovn::wait_for(what, limit, check).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// With the external gateway capturing, `p` reaches the internet address (once, then 20 pings
+/// in a row, all seen by the gateway with `p`'s own address) and `meanwhile` runs; returns the
+/// capture, decoded with tcpdump `decode` options.
+fn pings_through_gateway(
+    cluster: &KovnCluster,
+    gateway_ns: &str,
+    p: &RunningPod,
+    decode: &[&str],
+    meanwhile: impl FnOnce(),
+) -> Vec<String> {
+    let capture = Capture::start(
+        gateway_ns,
+        "eth0",
+        "icmp",
+        cluster.dir.join(format!("egress-{}.pcap", p.node)),
+    )
+    .unwrap();
+    // The first echo may meet unresolved neighbours on the way: a few tries, then all.
+    wait(
+        "p reaches the internet address",
+        Duration::from_secs(20),
+        || pings(p, 1),
+    );
+    assert!(
+        pings(p, 20),
+        "p's pings through the external gateway were lost"
+    );
+    meanwhile();
+    let seen = capture.stop_and_decode(decode).unwrap();
+    let requests = format!("{} > {INTERNET}: ICMP echo request", p.ip);
+    let from_p = seen.iter().filter(|l| l.contains(&requests)).count();
+    assert!(
+        from_p >= 20,
+        "the gateway saw {from_p} echo requests from p's own address {}:\n{}",
+        p.ip,
+        seen.join("\n")
+    );
+    seen
 }
 
 #[test]
@@ -123,38 +159,12 @@ fn a_subnets_egress_leaves_through_its_external_gateway_with_the_pods_address() 
         rule.starts_with(&format!("{PRIORITY}:"))
             && rule.contains(&format!("iif ovn0 lookup {TABLE}"))
     });
-    let capture = Capture::start(
-        &gateway_ns,
-        "eth0",
-        "icmp",
-        cluster.dir.join("egress-gateway.pcap"),
-    )
-    .unwrap();
-    // The first echo may meet unresolved neighbours on the way: a few tries, then all.
-    wait(
-        "p reaches the internet address",
-        Duration::from_secs(15),
-        || pings(&p, 1),
-    );
-    assert!(
-        pings(&p, 20),
-        "p's pings through the external gateway were lost"
-    );
-    assert!(
-        !pings(&q, 3),
-        "a pod of a subnet without the gateway got out"
-    );
-    let seen = capture.stop_and_decode(&[]).unwrap();
-    let from_p = seen
-        .iter()
-        .filter(|l| l.contains(&format!("{} > {INTERNET}: ICMP echo request", p.ip)))
-        .count();
-    assert!(
-        from_p >= 20,
-        "the gateway saw {from_p} echo requests from p's own address {}:\n{}",
-        p.ip,
-        seen.join("\n")
-    );
+    let seen = pings_through_gateway(&cluster, &gateway_ns, &p, &[], || {
+        assert!(
+            !pings(&q, 3),
+            "a pod of a subnet without the gateway got out"
+        );
+    });
     assert!(
         !seen.iter().any(|l| l.contains(&format!("{} >", q.ip))),
         "q's packets reached the gateway"
@@ -203,25 +213,9 @@ fn a_centralized_subnets_egress_leaves_through_its_gateway_node_and_external_gat
         Duration::from_secs(15),
         || node_rule_on(&cluster, 0).contains(&format!("iif ovn0 lookup {TABLE}")),
     );
-    let capture = Capture::start(
-        &gateway_ns,
-        "eth0",
-        "icmp",
-        cluster.dir.join("centralized-egress.pcap"),
-    )
-    .unwrap();
-    wait(
-        "p reaches the internet address",
-        Duration::from_secs(20),
-        || pings(&p, 1),
-    );
-    assert!(
-        pings(&p, 20),
-        "p's pings through the gateway node were lost"
-    );
     // With the Ethernet header: the requests must come from the gateway node's interface,
     // not from p's own node (whose rule would send them to the gateway too).
-    let seen = capture.stop_and_decode(&["-e"]).unwrap();
+    let seen = pings_through_gateway(&cluster, &gateway_ns, &p, &["-e"], || {});
     let mac = |node: &sandbox::Node| {
         let link = node.ip(&["-o", "link", "show", "br-phy"]).unwrap();
         link.split("link/ether ")
@@ -235,13 +229,6 @@ fn a_centralized_subnets_egress_leaves_through_its_gateway_node_and_external_gat
         .iter()
         .filter(|l| l.contains(&format!("{} > {INTERNET}: ICMP echo request", p.ip)))
         .collect();
-    assert!(
-        requests.len() >= 20,
-        "the gateway saw {} echo requests from p's address {}:\n{}",
-        requests.len(),
-        p.ip,
-        seen.join("\n")
-    );
     assert!(
         requests
             .iter()

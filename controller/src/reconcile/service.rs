@@ -47,6 +47,9 @@ fn vpc_of(index: &ServiceIndex, service: &str, ctx: &Context) -> String {
             .collect()
     };
     let names = &ctx.settings.names;
+    if subnets.is_empty() {
+        return names.cluster_router.clone();
+    }
     let vpcs: BTreeSet<String> = ctx
         .stores
         .subnets
