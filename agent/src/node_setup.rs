@@ -215,9 +215,52 @@ pub async fn ensure_routes(
     Ok(())
 }
 
+/// A centralized natOutgoing subnet whose `gatewayNode` gives this node an egress address
+/// (`node:ip`): its pods leave this node with that address instead of the masqueraded one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressSnat {
+    pub cidr: IpNet,
+    pub to: std::net::Ipv4Addr,
+}
+
+/// The egress addresses this node (`node`) is given by centralized natOutgoing subnets (IPv4:
+/// the nat table is `ip`).
+pub fn egress_snats(subnets: &[Subnet], node: &str) -> Vec<EgressSnat> {
+    let mut out = Vec::new();
+    for s in subnets {
+        if !s.spec.nat_outgoing || s.spec.gateway_type != api::GatewayType::Centralized {
+            continue;
+        }
+        let Ok(gateways) = s.spec.gateway_nodes() else {
+            continue;
+        };
+        let Some(IpAddr::V4(to)) = gateways
+            .iter()
+            .find(|g| g.node == node)
+            .and_then(|g| g.egress_ip)
+        else {
+            continue;
+        };
+        out.extend(
+            cidrs_of(s)
+                .into_iter()
+                .filter(|c| c.addr().is_ipv4())
+                .map(|cidr| EgressSnat { cidr, to }),
+        );
+    }
+    out
+}
+
+/// Whether `ip` is an address of this node (binding to it works only then): an egress
+/// address the node does not hold would send replies nowhere.
+fn is_local(ip: std::net::Ipv4Addr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
 /// The masquerade rules for natOutgoing: pods of those subnets reach addresses outside the
-/// cluster with the node's address. One nftables table, replaced atomically.
-pub fn nat_ruleset(nat_outgoing: &[IpNet], cluster: &[IpNet]) -> String {
+/// cluster with the node's address, or with the egress address a centralized subnet gives
+/// this node (`snats`, matched first). One nftables table, replaced atomically.
+pub fn nat_ruleset(nat_outgoing: &[IpNet], cluster: &[IpNet], snats: &[EgressSnat]) -> String {
     let set = |name: &str, cidrs: &[IpNet]| {
         let v4: Vec<String> = cidrs
             .iter()
@@ -231,8 +274,17 @@ pub fn nat_ruleset(nat_outgoing: &[IpNet], cluster: &[IpNet]) -> String {
         };
         format!("  set {name} {{ type ipv4_addr; flags interval;{elements} }}\n")
     };
+    let snat: String = snats
+        .iter()
+        .map(|r| {
+            format!(
+                "    ip saddr {} ip daddr != @cluster oifname != \"{NODE_PORT}\" snat to {}\n",
+                r.cidr, r.to
+            )
+        })
+        .collect();
     format!(
-        "add table ip kovn\ndelete table ip kovn\ntable ip kovn {{\n{}{}  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr @nat_outgoing ip daddr != @cluster oifname != \"{NODE_PORT}\" masquerade\n  }}\n}}\n",
+        "add table ip kovn\ndelete table ip kovn\ntable ip kovn {{\n{}{}  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{snat}    ip saddr @nat_outgoing ip daddr != @cluster oifname != \"{NODE_PORT}\" masquerade\n  }}\n}}\n",
         set("nat_outgoing", nat_outgoing),
         set("cluster", cluster),
     )
@@ -271,6 +323,9 @@ fn cidrs_of(subnet: &Subnet) -> Vec<IpNet> {
         .filter_map(|c| c.trim().parse::<IpNet>().ok().map(|n| n.trunc()))
         .collect()
 }
+
+/// How often the node's egress rules are recomputed without a Subnet event.
+const EGRESS_RECHECK: Duration = Duration::from_secs(5);
 
 /// What the node's own attachment needs to know.
 #[derive(Debug, Clone)]
@@ -311,11 +366,25 @@ pub async fn run(
         .boxed();
     let mut routed = Vec::new();
     let mut nat = String::new();
+    let mut unheld: Vec<EgressSnat> = Vec::new();
     let mut egress: Option<Vec<crate::egress_gateway::EgressRoute>> = None;
     let mut listed = false;
     // Every event, InitDone included: the store shows the initial list only from InitDone on.
-    while let Some(event) = changes.next().await {
-        listed |= matches!(event, Ok(watcher::Event::InitDone));
+    // And once listed, every EGRESS_RECHECK without one: what the rules depend on beyond the
+    // Subnets (an egress address added to the node's NIC) is looked at again.
+    let mut recheck = tokio::time::interval(EGRESS_RECHECK);
+    loop {
+        let event = tokio::select! {
+            event = changes.next() => match event {
+                Some(event) => Some(event),
+                None => break,
+            },
+            _ = recheck.tick() => None,
+        };
+        if event.is_none() && !listed {
+            continue;
+        }
+        listed |= matches!(event, Some(Ok(watcher::Event::InitDone)));
         let subnets: Vec<Subnet> = store.state().iter().map(|s| (**s).clone()).collect();
         let mut cidrs = pod_cidrs(&subnets, &gateway, &names);
         cidrs.extend(service_cidr);
@@ -326,7 +395,18 @@ pub async fn run(
             .collect();
         let mut cluster: Vec<IpNet> = subnets.iter().flat_map(cidrs_of).collect();
         cluster.extend(service_cidr);
-        let ruleset = nat_ruleset(&masqueraded, &cluster);
+        let (snats, foreign): (Vec<EgressSnat>, Vec<EgressSnat>) =
+            egress_snats(&subnets, &node_name)
+                .into_iter()
+                .partition(|r| is_local(r.to));
+        if !foreign.is_empty() && foreign != unheld {
+            tracing::warn!(
+                ?foreign,
+                "gatewayNode gives this node an egress address it does not hold; masquerading instead"
+            );
+        }
+        unheld = foreign;
+        let ruleset = nat_ruleset(&masqueraded, &cluster, &snats);
         if ruleset != nat {
             match apply_nat(&ruleset) {
                 Ok(()) => {
@@ -392,6 +472,7 @@ mod tests {
         let rules = nat_ruleset(
             &[v4("10.16.0.0/16")],
             &[v4("10.16.0.0/16"), v4("100.64.0.0/16")],
+            &[],
         );
         assert!(
             rules.starts_with("add table ip kovn\ndelete table ip kovn\n"),
@@ -405,7 +486,43 @@ mod tests {
             "ip saddr @nat_outgoing ip daddr != @cluster oifname != \"ovn0\" masquerade"
         ));
         // No subnet asks for it: an empty set, still valid nftables.
-        let none = nat_ruleset(&[], &[v4("10.16.0.0/16")]);
+        let none = nat_ruleset(&[], &[v4("10.16.0.0/16")], &[]);
         assert!(none.contains("set nat_outgoing { type ipv4_addr; flags interval; }"));
+    }
+
+    #[test]
+    fn a_gateway_node_given_an_egress_address_snats_to_it_before_masquerading() {
+        let subnet = |name: &str, cidr: &str, nat: bool, gateways: &str| -> Subnet {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": name},
+                "spec": {"cidrBlock": cidr, "natOutgoing": nat, "gatewayType": "centralized",
+                    "gatewayNode": gateways}
+            }))
+            .unwrap()
+        };
+        let subnets = [
+            subnet("a", "10.60.0.0/24", true, "n1:172.18.0.50, n2"),
+            subnet("b", "10.61.0.0/24", false, "n1:172.18.0.51"),
+            subnet("c", "10.62.0.0/24", true, "n2:172.18.0.52"),
+        ];
+        let snats = egress_snats(&subnets, "n1");
+        assert_eq!(
+            snats,
+            [EgressSnat {
+                cidr: "10.60.0.0/24".parse().unwrap(),
+                to: "172.18.0.50".parse().unwrap()
+            }],
+            "only natOutgoing subnets naming this node with an address"
+        );
+        assert!(egress_snats(&subnets, "n2").len() == 1);
+        let v4 = |s: &str| -> IpNet { s.parse().unwrap() };
+        let rules = nat_ruleset(&[v4("10.60.0.0/24")], &[v4("10.60.0.0/24")], &snats);
+        let snat = rules
+            .find("ip saddr 10.60.0.0/24 ip daddr != @cluster oifname != \"ovn0\" snat to 172.18.0.50")
+            .expect("the snat rule");
+        assert!(
+            snat < rules.find("masquerade").unwrap(),
+            "snat is matched first"
+        );
     }
 }

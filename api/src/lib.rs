@@ -14,8 +14,9 @@ pub use ip::{IP, IPSpec};
 pub use names::TopologyNames;
 pub use owner::{IpObjectRole, Owner, PORT_OWNER_KEY};
 pub use subnet::{
-    GatewayType, NatOutgoingPolicyMatch, NatOutgoingPolicyRule, NatOutgoingPolicyRuleStatus,
-    Protocol, Subnet, SubnetAcl, SubnetSpec, SubnetStatus, U2OFeatures,
+    GatewayNode, GatewayType, NatOutgoingPolicyMatch, NatOutgoingPolicyRule,
+    NatOutgoingPolicyRuleStatus, Protocol, Subnet, SubnetAcl, SubnetSpec, SubnetStatus,
+    U2OFeatures,
 };
 pub use vpc::{
     BfdPort, BfdPortStatus, PolicyRoute, StaticRoute, Vpc, VpcDynamicRouting, VpcPeering, VpcSpec,

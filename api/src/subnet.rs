@@ -230,7 +230,48 @@ pub struct NatOutgoingPolicyRuleStatus {
     pub rule: NatOutgoingPolicyRule,
 }
 
+/// One gateway of a centralized subnet, as `gatewayNode` names it: `node` or `node:ip`, the
+/// address being the one the subnet's egress leaves that node with (Kube-OVN's form for
+/// choosing the node's NIC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayNode {
+    pub node: String,
+    pub egress_ip: Option<std::net::IpAddr>,
+}
+
 impl SubnetSpec {
+    /// The gateway nodes of `gatewayNode`, in the order given (the first is the preferred
+    /// primary); an entry whose address does not parse is an error naming it. Blank entries
+    /// are skipped, as Kube-OVN trims the list.
+    pub fn gateway_nodes(&self) -> Result<Vec<GatewayNode>, String> {
+        let mut out: Vec<GatewayNode> = Vec::new();
+        for entry in self.gateway_node.split(',').map(str::trim) {
+            if entry.is_empty() {
+                continue;
+            }
+            let (node, egress_ip) = match entry.split_once(':') {
+                None => (entry, None),
+                Some((node, ip)) => {
+                    let ip = ip.trim().parse().map_err(|_| {
+                        format!("gatewayNode {entry:?}: {ip:?} is not an IP address")
+                    })?;
+                    (node.trim(), Some(ip))
+                }
+            };
+            if node.is_empty() {
+                return Err(format!("gatewayNode {entry:?}: no node name"));
+            }
+            if out.iter().any(|g| g.node == node) {
+                return Err(format!("gatewayNode names {node} twice"));
+            }
+            out.push(GatewayNode {
+                node: node.to_owned(),
+                egress_ip,
+            });
+        }
+        Ok(out)
+    }
+
     /// The fields set to something kovn does not act on (yet), by their Kube-OVN names: what
     /// the `Unsupported` condition lists. Every field of the struct is either acted on by the
     /// controller or the agent, or appears here when set.
@@ -245,10 +286,6 @@ impl SubnetSpec {
         flag(
             !self.provider.is_empty() && self.provider != "ovn",
             "provider",
-        );
-        flag(
-            self.gateway_node.split(',').any(|n| n.contains(':')),
-            "gatewayNode (the node:ip egress address)",
         );
         flag(
             !self.gateway_node_selectors.is_empty(),

@@ -2,7 +2,7 @@
 //! the checked-in CRD manifests are what the types generate.
 #![recursion_limit = "256"] // the json! literals of every Kube-OVN field
 
-use api::{GatewayType, IP, Protocol, Subnet};
+use api::{GatewayType, IP, Protocol, Subnet, SubnetSpec};
 
 #[test]
 fn a_kube_ovn_subnet_parses_with_every_field() {
@@ -263,7 +263,6 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
     for field in [
         "mtu",
         "provider",
-        "gatewayNode (the node:ip egress address)",
         "gatewayNodeSelectors",
         "externalEgressGateway",
         "policyRoutingPriority",
@@ -315,6 +314,7 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
         "acls",
         "enableEcmp",
         "excludeIps",
+        "gatewayNode",
     ] {
         assert!(
             !named.iter().any(|n| n == acted),
@@ -363,5 +363,32 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
             named.iter().any(|n| n == field),
             "{field} is not named: {named:?}"
         );
+    }
+}
+
+#[test]
+fn gateway_nodes_read_both_of_kube_ovns_forms() {
+    let spec = |gateway_node: &str| SubnetSpec {
+        gateway_node: gateway_node.into(),
+        ..SubnetSpec::default()
+    };
+    let nodes = spec(" n1:172.18.0.2, n2 ,,n3:fd00::3")
+        .gateway_nodes()
+        .unwrap();
+    let got: Vec<(&str, Option<String>)> = nodes
+        .iter()
+        .map(|g| (g.node.as_str(), g.egress_ip.map(|ip| ip.to_string())))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("n1", Some("172.18.0.2".to_owned())),
+            ("n2", None),
+            ("n3", Some("fd00::3".to_owned()))
+        ]
+    );
+    assert!(spec("").gateway_nodes().unwrap().is_empty());
+    for bad in ["n1:10.0.0.300", ":10.0.0.1", "n1,n1:10.0.0.1"] {
+        assert!(spec(bad).gateway_nodes().is_err(), "{bad} accepted");
     }
 }
