@@ -72,6 +72,8 @@ pub struct Context {
     pub settings: Settings,
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
+    /// Centralized gateways' liveness, kept by [`crate::centralized_gateway::Checker`].
+    pub gateway_health: crate::centralized_gateway::GatewayHealth,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -96,6 +98,7 @@ impl Context {
             settings,
             stores,
             metrics,
+            gateway_health: Default::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

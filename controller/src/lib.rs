@@ -5,6 +5,7 @@
 //! → `topology` (the NB rows, as pure functions of the cache) → `nb` (batched writes) and
 //! `ipam`.
 
+pub mod centralized_gateway;
 pub mod context;
 pub mod error;
 pub mod ipam;

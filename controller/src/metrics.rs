@@ -41,6 +41,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -63,6 +68,7 @@ pub struct Metrics {
     pub nb_batches: Counter,
     pub ipam_conflicts: Counter,
     pub leader: Gauge,
+    pub gateway_up: Family<NodeLabels, Gauge>,
     ready: AtomicBool,
 }
 
@@ -132,6 +138,12 @@ impl Metrics {
             "1 while this instance holds the leader lease",
             leader.clone(),
         );
+        let gateway_up = Family::default();
+        registry.register(
+            "kovn_controller_gateway_up",
+            "1 while a centralized subnet's gateway node answers the controller's probes",
+            gateway_up.clone(),
+        );
         Metrics {
             registry,
             subnet_available,
@@ -143,6 +155,7 @@ impl Metrics {
             nb_batches,
             ipam_conflicts,
             leader,
+            gateway_up,
             ready: AtomicBool::new(false),
         }
     }

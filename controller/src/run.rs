@@ -205,8 +205,19 @@ pub async fn run(
 
     let config = ControllerConfig::default().concurrency(concurrency);
     let s = ctx.stores.clone();
+    // A gateway node that went down or came back: its subnets are reconciled again.
+    let (gateway_requeue, requeued_subnets) = mpsc::unbounded_channel();
+    let gateway_checker = crate::centralized_gateway::Checker {
+        ctx: ctx.clone(),
+        requeue: gateway_requeue,
+    }
+    .run();
     let subnet_ctl = Controller::for_stream(subnet_trigger, s.subnets.clone())
         .with_config(config.clone())
+        .reconcile_on(futures::stream::unfold(
+            requeued_subnets,
+            |mut rx| async move { rx.recv().await.map(|o| (o, rx)) },
+        ))
         .run(
             |o, c| measured(o, c, reconcile::subnet::reconcile),
             error_policy,
@@ -303,7 +314,14 @@ pub async fn run(
     };
     let services = reconcile::service::run(ctx.clone(), inputs.services, inputs.endpoint_slices);
     tokio::join!(
-        subnet_ctl, vpc_ctl, node_ctl, pod_ctl, policy_ctl, deletions, services
+        subnet_ctl,
+        vpc_ctl,
+        node_ctl,
+        pod_ctl,
+        policy_ctl,
+        deletions,
+        services,
+        gateway_checker
     );
     drop(tasks);
     Ok(())

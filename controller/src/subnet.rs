@@ -153,6 +153,8 @@ pub fn validate(
         }
     }
     check_external_egress(spec, &cidrs).map_err(|m| invalid("InvalidExternalEgressGateway", m))?;
+    spec.gateway_nodes()
+        .map_err(|m| invalid("InvalidGatewayNode", m))?;
     for acl in &spec.acls {
         crate::topology::acl::check_spec_acl(acl).map_err(|m| invalid("InvalidACL", m))?;
     }

@@ -452,6 +452,24 @@ impl Sandbox {
         format!("{}fabric", registry::netns_prefix(self.id()))
     }
 
+    /// Cuts node `index` off the fabric (its switch port down), as a node that died looks to
+    /// the rest of the cluster: no tunnel, no underlay. [`Self::reconnect_node`] undoes it.
+    pub fn disconnect_node(&self, index: usize) -> Result<()> {
+        self.set_node_port(index, "down")
+    }
+
+    pub fn reconnect_node(&self, index: usize) -> Result<()> {
+        self.set_node_port(index, "up")
+    }
+
+    fn set_node_port(&self, index: usize, state: &str) -> Result<()> {
+        let port = format!("f-{}", self.nodes[index].name);
+        Cmd::new("ip")
+            .args(["-n", &self.fabric_netns(), "link", "set", &port, state])
+            .run()?;
+        Ok(())
+    }
+
     /// The fabric bridge's interface name inside [`Self::fabric_netns`].
     pub fn fabric_bridge(&self) -> &'static str {
         FABRIC_BRIDGE

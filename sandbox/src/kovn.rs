@@ -216,9 +216,9 @@ pub struct KovnCluster {
     controller: Process,
     agents: Vec<Process>,
     kubeconfigs: Vec<PathBuf>,
-    host_kubeconfig: PathBuf,
     _servers: Vec<ServedApi>,
-    runtime: tokio::runtime::Runtime,
+    /// Serves the API stand-in (kept for as long as the cluster).
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl KovnCluster {
@@ -279,18 +279,16 @@ impl KovnCluster {
             });
         }
         let mut servers = Vec::new();
-        let host_kubeconfig = dir.join("kubeconfig-host");
+        let mut kubeconfigs = Vec::new();
         {
             let _guard = runtime.enter();
-            let served = runtime
-                .block_on(api.serve())
-                .map_err(|e| SandboxError::Invalid(format!("serving the API: {e}")))?;
-            served
-                .write_kubeconfig(&host_kubeconfig)
-                .map_err(crate::error::io_error(&host_kubeconfig))?;
-            servers.push(served);
+            for node in sb.nodes() {
+                let (served, kubeconfig) = serve_in(&api, &node.netns, &dir)?;
+                servers.push(served);
+                kubeconfigs.push(kubeconfig);
+            }
         }
-        let controller = start_controller(&binaries, &sb, &host_kubeconfig)?;
+        let controller = start_controller(&binaries, &sb, &kubeconfigs[0])?;
         let mut cluster = KovnCluster {
             sb,
             api,
@@ -302,19 +300,12 @@ impl KovnCluster {
             agent_launcher: launcher,
             controller,
             agents: Vec::new(),
-            kubeconfigs: Vec::new(),
-            host_kubeconfig,
+            kubeconfigs,
             _servers: servers,
-            runtime,
+            _runtime: runtime,
         };
         for i in 0..nodes {
             let node = cluster.sb.node(i).clone();
-            let (served, kubeconfig) = {
-                let _guard = cluster.runtime.enter();
-                serve_in(&cluster.api, &node.netns, &cluster.dir)?
-            };
-            cluster._servers.push(served);
-            cluster.kubeconfigs.push(kubeconfig);
             let agent = cluster.start_agent(i)?;
             cluster.agents.push(agent);
             cluster.kubelets.push(Kubelet {
@@ -447,7 +438,7 @@ impl KovnCluster {
     pub fn restart_controller(&mut self) -> Result<()> {
         let _ = self.controller.0.kill();
         let _ = self.controller.0.wait();
-        self.controller = start_controller(&self.binaries, &self.sb, &self.host_kubeconfig)?;
+        self.controller = start_controller(&self.binaries, &self.sb, &self.kubeconfigs[0])?;
         Ok(())
     }
 
@@ -575,17 +566,22 @@ impl KovnCluster {
     }
 }
 
+/// kovn-controller on node 0's network, as a hostNetwork pod on a master node (its gateway
+/// probes leave through that node's `ovn0`), with the NB's unix socket and the API stand-in
+/// served in that namespace (`kubeconfig`).
 fn start_controller(binaries: &KovnBinaries, sb: &Sandbox, kubeconfig: &Path) -> Result<Process> {
-    Command::new(&binaries.controller)
+    Cmd::new(binaries.controller.display().to_string())
         .arg(format!(
             "--ovn-nb-addr=unix:{}",
             sb.central().nb.socket.display()
         ))
         .arg("--metrics-addr=127.0.0.1:0")
-        .env("KUBECONFIG", kubeconfig)
+        .env("KUBECONFIG", kubeconfig.display().to_string())
         .env("KUBE_NAMESPACE", "kube-system")
         .env("POD_NAME", "kovn-controller-sandbox")
         .env("RUST_LOG", sandbox_log_level())
+        .netns_keep_mounts(&sb.node(0).netns)
+        .to_command()
         .stdout(Stdio::null())
         .spawn()
         .map(Process)

@@ -3,11 +3,10 @@
 //! policies and (if private) ACLs written to NB, its status kept current; on deletion (through
 //! the finalizer) all of that is removed.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::{Condition, GatewayType, Subnet, SubnetStatus};
+use api::{Condition, Subnet, SubnetStatus};
 use ipnet::IpNet;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -17,6 +16,7 @@ use ovsdb::models::ovn_northbound::LogicalRouter;
 use serde_json::json;
 
 use super::FINALIZER;
+use crate::centralized_gateway;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ipam::{Record, RecordSource};
@@ -138,7 +138,25 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
     }
 
     let cidrs = valid.plan.cidrs.clone();
-    let centralized_hops = centralized_next_hops(subnet, ctx);
+    let active = centralized_gateway::active_of(subnet, ctx);
+    let previous = subnet
+        .status
+        .as_ref()
+        .map(|s| s.activate_gateway.clone())
+        .unwrap_or_default();
+    if !previous.is_empty() && !active.nodes.is_empty() && active.status() != previous {
+        ctx.event(
+            subnet,
+            true,
+            "GatewayChanged",
+            format!(
+                "egress moved from {previous} to {} (gateway liveness changed)",
+                active.status()
+            ),
+        )
+        .await;
+    }
+    let centralized_hops = active.next_hops.clone();
     let mut allowed: Vec<IpNet> = subnet
         .spec
         .allow_subnets
@@ -180,6 +198,7 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
 
     let mut status = SubnetStatus {
         conditions: valid.conditions.clone(),
+        activate_gateway: active.status(),
         ..SubnetStatus::default()
     };
     status.conditions.push(Condition {
@@ -216,30 +235,6 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
     }
     write_status(ctx, subnet, status).await?;
     Ok(Action::requeue(STATUS_REFRESH))
-}
-
-/// The join addresses of a centralized subnet's gateway nodes: all of them with ECMP, else the
-/// first that has one.
-fn centralized_next_hops(subnet: &Subnet, ctx: &Context) -> Vec<IpAddr> {
-    if subnet.spec.gateway_type != GatewayType::Centralized {
-        return Vec::new();
-    }
-    let ipam = ctx.ipam();
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for node in subnet.spec.gateway_node.split(',').map(str::trim) {
-        // `node:ip` pins an egress address in Kube-OVN; the node part names the gateway.
-        let node = node.split(':').next().unwrap_or_default();
-        if node.is_empty() {
-            continue;
-        }
-        if let Some(a) = ipam.lookup(&api::Owner::node(node)) {
-            hops.extend(a.ips);
-            if !subnet.spec.enable_ecmp {
-                break;
-            }
-        }
-    }
-    hops
 }
 
 /// Writes the status if it differs from what the object shows (no write, no watch event, no
