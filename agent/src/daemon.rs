@@ -17,6 +17,7 @@ use crate::datapath::invalidation;
 use crate::datapath::{Datapath, DatapathStats, LoadOptions, load_or_stay_on_ovs};
 use crate::metrics::MetricsSources;
 use crate::ovs::{self, pod_port};
+use crate::probe_proxy::ProbeProxy;
 use crate::readiness::{DatapathMode, Readiness};
 use crate::services::ServiceSync;
 
@@ -87,6 +88,10 @@ pub struct DaemonOptions {
     /// The Service CIDR, routed from the node through ovn0 like the pod subnets.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
+    /// Serve the kubelet's TCP and HTTP probes of custom-VPC pods through a transparent proxy
+    /// (Kube-OVN's `--enable-tproxy`; on by default here: without it those probes fail).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_tproxy: bool,
 }
 
 fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
@@ -284,11 +289,28 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let probe_proxy = options.enable_tproxy.then(|| {
+        let proxy = Arc::new(ProbeProxy::new(&options.names.cluster_router));
+        // The pods of an earlier agent keep their probes served.
+        for (_, pod) in pod_port::kovn_ports(&ovs) {
+            proxy.register(&pod);
+        }
+        tokio::spawn({
+            let proxy = proxy.clone();
+            async move {
+                if let Err(e) = crate::probe_proxy::serve(proxy).await {
+                    tracing::error!(error = %e, "custom-VPC pods' probes cannot be served");
+                }
+            }
+        });
+        proxy
+    });
     let server = Arc::new(CniServer {
         kube,
         ovs,
         datapath,
         spares,
+        probe_proxy,
         config: CniServerConfig {
             socket: options.cni_socket.clone(),
             node_name: options.node_name.clone(),

@@ -13,6 +13,7 @@ pub mod netlink;
 pub mod node_setup;
 pub mod ovs;
 pub mod pod_network;
+pub mod probe_proxy;
 pub mod readiness;
 pub mod services;
 pub mod uninstall;

@@ -69,6 +69,13 @@ pub struct LocalPod {
     /// before VPCs scoped addresses: such a pod shares its address scope with no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc: Option<String>,
+    /// The pod's network namespace (the ADD's `CNI_NETNS`): where the probe proxy connects
+    /// for a custom-VPC pod. `None` in records of agents before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// The TCP ports the pod's spec probes (see `probe_proxy::probe_ports`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_ports: Vec<u16>,
 }
 
 impl LocalPod {
@@ -153,6 +160,8 @@ impl LocalPod {
             mac: get("attached-mac"),
             provider: DEFAULT_PROVIDER.to_owned(),
             vpc: None,
+            netns: None,
+            probe_ports: Vec::new(),
         })
     }
 }
@@ -173,6 +182,8 @@ mod tests {
             mac: "00:00:00:aa:bb:cc".into(),
             provider: DEFAULT_PROVIDER.into(),
             vpc: Some("ovn-cluster".into()),
+            netns: Some("/var/run/netns/cni-1".into()),
+            probe_ports: vec![8080],
         }
     }
 

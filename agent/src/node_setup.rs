@@ -272,7 +272,9 @@ pub fn nat_ruleset(nat_outgoing: &[IpNet], cluster: &[IpNet], snats: &[EgressSna
         } else {
             format!(" elements = {{ {} }};", v4.join(", "))
         };
-        format!("  set {name} {{ type ipv4_addr; flags interval;{elements} }}\n")
+        // auto-merge: overlapping CIDRs (a Subnet the controller refused for overlapping
+        // another still exists) would otherwise make nft refuse the whole table.
+        format!("  set {name} {{ type ipv4_addr; flags interval; auto-merge;{elements} }}\n")
     };
     let snat: String = snats
         .iter()
@@ -290,7 +292,8 @@ pub fn nat_ruleset(nat_outgoing: &[IpNet], cluster: &[IpNet], snats: &[EgressSna
     )
 }
 
-fn apply_nat(ruleset: &str) -> Result<(), NodeSetupError> {
+/// Feeds a ruleset to `nft -f -` (atomic: a whole table replaced at once).
+pub(crate) fn apply_nft(ruleset: &str) -> Result<(), NodeSetupError> {
     use std::io::Write;
     let mut child = std::process::Command::new("nft")
         .args(["-f", "-"])
@@ -308,7 +311,7 @@ fn apply_nat(ruleset: &str) -> Result<(), NodeSetupError> {
         Ok(())
     } else {
         Err(NodeSetupError::Nft(format!(
-            "it refused the natOutgoing rules: {}",
+            "it refused the rules: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
@@ -388,12 +391,16 @@ pub async fn run(
         let subnets: Vec<Subnet> = store.state().iter().map(|s| (**s).clone()).collect();
         let mut cidrs = pod_cidrs(&subnets, &gateway, &names);
         cidrs.extend(service_cidr);
-        let masqueraded: Vec<IpNet> = subnets
+        // The default VPC's subnets only: a custom VPC's traffic never leaves through the
+        // node, and its CIDRs may be anyone's.
+        let default_vpc: Vec<&Subnet> =
+            subnets.iter().filter(|s| names.in_default_vpc(s)).collect();
+        let masqueraded: Vec<IpNet> = default_vpc
             .iter()
             .filter(|s| s.spec.nat_outgoing)
-            .flat_map(cidrs_of)
+            .flat_map(|s| cidrs_of(s))
             .collect();
-        let mut cluster: Vec<IpNet> = subnets.iter().flat_map(cidrs_of).collect();
+        let mut cluster: Vec<IpNet> = default_vpc.iter().flat_map(|s| cidrs_of(s)).collect();
         cluster.extend(service_cidr);
         let (snats, foreign): (Vec<EgressSnat>, Vec<EgressSnat>) =
             egress_snats(&subnets, &node_name)
@@ -408,7 +415,7 @@ pub async fn run(
         unheld = foreign;
         let ruleset = nat_ruleset(&masqueraded, &cluster, &snats);
         if ruleset != nat {
-            match apply_nat(&ruleset) {
+            match apply_nft(&ruleset) {
                 Ok(()) => {
                     tracing::info!(?masqueraded, "natOutgoing masquerade");
                     nat = ruleset;
@@ -479,7 +486,7 @@ mod tests {
             "atomic replace"
         );
         assert!(rules.contains(
-            "set nat_outgoing { type ipv4_addr; flags interval; elements = { 10.16.0.0/16 }; }"
+            "set nat_outgoing { type ipv4_addr; flags interval; auto-merge; elements = { 10.16.0.0/16 }; }"
         ));
         assert!(rules.contains("elements = { 10.16.0.0/16, 100.64.0.0/16 }"));
         assert!(rules.contains(
@@ -487,7 +494,7 @@ mod tests {
         ));
         // No subnet asks for it: an empty set, still valid nftables.
         let none = nat_ruleset(&[], &[v4("10.16.0.0/16")], &[]);
-        assert!(none.contains("set nat_outgoing { type ipv4_addr; flags interval; }"));
+        assert!(none.contains("set nat_outgoing { type ipv4_addr; flags interval; auto-merge; }"));
     }
 
     #[test]

@@ -244,11 +244,30 @@ pub async fn run(options: &UninstallOptions) -> Result<Report, UninstallError> {
         outcome,
     );
 
-    // 5. The natOutgoing table.
-    report.push(
-        format!("nftables table ip {NFT_TABLE}"),
-        nft_table(options.dry_run),
+    // 5. The natOutgoing table, and the probe proxy's table with its rule and route.
+    for table in [NFT_TABLE, crate::probe_proxy::NFT_TABLE] {
+        report.push(
+            format!("nftables table ip {table}"),
+            nft_table(table, options.dry_run),
+        );
+    }
+    let item = format!(
+        "probe proxy rule fwmark 0x{:x} lookup {}",
+        crate::probe_proxy::MARK,
+        crate::probe_proxy::ROUTE_TABLE
     );
+    match crate::probe_proxy::routing_present().await {
+        Ok(false) => report.push(item, Outcome::Absent),
+        Ok(true) if options.dry_run => report.push(item, Outcome::WouldRemove),
+        Ok(true) => report.push(
+            item,
+            match crate::probe_proxy::remove_routing().await {
+                Ok(()) => Outcome::Removed,
+                Err(e) => Outcome::Failed(e),
+            },
+        ),
+        Err(e) => report.push(item, Outcome::Failed(e)),
+    }
 
     // 6. Files: the conflist (a stale one blocks every new pod on the node), the plugin, the
     //    socket.
@@ -356,13 +375,13 @@ async fn routes_via(handle: &Handle, interface: &str) -> Result<usize, String> {
     Ok(count)
 }
 
-fn nft_table(dry_run: bool) -> Outcome {
+fn nft_table(table: &str, dry_run: bool) -> Outcome {
     let nft = |args: &[&str]| std::process::Command::new("nft").args(args).output();
-    match nft(&["list", "table", "ip", NFT_TABLE]) {
+    match nft(&["list", "table", "ip", table]) {
         Err(e) => Outcome::Failed(format!("running nft: {e}")),
         Ok(out) if !out.status.success() => Outcome::Absent,
         Ok(_) if dry_run => Outcome::WouldRemove,
-        Ok(_) => match nft(&["delete", "table", "ip", NFT_TABLE]) {
+        Ok(_) => match nft(&["delete", "table", "ip", table]) {
             Ok(out) if out.status.success() => Outcome::Removed,
             Ok(out) => Outcome::Failed(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
             Err(e) => Outcome::Failed(format!("running nft: {e}")),

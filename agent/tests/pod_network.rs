@@ -52,6 +52,8 @@ impl TestPod {
             mac: self.mac(),
             provider: "ovn".into(),
             vpc: Some("ovn-cluster".into()),
+            netns: None,
+            probe_ports: Vec::new(),
         }
     }
     fn netns_path(&self) -> PathBuf {

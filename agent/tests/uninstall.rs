@@ -123,8 +123,12 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
     assert!(!node_cmd(&node.netns, "ip", &["route", "show", "dev", "ovn0"]).is_empty());
     let tables = node_cmd(&node.netns, "nft", &["list", "tables"]);
     assert!(
-        tables.contains("table ip kovn"),
-        "no natOutgoing table: {tables}"
+        tables.contains("table ip kovn\n") && tables.contains("table ip kovn_probe"),
+        "no natOutgoing or probe proxy table: {tables}"
+    );
+    assert!(
+        node_cmd(&node.netns, "ip", &["rule", "show"]).contains("lookup 10001"),
+        "no probe proxy rule"
     );
     assert!(pins.join("links").read_dir().unwrap().count() > 0);
     let programs = pinned_link_programs(&pins);
@@ -200,6 +204,15 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
     assert!(
         rules.contains("lookup 1235"),
         "a rule that is not kovn's went: {rules}"
+    );
+    assert!(
+        !rules.contains("lookup 10001"),
+        "the probe proxy's rule left: {rules}"
+    );
+    let probe_table = node_cmd(&node.netns, "ip", &["route", "show", "table", "10001"]);
+    assert!(
+        probe_table.trim().is_empty(),
+        "the probe proxy's route left: {probe_table}"
     );
     let table = node_cmd(&node.netns, "ip", &["route", "show", "table", "1234"]);
     assert!(

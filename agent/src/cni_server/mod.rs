@@ -102,6 +102,8 @@ pub struct CniServer {
     pub datapath: Option<Arc<Mutex<Datapath>>>,
     /// Interfaces built ahead of ADDs (with a datapath only: they save its attach time).
     pub spares: Option<Arc<spares::Spares>>,
+    /// Serves custom-VPC pods' probes (None with `--enable-tproxy=false`).
+    pub probe_proxy: Option<Arc<crate::probe_proxy::ProbeProxy>>,
     pub config: CniServerConfig,
     pub metrics: Arc<CniMetrics>,
 }
@@ -289,6 +291,8 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         mac: network.mac.clone(),
         provider: DEFAULT_PROVIDER.to_owned(),
         vpc,
+        netns: Some(request.net_ns.clone()),
+        probe_ports: crate::probe_proxy::probe_ports(&pod),
     };
     let addressing = PodAddressing {
         if_name: attachment.if_name.clone(),
@@ -322,6 +326,9 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
                 .discard_spare(&spare.id);
         }
         return Err(e);
+    }
+    if let Some(proxy) = &server.probe_proxy {
+        proxy.register(&local);
     }
     // Where an ADD spends its time, for an operator chasing slow pod starts.
     tracing::debug!(
@@ -456,6 +463,9 @@ async fn del_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
 /// interfaces. Another sandbox of the same pod (the runtime re-created it, and this DEL came
 /// late) keeps everything.
 async fn forget(server: &CniServer, attachment: &AttachmentId) -> Result<(), CniError> {
+    if let Some(proxy) = &server.probe_proxy {
+        proxy.unregister(attachment);
+    }
     if let Some(datapath) = &server.datapath {
         let _ = datapath
             .lock()
