@@ -273,6 +273,13 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             }
         }
     });
+    // The default external network's provider bridge, on the nodes its ConfigMap names.
+    tokio::spawn(crate::external_network::run(
+        kube.clone(),
+        ovs.clone(),
+        options.node_name.clone(),
+        options.datapath_type.clone(),
+    ));
     let metrics = Arc::new(CniMetrics::new());
     let metrics_listener = tokio::net::TcpListener::bind(options.metrics_addr)
         .await

@@ -7,6 +7,7 @@ pub mod cni_server;
 pub mod daemon;
 pub mod datapath;
 pub mod egress_gateway;
+pub mod external_network;
 pub mod local_pod;
 pub mod metrics;
 pub mod netlink;

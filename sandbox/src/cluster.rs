@@ -26,6 +26,24 @@ const FABRIC_PREFIX: &str = "172.18.0";
 const FABRIC_PREFIX_LEN: u8 = 24;
 const FABRIC_BRIDGE: &str = "br0";
 
+/// The gateway nodes' NIC on the external network ([`Sandbox::add_external_network`]).
+pub const EXTERNAL_NIC: &str = "eth1";
+/// The outside world's router on the external network 192.168.200.0/24.
+pub const EXTERNAL_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 254);
+
+/// What [`Sandbox::add_external_network`] made.
+#[derive(Debug, Clone)]
+pub struct ExternalNetwork {
+    /// The namespace of its switch (bridge `br0`: capture there to see what gateways send).
+    pub switch: String,
+    /// The router's namespace (its NIC is `eth0`).
+    pub router: String,
+    /// The router's address on the external network.
+    pub address: Ipv4Addr,
+    /// An address beyond it (on the router's `lo`): the internet.
+    pub internet: Ipv4Addr,
+}
+
 /// Kube-OVN's default names and ranges.
 pub const DEFAULT_SUBNET: &str = api::names::DEFAULT_SUBNET;
 pub const DEFAULT_SUBNET_CIDR: &str = "10.16.0.0/16";
@@ -325,6 +343,91 @@ impl Sandbox {
             Cmd::new("ip").arg("-n").arg(&ns).args(args).run()?;
         }
         Ok((ns, address))
+    }
+
+    /// An external network beside the fabric, as a data centre's provider network: its own
+    /// layer-2 switch (a Linux bridge in namespace `<prefix>ext`), a second NIC
+    /// ([`EXTERNAL_NIC`], no address) on each of `gateway_nodes` plugged into it, and a router
+    /// of the outside world on it at [`EXTERNAL_GATEWAY`]/24 (its `address`) with `internet`
+    /// as a further address of its own. Nothing else reaches it: a node gets there only
+    /// through a provider bridge on that NIC. The router knows no route to the cluster; a
+    /// test adds what its case needs.
+    pub fn add_external_network(
+        &mut self,
+        gateway_nodes: &[usize],
+        internet: Ipv4Addr,
+    ) -> Result<ExternalNetwork> {
+        let switch = self.add_namespace("ext")?;
+        Cmd::new("ip")
+            .args([
+                "-n",
+                &switch,
+                "link",
+                "add",
+                FABRIC_BRIDGE,
+                "type",
+                "bridge",
+            ])
+            .run()?;
+        Cmd::new("ip")
+            .args(["-n", &switch, "link", "set", FABRIC_BRIDGE, "up"])
+            .run()?;
+        let plug = |ns: &str, label: &str, inside: &str| -> Result<()> {
+            let end = format!("x-{label}");
+            Cmd::new("ip")
+                .args([
+                    "-n", &switch, "link", "add", &end, "type", "veth", "peer", "name", inside,
+                    "netns", ns,
+                ])
+                .run()?;
+            Cmd::new("ip")
+                .args([
+                    "-n",
+                    &switch,
+                    "link",
+                    "set",
+                    &end,
+                    "master",
+                    FABRIC_BRIDGE,
+                    "up",
+                ])
+                .run()?;
+            Cmd::new("ip")
+                .args(["-n", ns, "link", "set", inside, "up"])
+                .run()?;
+            Ok(())
+        };
+        for &i in gateway_nodes {
+            let node = self.nodes[i].clone();
+            plug(&node.netns, &node.name, EXTERNAL_NIC)?;
+        }
+        let router = self.add_namespace("extgw")?;
+        plug(&router, "router", UNDERLAY_IF)?;
+        for args in [
+            vec![
+                "addr".to_owned(),
+                "add".into(),
+                format!("{EXTERNAL_GATEWAY}/24"),
+                "dev".into(),
+                UNDERLAY_IF.into(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{internet}/32"),
+                "dev".into(),
+                "lo".into(),
+            ],
+            vec!["link".into(), "set".into(), "lo".into(), "up".into()],
+        ] {
+            Cmd::new("ip").arg("-n").arg(&router).args(args).run()?;
+        }
+        Ok(ExternalNetwork {
+            switch,
+            router,
+            address: EXTERNAL_GATEWAY,
+            internet,
+        })
     }
 
     fn add_namespace(&mut self, suffix: &str) -> Result<String> {

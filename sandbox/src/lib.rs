@@ -22,8 +22,8 @@ pub mod traffic;
 
 pub use central::{Central, NB_PORT, SB_PORT};
 pub use cluster::{
-    CLUSTER_ROUTER, DEFAULT_GATEWAY, DEFAULT_SUBNET, DEFAULT_SUBNET_CIDR, Handoff, Sandbox,
-    SandboxConfig, TeardownReport,
+    CLUSTER_ROUTER, DEFAULT_GATEWAY, DEFAULT_SUBNET, DEFAULT_SUBNET_CIDR, EXTERNAL_GATEWAY,
+    EXTERNAL_NIC, ExternalNetwork, Handoff, Sandbox, SandboxConfig, TeardownReport,
 };
 pub use cmd::Cmd;
 pub use db_server::{RaftCluster, ServerSsl, StandaloneDb};

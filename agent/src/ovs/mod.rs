@@ -9,6 +9,7 @@ pub mod conntrack;
 pub mod nb_cfg;
 pub mod node_port;
 pub mod pod_port;
+pub mod provider_bridge;
 
 use std::collections::BTreeMap;
 
