@@ -273,8 +273,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             }
         }
     });
-    // The default external network's provider bridge, on the nodes its ConfigMap names.
-    tokio::spawn(crate::external_network::run(
+    // Provider bridges: ProviderNetworks, and the default external network on the nodes its
+    // ConfigMap names.
+    tokio::spawn(crate::provider_networks::run(
         kube.clone(),
         ovs.clone(),
         options.node_name.clone(),

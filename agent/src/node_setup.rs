@@ -175,11 +175,14 @@ pub async fn ensure_node_port(
 }
 
 /// The pod subnets the node must route through `ovn0`: every subnet of the default VPC but
-/// the join subnet itself, of the join address's family.
+/// the join subnet itself and underlay subnets (the physical network routes those), of the
+/// join address's family.
 pub fn pod_cidrs(subnets: &[Subnet], join: &NodeGateway, names: &TopologyNames) -> Vec<IpNet> {
     let mut out: Vec<IpNet> = subnets
         .iter()
-        .filter(|s| names.in_default_vpc(s) && s.name_any() != names.join_subnet)
+        .filter(|s| {
+            names.in_default_vpc(s) && s.name_any() != names.join_subnet && !s.spec.is_underlay()
+        })
         .flat_map(cidrs_of)
         .filter(|c| c.addr().is_ipv4() == join.gateway.is_ipv4())
         .collect();
@@ -391,10 +394,13 @@ pub async fn run(
         let subnets: Vec<Subnet> = store.state().iter().map(|s| (**s).clone()).collect();
         let mut cidrs = pod_cidrs(&subnets, &gateway, &names);
         cidrs.extend(service_cidr);
-        // The default VPC's subnets only: a custom VPC's traffic never leaves through the
-        // node, and its CIDRs may be anyone's.
-        let default_vpc: Vec<&Subnet> =
-            subnets.iter().filter(|s| names.in_default_vpc(s)).collect();
+        // The default VPC's overlay subnets only: a custom VPC's traffic never leaves through
+        // the node, its CIDRs may be anyone's, and an underlay subnet's is the physical
+        // network's.
+        let default_vpc: Vec<&Subnet> = subnets
+            .iter()
+            .filter(|s| names.in_default_vpc(s) && !s.spec.is_underlay())
+            .collect();
         let masqueraded: Vec<IpNet> = default_vpc
             .iter()
             .filter(|s| s.spec.nat_outgoing)

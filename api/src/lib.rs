@@ -6,6 +6,7 @@ pub mod annotations;
 mod ip;
 pub mod names;
 mod owner;
+mod provider_network;
 pub mod service;
 mod subnet;
 mod vpc;
@@ -13,6 +14,10 @@ mod vpc;
 pub use ip::{IP, IPSpec};
 pub use names::TopologyNames;
 pub use owner::{IpObjectRole, Owner, PORT_OWNER_KEY};
+pub use provider_network::{
+    CustomInterface, ProviderNetwork, ProviderNetworkCondition, ProviderNetworkSpec,
+    ProviderNetworkStatus, Vlan, VlanSpec, VlanStatus,
+};
 pub use subnet::{
     GatewayNode, GatewayType, NatOutgoingPolicyMatch, NatOutgoingPolicyRule,
     NatOutgoingPolicyRuleStatus, Protocol, Subnet, SubnetAcl, SubnetSpec, SubnetStatus,
@@ -62,7 +67,13 @@ pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    vec![Subnet::crd(), Vpc::crd(), IP::crd()]
+    vec![
+        Subnet::crd(),
+        Vpc::crd(),
+        IP::crd(),
+        ProviderNetwork::crd(),
+        Vlan::crd(),
+    ]
 }
 
 /// The CRD manifests, as `(file name, YAML)`, exactly as `cargo xtask gen-crds` writes them to

@@ -240,6 +240,12 @@ pub struct GatewayNode {
 }
 
 impl SubnetSpec {
+    /// An underlay subnet: on a Vlan of a provider network, routed by the physical gateway
+    /// (`logicalGateway` would give it a router port; kovn does not act on it yet).
+    pub fn is_underlay(&self) -> bool {
+        !self.vlan.is_empty()
+    }
+
     /// The gateway nodes of `gatewayNode`, in the order given (the first is the preferred
     /// primary); an entry whose address does not parse is an error naming it. Blank entries
     /// are skipped, as Kube-OVN trims the list.
@@ -306,7 +312,6 @@ impl SubnetSpec {
             custom_vpc && self.policy_routing_table_id != 0,
             "policyRoutingTableID",
         );
-        flag(!self.vlan.is_empty(), "vlan");
         flag(!self.vips.is_empty(), "vips");
         flag(self.logical_gateway, "logicalGateway");
         flag(self.enable_dhcp, "enableDHCP");

@@ -267,7 +267,6 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
         "externalEgressGateway",
         "policyRoutingPriority",
         "policyRoutingTableID",
-        "vlan",
         "vips",
         "logicalGateway",
         "enableDHCP",
@@ -315,6 +314,7 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
         "enableEcmp",
         "excludeIps",
         "gatewayNode",
+        "vlan",
     ] {
         assert!(
             !named.iter().any(|n| n == acted),

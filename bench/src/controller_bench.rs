@@ -131,6 +131,7 @@ pub(crate) fn inputs(api: &FakeApi) -> Inputs {
         network_policies: api
             .watch::<k8s_openapi::api::networking::v1::NetworkPolicy>()
             .boxed(),
+        vlans: api.watch::<api::Vlan>().boxed(),
     }
 }
 

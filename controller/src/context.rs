@@ -63,6 +63,8 @@ pub struct Stores {
     pub vpcs: Store<Vpc>,
     pub ips: Store<IP>,
     pub network_policies: Store<NetworkPolicy>,
+    /// Underlay subnets' VLANs (their tag and provider network).
+    pub vlans: Store<api::Vlan>,
 }
 
 pub struct Context {

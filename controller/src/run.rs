@@ -43,6 +43,7 @@ pub struct Inputs {
     pub services: Events<Service>,
     pub endpoint_slices: Events<EndpointSlice>,
     pub network_policies: Events<NetworkPolicy>,
+    pub vlans: Events<api::Vlan>,
 }
 
 impl Inputs {
@@ -71,6 +72,7 @@ impl Inputs {
             services: watch(client),
             endpoint_slices: watch(client),
             network_policies: watch(client),
+            vlans: watch(client),
         }
     }
 }
@@ -168,6 +170,8 @@ pub async fn run(
     let (ips, _ip_trigger) = spawn_reflector(t, inputs.ips, None);
     let (network_policies, policy_trigger) =
         spawn_reflector(t, inputs.network_policies, Some(policy_deletions));
+    // A Vlan made after the Subnet naming it: the subnet retries (VlanNotFound).
+    let (vlans, _vlan_trigger) = spawn_reflector(t, inputs.vlans, None);
     let stores = Stores {
         pods,
         namespaces,
@@ -176,6 +180,7 @@ pub async fn run(
         vpcs,
         ips,
         network_policies,
+        vlans,
     };
     tracing::info!("waiting for the initial lists");
     stores.pods.wait_until_ready().await?;
@@ -185,6 +190,7 @@ pub async fn run(
     stores.vpcs.wait_until_ready().await?;
     stores.ips.wait_until_ready().await?;
     stores.network_policies.wait_until_ready().await?;
+    stores.vlans.wait_until_ready().await?;
 
     let writer = NbWriter::start(nb, Arc::new(MetricsObserver(metrics.clone())));
     let ctx = Arc::new(Context::new(

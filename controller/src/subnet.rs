@@ -166,6 +166,8 @@ pub fn validate(
         router: names.router_of(subnet),
         cidrs: allocator.pools().iter().map(|p| p.cidr()).collect(),
         gateways: allocator.pools().iter().map(|p| p.gateway()).collect(),
+        // Resolved by the reconcile, which sees the Vlans.
+        localnet: None,
     };
     let mut conditions = vec![condition(
         "Validated",

@@ -102,6 +102,7 @@ fn inputs(api: &FakeApi) -> Inputs {
         network_policies: api
             .watch::<k8s_openapi::api::networking::v1::NetworkPolicy>()
             .boxed(),
+        vlans: api.watch::<api::Vlan>().boxed(),
     }
 }
 

@@ -263,6 +263,7 @@ async fn fixture(subnets: Vec<Subnet>, pods: Vec<Pod>) -> Fixture {
         vpcs: store::<Vpc>(vec![]).0,
         ips,
         network_policies: store::<k8s_openapi::api::networking::v1::NetworkPolicy>(vec![]).0,
+        vlans: store::<api::Vlan>(vec![]).0,
     };
     let ctx = Arc::new(Context::new(
         kube,

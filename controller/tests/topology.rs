@@ -58,6 +58,7 @@ async fn subnets_and_pod_ports_converge_and_stay_converged() {
             "10.16.0.1".parse().unwrap(),
             "fd00:10:16::1".parse().unwrap(),
         ],
+        localnet: None,
     };
     assert!(apply(&client, client.read(|c| reconcile_subnet(c, &plan))).await);
     // Converged: reconciling again is a no-op.
@@ -124,6 +125,57 @@ async fn subnets_and_pod_ports_converge_and_stay_converged() {
     };
     assert!(apply(&client, client.read(|c| reconcile_subnet(c, &changed))).await);
     assert!(client.read(|c| reconcile_subnet(c, &changed)).is_none());
+
+    // The same subnet moved under a physical network (an underlay Subnet with a Vlan): a
+    // localnet port with the provider network and tag, no port on the router any more.
+    let underlay = SubnetPlan {
+        localnet: Some(controller::topology::Localnet {
+            network: "net1".into(),
+            tag: 100,
+        }),
+        ..changed.clone()
+    };
+    assert!(apply(&client, client.read(|c| reconcile_subnet(c, &underlay))).await);
+    assert!(
+        client.read(|c| reconcile_subnet(c, &underlay)).is_none(),
+        "converged"
+    );
+    let lsp = |name: &str| {
+        client.read(|c| {
+            c.table(LogicalSwitchPort::TABLE)
+                .map(|t| t.typed::<LogicalSwitchPort>())
+                .unwrap_or_default()
+                .into_iter()
+                .find(|p| p.name == name)
+        })
+    };
+    let router_ports = || {
+        client.read(|c| {
+            c.table(LogicalRouterPort::TABLE)
+                .map(|t| t.typed::<LogicalRouterPort>())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        })
+    };
+    let localnet = lsp("localnet.tenant").expect("the localnet port");
+    assert_eq!(localnet.r#type, "localnet");
+    assert_eq!(
+        localnet.options.get("network_name").map(String::as_str),
+        Some("net1")
+    );
+    assert_eq!(localnet.tag, Some(100));
+    assert!(
+        !router_ports().iter().any(|p| p.ends_with("-tenant")),
+        "{:?}",
+        router_ports()
+    );
+    // And back to overlay: the localnet port goes, the router port returns.
+    assert!(apply(&client, client.read(|c| reconcile_subnet(c, &changed))).await);
+    assert!(client.read(|c| reconcile_subnet(c, &changed)).is_none());
+    assert!(lsp("localnet.tenant").is_none());
+    assert!(router_ports().iter().any(|p| p.ends_with("-tenant")));
 
     // Pod ports.
     let pod = PodPortPlan {

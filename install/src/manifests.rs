@@ -16,6 +16,8 @@ pub const ORDER: &[&str] = &[
     "crds/subnets.kubeovn.io.yaml",
     "crds/vpcs.kubeovn.io.yaml",
     "crds/ips.kubeovn.io.yaml",
+    "crds/provider-networks.kubeovn.io.yaml",
+    "crds/vlans.kubeovn.io.yaml",
     "ovn-central.yaml",
     "ovs-ovn.yaml",
     "controller.yaml",

@@ -78,6 +78,8 @@ pub fn install(docs: &[Document], wait: bool) -> Vec<Step> {
                 "crd/subnets.kubeovn.io",
                 "crd/vpcs.kubeovn.io",
                 "crd/ips.kubeovn.io",
+                "crd/provider-networks.kubeovn.io",
+                "crd/vlans.kubeovn.io",
                 ROLLOUT_TIMEOUT,
             ],
             None,

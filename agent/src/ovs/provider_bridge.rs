@@ -189,6 +189,24 @@ pub async fn remove(client: &Client, provider: &str) -> Result<(), OvsError> {
     Ok(())
 }
 
+/// The providers whose bridges kovn made on this node (mapped to a `vendor=kovn` bridge).
+pub fn kovn_providers(client: &Client) -> Vec<String> {
+    let Ok(ovs) = open_vswitch(client) else {
+        return Vec::new();
+    };
+    let mappings = ovs.external_ids.get(MAPPINGS).cloned().unwrap_or_default();
+    mappings
+        .split(',')
+        .filter_map(|m| m.trim().split_once(':'))
+        .filter(|(_, bridge)| {
+            client
+                .read(|c| by_name::<Bridge>(c, bridge))
+                .is_some_and(|b| b.external_ids.get(VENDOR.0).map(String::as_str) == Some(VENDOR.1))
+        })
+        .map(|(provider, _)| provider.to_owned())
+        .collect()
+}
+
 fn internal(name: &str) -> Interface {
     Interface {
         name: name.to_owned(),

@@ -26,6 +26,10 @@ use crate::topology::{self, acl, find, gateway};
 
 /// How often a valid subnet's status counts are refreshed.
 const STATUS_REFRESH: Duration = Duration::from_secs(15);
+/// How soon a subnet whose Vlan is missing looks again.
+const VLAN_RETRY: Duration = Duration::from_secs(5);
+/// Kube-OVN's `--default-provider-name`: a Vlan without `provider` is on it.
+const DEFAULT_PROVIDER_NETWORK: &str = "provider";
 
 pub async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action> {
     let api: Api<Subnet> = Api::all(ctx.kube.clone());
@@ -79,6 +83,45 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
             return Ok(Action::await_change());
         }
     };
+    // An underlay subnet: its Vlan gives the physical network and the tag.
+    let mut valid = valid;
+    if subnet.spec.is_underlay() {
+        let vlan = ctx
+            .stores
+            .vlans
+            .get(&kube::runtime::reflector::ObjectRef::new(&subnet.spec.vlan));
+        let Some(vlan) = vlan else {
+            let message = format!("vlan {} does not exist", subnet.spec.vlan);
+            ctx.event(subnet, true, "VlanNotFound", message.clone())
+                .await;
+            let mut conditions = valid.conditions.clone();
+            conditions.push(Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: "VlanNotFound".into(),
+                message,
+                ..Condition::default()
+            });
+            write_status(
+                ctx,
+                subnet,
+                SubnetStatus {
+                    conditions,
+                    ..SubnetStatus::default()
+                },
+            )
+            .await?;
+            return Ok(Action::requeue(VLAN_RETRY));
+        };
+        valid.plan.localnet = Some(topology::Localnet {
+            network: if vlan.spec.provider.is_empty() {
+                DEFAULT_PROVIDER_NETWORK.to_owned()
+            } else {
+                vlan.spec.provider.clone()
+            },
+            tag: vlan.spec.tag(),
+        });
+    }
     let router = router_of(subnet, ctx);
     let router_exists = ctx
         .nb
@@ -137,7 +180,12 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
         .await;
     }
 
-    let cidrs = valid.plan.cidrs.clone();
+    // An underlay subnet is not on the router: no router policies of its own.
+    let cidrs = if valid.plan.localnet.is_some() {
+        Vec::new()
+    } else {
+        valid.plan.cidrs.clone()
+    };
     let active = centralized_gateway::active_of(subnet, ctx);
     let previous = subnet
         .status
@@ -169,7 +217,7 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
             .split(',')
             .filter_map(|c| c.trim().parse::<IpNet>().ok()),
     );
-    let mut acls = acl::private_subnet_acls(subnet.spec.private, &cidrs, &allowed);
+    let mut acls = acl::private_subnet_acls(subnet.spec.private, &valid.plan.cidrs, &allowed);
     acls.extend(acl::spec_acls(&subnet.spec.acls));
     if ctx.settings.enable_np && name != ctx.settings.names.join_subnet {
         acls.push(acl::conntrack_acl());

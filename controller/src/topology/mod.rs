@@ -97,6 +97,17 @@ pub struct SubnetPlan {
     pub cidrs: Vec<IpNet>,
     /// One per CIDR, same order.
     pub gateways: Vec<IpAddr>,
+    /// An underlay subnet's physical network: its switch is bridged there by a localnet
+    /// port, and has no port on the VPC's router (the physical gateway routes it).
+    pub localnet: Option<Localnet>,
+}
+
+/// Where an underlay switch meets the physical network: the provider network's name (each
+/// node's `ovn-bridge-mappings` maps it to `br-<name>`) and the VLAN tag (0: untagged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Localnet {
+    pub network: String,
+    pub tag: u32,
 }
 
 impl SubnetPlan {
@@ -115,6 +126,11 @@ impl SubnetPlan {
             .zip(&self.gateways)
             .map(|(net, gw)| format!("{gw}/{}", net.prefix_len()))
             .collect()
+    }
+
+    /// Kube-OVN's name of an underlay switch's localnet port.
+    pub fn localnet_port(&self) -> String {
+        format!("localnet.{}", self.name)
     }
 
     fn other_config_subnet(&self) -> String {
@@ -232,6 +248,30 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
             [],
         ),
     };
+    if let Some(localnet) = &plan.localnet {
+        localnet_ops(cache, plan, localnet, &switch_ref, t);
+        // Moved under the physical network: the router's ports for it go (ports are not
+        // root rows: dropped from their router and switch, OVSDB removes them).
+        if let Some(p) = &router_port {
+            t.mutate_where(
+                &[Condition::row(&router_ref)],
+                [LogicalRouter::PORTS.delete([p.uuid])],
+            );
+        }
+        if let Some(p) = &switch_port {
+            t.mutate_where(
+                &[Condition::row(&switch_ref)],
+                [LogicalSwitch::PORTS.delete([p.uuid])],
+            );
+        }
+        return;
+    }
+    if let Some(p) = find::<LogicalSwitchPort>(cache, &plan.localnet_port()) {
+        t.mutate_where(
+            &[Condition::row(&switch_ref)],
+            [LogicalSwitch::PORTS.delete([p.uuid])],
+        );
+    }
     let mac = mac_for(plan.gateways[0]);
     match &router_port {
         Some(p) => {
@@ -284,6 +324,51 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
             &[Condition::row(&switch_ref)],
             [LogicalSwitch::PORTS.insert([port])],
         );
+    }
+}
+
+/// The underlay switch's localnet port, as `localnet` says.
+fn localnet_ops(
+    cache: &Cache,
+    plan: &SubnetPlan,
+    localnet: &Localnet,
+    switch_ref: &Atom,
+    t: &mut Transaction,
+) {
+    let name = plan.localnet_port();
+    let options = BTreeMap::from([("network_name".to_owned(), localnet.network.clone())]);
+    let tag = (localnet.tag != 0).then_some(i64::from(localnet.tag));
+    match find::<LogicalSwitchPort>(cache, &name) {
+        Some(p) if p.options == options && p.tag == tag && p.r#type == "localnet" => {}
+        Some(p) => {
+            t.update_where(
+                &[Condition::uuid(p.uuid)],
+                [
+                    LogicalSwitchPort::TYPE.to("localnet".to_owned()),
+                    LogicalSwitchPort::OPTIONS.to(options),
+                    LogicalSwitchPort::TAG.to(tag),
+                ],
+            );
+        }
+        None => {
+            let port = t.insert_model_with(
+                &uuid_name(t, "localnet"),
+                &LogicalSwitchPort {
+                    name,
+                    r#type: "localnet".into(),
+                    addresses: vec!["unknown".into()],
+                    options,
+                    tag,
+                    external_ids: vendor_ids(),
+                    ..LogicalSwitchPort::default()
+                },
+                [],
+            );
+            t.mutate_where(
+                &[Condition::row(switch_ref)],
+                [LogicalSwitch::PORTS.insert([port])],
+            );
+        }
     }
 }
 

@@ -1,0 +1,201 @@
+//! The provider networks on this node, as Kube-OVN's daemon lays them: each ProviderNetwork
+//! that does not exclude the node gets `br-<name>` with the node's NIC for it (see
+//! [`provider_bridge`]).
+//!
+//! And the default external network, as Kube-OVN's daemon lays it from the
+//! `kube-system/ovn-external-gw-config` ConfigMap: when `enable-external-gw` is `"true"` and
+//! this node is one of `external-gw-nodes`, its NIC `external-gw-nic` becomes the uplink of the
+//! provider bridge `br-external`, mapped as provider network `external`. ovn-controller then
+//! connects the external logical switch's localnet port here, and the VPC router ports
+//! scheduled on this chassis reach the outside world through that NIC. Disabled, the node not
+//! listed, or the ConfigMap gone: kovn's bridge and mapping are removed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, ResourceExt};
+
+use crate::ovs::provider_bridge;
+
+/// Kube-OVN's names.
+pub const CONFIG_MAP: &str = "ovn-external-gw-config";
+pub const CONFIG_NAMESPACE: &str = "kube-system";
+pub const PROVIDER: &str = "external";
+/// A refused setting (the NIC not there yet) is tried again this often.
+const RETRY: Duration = Duration::from_secs(10);
+
+/// What the ConfigMap asks of the nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExternalGatewayConfig {
+    pub enabled: bool,
+    pub nodes: Vec<String>,
+    pub nic: String,
+}
+
+impl ExternalGatewayConfig {
+    pub fn from_config_map(cm: &ConfigMap) -> ExternalGatewayConfig {
+        let get = |k: &str| {
+            cm.data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        ExternalGatewayConfig {
+            enabled: get("enable-external-gw") == "true",
+            nodes: get("external-gw-nodes")
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            nic: get("external-gw-nic"),
+        }
+    }
+
+    /// The NIC this node bridges, if it is an external gateway.
+    pub fn nic_of(&self, node: &str) -> Option<&str> {
+        (self.enabled && !self.nic.is_empty() && self.nodes.iter().any(|n| n == node))
+            .then_some(self.nic.as_str())
+    }
+}
+
+/// Which NIC this node bridges for which provider network: every ProviderNetwork that does
+/// not exclude the node (its custom interface for the node, else its default), and the
+/// default external network when the ConfigMap names this node.
+pub fn wanted_bridges(
+    node: &str,
+    provider_networks: &[api::ProviderNetwork],
+    external: Option<&ConfigMap>,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = provider_networks
+        .iter()
+        .filter_map(|pn| {
+            let nic = pn.spec.interface_of(node)?;
+            Some((pn.name_any(), nic.to_owned()))
+        })
+        .collect();
+    if let Some(nic) = external
+        .map(ExternalGatewayConfig::from_config_map)
+        .and_then(|c| c.nic_of(node).map(str::to_owned))
+    {
+        out.entry(PROVIDER.to_owned()).or_insert(nic);
+    }
+    out
+}
+
+/// Follows the ProviderNetworks and the external network's ConfigMap until the task is
+/// dropped: each wanted provider bridge made, kovn's others (of providers gone) removed.
+pub async fn run(
+    kube: kube::Client,
+    ovs: ovsdb::Client,
+    node: String,
+    datapath_type: Option<String>,
+) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP}"));
+    let (cm_store, cm_writer) = reflector::store::<ConfigMap>();
+    let (pn_store, pn_writer) = reflector::store::<api::ProviderNetwork>();
+    let config_maps = watcher(
+        Api::<ConfigMap>::namespaced(kube.clone(), CONFIG_NAMESPACE),
+        config,
+    )
+    .default_backoff()
+    .reflect(cm_writer)
+    .map(|_| ());
+    let provider_networks = watcher(
+        Api::<api::ProviderNetwork>::all(kube),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(pn_writer)
+    .map(|_| ());
+    let mut events = futures::stream::select(config_maps, provider_networks).boxed();
+    let mut retry = tokio::time::interval(RETRY);
+    let mut done: Option<BTreeMap<String, String>> = None;
+    loop {
+        tokio::select! {
+            event = events.next() => if event.is_none() { break },
+            _ = retry.tick() => {}
+        }
+        // Nothing is done before both first lists: a restarted agent must not remove a
+        // bridge it made before it has seen what asks for it.
+        let (Ok(_), Ok(_)) = (
+            tokio::time::timeout(Duration::ZERO, cm_store.wait_until_ready()).await,
+            tokio::time::timeout(Duration::ZERO, pn_store.wait_until_ready()).await,
+        ) else {
+            continue;
+        };
+        let networks: Vec<api::ProviderNetwork> =
+            pn_store.state().iter().map(|p| (**p).clone()).collect();
+        let cm = cm_store.state().first().map(|c| (**c).clone());
+        let wanted = wanted_bridges(&node, &networks, cm.as_ref());
+        if done.as_ref() == Some(&wanted) {
+            continue;
+        }
+        let mut ok = true;
+        for (provider, nic) in &wanted {
+            if let Err(e) =
+                provider_bridge::ensure(&ovs, provider, nic, datapath_type.as_deref()).await
+            {
+                tracing::warn!(%provider, %nic, error = %e, "provider bridge");
+                ok = false;
+            }
+        }
+        for provider in provider_bridge::kovn_providers(&ovs) {
+            if !wanted.contains_key(&provider)
+                && let Err(e) = provider_bridge::remove(&ovs, &provider).await
+            {
+                tracing::warn!(%provider, error = %e, "removing a provider bridge");
+                ok = false;
+            }
+        }
+        if ok {
+            tracing::info!(bridges = ?wanted, "provider bridges");
+            done = Some(wanted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listed_nodes_of_an_enabled_config_bridge_their_nic() {
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": CONFIG_MAP, "namespace": CONFIG_NAMESPACE},
+            "data": {"enable-external-gw": "true", "external-gw-nodes": "n1, n2",
+                "external-gw-nic": "eth1", "type": "centralized",
+                "external-gw-addr": "192.168.200.254/24"}
+        }))
+        .unwrap();
+        let config = ExternalGatewayConfig::from_config_map(&cm);
+        assert_eq!(config.nic_of("n1"), Some("eth1"));
+        assert_eq!(config.nic_of("n2"), Some("eth1"));
+        assert_eq!(config.nic_of("n0"), None);
+        let disabled = ExternalGatewayConfig {
+            enabled: false,
+            ..config
+        };
+        assert_eq!(disabled.nic_of("n1"), None);
+    }
+
+    #[test]
+    fn provider_networks_give_each_node_its_nic_and_exclude_whom_they_name() {
+        let pn: api::ProviderNetwork = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubeovn.io/v1", "kind": "ProviderNetwork",
+            "metadata": {"name": "net1"},
+            "spec": {"defaultInterface": "eth1",
+                "customInterfaces": [{"interface": "ens5", "nodes": ["n2"]}],
+                "excludeNodes": ["n3"]}
+        }))
+        .unwrap();
+        let of = |node: &str| wanted_bridges(node, std::slice::from_ref(&pn), None);
+        assert_eq!(of("n1").get("net1").map(String::as_str), Some("eth1"));
+        assert_eq!(of("n2").get("net1").map(String::as_str), Some("ens5"));
+        assert!(of("n3").is_empty());
+    }
+}

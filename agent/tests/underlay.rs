@@ -1,0 +1,182 @@
+//! Underlay as Kube-OVN lays it: a ProviderNetwork names each node's NIC on the physical
+//! network, a Vlan is on it, an underlay Subnet names the Vlan and the physical gateway. The
+//! sandbox's external network plays the physical network, its router the physical gateway.
+//! Pods of the subnet on two nodes reach the gateway with their own addresses and MACs, and
+//! each other through the physical network (its switch carries their packets, no tunnel);
+//! the nodes do not route the subnet through ovn0.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use sandbox::kovn::{KovnCluster, RunningPod};
+use sandbox::traffic::Capture;
+use sandbox::{Cmd, EXTERNAL_GATEWAY, EXTERNAL_NIC};
+use serde_json::json;
+
+const CIDR: &str = "192.168.200.0/24";
+const INTERNET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+fn put<T: serde::de::DeserializeOwned + kube::Resource<DynamicType = ()> + serde::Serialize>(
+    cluster: &KovnCluster,
+    value: serde_json::Value,
+) {
+    let object: T = serde_json::from_value(value).unwrap();
+    cluster.api.put(&object);
+}
+
+fn underlay(cluster: &KovnCluster) {
+    put::<api::ProviderNetwork>(
+        cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "ProviderNetwork",
+            "metadata": {"name": "net1"}, "spec": {"defaultInterface": EXTERNAL_NIC}}),
+    );
+    put::<api::Vlan>(
+        cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Vlan",
+            "metadata": {"name": "vlan0"}, "spec": {"id": 0, "provider": "net1"}}),
+    );
+    put::<api::Subnet>(
+        cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "underlay"},
+            "spec": {"cidrBlock": CIDR, "gateway": EXTERNAL_GATEWAY.to_string(),
+                "excludeIps": [EXTERNAL_GATEWAY.to_string()], "vlan": "vlan0",
+                "namespaces": ["ul"]}}),
+    );
+    put::<Namespace>(
+        cluster,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "ul", "annotations": {"ovn.kubernetes.io/logical_switch": "underlay"}}}),
+    );
+    cluster
+        .wait_for_switch("underlay", Duration::from_secs(30))
+        .unwrap();
+}
+
+fn underlay_pod(cluster: &KovnCluster, name: &str, node: usize) -> RunningPod {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "ul"}, "spec": {"containers": [{"name": "c"}]}
+    }))
+    .unwrap();
+    let p = cluster.start_pod_object(pod, node).expect("underlay pod");
+    assert!(CIDR.parse::<ipnet::Ipv4Net>().unwrap().contains(&p.ip));
+    p
+}
+
+fn pings(from: &RunningPod, to: Ipv4Addr, count: u32) -> bool {
+    Cmd::new("ping")
+        .args(["-c", &count.to_string(), "-i", "0.05", "-W", "1", "-q"])
+        .arg(to.to_string())
+        .netns(&from.netns)
+        .run()
+        .is_ok_and(|out| out.contains(&format!("{count} received")))
+}
+
+fn mac_of(pod: &RunningPod) -> String {
+    let link = Cmd::new("ip")
+        .args(["-o", "link", "show", "eth0"])
+        .netns(&pod.netns)
+        .run()
+        .unwrap();
+    link.split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned()
+}
+
+fn wait(what: &str, check: impl FnMut() -> bool) {
+    sandbox::kovn::wait_for(what, Duration::from_secs(20), check).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_network() {
+    if !sandbox::privileged(
+        "underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_network",
+    ) {
+        return;
+    }
+    let mut cluster = KovnCluster::start(2, common::binaries()).expect("kovn on a sandbox");
+    let physical = cluster
+        .sb
+        .add_external_network(&[0, 1], INTERNET)
+        .expect("the physical network");
+    underlay(&cluster);
+    for i in 0..2 {
+        wait(&format!("n{i}'s br-net1 on {EXTERNAL_NIC}"), || {
+            cluster
+                .sb
+                .node(i)
+                .vsctl()
+                .run(["list-ports", "br-net1"])
+                .is_ok_and(|p| p.trim() == EXTERNAL_NIC)
+        });
+    }
+    let u0 = underlay_pod(&cluster, "u0", 0);
+    let u1 = underlay_pod(&cluster, "u1", 1);
+
+    // The physical gateway sees u0 itself: its address and its MAC, straight off the wire.
+    let capture = Capture::start(
+        &physical.router,
+        "eth0",
+        "icmp",
+        cluster.dir.join("underlay-gw.pcap"),
+    )
+    .unwrap();
+    wait("u0 reaches the physical gateway", || {
+        pings(&u0, EXTERNAL_GATEWAY, 1)
+    });
+    assert!(pings(&u0, EXTERNAL_GATEWAY, 10), "u0's pings were lost");
+    let seen = capture.stop_and_decode(&["-e"]).unwrap();
+    let mac = mac_of(&u0);
+    let requests = seen
+        .iter()
+        .filter(|l| {
+            l.contains(&format!(
+                "{} > {EXTERNAL_GATEWAY}: ICMP echo request",
+                u0.ip
+            ))
+        })
+        .filter(|l| l.starts_with(&mac) || l.contains(&format!(" {mac} >")))
+        .count();
+    assert!(
+        requests >= 10,
+        "the gateway saw {requests} requests from u0 ({}, {mac}):\n{}",
+        u0.ip,
+        seen.join("\n")
+    );
+
+    // u0 to u1 across nodes: on the physical network's switch, not in a tunnel.
+    let capture = Capture::start(
+        &physical.switch,
+        "br0",
+        &format!("icmp and host {} and host {}", u0.ip, u1.ip),
+        cluster.dir.join("underlay-switch.pcap"),
+    )
+    .unwrap();
+    wait("u0 reaches u1", || pings(&u0, u1.ip, 1));
+    assert!(pings(&u0, u1.ip, 10), "u0's pings to u1 were lost");
+    let seen = capture.stop_and_decode(&[]).unwrap();
+    let across = seen
+        .iter()
+        .filter(|l| l.contains(&format!("{} > {}: ICMP echo request", u0.ip, u1.ip)))
+        .count();
+    assert!(
+        across >= 10,
+        "the physical switch carried {across} of u0's requests to u1:\n{}",
+        seen.join("\n")
+    );
+
+    // The nodes leave the subnet to the physical network.
+    for i in 0..2 {
+        let routes = cluster.sb.node(i).ip(&["route", "show", CIDR]).unwrap();
+        assert!(
+            !routes.contains("ovn0"),
+            "n{i} routes {CIDR} through ovn0: {routes}"
+        );
+    }
+    drop((u0, u1));
+    cluster.teardown().expect("teardown");
+}
