@@ -1,8 +1,9 @@
 //! `kovn-agent uninstall`: removes from this node everything kovn-agent put there, in an order
-//! that leaves nothing half-done: the OVS ports it made (pods', spares', `ovn0`), the pods'
-//! veths, the routes through `ovn0`, the pinned maps and links (unpinning a TCX link detaches
-//! its program), the `ip kovn` nftables table, the CNI conflist, the `kube-ovn` plugin and the
-//! CNI socket.
+//! that leaves nothing half-done: the OVS ports it made (pods', spares', `ovn0`) and its
+//! provider bridges with their mappings, the pods' veths, the routes and rules it added, the
+//! pinned maps and links (unpinning a TCX link detaches its program), the `ip kovn` and
+//! `ip kovn_probe` nftables tables, the CNI conflist, the `kube-ovn` plugin and the CNI
+//! socket.
 //!
 //! It refuses while an agent still answers on the CNI socket: a running agent would put back
 //! what is removed. Every item is reported (removed, absent, or failed and why), so an
@@ -194,6 +195,22 @@ pub async fn run(options: &UninstallOptions) -> Result<Report, UninstallError> {
                     }
                 };
                 report.push(format!("OVS port {port}"), outcome);
+            }
+            // Provider bridges (underlay, the external network) and their mappings.
+            for provider in crate::ovs::provider_bridge::kovn_providers(&ovs) {
+                let bridge = crate::ovs::provider_bridge::bridge_name(&provider);
+                let outcome = if options.dry_run {
+                    Outcome::WouldRemove
+                } else {
+                    match crate::ovs::provider_bridge::remove(&ovs, &provider).await {
+                        Ok(()) => Outcome::Removed,
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    }
+                };
+                report.push(
+                    format!("OVS bridge {bridge} (provider {provider})"),
+                    outcome,
+                );
             }
         }
         Ok(Err(e)) => report.push(

@@ -109,6 +109,25 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
         node_cmd(&node.netns, "ip", &args.split(' ').collect::<Vec<_>>());
     }
 
+    // A provider network's bridge (underlay), on a NIC of the node's.
+    node_cmd(
+        &node.netns,
+        "ip",
+        &["link", "add", "ul0", "type", "veth", "peer", "name", "ul0p"],
+    );
+    let pn: api::ProviderNetwork = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "ProviderNetwork",
+        "metadata": {"name": "net1"}, "spec": {"defaultInterface": "ul0"}
+    }))
+    .unwrap();
+    cluster.api.put(&pn);
+    sandbox::kovn::wait_for("br-net1", Duration::from_secs(15), || {
+        node.vsctl()
+            .run(["list-ports", "br-net1"])
+            .is_ok_and(|p| p.trim() == "ul0")
+    })
+    .unwrap();
+
     // Before: each item is there, or the checks below prove nothing.
     let before_links: Vec<String> = links(&node.netns)
         .into_iter()
@@ -199,6 +218,15 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
     );
     let tables = node_cmd(&node.netns, "nft", &["list", "tables"]);
     assert!(!tables.contains("kovn"), "nft table left: {tables}");
+    assert!(
+        node.vsctl().run(["br-exists", "br-net1"]).is_err(),
+        "the provider bridge br-net1 is left"
+    );
+    let ids = node
+        .vsctl()
+        .run(["get", "Open_vSwitch", ".", "external_ids"])
+        .unwrap();
+    assert!(!ids.contains("ovn-bridge-mappings"), "mapping left: {ids}");
     let rules = node_cmd(&node.netns, "ip", &["rule", "show"]);
     assert!(!rules.contains("iif ovn0"), "egress rules left: {rules}");
     assert!(
