@@ -3,7 +3,8 @@
 //! sandbox's external network plays the physical network, its router the physical gateway.
 //! Pods of the subnet on two nodes reach the gateway with their own addresses and MACs, and
 //! each other through the physical network (its switch carries their packets, no tunnel);
-//! the nodes do not route the subnet through ovn0.
+//! two of them on one node are fast-pathed with no duplicate; the nodes do not route the
+//! subnet through ovn0.
 
 mod common;
 
@@ -169,6 +170,27 @@ fn underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_net
         seen.join("\n")
     );
 
+    // Two underlay pods on one node: OVS's first packets, then the fast path, no duplicate.
+    let u2 = underlay_pod(&cluster, "u2", 0);
+    wait("u0 reaches u2", || pings(&u0, u2.ip, 1));
+    let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
+    let before = fast_hits(&pins);
+    let out = Cmd::new("ping")
+        .args(["-c", "300", "-i", "0.005", "-W", "1", "-q"])
+        .arg(u2.ip.to_string())
+        .netns(&u0.netns)
+        .run()
+        .unwrap();
+    assert!(
+        out.contains("300 received") && !out.contains("duplicates"),
+        "u0 to u2 on one node: {out}"
+    );
+    let hits = fast_hits(&pins) - before;
+    assert!(
+        hits > 100,
+        "{hits} fast hits for 300 echoes between underlay pods"
+    );
+
     // The nodes leave the subnet to the physical network.
     for i in 0..2 {
         let routes = cluster.sb.node(i).ip(&["route", "show", CIDR]).unwrap();
@@ -177,6 +199,15 @@ fn underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_net
             "n{i} routes {CIDR} through ovn0: {routes}"
         );
     }
-    drop((u0, u1));
+    drop((u0, u1, u2));
     cluster.teardown().expect("teardown");
+}
+
+/// Fast hits counted so far on a node, over every interface (its pinned reasons map).
+fn fast_hits(pins: &std::path::Path) -> u64 {
+    use agent::datapath::{PinnedMaps, ReadMaps};
+    PinnedMaps::open(pins)
+        .expect("pinned maps")
+        .packets_for(datapath_common::Reason::FastHit)
+        .unwrap()
 }
