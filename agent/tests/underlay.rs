@@ -3,8 +3,8 @@
 //! sandbox's external network plays the physical network, its router the physical gateway.
 //! Pods of the subnet on two nodes reach the gateway with their own addresses and MACs, and
 //! each other through the physical network (its switch carries their packets, no tunnel);
-//! two of them on one node are fast-pathed with no duplicate; the nodes do not route the
-//! subnet through ovn0.
+//! two of them on one node are fast-pathed with no duplicate; a pod of a tagged Vlan's subnet
+//! sends tagged frames; the nodes do not route the subnet through ovn0.
 
 mod common;
 
@@ -191,6 +191,57 @@ fn underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_net
         "{hits} fast hits for 300 echoes between underlay pods"
     );
 
+    // A second Vlan on the same provider network, tag 10: what its pod sends is tagged 10 on
+    // the physical network (and untagged for vlan0's pods, as seen above).
+    put::<api::Vlan>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Vlan",
+            "metadata": {"name": "vlan10"}, "spec": {"id": 10, "provider": "net1"}}),
+    );
+    put::<api::Subnet>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "underlay10"},
+            "spec": {"cidrBlock": "192.168.210.0/24", "gateway": "192.168.210.254",
+                "vlan": "vlan10", "namespaces": ["ul10"]}}),
+    );
+    put::<Namespace>(
+        &cluster,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "ul10", "annotations": {"ovn.kubernetes.io/logical_switch": "underlay10"}}}),
+    );
+    cluster
+        .wait_for_switch("underlay10", Duration::from_secs(30))
+        .unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "v", "namespace": "ul10"}, "spec": {"containers": [{"name": "c"}]}
+    }))
+    .unwrap();
+    let v = cluster.start_pod_object(pod, 1).expect("pod ul10/v");
+    let capture = Capture::start(
+        &physical.switch,
+        "br0",
+        "arp or (vlan and arp)",
+        cluster.dir.join("underlay-vlan.pcap"),
+    )
+    .unwrap();
+    // Nothing answers for 192.168.210.254: the ARP requests are what crosses the wire.
+    assert!(!pings(&v, "192.168.210.254".parse().unwrap(), 2));
+    let seen = capture.stop_and_decode(&["-e"]).unwrap();
+    let asks = format!("who-has 192.168.210.254 tell {}", v.ip);
+    let tagged = seen
+        .iter()
+        .filter(|l| l.contains(&asks) && l.contains("vlan 10"))
+        .count();
+    let untagged = seen
+        .iter()
+        .filter(|l| l.contains(&asks) && !l.contains("vlan 10"))
+        .count();
+    assert!(
+        tagged > 0 && untagged == 0,
+        "v's ARP requests on the physical network: {tagged} tagged 10, {untagged} not:\n{}",
+        seen.join("\n")
+    );
+
     // The nodes leave the subnet to the physical network.
     for i in 0..2 {
         let routes = cluster.sb.node(i).ip(&["route", "show", CIDR]).unwrap();
@@ -199,7 +250,7 @@ fn underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_net
             "n{i} routes {CIDR} through ovn0: {routes}"
         );
     }
-    drop((u0, u1, u2));
+    drop((u0, u1, u2, v));
     cluster.teardown().expect("teardown");
 }
 
