@@ -1,5 +1,5 @@
 //! The provider networks on this node, as Kube-OVN's daemon lays them: each ProviderNetwork
-//! that does not exclude the node gets `br-<name>` with the node's NIC for it (see
+//! that does not exclude the node (and whose `nodeSelector`, if any, selects it) gets `br-<name>` with the node's NIC for it (see
 //! [`provider_bridge`]).
 //!
 //! And the default external network, as Kube-OVN's daemon lays it from the
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 
@@ -68,13 +68,14 @@ impl ExternalGatewayConfig {
 /// default external network when the ConfigMap names this node.
 pub fn wanted_bridges(
     node: &str,
+    labels: &BTreeMap<String, String>,
     provider_networks: &[api::ProviderNetwork],
     external: Option<&ConfigMap>,
 ) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = provider_networks
         .iter()
         .filter_map(|pn| {
-            let nic = pn.spec.interface_of(node)?;
+            let nic = pn.spec.interface_of(node, labels)?;
             Some((pn.name_any(), nic.to_owned()))
         })
         .collect();
@@ -105,6 +106,7 @@ pub async fn run(
     .default_backoff()
     .reflect(cm_writer)
     .map(|_| ());
+    let kube_for_node = kube.clone();
     let provider_networks = watcher(
         Api::<api::ProviderNetwork>::all(kube),
         watcher::Config::default(),
@@ -112,7 +114,20 @@ pub async fn run(
     .default_backoff()
     .reflect(pn_writer)
     .map(|_| ());
-    let mut events = futures::stream::select(config_maps, provider_networks).boxed();
+    // This node's labels, for the networks' nodeSelector.
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let nodes = watcher(
+        Api::<Node>::all(kube_for_node),
+        watcher::Config::default().fields(&format!("metadata.name={node}")),
+    )
+    .default_backoff()
+    .reflect(node_writer)
+    .map(|_| ());
+    let mut events = futures::stream::select_all([
+        config_maps.boxed(),
+        provider_networks.boxed(),
+        nodes.boxed(),
+    ]);
     let mut retry = tokio::time::interval(RETRY);
     let mut done: Option<BTreeMap<String, String>> = None;
     loop {
@@ -122,16 +137,22 @@ pub async fn run(
         }
         // Nothing is done before both first lists: a restarted agent must not remove a
         // bridge it made before it has seen what asks for it.
-        let (Ok(_), Ok(_)) = (
+        let (Ok(_), Ok(_), Ok(_)) = (
             tokio::time::timeout(Duration::ZERO, cm_store.wait_until_ready()).await,
             tokio::time::timeout(Duration::ZERO, pn_store.wait_until_ready()).await,
+            tokio::time::timeout(Duration::ZERO, node_store.wait_until_ready()).await,
         ) else {
             continue;
         };
+        let labels = node_store
+            .state()
+            .first()
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
         let networks: Vec<api::ProviderNetwork> =
             pn_store.state().iter().map(|p| (**p).clone()).collect();
         let cm = cm_store.state().first().map(|c| (**c).clone());
-        let wanted = wanted_bridges(&node, &networks, cm.as_ref());
+        let wanted = wanted_bridges(&node, &labels, &networks, cm.as_ref());
         if done.as_ref() == Some(&wanted) {
             continue;
         }
@@ -193,9 +214,23 @@ mod tests {
                 "excludeNodes": ["n3"]}
         }))
         .unwrap();
-        let of = |node: &str| wanted_bridges(node, std::slice::from_ref(&pn), None);
+        let none = BTreeMap::new();
+        let of = |node: &str| wanted_bridges(node, &none, std::slice::from_ref(&pn), None);
         assert_eq!(of("n1").get("net1").map(String::as_str), Some("eth1"));
         assert_eq!(of("n2").get("net1").map(String::as_str), Some("ens5"));
         assert!(of("n3").is_empty());
+        // With a nodeSelector, only the nodes it selects.
+        let mut selective = pn.clone();
+        selective.spec.node_selector = Some(
+            serde_json::from_value(serde_json::json!({"matchLabels": {"underlay": "true"}}))
+                .unwrap(),
+        );
+        let labelled: BTreeMap<String, String> =
+            [("underlay".to_owned(), "true".to_owned())].into();
+        assert!(wanted_bridges("n1", &none, std::slice::from_ref(&selective), None).is_empty());
+        assert_eq!(
+            wanted_bridges("n1", &labelled, std::slice::from_ref(&selective), None).len(),
+            1
+        );
     }
 }

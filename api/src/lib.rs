@@ -7,6 +7,7 @@ mod ip;
 pub mod names;
 mod owner;
 mod provider_network;
+mod selector;
 pub mod service;
 mod subnet;
 mod vpc;
@@ -18,6 +19,7 @@ pub use provider_network::{
     CustomInterface, ProviderNetwork, ProviderNetworkCondition, ProviderNetworkSpec,
     ProviderNetworkStatus, Vlan, VlanSpec, VlanStatus,
 };
+pub use selector::selects;
 pub use subnet::{
     GatewayNode, GatewayType, NatOutgoingPolicyMatch, NatOutgoingPolicyRule,
     NatOutgoingPolicyRuleStatus, Protocol, Subnet, SubnetAcl, SubnetSpec, SubnetStatus,

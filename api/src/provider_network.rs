@@ -55,9 +55,15 @@ pub struct ProviderNetworkSpec {
 }
 
 impl ProviderNetworkSpec {
-    /// The NIC `node` bridges, or None when the node is excluded or has none.
-    pub fn interface_of(&self, node: &str) -> Option<&str> {
+    /// The NIC `node` (with `labels`) bridges, or None when the node is excluded, not
+    /// selected by `nodeSelector`, or has none.
+    pub fn interface_of(&self, node: &str, labels: &BTreeMap<String, String>) -> Option<&str> {
         if self.exclude_nodes.iter().any(|n| n == node) {
+            return None;
+        }
+        if let Some(selector) = &self.node_selector
+            && !crate::selects(selector, labels)
+        {
             return None;
         }
         self.custom_interfaces
@@ -71,9 +77,6 @@ impl ProviderNetworkSpec {
     /// The fields set to something kovn does not act on (yet), by their Kube-OVN names.
     pub fn unsupported_fields(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.node_selector.is_some() {
-            out.push("nodeSelector".to_owned());
-        }
         if self.exchange_link_name {
             out.push("exchangeLinkName".to_owned());
         }

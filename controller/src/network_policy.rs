@@ -23,7 +23,6 @@ use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort as ApiPort,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// A policy's identity: `<namespace>/<name>` (what Kube-OVN records in `external_ids:np`).
@@ -189,27 +188,7 @@ impl AclLogging {
     }
 }
 
-/// Whether `labels` match `selector` (matchLabels and matchExpressions, all ANDed). An
-/// operator kovn does not know selects nothing (the API server validates them, so this is a
-/// malformed object, which must never widen a policy).
-pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(wanted) = &selector.match_labels
-        && wanted.iter().any(|(k, v)| labels.get(k) != Some(v))
-    {
-        return false;
-    }
-    selector.match_expressions.iter().flatten().all(|e| {
-        let value = labels.get(&e.key);
-        let values = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    })
-}
+pub use api::selects;
 
 /// The plan of `policy` given every pod and every namespace's labels. Fails on what the API
 /// server would have refused (a bad CIDR or protocol), so nothing is half-applied.
@@ -385,6 +364,7 @@ mod tests {
     use k8s_openapi::api::networking::v1::{
         IPBlock, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicySpec,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
     use kube::api::ObjectMeta;
 
