@@ -181,7 +181,9 @@ pub fn pod_cidrs(subnets: &[Subnet], join: &NodeGateway, names: &TopologyNames) 
     let mut out: Vec<IpNet> = subnets
         .iter()
         .filter(|s| {
-            names.in_default_vpc(s) && s.name_any() != names.join_subnet && !s.spec.is_underlay()
+            names.in_default_vpc(s)
+                && s.name_any() != names.join_subnet
+                && !s.spec.routed_by_physical_gateway()
         })
         .flat_map(cidrs_of)
         .filter(|c| c.addr().is_ipv4() == join.gateway.is_ipv4())
@@ -399,7 +401,7 @@ pub async fn run(
         // network's.
         let default_vpc: Vec<&Subnet> = subnets
             .iter()
-            .filter(|s| names.in_default_vpc(s) && !s.spec.is_underlay())
+            .filter(|s| names.in_default_vpc(s) && !s.spec.routed_by_physical_gateway())
             .collect();
         let masqueraded: Vec<IpNet> = default_vpc
             .iter()

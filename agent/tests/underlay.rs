@@ -4,7 +4,9 @@
 //! Pods of the subnet on two nodes reach the gateway with their own addresses and MACs, and
 //! each other through the physical network (its switch carries their packets, no tunnel);
 //! two of them on one node are fast-pathed with no duplicate; a pod of a tagged Vlan's subnet
-//! sends tagged frames; the nodes do not route the subnet through ovn0.
+//! sends tagged frames; the nodes do not route the subnet through ovn0. With
+//! `logicalGateway`, an underlay subnet's gateway is OVN's router port: overlay pods and
+//! nodes reach its pods.
 
 mod common;
 
@@ -18,6 +20,7 @@ use sandbox::{Cmd, EXTERNAL_GATEWAY, EXTERNAL_NIC};
 use serde_json::json;
 
 const CIDR: &str = "192.168.200.0/24";
+const L2_CIDR: &str = "192.168.220.0/24";
 const INTERNET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
 fn put<T: serde::de::DeserializeOwned + kube::Resource<DynamicType = ()> + serde::Serialize>(
@@ -242,6 +245,39 @@ fn underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_net
         seen.join("\n")
     );
 
+    // logicalGateway: an underlay subnet of a layer-2-only network, its gateway OVN's router
+    // port; an overlay pod and a node reach its pod through OVN's router.
+    put::<api::Subnet>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "l2only"},
+            "spec": {"cidrBlock": L2_CIDR, "gateway": "192.168.220.1", "vlan": "vlan0",
+                "logicalGateway": true, "namespaces": ["l2"]}}),
+    );
+    put::<Namespace>(
+        &cluster,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "l2", "annotations": {"ovn.kubernetes.io/logical_switch": "l2only"}}}),
+    );
+    cluster
+        .wait_for_switch("l2only", Duration::from_secs(30))
+        .unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "w", "namespace": "l2"}, "spec": {"containers": [{"name": "c"}]}
+    }))
+    .unwrap();
+    let w = cluster.start_pod_object(pod, 1).expect("pod l2/w");
+    let o = cluster.start_pod("o", 0).expect("overlay pod o");
+    wait("the overlay pod reaches w", || pings(&o, w.ip, 1));
+    assert!(pings(&o, w.ip, 10), "o's pings to w were lost");
+    assert!(pings(&w, o.ip, 10), "w's pings to o were lost");
+    let node_pings = Cmd::new("ping")
+        .args(["-c", "3", "-i", "0.05", "-W", "1", "-q"])
+        .arg(w.ip.to_string())
+        .netns(&cluster.sb.node(0).netns)
+        .run()
+        .unwrap_or_default();
+    assert!(node_pings.contains("3 received"), "n0 to w: {node_pings}");
+
     // The nodes leave the subnet to the physical network.
     for i in 0..2 {
         let routes = cluster.sb.node(i).ip(&["route", "show", CIDR]).unwrap();
@@ -250,7 +286,7 @@ fn underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_net
             "n{i} routes {CIDR} through ovn0: {routes}"
         );
     }
-    drop((u0, u1, u2, v));
+    drop((u0, u1, u2, v, w, o));
     cluster.teardown().expect("teardown");
 }
 

@@ -240,10 +240,16 @@ pub struct GatewayNode {
 }
 
 impl SubnetSpec {
-    /// An underlay subnet: on a Vlan of a provider network, routed by the physical gateway
-    /// (`logicalGateway` would give it a router port; kovn does not act on it yet).
+    /// An underlay subnet: on a Vlan of a provider network.
     pub fn is_underlay(&self) -> bool {
         !self.vlan.is_empty()
+    }
+
+    /// An underlay subnet whose gateway is the physical network's: not on the VPC's router,
+    /// not routed by the nodes. With `logicalGateway` an underlay subnet's gateway is OVN's
+    /// router port, as an overlay subnet's.
+    pub fn routed_by_physical_gateway(&self) -> bool {
+        self.is_underlay() && !self.logical_gateway
     }
 
     /// The gateway nodes of `gatewayNode`, in the order given (the first is the preferred
@@ -313,7 +319,10 @@ impl SubnetSpec {
             "policyRoutingTableID",
         );
         flag(!self.vips.is_empty(), "vips");
-        flag(self.logical_gateway, "logicalGateway");
+        flag(
+            self.logical_gateway && !self.is_underlay(),
+            "logicalGateway (without vlan)",
+        );
         flag(self.enable_dhcp, "enableDHCP");
         flag(!self.dhcp_v4_options.is_empty(), "dhcpV4Options");
         flag(!self.dhcp_v6_options.is_empty(), "dhcpV6Options");

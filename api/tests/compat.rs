@@ -268,7 +268,6 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
         "policyRoutingPriority",
         "policyRoutingTableID",
         "vips",
-        "logicalGateway",
         "enableDHCP",
         "dhcpV4Options",
         "dhcpV6Options",
@@ -315,6 +314,7 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
         "excludeIps",
         "gatewayNode",
         "vlan",
+        "logicalGateway",
     ] {
         assert!(
             !named.iter().any(|n| n == acted),

@@ -132,6 +132,7 @@ async fn subnets_and_pod_ports_converge_and_stay_converged() {
         localnet: Some(controller::topology::Localnet {
             network: "net1".into(),
             tag: 100,
+            logical_gateway: false,
         }),
         ..changed.clone()
     };

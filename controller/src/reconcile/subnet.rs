@@ -120,6 +120,7 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
                 vlan.spec.provider.clone()
             },
             tag: vlan.spec.tag(),
+            logical_gateway: subnet.spec.logical_gateway,
         });
     }
     let router = router_of(subnet, ctx);
@@ -180,8 +181,9 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
         .await;
     }
 
-    // An underlay subnet is not on the router: no router policies of its own.
-    let cidrs = if valid.plan.localnet.is_some() {
+    // An underlay subnet of the physical gateway is not on the router: no router policies
+    // of its own.
+    let cidrs = if subnet.spec.routed_by_physical_gateway() {
         Vec::new()
     } else {
         valid.plan.cidrs.clone()

@@ -98,7 +98,7 @@ pub struct SubnetPlan {
     /// One per CIDR, same order.
     pub gateways: Vec<IpAddr>,
     /// An underlay subnet's physical network: its switch is bridged there by a localnet
-    /// port, and has no port on the VPC's router (the physical gateway routes it).
+    /// port, and has no port on the VPC's router unless it has a logical gateway.
     pub localnet: Option<Localnet>,
 }
 
@@ -108,6 +108,9 @@ pub struct SubnetPlan {
 pub struct Localnet {
     pub network: String,
     pub tag: u32,
+    /// Kube-OVN's `logicalGateway`: the switch keeps its port on the VPC's router, which is
+    /// its pods' gateway (a layer-2-only physical network has none).
+    pub logical_gateway: bool,
 }
 
 impl SubnetPlan {
@@ -248,10 +251,20 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
             [],
         ),
     };
-    if let Some(localnet) = &plan.localnet {
-        localnet_ops(cache, plan, localnet, &switch_ref, t);
-        // Moved under the physical network: the router's ports for it go (ports are not
-        // root rows: dropped from their router and switch, OVSDB removes them).
+    match &plan.localnet {
+        Some(localnet) => localnet_ops(cache, plan, localnet, &switch_ref, t),
+        None => {
+            if let Some(p) = find::<LogicalSwitchPort>(cache, &plan.localnet_port()) {
+                t.mutate_where(
+                    &[Condition::row(&switch_ref)],
+                    [LogicalSwitch::PORTS.delete([p.uuid])],
+                );
+            }
+        }
+    }
+    if plan.localnet.as_ref().is_some_and(|l| !l.logical_gateway) {
+        // The physical gateway routes it: the router's ports for it go (ports are not root
+        // rows: dropped from their router and switch, OVSDB removes them).
         if let Some(p) = &router_port {
             t.mutate_where(
                 &[Condition::row(&router_ref)],
@@ -265,12 +278,6 @@ pub fn subnet_ops(cache: &Cache, plan: &SubnetPlan, t: &mut Transaction) {
             );
         }
         return;
-    }
-    if let Some(p) = find::<LogicalSwitchPort>(cache, &plan.localnet_port()) {
-        t.mutate_where(
-            &[Condition::row(&switch_ref)],
-            [LogicalSwitch::PORTS.delete([p.uuid])],
-        );
     }
     let mac = mac_for(plan.gateways[0]);
     match &router_port {
