@@ -130,6 +130,7 @@ pub async fn run(
     ]);
     let mut retry = tokio::time::interval(RETRY);
     let mut done: Option<BTreeMap<String, String>> = None;
+    let mut refused: std::collections::BTreeSet<(String, String)> = Default::default();
     loop {
         tokio::select! {
             event = events.next() => if event.is_none() { break },
@@ -158,6 +159,22 @@ pub async fn run(
         }
         let mut ok = true;
         for (provider, nic) in &wanted {
+            // A NIC carrying the node's addresses would cut the node off once in a bridge:
+            // kovn does not move addresses onto the bridge (Kube-OVN's IP migration) yet.
+            match addresses_of(nic).await {
+                Ok(held) if !held.is_empty() => {
+                    if refused.insert((provider.clone(), nic.clone())) {
+                        tracing::error!(%provider, %nic, addresses = ?held, "the provider network's NIC carries addresses: not bridged (kovn does not move them onto br-{provider}); give the provider network a NIC without addresses");
+                    }
+                    ok = false;
+                    continue;
+                }
+                Ok(_) => {
+                    refused.remove(&(provider.clone(), nic.clone()));
+                }
+                // No such NIC (yet): ovs-vswitchd reports it, the bridge waits for it.
+                Err(_) => {}
+            }
             if let Err(e) =
                 provider_bridge::ensure(&ovs, provider, nic, datapath_type.as_deref()).await
             {
@@ -178,6 +195,35 @@ pub async fn run(
             done = Some(wanted);
         }
     }
+}
+
+/// The global (not link-local) addresses on `nic`; an error when there is no such NIC.
+async fn addresses_of(nic: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
+    let handle = crate::netlink::connect().map_err(|e| e.to_string())?;
+    let index = crate::netlink::index_of(&handle, nic)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no {nic}"))?;
+    let addresses: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(addresses
+        .into_iter()
+        .filter(|a| a.header.scope == AddressScope::Universe)
+        .filter_map(|a| {
+            a.attributes.into_iter().find_map(|attr| match attr {
+                AddressAttribute::Address(ip) => Some(ip),
+                _ => None,
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! network `external`, so that ovn-controller can connect the external switch's localnet
 //! port there; the other nodes do not; disabling the config takes bridge and mapping away.
 //! The sandbox's external network is a layer-2 network of its own, reached by the gateway
-//! nodes' second NIC only.
+//! nodes' second NIC only. A provider network whose NIC carries the node's address is refused
+//! (bridging it would cut the node off).
 
 mod common;
 
@@ -50,6 +51,14 @@ fn the_named_gateway_nodes_bridge_the_external_network_and_only_they() {
         .sb
         .add_external_network(&[1], internet)
         .expect("the external network");
+    // A provider network whose NIC carries the node's address (br-phy holds the fabric
+    // address): bridging it would cut the node off, so it is refused.
+    let busy: api::ProviderNetwork = serde_json::from_value(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "ProviderNetwork",
+        "metadata": {"name": "busy"}, "spec": {"defaultInterface": "br-phy"}
+    }))
+    .unwrap();
+    cluster.api.put(&busy);
     cluster.api.put(&config(true, "n1"));
     wait("n1's br-external with its NIC and the mapping", || {
         let (ports, mappings) = bridge_of(&cluster, 1);
@@ -68,9 +77,17 @@ fn the_named_gateway_nodes_bridge_the_external_network_and_only_they() {
         ports.contains(&format!(": {EXTERNAL_NIC}")) || ports.contains(&format!(" {EXTERNAL_NIC}")),
         "eth1 is not a datapath port:\n{ports}"
     );
+    // Decided in the same pass as br-external: refused, and the node still on the fabric.
+    for i in 0..2 {
+        let vsctl = cluster.sb.node(i).vsctl();
+        assert!(
+            vsctl.run(["br-exists", "br-busy"]).is_err(),
+            "n{i} bridged a NIC that carries its address"
+        );
+    }
     let (ports, mappings) = bridge_of(&cluster, 0);
     assert!(
-        ports.is_none() && !mappings.contains("ovn-bridge-mappings"),
+        ports.is_none() && !mappings.contains("external:"),
         "n0 is not a gateway but has {ports:?} / {mappings}"
     );
     // Nothing but the gateway's NIC and the router is on the external network.
