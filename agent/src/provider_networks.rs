@@ -1,6 +1,8 @@
 //! The provider networks on this node, as Kube-OVN's daemon lays them: each ProviderNetwork
-//! that does not exclude the node (and whose `nodeSelector`, if any, selects it) gets `br-<name>` with the node's NIC for it (see
-//! [`provider_bridge`]).
+//! that does not exclude the node (and whose `nodeSelector`, if any, selects it) gets
+//! `br-<name>` with the node's NIC for it (see [`provider_bridge`]). A NIC that carries
+//! addresses is refused: in a bridge it would cut the node off, and kovn does not move the
+//! addresses onto the bridge yet.
 //!
 //! And the default external network, as Kube-OVN's daemon lays it from the
 //! `kube-system/ovn-external-gw-config` ConfigMap: when `enable-external-gw` is `"true"` and
@@ -8,7 +10,8 @@
 //! provider bridge `br-external`, mapped as provider network `external`. ovn-controller then
 //! connects the external logical switch's localnet port here, and the VPC router ports
 //! scheduled on this chassis reach the outside world through that NIC. Disabled, the node not
-//! listed, or the ConfigMap gone: kovn's bridge and mapping are removed.
+//! listed, or the ConfigMap gone: kovn's bridge and mapping are removed. The controller's
+//! side of the external network (its switch, VPC router ports on it) is not written yet.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -107,6 +110,7 @@ pub async fn run(
     .reflect(cm_writer)
     .map(|_| ());
     let kube_for_node = kube.clone();
+    let kube_for_labels = kube.clone();
     let provider_networks = watcher(
         Api::<api::ProviderNetwork>::all(kube),
         watcher::Config::default(),
@@ -190,11 +194,71 @@ pub async fn run(
                 ok = false;
             }
         }
+        // The node's labels tell the controller (ProviderNetwork status) where each network
+        // is ready, with Kube-OVN's keys.
+        let ready: BTreeMap<String, String> = wanted
+            .iter()
+            .filter(|(p, n)| !refused.contains(&((*p).clone(), (*n).clone())))
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect();
+        let current = node_store
+            .state()
+            .first()
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        if let Some(patch) = readiness_labels(&current, &ready)
+            && let Err(e) = Api::<Node>::all(kube_for_labels.clone())
+                .patch(
+                    &node,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(patch),
+                )
+                .await
+        {
+            tracing::warn!(error = %e, "labelling the node's provider networks");
+            ok = false;
+        }
         if ok {
             tracing::info!(bridges = ?wanted, "provider bridges");
             done = Some(wanted);
         }
     }
+}
+
+/// Kube-OVN's node label keys for a provider network.
+pub fn ready_label(provider: &str) -> String {
+    format!("{provider}.provider-network.kubernetes.io/ready")
+}
+
+pub fn interface_label(provider: &str) -> String {
+    format!("{provider}.provider-network.kubernetes.io/interface")
+}
+
+/// The merge patch that makes the node's provider-network labels say `ready` (provider →
+/// NIC), or None when they already do. Labels of providers not ready are removed.
+pub fn readiness_labels(
+    current: &BTreeMap<String, String>,
+    ready: &BTreeMap<String, String>,
+) -> Option<serde_json::Value> {
+    let mut labels = serde_json::Map::new();
+    for (provider, nic) in ready {
+        if current.get(&ready_label(provider)).map(String::as_str) != Some("true") {
+            labels.insert(ready_label(provider), "true".into());
+        }
+        if current.get(&interface_label(provider)) != Some(nic) {
+            labels.insert(interface_label(provider), nic.clone().into());
+        }
+    }
+    let suffix = ".provider-network.kubernetes.io/ready";
+    for key in current.keys() {
+        if let Some(provider) = key.strip_suffix(suffix)
+            && !ready.contains_key(provider)
+        {
+            labels.insert(key.clone(), serde_json::Value::Null);
+            labels.insert(interface_label(provider), serde_json::Value::Null);
+        }
+    }
+    (!labels.is_empty()).then(|| serde_json::json!({"metadata": {"labels": labels}}))
 }
 
 /// The global (not link-local) addresses on `nic`; an error when there is no such NIC.
@@ -277,6 +341,41 @@ mod tests {
         assert_eq!(
             wanted_bridges("n1", &labelled, std::slice::from_ref(&selective), None).len(),
             1
+        );
+    }
+
+    #[test]
+    fn readiness_labels_are_added_and_removed_with_kube_ovns_keys() {
+        let ready: BTreeMap<String, String> = [("net1".to_owned(), "eth1".to_owned())].into();
+        let patch = readiness_labels(&BTreeMap::new(), &ready).unwrap();
+        assert_eq!(
+            patch["metadata"]["labels"]["net1.provider-network.kubernetes.io/ready"],
+            "true"
+        );
+        assert_eq!(
+            patch["metadata"]["labels"]["net1.provider-network.kubernetes.io/interface"],
+            "eth1"
+        );
+        let labelled: BTreeMap<String, String> = [
+            (ready_label("net1"), "true".to_owned()),
+            (interface_label("net1"), "eth1".to_owned()),
+            (ready_label("old"), "true".to_owned()),
+        ]
+        .into();
+        let patch = readiness_labels(&labelled, &ready).unwrap();
+        assert!(patch["metadata"]["labels"][ready_label("old")].is_null());
+        assert!(
+            patch["metadata"]["labels"]
+                .get(ready_label("net1"))
+                .is_none()
+        );
+        let settled: BTreeMap<String, String> = labelled
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("old."))
+            .collect();
+        assert!(
+            readiness_labels(&settled, &ready).is_none(),
+            "nothing to patch"
         );
     }
 }

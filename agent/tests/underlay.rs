@@ -118,6 +118,24 @@ fn underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_net
                 .is_ok_and(|p| p.trim() == EXTERNAL_NIC)
         });
     }
+    // The ProviderNetwork shows where it is ready, as Kube-OVN's status does, and its Vlan
+    // the subnets on it.
+    wait("net1 ready on n0 and n1", || {
+        cluster
+            .api
+            .all::<api::ProviderNetwork>()
+            .into_iter()
+            .find_map(|p| p.status)
+            .is_some_and(|s| s.ready && s.ready_nodes == ["n0", "n1"] && s.vlans == ["vlan0"])
+    });
+    wait("vlan0 lists its subnet", || {
+        cluster
+            .api
+            .all::<api::Vlan>()
+            .into_iter()
+            .find_map(|v| v.status)
+            .is_some_and(|s| s.subnets == ["underlay"])
+    });
     let u0 = underlay_pod(&cluster, "u0", 0);
     let u1 = underlay_pod(&cluster, "u1", 1);
 

@@ -132,6 +132,7 @@ pub(crate) fn inputs(api: &FakeApi) -> Inputs {
             .watch::<k8s_openapi::api::networking::v1::NetworkPolicy>()
             .boxed(),
         vlans: api.watch::<api::Vlan>().boxed(),
+        provider_networks: api.watch::<api::ProviderNetwork>().boxed(),
     }
 }
 

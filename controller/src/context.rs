@@ -65,6 +65,7 @@ pub struct Stores {
     pub network_policies: Store<NetworkPolicy>,
     /// Underlay subnets' VLANs (their tag and provider network).
     pub vlans: Store<api::Vlan>,
+    pub provider_networks: Store<api::ProviderNetwork>,
 }
 
 pub struct Context {

@@ -44,6 +44,7 @@ pub struct Inputs {
     pub endpoint_slices: Events<EndpointSlice>,
     pub network_policies: Events<NetworkPolicy>,
     pub vlans: Events<api::Vlan>,
+    pub provider_networks: Events<api::ProviderNetwork>,
 }
 
 impl Inputs {
@@ -73,6 +74,7 @@ impl Inputs {
             endpoint_slices: watch(client),
             network_policies: watch(client),
             vlans: watch(client),
+            provider_networks: watch(client),
         }
     }
 }
@@ -172,6 +174,8 @@ pub async fn run(
         spawn_reflector(t, inputs.network_policies, Some(policy_deletions));
     // A Vlan made after the Subnet naming it: the subnet retries (VlanNotFound).
     let (vlans, _vlan_trigger) = spawn_reflector(t, inputs.vlans, None);
+    let (provider_networks, provider_network_trigger) =
+        spawn_reflector(t, inputs.provider_networks, None);
     let stores = Stores {
         pods,
         namespaces,
@@ -181,6 +185,7 @@ pub async fn run(
         ips,
         network_policies,
         vlans,
+        provider_networks,
     };
     tracing::info!("waiting for the initial lists");
     stores.pods.wait_until_ready().await?;
@@ -191,6 +196,7 @@ pub async fn run(
     stores.ips.wait_until_ready().await?;
     stores.network_policies.wait_until_ready().await?;
     stores.vlans.wait_until_ready().await?;
+    stores.provider_networks.wait_until_ready().await?;
 
     let writer = NbWriter::start(nb, Arc::new(MetricsObserver(metrics.clone())));
     let ctx = Arc::new(Context::new(
@@ -238,6 +244,19 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
+    // A node's labels say where provider networks are ready: every ProviderNetwork's status
+    // is looked at again on node changes.
+    let (node_changes, node_trigger) = fan_out(node_trigger);
+    let provider_network_ctl =
+        Controller::for_stream(provider_network_trigger, s.provider_networks.clone())
+            .with_config(config.clone())
+            .reconcile_all_on(node_changes.map(|_| ()))
+            .run(
+                |o, c| measured(o, c, reconcile::provider_network::reconcile),
+                error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| future::ready(()));
     let node_ctl = Controller::for_stream(node_trigger, s.nodes.clone())
         .with_config(config.clone())
         .run(
@@ -327,7 +346,8 @@ pub async fn run(
         policy_ctl,
         deletions,
         services,
-        gateway_checker
+        gateway_checker,
+        provider_network_ctl
     );
     drop(tasks);
     Ok(())

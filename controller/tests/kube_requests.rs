@@ -264,6 +264,7 @@ async fn fixture(subnets: Vec<Subnet>, pods: Vec<Pod>) -> Fixture {
         ips,
         network_policies: store::<k8s_openapi::api::networking::v1::NetworkPolicy>(vec![]).0,
         vlans: store::<api::Vlan>(vec![]).0,
+        provider_networks: store::<api::ProviderNetwork>(vec![]).0,
     };
     let ctx = Arc::new(Context::new(
         kube,

@@ -1,6 +1,6 @@
 //! kovn itself on the sandbox, multi-process, as a cluster runs it: kovn-controller (a
-//! process on the host, with the NB's unix socket) and one `kovn-agent daemon` per node (a
-//! process in the node's namespace), all talking to the in-memory API stand-in through
+//! process on node 0's network, as a hostNetwork pod on a master, with the NB's unix socket)
+//! and one `kovn-agent daemon` per node (a process in the node's namespace), all talking to the in-memory API stand-in through
 //! kubeconfigs, and the kubelet's part played by [`crate::kubelet`] with Kube-OVN's conflist.
 
 use std::io::{BufRead, BufReader};

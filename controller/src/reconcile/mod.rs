@@ -4,6 +4,7 @@
 pub mod network_policy;
 pub mod node;
 pub mod pod;
+pub mod provider_network;
 pub mod service;
 pub mod subnet;
 pub mod vpc;
