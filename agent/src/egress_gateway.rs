@@ -217,7 +217,7 @@ pub async fn rule_count() -> Result<usize, NodeSetupError> {
 }
 
 /// Removes every route of `table`.
-async fn remove_table(handle: &Handle, table: u32) -> Result<(), NodeSetupError> {
+pub(crate) async fn remove_table(handle: &Handle, table: u32) -> Result<(), NodeSetupError> {
     for version in [IpVersion::V4, IpVersion::V6] {
         let mut filter = RouteMessageBuilder::<IpAddr>::new().table_id(table).build();
         filter.header.address_family = match version {

@@ -201,14 +201,7 @@ fn ruleset(targets: &BTreeMap<Ipv4Addr, Target>) -> String {
 /// `lo` (idempotent).
 async fn ensure_routing() -> Result<(), String> {
     let handle = connect().map_err(|e| e.to_string())?;
-    let rules: Vec<_> = handle
-        .rule()
-        .get(IpVersion::V4)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing policy rules: {e}"))?;
-    if !rules.iter().any(is_our_rule) {
+    if our_rules(&handle).await?.is_empty() {
         let mut add = handle
             .rule()
             .add()
@@ -247,33 +240,34 @@ async fn ensure_routing() -> Result<(), String> {
 /// Whether the fwmark rule is there (for `kovn-agent uninstall`).
 pub async fn routing_present() -> Result<bool, String> {
     let handle = connect().map_err(|e| e.to_string())?;
-    let rules: Vec<_> = handle
+    Ok(!our_rules(&handle).await?.is_empty())
+}
+
+/// The fwmark rules of [`MARK`] (one, unless someone added it again by hand).
+async fn our_rules(
+    handle: &rtnetlink::Handle,
+) -> Result<Vec<rtnetlink::packet_route::rule::RuleMessage>, String> {
+    let rules: Vec<rtnetlink::packet_route::rule::RuleMessage> = handle
         .rule()
         .get(IpVersion::V4)
         .execute()
         .try_collect()
         .await
         .map_err(|e| format!("listing policy rules: {e}"))?;
-    Ok(rules.iter().any(is_our_rule))
-}
-
-fn is_our_rule(rule: &rtnetlink::packet_route::rule::RuleMessage) -> bool {
-    rule.attributes
-        .iter()
-        .any(|a| matches!(a, RuleAttribute::FwMark(m) if *m == MARK))
+    Ok(rules
+        .into_iter()
+        .filter(|r| {
+            r.attributes
+                .iter()
+                .any(|a| matches!(a, RuleAttribute::FwMark(m) if *m == MARK))
+        })
+        .collect())
 }
 
 /// Removes the fwmark rule and the table's route (`kovn-agent uninstall`).
 pub async fn remove_routing() -> Result<(), String> {
     let handle = connect().map_err(|e| e.to_string())?;
-    let rules: Vec<_> = handle
-        .rule()
-        .get(IpVersion::V4)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing policy rules: {e}"))?;
-    for rule in rules.into_iter().filter(is_our_rule) {
+    for rule in our_rules(&handle).await? {
         handle
             .rule()
             .del(rule)
@@ -281,35 +275,10 @@ pub async fn remove_routing() -> Result<(), String> {
             .await
             .map_err(|e| format!("removing the fwmark rule: {e}"))?;
     }
-    let routes: Vec<_> = handle
-        .route()
-        .get(
-            RouteMessageBuilder::<Ipv4Addr>::new()
-                .table_id(ROUTE_TABLE)
-                .build(),
-        )
-        .execute()
-        .try_collect()
+    // The table's local route, as the egress gateways' tables are emptied.
+    crate::egress_gateway::remove_table(&handle, ROUTE_TABLE)
         .await
-        .map_err(|e| format!("listing routes: {e}"))?;
-    for route in routes {
-        let table = route
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                rtnetlink::packet_route::route::RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(u32::from(route.header.table));
-        if table == ROUTE_TABLE {
-            handle
-                .route()
-                .del(route)
-                .execute()
-                .await
-                .map_err(|e| format!("removing table {ROUTE_TABLE}'s route: {e}"))?;
-        }
-    }
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

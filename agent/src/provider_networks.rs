@@ -21,6 +21,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 
+use api::{interface_label, provider_of_ready_label, ready_label};
+
 use crate::ovs::provider_bridge;
 
 /// Kube-OVN's names.
@@ -225,15 +227,6 @@ pub async fn run(
     }
 }
 
-/// Kube-OVN's node label keys for a provider network.
-pub fn ready_label(provider: &str) -> String {
-    format!("{provider}.provider-network.kubernetes.io/ready")
-}
-
-pub fn interface_label(provider: &str) -> String {
-    format!("{provider}.provider-network.kubernetes.io/interface")
-}
-
 /// The merge patch that makes the node's provider-network labels say `ready` (provider →
 /// NIC), or None when they already do. Labels of providers not ready are removed.
 pub fn readiness_labels(
@@ -249,9 +242,8 @@ pub fn readiness_labels(
             labels.insert(interface_label(provider), nic.clone().into());
         }
     }
-    let suffix = ".provider-network.kubernetes.io/ready";
     for key in current.keys() {
-        if let Some(provider) = key.strip_suffix(suffix)
+        if let Some(provider) = provider_of_ready_label(key)
             && !ready.contains_key(provider)
         {
             labels.insert(key.clone(), serde_json::Value::Null);

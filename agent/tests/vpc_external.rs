@@ -87,7 +87,7 @@ fn the_named_gateway_nodes_bridge_the_external_network_and_only_they() {
     }
     let (ports, mappings) = bridge_of(&cluster, 0);
     assert!(
-        ports.is_none() && !mappings.contains("external:"),
+        ports.is_none() && !mappings.contains("ovn-bridge-mappings"),
         "n0 is not a gateway but has {ports:?} / {mappings}"
     );
     // Nothing but the gateway's NIC and the router is on the external network.

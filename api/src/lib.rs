@@ -17,7 +17,8 @@ pub use names::TopologyNames;
 pub use owner::{IpObjectRole, Owner, PORT_OWNER_KEY};
 pub use provider_network::{
     CustomInterface, ProviderNetwork, ProviderNetworkCondition, ProviderNetworkSpec,
-    ProviderNetworkStatus, Vlan, VlanSpec, VlanStatus,
+    ProviderNetworkStatus, Vlan, VlanSpec, VlanStatus, interface_label, provider_of_ready_label,
+    ready_label,
 };
 pub use selector::selects;
 pub use subnet::{

@@ -12,6 +12,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Condition, is_false};
 
+/// Kube-OVN's node labels for a provider network: the node's agent bridged its NIC, and
+/// which NIC (the controller's status of the network reads them).
+const LABEL_DOMAIN: &str = "provider-network.kubernetes.io";
+
+pub fn ready_label(provider: &str) -> String {
+    format!("{provider}.{LABEL_DOMAIN}/ready")
+}
+
+pub fn interface_label(provider: &str) -> String {
+    format!("{provider}.{LABEL_DOMAIN}/interface")
+}
+
+/// The provider network a [`ready_label`] is about.
+pub fn provider_of_ready_label(label: &str) -> Option<&str> {
+    label.strip_suffix(&format!(".{LABEL_DOMAIN}/ready"))
+}
+
 /// A NIC for some nodes, instead of the default one.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct CustomInterface {

@@ -44,6 +44,20 @@ pub struct ExternalNetwork {
     pub internet: Ipv4Addr,
 }
 
+/// A host outside the cluster gets `address` on its NIC and `internet` on its `lo`.
+fn address_outside_host(ns: &str, address: &str, internet: Ipv4Addr) -> Result<()> {
+    for args in [
+        ["addr", "add", address, "dev", UNDERLAY_IF],
+        ["addr", "add", &format!("{internet}/32"), "dev", "lo"],
+    ] {
+        Cmd::new("ip").args(["-n", ns]).args(args).run()?;
+    }
+    Cmd::new("ip")
+        .args(["-n", ns, "link", "set", "lo", "up"])
+        .run()?;
+    Ok(())
+}
+
 /// Kube-OVN's default names and ranges.
 pub const DEFAULT_SUBNET: &str = api::names::DEFAULT_SUBNET;
 pub const DEFAULT_SUBNET_CIDR: &str = "10.16.0.0/16";
@@ -323,25 +337,7 @@ impl Sandbox {
         let address: Ipv4Addr = format!("{FABRIC_PREFIX}.{host}")
             .parse()
             .map_err(|e| SandboxError::Invalid(format!("external host address: {e}")))?;
-        for args in [
-            vec![
-                "addr".to_owned(),
-                "add".into(),
-                format!("{address}/{FABRIC_PREFIX_LEN}"),
-                "dev".into(),
-                UNDERLAY_IF.into(),
-            ],
-            vec![
-                "addr".into(),
-                "add".into(),
-                format!("{internet}/32"),
-                "dev".into(),
-                "lo".into(),
-            ],
-            vec!["link".into(), "set".into(), "lo".into(), "up".into()],
-        ] {
-            Cmd::new("ip").arg("-n").arg(&ns).args(args).run()?;
-        }
+        address_outside_host(&ns, &format!("{address}/{FABRIC_PREFIX_LEN}"), internet)?;
         Ok((ns, address))
     }
 
@@ -403,25 +399,7 @@ impl Sandbox {
         }
         let router = self.add_namespace("extgw")?;
         plug(&router, "router", UNDERLAY_IF)?;
-        for args in [
-            vec![
-                "addr".to_owned(),
-                "add".into(),
-                format!("{EXTERNAL_GATEWAY}/24"),
-                "dev".into(),
-                UNDERLAY_IF.into(),
-            ],
-            vec![
-                "addr".into(),
-                "add".into(),
-                format!("{internet}/32"),
-                "dev".into(),
-                "lo".into(),
-            ],
-            vec!["link".into(), "set".into(), "lo".into(), "up".into()],
-        ] {
-            Cmd::new("ip").arg("-n").arg(&router).args(args).run()?;
-        }
+        address_outside_host(&router, &format!("{EXTERNAL_GATEWAY}/24"), internet)?;
         Ok(ExternalNetwork {
             switch,
             router,

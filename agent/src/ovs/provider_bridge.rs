@@ -43,6 +43,31 @@ fn with_mapping(current: &str, provider: &str, bridge: Option<&str>) -> String {
     out.join(",")
 }
 
+/// Appends to `t` the write that maps `provider` to `bridge` (`None`: unmaps it) in the
+/// Open_vSwitch row; returns whether there was anything to write.
+fn map_ops(t: &mut Transaction, ovs: &OpenVswitch, provider: &str, bridge: Option<&str>) -> bool {
+    let current = ovs.external_ids.get(MAPPINGS).cloned().unwrap_or_default();
+    let wanted = with_mapping(&current, provider, bridge);
+    if wanted == current {
+        return false;
+    }
+    let mut ids = ovs.external_ids.clone();
+    if wanted.is_empty() {
+        ids.remove(MAPPINGS);
+    } else {
+        ids.insert(MAPPINGS.to_owned(), wanted);
+    }
+    t.update_where(
+        &[Condition::uuid(ovs.uuid)],
+        [OpenVswitch::EXTERNAL_IDS.to(ids)],
+    );
+    true
+}
+
+fn is_kovns(bridge: &Bridge) -> bool {
+    bridge.external_ids.get(VENDOR.0).map(String::as_str) == Some(VENDOR.1)
+}
+
 /// Makes `br-<provider>` exist with `nic` as its one uplink and the provider mapped to it.
 /// Idempotent; a NIC changed in the config replaces the old one.
 pub async fn ensure(
@@ -56,7 +81,7 @@ pub async fn ensure(
     let mut changed = false;
     let existing = client.read(|c| by_name::<Bridge>(c, &name));
     match &existing {
-        Some(b) if b.external_ids.get(VENDOR.0).map(String::as_str) != Some(VENDOR.1) => {
+        Some(b) if !is_kovns(b) => {
             return Err(OvsError::Missing(format!(
                 "bridge {name} exists and is not kovn's: left alone, provider {provider} not mapped"
             )));
@@ -125,18 +150,7 @@ pub async fn ensure(
             changed = true;
         }
     }
-    let ovs = open_vswitch(client)?;
-    let current = ovs.external_ids.get(MAPPINGS).cloned().unwrap_or_default();
-    let wanted = with_mapping(&current, provider, Some(&name));
-    if wanted != current {
-        let mut ids = ovs.external_ids.clone();
-        ids.insert(MAPPINGS.to_owned(), wanted);
-        t.update_where(
-            &[Condition::uuid(ovs.uuid)],
-            [OpenVswitch::EXTERNAL_IDS.to(ids)],
-        );
-        changed = true;
-    }
+    changed |= map_ops(&mut t, &open_vswitch(client)?, provider, Some(&name));
     if !changed {
         return Ok(());
     }
@@ -153,25 +167,9 @@ pub async fn remove(client: &Client, provider: &str) -> Result<(), OvsError> {
     let name = bridge_name(provider);
     let ovs = open_vswitch(client)?;
     let mut t = Transaction::new(DB);
-    let mut changed = false;
-    if let Some(current) = ovs.external_ids.get(MAPPINGS) {
-        let wanted = with_mapping(current, provider, None);
-        if &wanted != current {
-            let mut ids = ovs.external_ids.clone();
-            if wanted.is_empty() {
-                ids.remove(MAPPINGS);
-            } else {
-                ids.insert(MAPPINGS.to_owned(), wanted);
-            }
-            t.update_where(
-                &[Condition::uuid(ovs.uuid)],
-                [OpenVswitch::EXTERNAL_IDS.to(ids)],
-            );
-            changed = true;
-        }
-    }
+    let mut changed = map_ops(&mut t, &ovs, provider, None);
     if let Some(b) = client.read(|c| by_name::<Bridge>(c, &name))
-        && b.external_ids.get(VENDOR.0).map(String::as_str) == Some(VENDOR.1)
+        && is_kovns(&b)
     {
         t.mutate_where(
             &[Condition::uuid(ovs.uuid)],
@@ -201,7 +199,7 @@ pub fn kovn_providers(client: &Client) -> Vec<String> {
         .filter(|(_, bridge)| {
             client
                 .read(|c| by_name::<Bridge>(c, bridge))
-                .is_some_and(|b| b.external_ids.get(VENDOR.0).map(String::as_str) == Some(VENDOR.1))
+                .is_some_and(|b| is_kovns(&b))
         })
         .map(|(provider, _)| provider.to_owned())
         .collect()

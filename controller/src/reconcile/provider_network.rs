@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::{Condition, ProviderNetwork, ProviderNetworkCondition, ProviderNetworkStatus, Vlan};
+use api::{
+    Condition, ProviderNetwork, ProviderNetworkCondition, ProviderNetworkStatus, Vlan, ready_label,
+};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -20,10 +22,6 @@ use crate::error::Result;
 /// Vlans and subnets joining or leaving trigger nothing here: the status is looked at again
 /// this often.
 const STATUS_REFRESH: Duration = Duration::from_secs(10);
-
-fn ready_label(provider: &str) -> String {
-    format!("{provider}.provider-network.kubernetes.io/ready")
-}
 
 /// The status `pn` should show, from the nodes (their labels), Vlans and Subnets.
 pub fn status_of(

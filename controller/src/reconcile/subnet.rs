@@ -62,7 +62,7 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
         })
         .map(|s| (**s).clone())
         .collect();
-    let valid = match validate(subnet, &others, &ctx.settings.names) {
+    let mut valid = match validate(subnet, &others, &ctx.settings.names) {
         Ok(valid) => valid,
         Err(conditions) => {
             let message = conditions
@@ -70,21 +70,11 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
                 .map(|c| c.message.clone())
                 .collect::<Vec<_>>()
                 .join("; ");
-            ctx.event(subnet, true, "ValidationFailed", message).await;
-            write_status(
-                ctx,
-                subnet,
-                SubnetStatus {
-                    conditions,
-                    ..SubnetStatus::default()
-                },
-            )
-            .await?;
+            refuse(ctx, subnet, "ValidationFailed", message, conditions).await?;
             return Ok(Action::await_change());
         }
     };
     // An underlay subnet: its Vlan gives the physical network and the tag.
-    let mut valid = valid;
     if subnet.spec.is_underlay() {
         let vlan = ctx
             .stores
@@ -92,25 +82,15 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
             .get(&kube::runtime::reflector::ObjectRef::new(&subnet.spec.vlan));
         let Some(vlan) = vlan else {
             let message = format!("vlan {} does not exist", subnet.spec.vlan);
-            ctx.event(subnet, true, "VlanNotFound", message.clone())
-                .await;
             let mut conditions = valid.conditions.clone();
             conditions.push(Condition {
                 type_: "Ready".into(),
                 status: "False".into(),
                 reason: "VlanNotFound".into(),
-                message,
+                message: message.clone(),
                 ..Condition::default()
             });
-            write_status(
-                ctx,
-                subnet,
-                SubnetStatus {
-                    conditions,
-                    ..SubnetStatus::default()
-                },
-            )
-            .await?;
+            refuse(ctx, subnet, "VlanNotFound", message, conditions).await?;
             return Ok(Action::requeue(VLAN_RETRY));
         };
         valid.plan.localnet = Some(topology::Localnet {
@@ -285,6 +265,27 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
     }
     write_status(ctx, subnet, status).await?;
     Ok(Action::requeue(STATUS_REFRESH))
+}
+
+/// A subnet that is not built: a warning event with `reason`, and `conditions` as its whole
+/// status (nothing else is touched).
+async fn refuse(
+    ctx: &Context,
+    subnet: &Subnet,
+    reason: &str,
+    message: String,
+    conditions: Vec<Condition>,
+) -> Result<()> {
+    ctx.event(subnet, true, reason, message).await;
+    write_status(
+        ctx,
+        subnet,
+        SubnetStatus {
+            conditions,
+            ..SubnetStatus::default()
+        },
+    )
+    .await
 }
 
 /// Writes the status if it differs from what the object shows (no write, no watch event, no
