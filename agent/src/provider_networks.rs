@@ -10,8 +10,8 @@
 //! provider bridge `br-external`, mapped as provider network `external`. ovn-controller then
 //! connects the external logical switch's localnet port here, and the VPC router ports
 //! scheduled on this chassis reach the outside world through that NIC. Disabled, the node not
-//! listed, or the ConfigMap gone: kovn's bridge and mapping are removed. The controller's
-//! side of the external network (its switch, VPC router ports on it) is not written yet.
+//! listed, or the ConfigMap gone: kovn's bridge and mapping are removed. The controller lays
+//! the external network's logical side (see `controller::external`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,52 +21,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 
+use api::external_gateway::{CONFIG_MAP, CONFIG_NAMESPACE, ExternalGatewayConfig, PROVIDER};
 use api::{interface_label, provider_of_ready_label, ready_label};
 
 use crate::ovs::provider_bridge;
 
-/// Kube-OVN's names.
-pub const CONFIG_MAP: &str = "ovn-external-gw-config";
-pub const CONFIG_NAMESPACE: &str = "kube-system";
-pub const PROVIDER: &str = "external";
 /// A refused setting (the NIC not there yet) is tried again this often.
 const RETRY: Duration = Duration::from_secs(10);
-
-/// What the ConfigMap asks of the nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ExternalGatewayConfig {
-    pub enabled: bool,
-    pub nodes: Vec<String>,
-    pub nic: String,
-}
-
-impl ExternalGatewayConfig {
-    pub fn from_config_map(cm: &ConfigMap) -> ExternalGatewayConfig {
-        let get = |k: &str| {
-            cm.data
-                .as_ref()
-                .and_then(|d| d.get(k))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
-        ExternalGatewayConfig {
-            enabled: get("enable-external-gw") == "true",
-            nodes: get("external-gw-nodes")
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            nic: get("external-gw-nic"),
-        }
-    }
-
-    /// The NIC this node bridges, if it is an external gateway.
-    pub fn nic_of(&self, node: &str) -> Option<&str> {
-        (self.enabled && !self.nic.is_empty() && self.nodes.iter().any(|n| n == node))
-            .then_some(self.nic.as_str())
-    }
-}
 
 /// Which NIC this node bridges for which provider network: every ProviderNetwork that does
 /// not exclude the node (its custom interface for the node, else its default), and the

@@ -3,8 +3,10 @@
 //! Kube-OVN's, so existing objects keep working.
 
 pub mod annotations;
+pub mod external_gateway;
 mod ip;
 pub mod names;
+mod ovn_nat;
 mod owner;
 mod provider_network;
 mod selector;
@@ -14,6 +16,11 @@ mod vpc;
 
 pub use ip::{IP, IPSpec};
 pub use names::TopologyNames;
+pub use ovn_nat::{
+    EIP_TYPE_LRP, EIP_TYPE_NAT, OvnDnatRule, OvnDnatRuleSpec, OvnDnatRuleStatus, OvnEip,
+    OvnEipSpec, OvnEipStatus, OvnFip, OvnFipSpec, OvnFipStatus, OvnSnatRule, OvnSnatRuleSpec,
+    OvnSnatRuleStatus,
+};
 pub use owner::{IpObjectRole, Owner, PORT_OWNER_KEY};
 pub use provider_network::{
     CustomInterface, ProviderNetwork, ProviderNetworkCondition, ProviderNetworkSpec,
@@ -76,6 +83,10 @@ pub fn crds()
         IP::crd(),
         ProviderNetwork::crd(),
         Vlan::crd(),
+        OvnEip::crd(),
+        OvnFip::crd(),
+        OvnSnatRule::crd(),
+        OvnDnatRule::crd(),
     ]
 }
 

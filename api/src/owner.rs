@@ -11,6 +11,9 @@ pub enum Owner {
     Pod { namespace: String, name: String },
     /// A node: join port and IP object `node-<name>`, as Kube-OVN names them.
     Node { name: String },
+    /// An `OvnEip` (an address of an external subnet, for NAT or a VPC router's external
+    /// port): no switch port and no IP object; the OvnEip's status records it.
+    Eip { name: String },
 }
 
 /// The `external_ids:pod` value of a logical switch port (`<namespace>/<name>`; a node's join
@@ -29,6 +32,10 @@ impl Owner {
         Owner::Node { name: name.into() }
     }
 
+    pub fn eip(name: impl Into<String>) -> Owner {
+        Owner::Eip { name: name.into() }
+    }
+
     /// The owner of a Kubernetes pod object.
     pub fn of_pod(pod: &k8s_openapi::api::core::v1::Pod) -> Owner {
         Owner::pod(
@@ -43,6 +50,7 @@ impl Owner {
         match self {
             Owner::Pod { namespace, name } => format!("{name}.{namespace}"),
             Owner::Node { name } => format!("node-{name}"),
+            Owner::Eip { name } => name.clone(),
         }
     }
 
@@ -51,6 +59,8 @@ impl Owner {
         match self {
             Owner::Pod { namespace, name } => format!("{namespace}/{name}"),
             Owner::Node { name } => format!("/{name}"),
+            // Never on a port; a form from_port_owner_id does not read back.
+            Owner::Eip { name } => format!("eip:{name}"),
         }
     }
 

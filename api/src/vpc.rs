@@ -157,7 +157,6 @@ impl VpcSpec {
             }
         };
         flag(!self.vpc_peerings.is_empty(), "vpcPeerings");
-        flag(self.enable_external, "enableExternal");
         flag(
             !self.extra_external_subnets.is_empty(),
             "extraExternalSubnets",

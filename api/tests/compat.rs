@@ -348,9 +348,12 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
 
     let vpc: api::Vpc = serde_json::from_value(every_vpc_field()).unwrap();
     let named = vpc.spec.unsupported_fields();
+    assert!(
+        !named.iter().any(|n| n == "enableExternal"),
+        "enableExternal is served"
+    );
     for field in [
         "vpcPeerings",
-        "enableExternal",
         "extraExternalSubnets",
         "enableBfd",
         "bfdPort",
@@ -391,4 +394,44 @@ fn gateway_nodes_read_both_of_kube_ovns_forms() {
     for bad in ["n1:10.0.0.300", ":10.0.0.1", "n1,n1:10.0.0.1"] {
         assert!(spec(bad).gateway_nodes().is_err(), "{bad} accepted");
     }
+}
+
+#[test]
+fn ovn_nat_objects_read_as_kube_ovn_writes_them() {
+    // The examples of Kube-OVN's OVN EIP/FIP/SNAT/DNAT guide.
+    let eip: api::OvnEip = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "OvnEip", "metadata": {"name": "eip-static"},
+        "spec": {"externalSubnet": "external204", "type": "nat", "v4Ip": "10.5.204.101"}
+    }))
+    .unwrap();
+    assert_eq!(eip.spec.external_subnet, "external204");
+    assert_eq!(eip.spec.v4_ip, "10.5.204.101");
+    assert!(eip.spec.unsupported_fields().is_empty());
+    let fip: api::OvnFip = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "OvnFip", "metadata": {"name": "eip-static"},
+        "spec": {"ovnEip": "eip-static", "ipName": "vpc-1-busybox01.vpc1", "type": "distributed"}
+    }))
+    .unwrap();
+    assert_eq!(fip.spec.ip_name, "vpc-1-busybox01.vpc1");
+    assert!(fip.spec.unsupported_fields()[0].starts_with("type distributed"));
+    let snat: api::OvnSnatRule = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "OvnSnatRule", "metadata": {"name": "snat01"},
+        "spec": {"ovnEip": "snat-for-subnet-in-vpc", "vpcSubnet": "vpc1-subnet1", "future": 1}
+    }))
+    .unwrap();
+    assert_eq!(snat.spec.vpc_subnet, "vpc1-subnet1");
+    assert!(snat.spec.unsupported_fields()[0].starts_with("future"));
+    let dnat: api::OvnDnatRule = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "OvnDnatRule", "metadata": {"name": "eip-dnat"},
+        "spec": {"ovnEip": "eip-dnat", "ipName": "vpc-1-busybox01.vpc1", "protocol": "tcp",
+                 "internalPort": "22", "externalPort": "22"}
+    }))
+    .unwrap();
+    assert_eq!(
+        (dnat.spec.internal_port.as_str(), dnat.spec.protocol()),
+        ("22", "tcp")
+    );
+    let back = serde_json::to_value(&dnat).unwrap();
+    assert_eq!(back["spec"]["ipName"], "vpc-1-busybox01.vpc1");
+    assert_eq!(back["spec"]["externalPort"], "22");
 }

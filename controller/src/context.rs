@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use api::external_gateway::{self, ExternalGatewayConfig};
 use api::{IP, Subnet, Vpc};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -66,6 +67,30 @@ pub struct Stores {
     /// Underlay subnets' VLANs (their tag and provider network).
     pub vlans: Store<api::Vlan>,
     pub provider_networks: Store<api::ProviderNetwork>,
+    /// Kube-OVN's `kube-system/ovn-external-gw-config` (the only ConfigMap watched).
+    pub external_gateway: Store<ConfigMap>,
+    pub ovn_eips: Store<api::OvnEip>,
+    pub ovn_fips: Store<api::OvnFip>,
+    pub ovn_snat_rules: Store<api::OvnSnatRule>,
+    pub ovn_dnat_rules: Store<api::OvnDnatRule>,
+}
+
+impl Stores {
+    /// What the external gateway ConfigMap asks (disabled when there is none).
+    pub fn external_gateway(&self) -> ExternalGatewayConfig {
+        self.external_gateway
+            .state()
+            .iter()
+            .find(|cm| {
+                cm.metadata.name.as_deref() == Some(external_gateway::CONFIG_MAP)
+                    && cm.metadata.namespace.as_deref() == Some(external_gateway::CONFIG_NAMESPACE)
+            })
+            .map(|cm| ExternalGatewayConfig::from_config_map(cm))
+            .unwrap_or_else(|| ExternalGatewayConfig {
+                switch: external_gateway::DEFAULT_SWITCH.to_owned(),
+                ..ExternalGatewayConfig::default()
+            })
+    }
 }
 
 pub struct Context {

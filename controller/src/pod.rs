@@ -56,6 +56,9 @@ pub fn ip_object(owner: &Owner, node: &str, allocation: &Allocation) -> IP {
         Owner::Pod { namespace, name } => (namespace.as_str(), name.as_str()),
         // Kube-OVN's node IP objects record the node as the pod, in no namespace.
         Owner::Node { name } => ("", name.as_str()),
+        // An EIP's record is its OvnEip; an IP object made for one anyway names no owner, so
+        // it is neither restored nor released as anyone's.
+        Owner::Eip { .. } => ("", ""),
     };
     let find = |v4: bool| {
         allocation

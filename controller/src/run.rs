@@ -8,7 +8,7 @@ use std::sync::Arc;
 use api::{IP, IpObjectRole, Owner, Subnet, SubnetSpec, Vpc, VpcSpec};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Patch, PatchParams};
@@ -45,6 +45,12 @@ pub struct Inputs {
     pub network_policies: Events<NetworkPolicy>,
     pub vlans: Events<api::Vlan>,
     pub provider_networks: Events<api::ProviderNetwork>,
+    /// Only Kube-OVN's `kube-system/ovn-external-gw-config`.
+    pub external_gateway: Events<ConfigMap>,
+    pub ovn_eips: Events<api::OvnEip>,
+    pub ovn_fips: Events<api::OvnFip>,
+    pub ovn_snat_rules: Events<api::OvnSnatRule>,
+    pub ovn_dnat_rules: Events<api::OvnDnatRule>,
 }
 
 impl Inputs {
@@ -75,6 +81,25 @@ impl Inputs {
             network_policies: watch(client),
             vlans: watch(client),
             provider_networks: watch(client),
+            external_gateway: {
+                use kube::runtime::WatchStreamExt;
+                watcher(
+                    Api::<ConfigMap>::namespaced(
+                        client.clone(),
+                        api::external_gateway::CONFIG_NAMESPACE,
+                    ),
+                    watcher::Config::default().fields(&format!(
+                        "metadata.name={}",
+                        api::external_gateway::CONFIG_MAP
+                    )),
+                )
+                .default_backoff()
+                .boxed()
+            },
+            ovn_eips: watch(client),
+            ovn_fips: watch(client),
+            ovn_snat_rules: watch(client),
+            ovn_dnat_rules: watch(client),
         }
     }
 }
@@ -176,6 +201,12 @@ pub async fn run(
     let (vlans, _vlan_trigger) = spawn_reflector(t, inputs.vlans, None);
     let (provider_networks, provider_network_trigger) =
         spawn_reflector(t, inputs.provider_networks, None);
+    let (external_gateway, external_gateway_trigger) =
+        spawn_reflector(t, inputs.external_gateway, None);
+    let (ovn_eips, ovn_eip_trigger) = spawn_reflector(t, inputs.ovn_eips, None);
+    let (ovn_fips, ovn_fip_trigger) = spawn_reflector(t, inputs.ovn_fips, None);
+    let (ovn_snat_rules, ovn_snat_trigger) = spawn_reflector(t, inputs.ovn_snat_rules, None);
+    let (ovn_dnat_rules, ovn_dnat_trigger) = spawn_reflector(t, inputs.ovn_dnat_rules, None);
     let stores = Stores {
         pods,
         namespaces,
@@ -186,6 +217,11 @@ pub async fn run(
         network_policies,
         vlans,
         provider_networks,
+        external_gateway,
+        ovn_eips,
+        ovn_fips,
+        ovn_snat_rules,
+        ovn_dnat_rules,
     };
     tracing::info!("waiting for the initial lists");
     stores.pods.wait_until_ready().await?;
@@ -197,6 +233,11 @@ pub async fn run(
     stores.network_policies.wait_until_ready().await?;
     stores.vlans.wait_until_ready().await?;
     stores.provider_networks.wait_until_ready().await?;
+    stores.external_gateway.wait_until_ready().await?;
+    stores.ovn_eips.wait_until_ready().await?;
+    stores.ovn_fips.wait_until_ready().await?;
+    stores.ovn_snat_rules.wait_until_ready().await?;
+    stores.ovn_dnat_rules.wait_until_ready().await?;
 
     let writer = NbWriter::start(nb, Arc::new(MetricsObserver(metrics.clone())));
     let ctx = Arc::new(Context::new(
@@ -236,8 +277,13 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
+    // A VPC's external port follows the external gateway ConfigMap (gateway nodes, the
+    // external subnet) and its router port's EIP.
+    let (eip_changes, ovn_eip_trigger) = fan_out(ovn_eip_trigger);
     let vpc_ctl = Controller::for_stream(vpc_trigger, s.vpcs.clone())
         .with_config(config.clone())
+        .reconcile_all_on(external_gateway_trigger.map(|_| ()))
+        .reconcile_all_on(eip_changes.map(|_| ()))
         .run(
             |o, c| measured(o, c, reconcile::vpc::reconcile),
             error_policy,
@@ -257,6 +303,38 @@ pub async fn run(
                 ctx.clone(),
             )
             .for_each(|_| future::ready(()));
+    let ovn_eip_ctl = Controller::for_stream(ovn_eip_trigger, s.ovn_eips.clone())
+        .with_config(config.clone())
+        .run(
+            |o, c| measured(o, c, reconcile::ovn_eip::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let ovn_fip_ctl = Controller::for_stream(ovn_fip_trigger, s.ovn_fips.clone())
+        .with_config(config.clone())
+        .run(
+            |o, c| measured(o, c, reconcile::ovn_nat::reconcile::<api::OvnFip>),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let ovn_snat_ctl = Controller::for_stream(ovn_snat_trigger, s.ovn_snat_rules.clone())
+        .with_config(config.clone())
+        .run(
+            |o, c| measured(o, c, reconcile::ovn_nat::reconcile::<api::OvnSnatRule>),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let ovn_dnat_ctl = Controller::for_stream(ovn_dnat_trigger, s.ovn_dnat_rules.clone())
+        .with_config(config.clone())
+        .run(
+            |o, c| measured(o, c, reconcile::ovn_nat::reconcile::<api::OvnDnatRule>),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
     let node_ctl = Controller::for_stream(node_trigger, s.nodes.clone())
         .with_config(config.clone())
         .run(
@@ -347,7 +425,11 @@ pub async fn run(
         deletions,
         services,
         gateway_checker,
-        provider_network_ctl
+        provider_network_ctl,
+        ovn_eip_ctl,
+        ovn_fip_ctl,
+        ovn_snat_ctl,
+        ovn_dnat_ctl
     );
     drop(tasks);
     Ok(())
@@ -440,9 +522,9 @@ async fn ensure_defaults(ctx: &Context) -> Result<()> {
 }
 
 /// Rebuilds IPAM before the first allocation: every valid subnet's pool (the defaults from the
-/// settings if their objects are not listed yet), then the IP objects, then the NB ports; a
-/// record that cannot be honoured is reported. Then releases what no pod or node holds any
-/// more (deleted while the controller was down).
+/// settings if their objects are not listed yet), then the IP objects and OvnEips, then the NB
+/// ports; a record that cannot be honoured is reported. Then releases what no pod, node or
+/// OvnEip holds any more (deleted while the controller was down).
 async fn restore(ctx: &Context) -> Result<()> {
     let mut subnets: Vec<Subnet> = ctx
         .stores
@@ -499,6 +581,19 @@ async fn restore(ctx: &Context) -> Result<()> {
                 mac: Some(ip.spec.mac_address.clone()).filter(|m| !m.is_empty()),
             });
         }
+        // An OvnEip's status records its address (it has no IP object or switch port).
+        for eip in ctx.stores.ovn_eips.state() {
+            let Some(status) = eip.status.as_ref().filter(|s| !s.v4_ip.is_empty()) else {
+                continue;
+            };
+            records.push(Record {
+                source: RecordSource::IpObject,
+                owner: Owner::eip(eip.name_any()),
+                subnet: reconcile::ovn_eip::subnet_of(&eip, ctx),
+                ips: status.v4_ip.parse().into_iter().collect(),
+                mac: Some(status.mac_address.clone()).filter(|m| !m.is_empty()),
+            });
+        }
         let ports = ctx.nb.client().read(topology::owned_ports);
         for port in ports.into_values() {
             let (Some(ls), Some(owner)) =
@@ -548,6 +643,13 @@ async fn restore(ctx: &Context) -> Result<()> {
                 .iter()
                 .map(|n| Owner::node(n.name_any())),
         )
+        .chain(
+            ctx.stores
+                .ovn_eips
+                .state()
+                .iter()
+                .map(|e| Owner::eip(e.name_any())),
+        )
         .collect();
     let holders: Vec<Owner> = ctx
         .ipam()
@@ -561,6 +663,7 @@ async fn restore(ctx: &Context) -> Result<()> {
         match &owner {
             Owner::Node { name } => reconcile::node::release(ctx, name).await?,
             Owner::Pod { .. } => reconcile::pod::release(ctx, &owner).await?,
+            Owner::Eip { .. } => ctx.ipam().release(&owner),
         }
     }
     tracing::info!(leaked, "leaked allocations released");

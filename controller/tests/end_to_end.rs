@@ -104,6 +104,11 @@ fn inputs(api: &FakeApi) -> Inputs {
             .boxed(),
         vlans: api.watch::<api::Vlan>().boxed(),
         provider_networks: api.watch::<api::ProviderNetwork>().boxed(),
+        external_gateway: api.watch::<k8s_openapi::api::core::v1::ConfigMap>().boxed(),
+        ovn_eips: api.watch::<api::OvnEip>().boxed(),
+        ovn_fips: api.watch::<api::OvnFip>().boxed(),
+        ovn_snat_rules: api.watch::<api::OvnSnatRule>().boxed(),
+        ovn_dnat_rules: api.watch::<api::OvnDnatRule>().boxed(),
     }
 }
 

@@ -265,6 +265,11 @@ async fn fixture(subnets: Vec<Subnet>, pods: Vec<Pod>) -> Fixture {
         network_policies: store::<k8s_openapi::api::networking::v1::NetworkPolicy>(vec![]).0,
         vlans: store::<api::Vlan>(vec![]).0,
         provider_networks: store::<api::ProviderNetwork>(vec![]).0,
+        external_gateway: store::<k8s_openapi::api::core::v1::ConfigMap>(vec![]).0,
+        ovn_eips: store::<api::OvnEip>(vec![]).0,
+        ovn_fips: store::<api::OvnFip>(vec![]).0,
+        ovn_snat_rules: store::<api::OvnSnatRule>(vec![]).0,
+        ovn_dnat_rules: store::<api::OvnDnatRule>(vec![]).0,
     };
     let ctx = Arc::new(Context::new(
         kube,

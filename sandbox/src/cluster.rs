@@ -55,6 +55,22 @@ fn address_outside_host(ns: &str, address: &str, internet: Ipv4Addr) -> Result<(
     Cmd::new("ip")
         .args(["-n", ns, "link", "set", "lo", "up"])
         .run()?;
+    // A physical network delivers frames with complete checksums; a veth passes the sender's
+    // partial ones on, which OVS 3.1's userspace datapath drops when it encapsulates them
+    // (`netdev_push_header_drops`: traffic a gateway node tunnels on after NAT). The outside
+    // host computes its checksums itself, as a NIC would.
+    Cmd::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "ethtool",
+            "-K",
+            UNDERLAY_IF,
+            "tx",
+            "off",
+        ])
+        .run()?;
     Ok(())
 }
 

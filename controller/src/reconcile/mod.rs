@@ -3,6 +3,8 @@
 
 pub mod network_policy;
 pub mod node;
+pub mod ovn_eip;
+pub mod ovn_nat;
 pub mod pod;
 pub mod provider_network;
 pub mod service;

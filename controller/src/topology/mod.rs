@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod gateway;
 pub mod load_balancer;
+pub mod nat;
 pub mod network_policy;
 pub mod owned;
 pub mod vpc;
@@ -20,8 +21,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use ovsdb::models::ovn_northbound::{
-    Acl, AddressSet, LoadBalancer, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort,
-    LogicalRouterStaticRoute, LogicalSwitch, LogicalSwitchPort, NbGlobal, PortGroup,
+    Acl, AddressSet, GatewayChassis, LoadBalancer, LogicalRouter, LogicalRouterPolicy,
+    LogicalRouterPort, LogicalRouterStaticRoute, LogicalSwitch, LogicalSwitchPort, Nat, NbGlobal,
+    PortGroup,
 };
 use ovsdb::{Atom, Cache, Condition, IndexSpec, Model, Transaction};
 
@@ -30,7 +32,7 @@ pub const NB: &str = "OVN_Northbound";
 const VENDOR: (&str, &str) = ("vendor", "kube-ovn");
 
 /// The NB tables a topology client must monitor.
-pub fn monitored_tables() -> [&'static str; 11] {
+pub fn monitored_tables() -> [&'static str; 13] {
     [
         LogicalSwitch::TABLE,
         LogicalSwitchPort::TABLE,
@@ -43,6 +45,8 @@ pub fn monitored_tables() -> [&'static str; 11] {
         PortGroup::TABLE,
         LoadBalancer::TABLE,
         AddressSet::TABLE,
+        Nat::TABLE,
+        GatewayChassis::TABLE,
     ]
 }
 
@@ -71,6 +75,7 @@ pub fn indexes() -> Vec<IndexSpec> {
         IndexSpec::new(Acl::TABLE, &[&owner]),
         IndexSpec::new(LogicalRouterPolicy::TABLE, &[&owner]),
         IndexSpec::new(LogicalRouterStaticRoute::TABLE, &[&owner]),
+        IndexSpec::new(Nat::TABLE, &[&owner]),
     ]
 }
 

@@ -1,0 +1,301 @@
+//! Custom VPCs leave through the external network with OVN-native NAT, as Kube-OVN's
+//! `OvnEip`/`OvnFip`/`OvnSnatRule`/`OvnDnatRule` describe it: the VPC (`enableExternal`) gets
+//! its router port on the external subnet (an underlay subnet on the ConfigMap's provider
+//! network `external`), scheduled on the gateway node n1, and a default route to the external
+//! router. Measured at the external router with real packets: the source address a VPC's pod
+//! leaves with (its SNAT EIP; a FIP'd pod its FIP), a FIP and a DNAT port reached from
+//! outside, and two VPCs with the same CIDR each leaving from their own EIP. Deleting the FIP
+//! takes the translation away (the outside no longer reaches the pod).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use sandbox::kovn::{KovnCluster, RunningPod};
+use sandbox::{EXTERNAL_GATEWAY, EXTERNAL_NIC, netns};
+use serde_json::json;
+
+const INTERNET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const CIDR: &str = "10.60.0.0/24";
+const LISTEN: u16 = 7000;
+
+fn put<T: serde::de::DeserializeOwned + kube::Resource<DynamicType = ()> + serde::Serialize>(
+    cluster: &KovnCluster,
+    value: serde_json::Value,
+) {
+    let object: T = serde_json::from_value(value).unwrap();
+    cluster.api.put(&object);
+}
+
+fn wait(what: &str, check: impl FnMut() -> bool) {
+    sandbox::kovn::wait_for(what, Duration::from_secs(30), check).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The external gateway ConfigMap (n1), the external subnet on its provider network.
+fn external_network(cluster: &KovnCluster) {
+    put::<ConfigMap>(
+        cluster,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "ovn-external-gw-config", "namespace": "kube-system"},
+            "data": {"enable-external-gw": "true", "external-gw-nodes": "n1",
+                "type": "centralized", "external-gw-nic": EXTERNAL_NIC,
+                "external-gw-switch": "external"}}),
+    );
+    put::<api::Vlan>(
+        cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Vlan",
+            "metadata": {"name": "external"}, "spec": {"id": 0, "provider": "external"}}),
+    );
+    put::<api::Subnet>(
+        cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "external"},
+            "spec": {"cidrBlock": "192.168.200.0/24", "gateway": EXTERNAL_GATEWAY.to_string(),
+                "excludeIps": [EXTERNAL_GATEWAY.to_string()], "vlan": "external"}}),
+    );
+    cluster
+        .wait_for_switch("external", Duration::from_secs(30))
+        .unwrap();
+}
+
+/// VPC `vpc` with `enableExternal` and subnet `<vpc>-net` for namespace `vpc`.
+fn tenant(cluster: &KovnCluster, vpc: &str) {
+    let switch = format!("{vpc}-net");
+    put::<api::Vpc>(
+        cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": vpc},
+            "spec": {"enableExternal": true}}),
+    );
+    put::<api::Subnet>(
+        cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": switch},
+            "spec": {"cidrBlock": CIDR, "vpc": vpc, "namespaces": [vpc]}}),
+    );
+    put::<Namespace>(
+        cluster,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": vpc, "annotations": {"ovn.kubernetes.io/logical_switch": switch}}}),
+    );
+    cluster
+        .wait_for_switch(&switch, Duration::from_secs(30))
+        .unwrap();
+    wait(&format!("vpc {vpc}'s external port"), || {
+        vpc_status(cluster, vpc).is_some_and(|s| s.enable_external)
+    });
+}
+
+fn vpc_status(cluster: &KovnCluster, vpc: &str) -> Option<api::VpcStatus> {
+    cluster
+        .api
+        .all::<api::Vpc>()
+        .into_iter()
+        .find(|v| v.metadata.name.as_deref() == Some(vpc))
+        .and_then(|v| v.status)
+}
+
+fn eip(cluster: &KovnCluster, name: &str) -> Ipv4Addr {
+    put::<api::OvnEip>(
+        cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "OvnEip", "metadata": {"name": name},
+            "spec": {"externalSubnet": "external", "type": "nat"}}),
+    );
+    let mut address = None;
+    wait(&format!("ovn-eip {name}'s address"), || {
+        address = eip_status(cluster, name)
+            .filter(|s| s.ready)
+            .and_then(|s| s.v4_ip.parse().ok());
+        address.is_some()
+    });
+    address.unwrap()
+}
+
+fn eip_status(cluster: &KovnCluster, name: &str) -> Option<api::OvnEipStatus> {
+    cluster
+        .api
+        .all::<api::OvnEip>()
+        .into_iter()
+        .find(|e| e.metadata.name.as_deref() == Some(name))
+        .and_then(|e| e.status)
+}
+
+fn pod(cluster: &KovnCluster, ns: &str, name: &str, node: usize) -> RunningPod {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns}, "spec": {"containers": [{"name": "c"}]}
+    }))
+    .unwrap();
+    cluster.start_pod_object(pod, node).expect("a VPC pod")
+}
+
+/// The source address the external router sees a datagram from `from` arrive with (None:
+/// nothing arrived).
+fn source_seen_outside(router: &str, from: &RunningPod) -> Option<Ipv4Addr> {
+    let sink = netns::run_in(router, || UdpSocket::bind((INTERNET, LISTEN)))
+        .unwrap()
+        .unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let ip = from.ip;
+    let socket = netns::run_in(&from.netns, move || UdpSocket::bind((ip, 0)))
+        .unwrap()
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..25 {
+        let _ = socket.send_to(b"who", SocketAddr::from((INTERNET, LISTEN)));
+        if let Ok((_, SocketAddr::V4(peer))) = sink.recv_from(&mut buf) {
+            return Some(*peer.ip());
+        }
+    }
+    None
+}
+
+/// Whether a datagram the external router sends to `address:port` reaches `to`.
+fn reaches_from_outside(router: &str, address: Ipv4Addr, to: &RunningPod) -> bool {
+    let ip = to.ip;
+    let sink = netns::run_in(&to.netns, move || UdpSocket::bind((ip, LISTEN)))
+        .unwrap()
+        .unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let socket = netns::run_in(router, || UdpSocket::bind((EXTERNAL_GATEWAY, 0)))
+        .unwrap()
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..15 {
+        let _ = socket.send_to(b"in", SocketAddr::from((address, LISTEN)));
+        if sink.recv_from(&mut buf).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
+    if !sandbox::privileged("custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat") {
+        return;
+    }
+    let mut cluster = KovnCluster::start(2, common::binaries()).expect("kovn on a sandbox");
+    let external = cluster
+        .sb
+        .add_external_network(&[1], INTERNET)
+        .expect("the external network");
+    external_network(&cluster);
+    tenant(&cluster, "t1");
+    tenant(&cluster, "t2");
+
+    // The router ports: on the external switch, scheduled on n1 (the gateway node).
+    let nbctl = cluster.sb.central().nbctl();
+    let chassis = nbctl
+        .run(["lrp-get-gateway-chassis", "t1-external"])
+        .unwrap();
+    assert!(chassis.contains("t1-external-n1"), "{chassis}");
+
+    let snat_t1 = eip(&cluster, "snat-t1");
+    let snat_t2 = eip(&cluster, "snat-t2");
+    let fip_address = eip(&cluster, "fip-a");
+    let dnat_address = eip(&cluster, "dnat-b");
+    assert_eq!(
+        [snat_t1, snat_t2, fip_address, dnat_address]
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        4,
+        "an address handed out twice"
+    );
+    for (name, vpc, subnet) in [("snat-t1", "t1", "t1-net"), ("snat-t2", "t2", "t2-net")] {
+        put::<api::OvnSnatRule>(
+            &cluster,
+            json!({"apiVersion": "kubeovn.io/v1", "kind": "OvnSnatRule",
+                "metadata": {"name": name},
+                "spec": {"ovnEip": name, "vpcSubnet": subnet, "vpc": vpc}}),
+        );
+    }
+    // Pods of both VPCs on n0 (not a gateway: their egress crosses to n1), with one CIDR.
+    let a = pod(&cluster, "t1", "a", 0);
+    let b = pod(&cluster, "t1", "b", 0);
+    let c = pod(&cluster, "t2", "c", 0);
+    assert_eq!(
+        a.ip, c.ip,
+        "both VPCs allocate from the same CIDR independently"
+    );
+
+    // SNAT: each VPC's pods leave from their own EIP.
+    wait("the SNAT rules ready", || {
+        cluster
+            .api
+            .all::<api::OvnSnatRule>()
+            .iter()
+            .all(|r| r.status.as_ref().is_some_and(|s| s.ready))
+    });
+    assert_eq!(source_seen_outside(&external.router, &b), Some(snat_t1));
+    assert_eq!(source_seen_outside(&external.router, &c), Some(snat_t2));
+
+    // FIP: pod a leaves from it and is reached at it; b is not reached at it.
+    put::<api::OvnFip>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "OvnFip", "metadata": {"name": "fip-a"},
+            "spec": {"ovnEip": "fip-a", "ipName": "a.t1"}}),
+    );
+    wait("the FIP ready", || {
+        cluster
+            .api
+            .all::<api::OvnFip>()
+            .iter()
+            .any(|f| f.status.as_ref().is_some_and(|s| s.ready && s.vpc == "t1"))
+    });
+    wait(
+        &format!("the outside reaching pod a at its FIP {fip_address}"),
+        || reaches_from_outside(&external.router, fip_address, &a),
+    );
+    assert!(!reaches_from_outside(&external.router, fip_address, &b));
+    assert_eq!(source_seen_outside(&external.router, &a), Some(fip_address));
+    wait("ovn-eip fip-a names its FIP", || {
+        eip_status(&cluster, "fip-a").is_some_and(|s| s.nat == "fip")
+    });
+
+    // DNAT: dnat-b:2222 is b's TCP port 22.
+    put::<api::OvnDnatRule>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "OvnDnatRule",
+            "metadata": {"name": "dnat-b"},
+            "spec": {"ovnEip": "dnat-b", "ipName": "b.t1", "protocol": "tcp",
+                "internalPort": "22", "externalPort": "2222"}}),
+    );
+    let ip = b.ip;
+    let listener = netns::run_in(&b.netns, move || TcpListener::bind((ip, 22)))
+        .unwrap()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().unwrap();
+        stream.write_all(b"hello").unwrap();
+        peer
+    });
+    let mut answer = String::new();
+    wait("a TCP connection to dnat-b:2222", || {
+        netns::run_in(&external.router, || {
+            TcpStream::connect_timeout(
+                &SocketAddr::from((dnat_address, 2222)),
+                Duration::from_millis(500),
+            )
+        })
+        .unwrap()
+        .is_ok_and(|mut s| s.read_to_string(&mut answer).is_ok())
+    });
+    assert_eq!(answer, "hello");
+    let peer = server.join().unwrap();
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(EXTERNAL_GATEWAY),
+        "b sees the external client's own address"
+    );
+
+    // Deleting the FIP takes its translation away: a leaves from the VPC's SNAT EIP again.
+    cluster.api.delete::<api::OvnFip>(None, "fip-a");
+    wait("fip-a's translation gone", || {
+        !reaches_from_outside(&external.router, fip_address, &a)
+    });
+    assert_eq!(source_seen_outside(&external.router, &a), Some(snat_t1));
+    cluster.teardown().expect("teardown");
+}
