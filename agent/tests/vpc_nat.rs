@@ -4,8 +4,10 @@
 //! network `external`), scheduled on the gateway node n1, and a default route to the external
 //! router. Measured at the external router with real packets: the source address a VPC's pod
 //! leaves with (its SNAT EIP; a FIP'd pod its FIP), a FIP and a DNAT port reached from
-//! outside, and two VPCs with the same CIDR each leaving from their own EIP. Deleting the FIP
-//! takes the translation away (the outside no longer reaches the pod).
+//! outside, and two VPCs with the same CIDR each leaving from their own EIP. The FIP and DNAT
+//! targets are in a `private` subnet: the outside reaches what the rules publish, the VPC's
+//! other subnet still does not reach them. A restarted controller keeps every EIP's address.
+//! Deleting the FIP takes the translation away (the outside no longer reaches the pod).
 
 mod common;
 
@@ -60,30 +62,34 @@ fn external_network(cluster: &KovnCluster) {
         .unwrap();
 }
 
-/// VPC `vpc` with `enableExternal` and subnet `<vpc>-net` for namespace `vpc`.
-fn tenant(cluster: &KovnCluster, vpc: &str) {
-    let switch = format!("{vpc}-net");
+/// VPC `vpc` with `enableExternal` and subnet `<vpc>-net` (CIDR) for namespace `vpc`.
+fn tenant(cluster: &KovnCluster, vpc: &str, private: bool) {
     put::<api::Vpc>(
         cluster,
         json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": vpc},
             "spec": {"enableExternal": true}}),
     );
+    vpc_subnet(cluster, vpc, &format!("{vpc}-net"), CIDR, vpc, private);
+    wait(&format!("vpc {vpc}'s external port"), || {
+        vpc_status(cluster, vpc).is_some_and(|s| s.enable_external)
+    });
+}
+
+/// Subnet `switch` of `vpc` for namespace `ns`.
+fn vpc_subnet(cluster: &KovnCluster, vpc: &str, switch: &str, cidr: &str, ns: &str, private: bool) {
     put::<api::Subnet>(
         cluster,
         json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": switch},
-            "spec": {"cidrBlock": CIDR, "vpc": vpc, "namespaces": [vpc]}}),
+            "spec": {"cidrBlock": cidr, "vpc": vpc, "namespaces": [ns], "private": private}}),
     );
     put::<Namespace>(
         cluster,
         json!({"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": vpc, "annotations": {"ovn.kubernetes.io/logical_switch": switch}}}),
+            "metadata": {"name": ns, "annotations": {"ovn.kubernetes.io/logical_switch": switch}}}),
     );
     cluster
-        .wait_for_switch(&switch, Duration::from_secs(30))
+        .wait_for_switch(switch, Duration::from_secs(30))
         .unwrap();
-    wait(&format!("vpc {vpc}'s external port"), || {
-        vpc_status(cluster, vpc).is_some_and(|s| s.enable_external)
-    });
 }
 
 fn vpc_status(cluster: &KovnCluster, vpc: &str) -> Option<api::VpcStatus> {
@@ -171,6 +177,15 @@ fn reaches_from_outside(router: &str, address: Ipv4Addr, to: &RunningPod) -> boo
     false
 }
 
+fn pings(from: &RunningPod, to: Ipv4Addr) -> bool {
+    sandbox::Cmd::new("ping")
+        .args(["-c", "2", "-i", "0.2", "-W", "1", "-q"])
+        .arg(to.to_string())
+        .netns(&from.netns)
+        .run()
+        .is_ok_and(|out| out.contains(" 2 received"))
+}
+
 #[test]
 fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
     if !sandbox::privileged("custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat") {
@@ -182,8 +197,11 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
         .add_external_network(&[1], INTERNET)
         .expect("the external network");
     external_network(&cluster);
-    tenant(&cluster, "t1");
-    tenant(&cluster, "t2");
+    // t1's pods are in a private subnet: its other subnet does not reach them, the outside
+    // does through what a FIP or DNAT rule publishes.
+    tenant(&cluster, "t1", true);
+    vpc_subnet(&cluster, "t1", "t1-other", "10.61.0.0/24", "t1o", false);
+    tenant(&cluster, "t2", false);
 
     // The router ports: on the external switch, scheduled on n1 (the gateway node).
     let nbctl = cluster.sb.central().nbctl();
@@ -216,6 +234,7 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
     let a = pod(&cluster, "t1", "a", 0);
     let b = pod(&cluster, "t1", "b", 0);
     let c = pod(&cluster, "t2", "c", 0);
+    let d = pod(&cluster, "t1o", "d", 1);
     assert_eq!(
         a.ip, c.ip,
         "both VPCs allocate from the same CIDR independently"
@@ -250,6 +269,10 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
         || reaches_from_outside(&external.router, fip_address, &a),
     );
     assert!(!reaches_from_outside(&external.router, fip_address, &b));
+    assert!(
+        !pings(&d, a.ip) && !pings(&d, b.ip),
+        "t1's other subnet reaches the private subnet"
+    );
     assert_eq!(source_seen_outside(&external.router, &a), Some(fip_address));
     wait("ovn-eip fip-a names its FIP", || {
         eip_status(&cluster, "fip-a").is_some_and(|s| s.nat == "fip")
@@ -290,6 +313,32 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
         std::net::IpAddr::V4(EXTERNAL_GATEWAY),
         "b sees the external client's own address"
     );
+
+    // A restarted controller keeps every EIP's address and hands none of them out again.
+    cluster.restart_controller().expect("controller restart");
+    let after = eip(&cluster, "after-restart");
+    for (name, held) in [
+        ("snat-t1", snat_t1),
+        ("snat-t2", snat_t2),
+        ("fip-a", fip_address),
+        ("dnat-b", dnat_address),
+    ] {
+        assert_ne!(after, held, "{name}'s address handed out again");
+        assert_eq!(
+            eip_status(&cluster, name).and_then(|s| s.v4_ip.parse().ok()),
+            Some(held),
+            "{name} changed address"
+        );
+    }
+    for vpc in ["t1", "t2"] {
+        let lrp = eip_status(&cluster, &format!("{vpc}-external")).unwrap();
+        assert_ne!(
+            lrp.v4_ip,
+            after.to_string(),
+            "{vpc}'s router port address handed out"
+        );
+        assert_eq!(lrp.r#type, "lrp");
+    }
 
     // Deleting the FIP takes its translation away: a leaves from the VPC's SNAT EIP again.
     cluster.api.delete::<api::OvnFip>(None, "fip-a");

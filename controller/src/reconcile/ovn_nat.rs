@@ -2,8 +2,10 @@
 //! internal address (given, or its IP object's, or its subnet's CIDR) and its VPC (given, or
 //! the internal address's subnet's), checks that the VPC has its port on the EIP's external
 //! subnet (`enableExternal`), and then owns exactly its NAT rows (or port forward) on that
-//! VPC's router; anything unresolved removes them and says why in the status (`Ready` False
-//! with a reason, an event, retried). Removing or changing a translation bumps the NB
+//! VPC's router, and, when the internal address is in a `private` subnet, an ACL on that
+//! subnet's switch that lets the outside reach what the rule publishes (the VPC's own other
+//! subnets stay denied); anything unresolved removes them and says why in the status
+//! (`Ready` False with a reason, an event, retried). Removing or changing a translation bumps the NB
 //! generation: traffic that used it is revoked, on the fast path too. Deleting a rule removes
 //! its rows through the finalizer.
 
@@ -20,7 +22,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use ovsdb::models::ovn_northbound::{LoadBalancerProtocol, LogicalRouterPort, NatType};
+use ovsdb::models::ovn_northbound::{Acl, LoadBalancerProtocol, LogicalRouterPort, NatType};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -29,7 +31,8 @@ use super::FINALIZER;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::topology::nat::{NatRule, PortForward, external_router_port, nat_ops, port_forward_ops};
-use crate::topology::{bump_nb_cfg, find, owned};
+use crate::topology::owned::OwnedRow;
+use crate::topology::{acl, bump_nb_cfg, find, owned};
 
 /// A rule waiting for its EIP, IP object or VPC is looked at again this often.
 const RETRY: Duration = Duration::from_secs(2);
@@ -187,11 +190,67 @@ pub enum Translation {
     Forward(Option<PortForward>),
 }
 
-/// A resolved rule: its VPC, what it translates, and the status that says so.
+/// A resolved rule: its VPC, what it translates, the ACL that lets the outside reach a
+/// private subnet's published address, and the status that says so.
 pub struct Resolved<S> {
     vpc: String,
     translation: Translation,
+    published: Option<Published>,
     status: S,
+}
+
+/// An allow ACL on a private subnet's switch for what a FIP or DNAT rule publishes.
+#[derive(Debug, Clone)]
+pub struct Published {
+    switch: String,
+    acl: OwnedRow<Acl>,
+}
+
+/// What a FIP (`l4` None) or DNAT rule publishes of `internal`, if its subnet is private.
+/// The subnet is the IP object's, else the VPC's subnet whose CIDR holds the address.
+fn publish(
+    ctx: &Context,
+    vpc: &str,
+    internal: IpAddr,
+    subnet: Option<&str>,
+    l4: Option<(&str, u16)>,
+) -> Option<Published> {
+    let names = &ctx.settings.names;
+    let subnets: Vec<Arc<api::Subnet>> = ctx
+        .stores
+        .subnets
+        .state()
+        .into_iter()
+        .filter(|s| names.router_of(s) == vpc)
+        .collect();
+    let cidrs = |s: &api::Subnet| -> Vec<ipnet::IpNet> {
+        s.spec
+            .cidr_block
+            .split(',')
+            .filter_map(|c| c.trim().parse().ok())
+            .collect()
+    };
+    let own = subnets.iter().find(|s| match subnet {
+        Some(name) => s.name_any() == name,
+        None => cidrs(s).iter().any(|c| c.contains(&internal)),
+    })?;
+    if !own.spec.private {
+        return None;
+    }
+    let family = crate::topology::ip_family(internal);
+    let mut matches = format!("{family}.dst == {internal}");
+    if let Some((protocol, port)) = l4 {
+        matches.push_str(&format!(" && {protocol}.dst == {port}"));
+    }
+    let vpc_cidrs: Vec<ipnet::IpNet> = subnets
+        .iter()
+        .flat_map(|s| cidrs(s))
+        .filter(|c| c.addr().is_ipv4() == internal.is_ipv4())
+        .collect();
+    Some(Published {
+        switch: own.name_any(),
+        acl: acl::published_acl(&matches, &vpc_cidrs),
+    })
 }
 
 /// One of the three rule kinds: how it resolves, and where its status keeps conditions.
@@ -222,17 +281,25 @@ async fn write<K: NatRuleKind>(
     rule: &K,
     vpc: String,
     translation: Translation,
+    published: Option<Published>,
 ) -> Result<()> {
     let owner = owner_of(rule);
     let load_balancer = dnat_load_balancer(&rule.name_any());
     ctx.nb
         .apply(move |cache, t| {
-            let revoked = match &translation {
+            let mut revoked = match &translation {
                 Translation::Nat(rules) => nat_ops(cache, t, &vpc, &owner, rules).removed,
                 Translation::Forward(forward) => {
                     port_forward_ops(cache, t, &vpc, &load_balancer, &owner, forward.as_ref())
                 }
             };
+            revoked |= acl::owned_acl_ops(
+                cache,
+                t,
+                published.as_ref().map(|p| p.switch.as_str()),
+                &owner,
+                published.iter().map(|p| p.acl.clone()).collect(),
+            );
             if revoked {
                 bump_nb_cfg(t);
             }
@@ -250,7 +317,7 @@ pub async fn reconcile<K: NatRuleKind>(rule: Arc<K>, ctx: Arc<Context>) -> Resul
         match event {
             Finalizer::Apply(rule) => apply(&*rule, &ctx).await,
             Finalizer::Cleanup(rule) => {
-                write(&ctx, &*rule, String::new(), K::nothing()).await?;
+                write(&ctx, &*rule, String::new(), K::nothing(), None).await?;
                 Ok(Action::await_change())
             }
         }
@@ -261,14 +328,20 @@ pub async fn reconcile<K: NatRuleKind>(rule: Arc<K>, ctx: Arc<Context>) -> Resul
 
 async fn apply<K: NatRuleKind>(rule: &K, ctx: &Context) -> Result<Action> {
     let resolved = rule.resolve(ctx);
-    let (vpc, translation, status, refusal) = match resolved {
-        Ok(r) => (r.vpc, r.translation, r.status, None),
+    let (vpc, translation, published, status, refusal) = match resolved {
+        Ok(r) => (r.vpc, r.translation, r.published, r.status, None),
         Err(r) => {
             ctx.event(rule, true, r.reason, r.message.clone()).await;
-            (String::new(), K::nothing(), K::Status::default(), Some(r))
+            (
+                String::new(),
+                K::nothing(),
+                None,
+                K::Status::default(),
+                Some(r),
+            )
         }
     };
-    write(ctx, rule, vpc, translation).await?;
+    write(ctx, rule, vpc, translation, published).await?;
     let status = K::with_conditions(
         status,
         conditions(refusal.as_ref(), rule.unsupported_fields()),
@@ -337,6 +410,7 @@ impl NatRuleKind for OvnFip {
         let vpc = choose_vpc(ctx, &self.spec.vpc, subnet.as_deref())?;
         check_external(ctx, &vpc, &eip)?;
         Ok(Resolved {
+            published: publish(ctx, &vpc, internal, subnet.as_deref(), None),
             translation: Translation::Nat(vec![NatRule {
                 kind: NatType::DnatAndSnat,
                 external_ip: eip.v4.to_string(),
@@ -424,6 +498,8 @@ impl NatRuleKind for OvnSnatRule {
         let vpc = choose_vpc(ctx, &spec.vpc, subnet.as_deref())?;
         check_external(ctx, &vpc, &eip)?;
         Ok(Resolved {
+            // Egress: the replies it gets are allowed by conntrack, nothing is published.
+            published: None,
             translation: Translation::Nat(vec![NatRule {
                 kind: NatType::Snat,
                 external_ip: eip.v4.to_string(),
@@ -501,6 +577,13 @@ impl NatRuleKind for OvnDnatRule {
         let vpc = choose_vpc(ctx, &spec.vpc, subnet.as_deref())?;
         check_external(ctx, &vpc, &eip)?;
         Ok(Resolved {
+            published: publish(
+                ctx,
+                &vpc,
+                internal,
+                subnet.as_deref(),
+                Some((spec.protocol(), internal_port)),
+            ),
             translation: Translation::Forward(Some(PortForward {
                 vip: format!("{}:{external}", eip.v4),
                 backend: format!("{internal}:{internal_port}"),

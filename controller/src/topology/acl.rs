@@ -82,6 +82,59 @@ pub fn private_subnet_acls(
     rows
 }
 
+/// The ACL a FIP or DNAT rule adds to a private subnet's switch: what the outside sends to
+/// the published address (`matches`, e.g. `ip4.dst == 10.0.0.5 && tcp.dst == 22`) is allowed,
+/// unless it comes from the VPC's own subnets (`vpc_cidrs`), which stay denied as the
+/// subnet's `private` says. Without it, the subnet's drop would refuse what the rule
+/// publishes (the pitfall Kube-OVN users hit with private subnets and EIPs).
+pub fn published_acl(matches: &str, vpc_cidrs: &[IpNet]) -> OwnedRow<Acl> {
+    let fam = vpc_cidrs.first().map_or("ip4", family);
+    let cidrs: Vec<String> = vpc_cidrs
+        .iter()
+        .filter(|c| family(c) == fam)
+        .map(ToString::to_string)
+        .collect();
+    let matches = if cidrs.is_empty() {
+        matches.to_owned()
+    } else {
+        format!("{matches} && {fam}.src != {{{}}}", cidrs.join(", "))
+    };
+    acl_row(PRIORITY_ALLOW, matches, AclAction::AllowRelated)
+}
+
+/// Appends to `t` what makes `owner`'s ACLs exactly `desired` on `switch`, and none on any
+/// other switch (`switch` None: removed everywhere). Returns whether one went.
+pub fn owned_acl_ops(
+    cache: &Cache,
+    t: &mut Transaction,
+    switch: Option<&str>,
+    owner: &str,
+    desired: Vec<OwnedRow<Acl>>,
+) -> bool {
+    let keep = switch.and_then(|s| find::<LogicalSwitch>(cache, s));
+    let elsewhere = super::owned::remove_owned_rows_elsewhere::<LogicalSwitch, Acl>(
+        cache,
+        t,
+        LogicalSwitch::ACLS,
+        keep.as_ref().map(|s| s.uuid),
+        owner,
+    );
+    let Some(keep) = keep else {
+        return elsewhere;
+    };
+    let synced = sync_owned_rows(
+        cache,
+        t,
+        &Parent {
+            row: Atom::Uuid(keep.uuid),
+            children: LogicalSwitch::ACLS,
+        },
+        owner,
+        desired,
+    );
+    synced.removed || elsewhere
+}
+
 /// Why a `spec.acls` entry cannot be written.
 pub fn check_spec_acl(acl: &SubnetAcl) -> Result<(), String> {
     parse_direction(&acl.direction)?;

@@ -17,7 +17,9 @@ use ovsdb::models::ovn_northbound::{
 };
 use ovsdb::{Atom, Cache, Condition, Model, Transaction, Uuid};
 
-use super::owned::{OwnedModel, OwnedRow, Parent, Synced, sync_owned_rows};
+use super::owned::{
+    OwnedModel, OwnedRow, Parent, Synced, remove_owned_rows_elsewhere, sync_owned_rows,
+};
 use super::{MissingSwitch, find, uuid_name, vendor_ids};
 
 impl OwnedModel for Nat {
@@ -222,40 +224,18 @@ pub fn nat_ops(
     owner: &str,
     rules: &[NatRule],
 ) -> Synced {
-    let owned_rows: Vec<Uuid> = cache
-        .table(Nat::TABLE)
-        .map(|table| {
-            table
-                .find(
-                    &[&format!("external_ids:{}", super::owned::OWNER)],
-                    &[ovsdb::Datum::atom(owner)],
-                )
-                .into_iter()
-                .map(|r| r.uuid)
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut elsewhere = Synced::default();
-    let routers: Vec<LogicalRouter> = cache
-        .table(LogicalRouter::TABLE)
-        .map(|table| table.typed::<LogicalRouter>())
-        .unwrap_or_default();
-    for r in routers.iter().filter(|r| r.name != router) {
-        let stale: Vec<Uuid> = r
-            .nat
-            .iter()
-            .copied()
-            .filter(|u| owned_rows.contains(u))
-            .collect();
-        if !stale.is_empty() {
-            t.mutate_where(
-                &[Condition::uuid(r.uuid)],
-                [LogicalRouter::NAT.delete(stale)],
-            );
-            elsewhere.removed = true;
-        }
-    }
-    let Some(r) = routers.into_iter().find(|r| r.name == router) else {
+    let keep = find::<LogicalRouter>(cache, router);
+    let elsewhere = Synced {
+        removed: remove_owned_rows_elsewhere::<LogicalRouter, Nat>(
+            cache,
+            t,
+            LogicalRouter::NAT,
+            keep.as_ref().map(|r| r.uuid),
+            owner,
+        ),
+        ..Synced::default()
+    };
+    let Some(r) = keep else {
         return elsewhere;
     };
     let rows = rules

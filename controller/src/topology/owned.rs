@@ -104,6 +104,51 @@ pub fn sync_owned_rows<P: Model, C: OwnedModel>(
     sync
 }
 
+/// Appends to `t` the removal of `owner`'s rows of `C` from every row of `P` but `keep` (a
+/// rule that moved to another router or switch, or `keep` None: removed everywhere). Returns
+/// whether any went.
+pub fn remove_owned_rows_elsewhere<P: Model, C: OwnedModel>(
+    cache: &Cache,
+    t: &mut Transaction,
+    children: Column<P, Vec<Uuid>>,
+    keep: Option<Uuid>,
+    owner: &str,
+) -> bool {
+    let ids = <C as OwnedModel>::EXTERNAL_IDS.name();
+    let owned: BTreeSet<Uuid> = cache
+        .table(C::TABLE)
+        .map(|table| {
+            table
+                .find(&[&format!("{ids}:{OWNER}")], &[Datum::atom(owner)])
+                .into_iter()
+                .map(|row| row.uuid)
+                .collect()
+        })
+        .unwrap_or_default();
+    if owned.is_empty() {
+        return false;
+    }
+    let Some(parents) = cache.table(P::TABLE) else {
+        return false;
+    };
+    let mut removed = false;
+    for parent in parents.rows().filter(|r| Some(r.uuid) != keep) {
+        let stale: Vec<Uuid> = parent
+            .get(children.name())
+            .and_then(Datum::as_set)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Atom::as_uuid)
+            .filter(|u| owned.contains(u))
+            .collect();
+        if !stale.is_empty() {
+            t.mutate_where(&[Condition::uuid(parent.uuid)], [children.delete(stale)]);
+            removed = true;
+        }
+    }
+    removed
+}
+
 /// What [`sync_owned_rows`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Synced {
