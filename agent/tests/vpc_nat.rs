@@ -177,6 +177,47 @@ fn reaches_from_outside(router: &str, address: Ipv4Addr, to: &RunningPod) -> boo
     false
 }
 
+/// Sends `count` numbered datagrams from `from` to `address:LISTEN`, 2 ms apart, and counts
+/// what `to` receives: (distinct datagrams, duplicates).
+fn datagrams(from: &RunningPod, address: Ipv4Addr, to: &RunningPod, count: u32) -> (u32, u32) {
+    let ip = to.ip;
+    let sink = netns::run_in(&to.netns, move || UdpSocket::bind((ip, LISTEN)))
+        .unwrap()
+        .unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let ip = from.ip;
+    let socket = netns::run_in(&from.netns, move || UdpSocket::bind((ip, 0)))
+        .unwrap()
+        .unwrap();
+    let receiving = std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut duplicates = 0;
+        let mut buf = [0u8; 8];
+        while let Ok(n) = sink.recv(&mut buf) {
+            if n == 4 && !seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]])) {
+                duplicates += 1;
+            }
+        }
+        (seen.len() as u32, duplicates)
+    });
+    for i in 0..count {
+        let _ = socket.send_to(&i.to_be_bytes(), SocketAddr::from((address, LISTEN)));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    receiving.join().unwrap()
+}
+
+/// Fast hits counted so far on node `i` (its pinned reasons map).
+fn fast_hits(cluster: &KovnCluster, i: usize) -> u64 {
+    use agent::datapath::{PinnedMaps, ReadMaps};
+    let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(i).name);
+    PinnedMaps::open(&pins)
+        .expect("pinned maps")
+        .packets_for(datapath_common::Reason::FastHit)
+        .unwrap()
+}
+
 fn pings(from: &RunningPod, to: Ipv4Addr) -> bool {
     sandbox::Cmd::new("ping")
         .args(["-c", "2", "-i", "0.2", "-W", "1", "-q"])
@@ -313,6 +354,19 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
         std::net::IpAddr::V4(EXTERNAL_GATEWAY),
         "b sees the external client's own address"
     );
+
+    // The fast path inside the VPC: a to b (one node) is fast-pathed, every datagram once.
+    let hits = fast_hits(&cluster, 0);
+    let (received, duplicates) = datagrams(&a, b.ip, &b, 400);
+    assert_eq!((received, duplicates), (400, 0), "a to b in the VPC");
+    assert!(
+        fast_hits(&cluster, 0) > hits + 200,
+        "a to b is not fast-pathed"
+    );
+    // b reaching a, on its own node, through a's FIP: translated by the gateway node, every
+    // datagram once (the fast path replays no translation it did not see).
+    let (received, duplicates) = datagrams(&b, fip_address, &a, 400);
+    assert_eq!((received, duplicates), (400, 0), "b to a through a's FIP");
 
     // A restarted controller keeps every EIP's address and hands none of them out again.
     cluster.restart_controller().expect("controller restart");
