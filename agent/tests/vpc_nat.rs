@@ -36,13 +36,14 @@ fn wait(what: &str, check: impl FnMut() -> bool) {
     sandbox::kovn::wait_for(what, Duration::from_secs(30), check).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// The external gateway ConfigMap (n1), the external subnet on its provider network.
-fn external_network(cluster: &KovnCluster) {
+/// The external gateway ConfigMap (`gateways`, e.g. `n1`), the external subnet on its
+/// provider network.
+fn external_network(cluster: &KovnCluster, gateways: &str) {
     put::<ConfigMap>(
         cluster,
         json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "ovn-external-gw-config", "namespace": "kube-system"},
-            "data": {"enable-external-gw": "true", "external-gw-nodes": "n1",
+            "data": {"enable-external-gw": "true", "external-gw-nodes": gateways,
                 "type": "centralized", "external-gw-nic": EXTERNAL_NIC,
                 "external-gw-switch": "external"}}),
     );
@@ -237,7 +238,7 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
         .sb
         .add_external_network(&[1], INTERNET)
         .expect("the external network");
-    external_network(&cluster);
+    external_network(&cluster, "n1");
     // t1's pods are in a private subnet: its other subnet does not reach them, the outside
     // does through what a FIP or DNAT rule publishes.
     tenant(&cluster, "t1", true);
@@ -400,5 +401,103 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
         !reaches_from_outside(&external.router, fip_address, &a)
     });
     assert_eq!(source_seen_outside(&external.router, &a), Some(snat_t1));
+    cluster.teardown().expect("teardown");
+}
+
+#[test]
+fn a_vpcs_external_port_fails_over_to_the_next_gateway_node_within_5_s() {
+    if !sandbox::privileged("a_vpcs_external_port_fails_over_to_the_next_gateway_node_within_5_s") {
+        return;
+    }
+    let mut cluster = KovnCluster::start(3, common::binaries()).expect("kovn on a sandbox");
+    let external = cluster
+        .sb
+        .add_external_network(&[1, 2], INTERNET)
+        .expect("the external network");
+    external_network(&cluster, "n1,n2");
+    tenant(&cluster, "t1", false);
+    let nbctl = cluster.sb.central().nbctl();
+    let chassis = nbctl
+        .run(["lrp-get-gateway-chassis", "t1-external"])
+        .unwrap();
+    let order: Vec<&str> = chassis
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(order, ["t1-external-n1", "t1-external-n2"], "{chassis}");
+    let snat = eip(&cluster, "snat-t1");
+    put::<api::OvnSnatRule>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "OvnSnatRule", "metadata": {"name": "snat-t1"},
+            "spec": {"ovnEip": "snat-t1", "vpcSubnet": "t1-net"}}),
+    );
+    let p = pod(&cluster, "t1", "p", 0);
+    wait("egress from the SNAT EIP", || {
+        source_seen_outside(&external.router, &p) == Some(snat)
+    });
+
+    // A stream to the outside, every 10 ms; n1 dies 3 s in (cut off the fabric and the
+    // external network, as a node that is gone).
+    let sink = netns::run_in(&external.router, || UdpSocket::bind((INTERNET, LISTEN)))
+        .unwrap()
+        .unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let ip = p.ip;
+    let sender = netns::run_in(&p.netns, move || UdpSocket::bind((ip, 0)))
+        .unwrap()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sending = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = sender.send_to(b"x", SocketAddr::from((INTERNET, LISTEN)));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let receiving = std::thread::spawn(move || {
+        let mut arrivals = Vec::new();
+        let mut buf = [0u8; 4];
+        while start.elapsed() < Duration::from_secs(16) {
+            if let Ok((_, SocketAddr::V4(peer))) = sink.recv_from(&mut buf) {
+                arrivals.push((start.elapsed().as_secs_f64(), *peer.ip()));
+            }
+        }
+        arrivals
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let cut = start.elapsed().as_secs_f64();
+    cluster.sb.disconnect_node(1).expect("n1 off the fabric");
+    sandbox::Cmd::new("ip")
+        .args(["-n", &external.switch, "link", "set", "x-n1", "down"])
+        .run()
+        .expect("n1 off the external network");
+    let arrivals = receiving.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    sending.join().unwrap();
+
+    let after: Vec<f64> = arrivals
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t > cut)
+        .collect();
+    assert!(
+        after.last().is_some_and(|t| *t > 14.0),
+        "egress did not come back after n1 died (last arrival {:?}, cut at {cut:.1} s)",
+        after.last()
+    );
+    let mut gap = after.first().map_or(f64::MAX, |t| t - cut);
+    for w in after.windows(2) {
+        gap = gap.max(w[1] - w[0]);
+    }
+    eprintln!("egress gap across the gateway failure: {gap:.2} s");
+    assert!(gap < 5.0, "egress stopped for {gap:.2} s when n1 died");
+    assert!(
+        arrivals.iter().all(|(_, source)| *source == snat),
+        "egress left with another source than the SNAT EIP"
+    );
     cluster.teardown().expect("teardown");
 }
