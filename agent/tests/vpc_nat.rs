@@ -369,9 +369,98 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
     let (received, duplicates) = datagrams(&b, fip_address, &a, 400);
     assert_eq!((received, duplicates), (400, 0), "b to a through a's FIP");
 
+    // Kube-OVN's VPC NAT gateway objects, served as OVN NAT: VPC t3 (the same CIDR again, no
+    // enableExternal) gets its way out from a VpcNatGateway, its pods leave from an
+    // IptablesEIP by an IptablesSnatRule, one of them is reached at an IptablesFIPRule's EIP.
+    put::<api::Vpc>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "t3"}, "spec": {}}),
+    );
+    vpc_subnet(&cluster, "t3", "t3-net", CIDR, "t3", false);
+    put::<api::VpcNatGateway>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "VpcNatGateway", "metadata": {"name": "gw3"},
+            "spec": {"vpc": "t3", "subnet": "t3-net", "lanIp": "10.60.0.254",
+                "externalSubnets": ["external"], "selector": ["kubernetes.io/os: linux"]}}),
+    );
+    wait("vpc t3's external port from its NAT gateway", || {
+        vpc_status(&cluster, "t3").is_some_and(|s| s.enable_external)
+    });
+    let e = pod(&cluster, "t3", "e", 0);
+    let f = pod(&cluster, "t3", "f", 0);
+    let iptables_eip = |name: &str| {
+        put::<api::IptablesEIP>(
+            &cluster,
+            json!({"apiVersion": "kubeovn.io/v1", "kind": "IptablesEIP", "metadata": {"name": name},
+                "spec": {"natGwDp": "gw3"}}),
+        );
+        let mut address = None;
+        wait(&format!("iptables-eip {name}'s address"), || {
+            address = cluster
+                .api
+                .all::<api::IptablesEIP>()
+                .into_iter()
+                .find(|x| x.metadata.name.as_deref() == Some(name))
+                .and_then(|x| x.status)
+                .filter(|s| s.ready)
+                .and_then(|s| s.ip.parse::<Ipv4Addr>().ok());
+            address.is_some()
+        });
+        address.unwrap()
+    };
+    let eip3 = iptables_eip("eip3");
+    let eip3f = iptables_eip("eip3f");
+    put::<api::IptablesSnatRule>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "IptablesSnatRule", "metadata": {"name": "snat3"},
+            "spec": {"eip": "eip3", "internalCIDR": CIDR}}),
+    );
+    put::<api::IptablesFIPRule>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "IptablesFIPRule", "metadata": {"name": "fip3"},
+            "spec": {"eip": "eip3f", "internalIp": e.ip.to_string()}}),
+    );
+    wait("f leaving from t3's SNAT IptablesEIP", || {
+        source_seen_outside(&external.router, &f) == Some(eip3)
+    });
+    wait(
+        "the outside reaching e at its IptablesFIPRule's EIP",
+        || reaches_from_outside(&external.router, eip3f, &e),
+    );
+    assert_eq!(source_seen_outside(&external.router, &e), Some(eip3f));
+    let gateway = cluster
+        .api
+        .all::<api::VpcNatGateway>()
+        .into_iter()
+        .find(|g| g.metadata.name.as_deref() == Some("gw3"))
+        .and_then(|g| g.status)
+        .unwrap();
+    let unsupported = gateway
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Unsupported")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        unsupported.contains("lanIp") && unsupported.contains("selector"),
+        "the gateway pod's fields are not named unsupported: {unsupported:?}"
+    );
+
     // A restarted controller keeps every EIP's address and hands none of them out again.
     cluster.restart_controller().expect("controller restart");
     let after = eip(&cluster, "after-restart");
+    let eip3_after = cluster
+        .api
+        .all::<api::IptablesEIP>()
+        .into_iter()
+        .find(|x| x.metadata.name.as_deref() == Some("eip3"))
+        .and_then(|x| x.status)
+        .map(|s| s.ip);
+    assert_eq!(eip3_after, Some(eip3.to_string()), "eip3 changed address");
+    assert!(
+        after != eip3 && after != eip3f,
+        "an IptablesEIP's address handed out again"
+    );
     for (name, held) in [
         ("snat-t1", snat_t1),
         ("snat-t2", snat_t2),

@@ -13,6 +13,7 @@ mod selector;
 pub mod service;
 mod subnet;
 mod vpc;
+mod vpc_nat_gateway;
 
 pub use ip::{IP, IPSpec};
 pub use names::TopologyNames;
@@ -37,6 +38,11 @@ pub use vpc::{
     BfdPort, BfdPortStatus, PolicyRoute, StaticRoute, Vpc, VpcDynamicRouting, VpcPeering, VpcSpec,
     VpcStatus,
 };
+pub use vpc_nat_gateway::{
+    IptablesDnatRule, IptablesDnatRuleSpec, IptablesEIP, IptablesEIPSpec, IptablesEIPStatus,
+    IptablesFIPRule, IptablesFIPRuleSpec, IptablesRuleStatus, IptablesSnatRule,
+    IptablesSnatRuleSpec, NatGatewayRoute, VpcNatGateway, VpcNatGatewaySpec, VpcNatGatewayStatus,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +54,20 @@ fn is_false(b: &bool) -> bool {
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
+/// Fields no Kube-OVN version kovn knows has (kept in `unknown`), as an `Unsupported`
+/// condition names them.
+fn unknown_fields(unknown: &std::collections::BTreeMap<String, serde_json::Value>) -> Vec<String> {
+    unknown
+        .keys()
+        .map(|k| format!("{k} (not a Kube-OVN field kovn knows)"))
+        .collect()
 }
 
 /// The API group of every kovn (Kube-OVN) resource.
@@ -87,6 +107,11 @@ pub fn crds()
         OvnFip::crd(),
         OvnSnatRule::crd(),
         OvnDnatRule::crd(),
+        VpcNatGateway::crd(),
+        IptablesEIP::crd(),
+        IptablesFIPRule::crd(),
+        IptablesSnatRule::crd(),
+        IptablesDnatRule::crd(),
     ]
 }
 

@@ -9,15 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Condition;
-
-/// Kube-OVN's fields no version kovn knows has, named in `Unsupported`.
-fn unknown_fields(unknown: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
-    unknown
-        .keys()
-        .map(|k| format!("{k} (not a Kube-OVN field kovn knows)"))
-        .collect()
-}
+use crate::{Condition, unknown_fields};
 
 /// `kubeovn.io/v1` OvnEip.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

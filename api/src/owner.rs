@@ -14,6 +14,9 @@ pub enum Owner {
     /// An `OvnEip` (an address of an external subnet, for NAT or a VPC router's external
     /// port): no switch port and no IP object; the OvnEip's status records it.
     Eip { name: String },
+    /// An `IptablesEIP` (a VPC NAT gateway's address; a kind of its own, so an OvnEip and an
+    /// IptablesEIP of one name are two holders).
+    IptablesEip { name: String },
 }
 
 /// The `external_ids:pod` value of a logical switch port (`<namespace>/<name>`; a node's join
@@ -36,6 +39,10 @@ impl Owner {
         Owner::Eip { name: name.into() }
     }
 
+    pub fn iptables_eip(name: impl Into<String>) -> Owner {
+        Owner::IptablesEip { name: name.into() }
+    }
+
     /// The owner of a Kubernetes pod object.
     pub fn of_pod(pod: &k8s_openapi::api::core::v1::Pod) -> Owner {
         Owner::pod(
@@ -51,6 +58,7 @@ impl Owner {
             Owner::Pod { namespace, name } => format!("{name}.{namespace}"),
             Owner::Node { name } => format!("node-{name}"),
             Owner::Eip { name } => name.clone(),
+            Owner::IptablesEip { name } => format!("iptables-eip.{name}"),
         }
     }
 
@@ -61,6 +69,7 @@ impl Owner {
             Owner::Node { name } => format!("/{name}"),
             // Never on a port; a form from_port_owner_id does not read back.
             Owner::Eip { name } => format!("eip:{name}"),
+            Owner::IptablesEip { name } => format!("iptables-eip:{name}"),
         }
     }
 

@@ -138,6 +138,11 @@ pub(crate) fn inputs(api: &FakeApi) -> Inputs {
         ovn_fips: api.watch::<api::OvnFip>().boxed(),
         ovn_snat_rules: api.watch::<api::OvnSnatRule>().boxed(),
         ovn_dnat_rules: api.watch::<api::OvnDnatRule>().boxed(),
+        vpc_nat_gateways: api.watch::<api::VpcNatGateway>().boxed(),
+        iptables_eips: api.watch::<api::IptablesEIP>().boxed(),
+        iptables_fip_rules: api.watch::<api::IptablesFIPRule>().boxed(),
+        iptables_snat_rules: api.watch::<api::IptablesSnatRule>().boxed(),
+        iptables_dnat_rules: api.watch::<api::IptablesDnatRule>().boxed(),
     }
 }
 

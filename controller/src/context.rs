@@ -73,6 +73,11 @@ pub struct Stores {
     pub ovn_fips: Store<api::OvnFip>,
     pub ovn_snat_rules: Store<api::OvnSnatRule>,
     pub ovn_dnat_rules: Store<api::OvnDnatRule>,
+    pub vpc_nat_gateways: Store<api::VpcNatGateway>,
+    pub iptables_eips: Store<api::IptablesEIP>,
+    pub iptables_fip_rules: Store<api::IptablesFIPRule>,
+    pub iptables_snat_rules: Store<api::IptablesSnatRule>,
+    pub iptables_dnat_rules: Store<api::IptablesDnatRule>,
 }
 
 impl Stores {

@@ -58,7 +58,7 @@ pub fn ip_object(owner: &Owner, node: &str, allocation: &Allocation) -> IP {
         Owner::Node { name } => ("", name.as_str()),
         // An EIP's record is its OvnEip; an IP object made for one anyway names no owner, so
         // it is neither restored nor released as anyone's.
-        Owner::Eip { .. } => ("", ""),
+        Owner::Eip { .. } | Owner::IptablesEip { .. } => ("", ""),
     };
     let find = |v4: bool| {
         allocation

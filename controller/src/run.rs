@@ -51,6 +51,11 @@ pub struct Inputs {
     pub ovn_fips: Events<api::OvnFip>,
     pub ovn_snat_rules: Events<api::OvnSnatRule>,
     pub ovn_dnat_rules: Events<api::OvnDnatRule>,
+    pub vpc_nat_gateways: Events<api::VpcNatGateway>,
+    pub iptables_eips: Events<api::IptablesEIP>,
+    pub iptables_fip_rules: Events<api::IptablesFIPRule>,
+    pub iptables_snat_rules: Events<api::IptablesSnatRule>,
+    pub iptables_dnat_rules: Events<api::IptablesDnatRule>,
 }
 
 impl Inputs {
@@ -100,6 +105,11 @@ impl Inputs {
             ovn_fips: watch(client),
             ovn_snat_rules: watch(client),
             ovn_dnat_rules: watch(client),
+            vpc_nat_gateways: watch(client),
+            iptables_eips: watch(client),
+            iptables_fip_rules: watch(client),
+            iptables_snat_rules: watch(client),
+            iptables_dnat_rules: watch(client),
         }
     }
 }
@@ -207,6 +217,15 @@ pub async fn run(
     let (ovn_fips, ovn_fip_trigger) = spawn_reflector(t, inputs.ovn_fips, None);
     let (ovn_snat_rules, ovn_snat_trigger) = spawn_reflector(t, inputs.ovn_snat_rules, None);
     let (ovn_dnat_rules, ovn_dnat_trigger) = spawn_reflector(t, inputs.ovn_dnat_rules, None);
+    let (vpc_nat_gateways, vpc_nat_gateway_trigger) =
+        spawn_reflector(t, inputs.vpc_nat_gateways, None);
+    let (iptables_eips, iptables_eip_trigger) = spawn_reflector(t, inputs.iptables_eips, None);
+    let (iptables_fip_rules, iptables_fip_trigger) =
+        spawn_reflector(t, inputs.iptables_fip_rules, None);
+    let (iptables_snat_rules, iptables_snat_trigger) =
+        spawn_reflector(t, inputs.iptables_snat_rules, None);
+    let (iptables_dnat_rules, iptables_dnat_trigger) =
+        spawn_reflector(t, inputs.iptables_dnat_rules, None);
     let stores = Stores {
         pods,
         namespaces,
@@ -222,6 +241,11 @@ pub async fn run(
         ovn_fips,
         ovn_snat_rules,
         ovn_dnat_rules,
+        vpc_nat_gateways,
+        iptables_eips,
+        iptables_fip_rules,
+        iptables_snat_rules,
+        iptables_dnat_rules,
     };
     tracing::info!("waiting for the initial lists");
     stores.pods.wait_until_ready().await?;
@@ -238,6 +262,11 @@ pub async fn run(
     stores.ovn_fips.wait_until_ready().await?;
     stores.ovn_snat_rules.wait_until_ready().await?;
     stores.ovn_dnat_rules.wait_until_ready().await?;
+    stores.vpc_nat_gateways.wait_until_ready().await?;
+    stores.iptables_eips.wait_until_ready().await?;
+    stores.iptables_fip_rules.wait_until_ready().await?;
+    stores.iptables_snat_rules.wait_until_ready().await?;
+    stores.iptables_dnat_rules.wait_until_ready().await?;
 
     let writer = NbWriter::start(nb, Arc::new(MetricsObserver(metrics.clone())));
     let ctx = Arc::new(Context::new(
@@ -280,10 +309,12 @@ pub async fn run(
     // A VPC's external port follows the external gateway ConfigMap (gateway nodes, the
     // external subnet) and its router port's EIP.
     let (eip_changes, ovn_eip_trigger) = fan_out(ovn_eip_trigger);
+    let (nat_gateway_changes, vpc_nat_gateway_trigger) = fan_out(vpc_nat_gateway_trigger);
     let vpc_ctl = Controller::for_stream(vpc_trigger, s.vpcs.clone())
         .with_config(config.clone())
         .reconcile_all_on(external_gateway_trigger.map(|_| ()))
         .reconcile_all_on(eip_changes.map(|_| ()))
+        .reconcile_all_on(nat_gateway_changes.map(|_| ()))
         .run(
             |o, c| measured(o, c, reconcile::vpc::reconcile),
             error_policy,
@@ -335,6 +366,50 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
+    let vpc_nat_gateway_ctl =
+        Controller::for_stream(vpc_nat_gateway_trigger, s.vpc_nat_gateways.clone())
+            .with_config(config.clone())
+            .run(
+                |o, c| measured(o, c, reconcile::vpc_nat_gateway::reconcile_gateway),
+                error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| future::ready(()));
+    let iptables_eip_ctl = Controller::for_stream(iptables_eip_trigger, s.iptables_eips.clone())
+        .with_config(config.clone())
+        .run(
+            |o, c| measured(o, c, reconcile::vpc_nat_gateway::reconcile_eip),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let iptables_fip_ctl =
+        Controller::for_stream(iptables_fip_trigger, s.iptables_fip_rules.clone())
+            .with_config(config.clone())
+            .run(
+                |o, c| measured(o, c, reconcile::ovn_nat::reconcile::<api::IptablesFIPRule>),
+                error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| future::ready(()));
+    let iptables_snat_ctl =
+        Controller::for_stream(iptables_snat_trigger, s.iptables_snat_rules.clone())
+            .with_config(config.clone())
+            .run(
+                |o, c| measured(o, c, reconcile::ovn_nat::reconcile::<api::IptablesSnatRule>),
+                error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| future::ready(()));
+    let iptables_dnat_ctl =
+        Controller::for_stream(iptables_dnat_trigger, s.iptables_dnat_rules.clone())
+            .with_config(config.clone())
+            .run(
+                |o, c| measured(o, c, reconcile::ovn_nat::reconcile::<api::IptablesDnatRule>),
+                error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| future::ready(()));
     let node_ctl = Controller::for_stream(node_trigger, s.nodes.clone())
         .with_config(config.clone())
         .run(
@@ -429,7 +504,12 @@ pub async fn run(
         ovn_eip_ctl,
         ovn_fip_ctl,
         ovn_snat_ctl,
-        ovn_dnat_ctl
+        ovn_dnat_ctl,
+        vpc_nat_gateway_ctl,
+        iptables_eip_ctl,
+        iptables_fip_ctl,
+        iptables_snat_ctl,
+        iptables_dnat_ctl
     );
     drop(tasks);
     Ok(())
@@ -522,9 +602,9 @@ async fn ensure_defaults(ctx: &Context) -> Result<()> {
 }
 
 /// Rebuilds IPAM before the first allocation: every valid subnet's pool (the defaults from the
-/// settings if their objects are not listed yet), then the IP objects and OvnEips, then the NB
+/// settings if their objects are not listed yet), then the IP objects and EIPs, then the NB
 /// ports; a record that cannot be honoured is reported. Then releases what no pod, node or
-/// OvnEip holds any more (deleted while the controller was down).
+/// EIP holds any more (deleted while the controller was down).
 async fn restore(ctx: &Context) -> Result<()> {
     let mut subnets: Vec<Subnet> = ctx
         .stores
@@ -594,6 +674,18 @@ async fn restore(ctx: &Context) -> Result<()> {
                 mac: Some(status.mac_address.clone()).filter(|m| !m.is_empty()),
             });
         }
+        for eip in ctx.stores.iptables_eips.state() {
+            let Some(status) = eip.status.as_ref().filter(|s| !s.ip.is_empty()) else {
+                continue;
+            };
+            records.push(Record {
+                source: RecordSource::IpObject,
+                owner: Owner::iptables_eip(eip.name_any()),
+                subnet: reconcile::vpc_nat_gateway::subnet_of(&eip, ctx),
+                ips: status.ip.parse().into_iter().collect(),
+                mac: Some(eip.spec.mac_address.clone()).filter(|m| !m.is_empty()),
+            });
+        }
         let ports = ctx.nb.client().read(topology::owned_ports);
         for port in ports.into_values() {
             let (Some(ls), Some(owner)) =
@@ -650,6 +742,13 @@ async fn restore(ctx: &Context) -> Result<()> {
                 .iter()
                 .map(|e| Owner::eip(e.name_any())),
         )
+        .chain(
+            ctx.stores
+                .iptables_eips
+                .state()
+                .iter()
+                .map(|e| Owner::iptables_eip(e.name_any())),
+        )
         .collect();
     let holders: Vec<Owner> = ctx
         .ipam()
@@ -663,7 +762,7 @@ async fn restore(ctx: &Context) -> Result<()> {
         match &owner {
             Owner::Node { name } => reconcile::node::release(ctx, name).await?,
             Owner::Pod { .. } => reconcile::pod::release(ctx, &owner).await?,
-            Owner::Eip { .. } => ctx.ipam().release(&owner),
+            Owner::Eip { .. } | Owner::IptablesEip { .. } => ctx.ipam().release(&owner),
         }
     }
     tracing::info!(leaked, "leaked allocations released");

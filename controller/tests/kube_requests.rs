@@ -270,6 +270,11 @@ async fn fixture(subnets: Vec<Subnet>, pods: Vec<Pod>) -> Fixture {
         ovn_fips: store::<api::OvnFip>(vec![]).0,
         ovn_snat_rules: store::<api::OvnSnatRule>(vec![]).0,
         ovn_dnat_rules: store::<api::OvnDnatRule>(vec![]).0,
+        vpc_nat_gateways: store::<api::VpcNatGateway>(vec![]).0,
+        iptables_eips: store::<api::IptablesEIP>(vec![]).0,
+        iptables_fip_rules: store::<api::IptablesFIPRule>(vec![]).0,
+        iptables_snat_rules: store::<api::IptablesSnatRule>(vec![]).0,
+        iptables_dnat_rules: store::<api::IptablesDnatRule>(vec![]).0,
     };
     let ctx = Arc::new(Context::new(
         kube,

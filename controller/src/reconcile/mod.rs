@@ -10,6 +10,7 @@ pub mod provider_network;
 pub mod service;
 pub mod subnet;
 pub mod vpc;
+pub mod vpc_nat_gateway;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -83,30 +83,38 @@ fn nat_users(ctx: &Context, eip: &str) -> String {
     kinds.join(",")
 }
 
-fn allocate(eip: &OvnEip, ctx: &Context) -> std::result::Result<(IpAddr, String), Refusal> {
-    let subnet = subnet_of(eip, ctx);
-    let wanted: Vec<IpAddr> = match eip.spec.v4_ip.as_str() {
-        "" => Vec::new(),
-        ip => vec![ip.parse().map_err(|e| {
-            Refusal::new("InvalidV4Ip", format!("v4Ip {ip:?} is not an address: {e}"))
-        })?],
-    };
-    let mac = Some(eip.spec.mac_address.as_str()).filter(|m| !m.is_empty());
-    let owner = Owner::eip(eip.name_any());
+/// The address (IPv4) and MAC `owner` holds in external subnet `subnet`, allocated if it
+/// holds none there yet (`v4_ip` and `mac` as the object asks, empty: any). An EIP that asks
+/// for another address than it holds moves to it. Shared by OvnEip and IptablesEIP.
+pub fn allocate_eip(
+    ctx: &Context,
+    owner: &Owner,
+    subnet: &str,
+    v4_ip: &str,
+    mac: &str,
+) -> std::result::Result<(IpAddr, String), Refusal> {
+    let wanted: Vec<IpAddr> =
+        match v4_ip {
+            "" => Vec::new(),
+            ip => vec![ip.parse().map_err(|e| {
+                Refusal::new("InvalidV4Ip", format!("{ip:?} is not an address: {e}"))
+            })?],
+        };
+    let mac = Some(mac).filter(|m| !m.is_empty());
     let mut ipam = ctx.ipam();
-    if ipam.subnet(&subnet).is_none() {
+    if ipam.subnet(subnet).is_none() {
         return Err(Refusal::new(
             "SubnetNotFound",
             format!("external subnet {subnet} does not exist (or is not valid)"),
         ));
     }
-    let allocation = match ipam.lookup(&owner) {
+    let allocation = match ipam.lookup(owner) {
         Some(held) if held.subnet == subnet && (wanted.is_empty() || held.ips == wanted) => held,
         held => {
             if held.is_some() {
-                ipam.release(&owner);
+                ipam.release(owner);
             }
-            ipam.allocate(&subnet, &owner, &wanted, mac)
+            ipam.allocate(subnet, owner, &wanted, mac)
                 .map_err(|e| Refusal::new("AllocationFailed", e.to_string()))?
         }
     };
@@ -126,7 +134,13 @@ fn allocate(eip: &OvnEip, ctx: &Context) -> std::result::Result<(IpAddr, String)
 
 async fn apply(eip: &OvnEip, ctx: &Context) -> Result<Action> {
     let name = eip.name_any();
-    let outcome = allocate(eip, ctx);
+    let outcome = allocate_eip(
+        ctx,
+        &Owner::eip(&name),
+        &subnet_of(eip, ctx),
+        &eip.spec.v4_ip,
+        &eip.spec.mac_address,
+    );
     let (v4, mac, action) = match &outcome {
         Ok((v4, mac)) => (v4.to_string(), mac.clone(), Action::requeue(STATUS_REFRESH)),
         Err(r) => {

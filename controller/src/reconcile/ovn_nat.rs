@@ -1,4 +1,6 @@
-//! OvnFip, OvnSnatRule and OvnDnatRule: each resolves its EIP (ready, with an address), its
+//! OvnFip, OvnSnatRule and OvnDnatRule (and the VPC NAT gateway's IptablesFIPRule,
+//! IptablesSnatRule and IptablesDnatRule, whose EIP is an IptablesEIP and whose VPC is their
+//! gateway's, translated the same way): each resolves its EIP (ready, with an address), its
 //! internal address (given, or its IP object's, or its subnet's CIDR) and its VPC (given, or
 //! the internal address's subnet's), checks that the VPC has its port on the EIP's external
 //! subnet (`enableExternal`), and then owns exactly its NAT rows (or port forward) on that
@@ -14,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::{
-    Condition, EIP_TYPE_NAT, OvnDnatRule, OvnDnatRuleStatus, OvnEip, OvnFip, OvnFipStatus,
-    OvnSnatRule, OvnSnatRuleStatus,
+    Condition, EIP_TYPE_NAT, IptablesDnatRule, IptablesFIPRule, IptablesRuleStatus,
+    IptablesSnatRule, OvnDnatRule, OvnDnatRuleStatus, OvnEip, OvnFip, OvnFipStatus, OvnSnatRule,
+    OvnSnatRuleStatus,
 };
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -274,6 +277,31 @@ pub trait NatRuleKind:
     fn unsupported_fields(&self) -> Vec<String>;
 }
 
+/// The parts of [`NatRuleKind`] every kind has alike: what it writes when it translates
+/// nothing, its status with conditions, its spec's unsupported fields.
+macro_rules! accessors {
+    ($status:ident, $nothing:expr) => {
+        fn nothing() -> Translation {
+            $nothing
+        }
+
+        fn status(&self) -> Option<&$status> {
+            self.status.as_ref()
+        }
+
+        fn with_conditions(status: $status, conditions: Vec<Condition>) -> $status {
+            $status {
+                conditions,
+                ..status
+            }
+        }
+
+        fn unsupported_fields(&self) -> Vec<String> {
+            self.spec.unsupported_fields()
+        }
+    };
+}
+
 /// Writes `translation` for `rule` on `vpc`'s router (and nowhere else); removing or changing
 /// a translation bumps the NB generation.
 async fn write<K: NatRuleKind>(
@@ -284,7 +312,7 @@ async fn write<K: NatRuleKind>(
     published: Option<Published>,
 ) -> Result<()> {
     let owner = owner_of(rule);
-    let load_balancer = dnat_load_balancer(&rule.name_any());
+    let load_balancer = dnat_load_balancer(rule);
     ctx.nb
         .apply(move |cache, t| {
             let mut revoked = match &translation {
@@ -362,6 +390,56 @@ async fn apply<K: NatRuleKind>(rule: &K, ctx: &Context) -> Result<Action> {
     }))
 }
 
+/// A DNAT rule's ports and protocol, checked.
+fn forward_ports(
+    external: &str,
+    internal: &str,
+    protocol: &str,
+) -> Result<(u16, u16, LoadBalancerProtocol), Refusal> {
+    let port = |what: &str, value: &str| {
+        value
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                Refusal::new(
+                    "InvalidPort",
+                    format!("{what} {value:?} is not a port number"),
+                )
+            })
+    };
+    let protocol = match protocol {
+        "tcp" => LoadBalancerProtocol::Tcp,
+        "udp" => LoadBalancerProtocol::Udp,
+        other => {
+            return Err(Refusal::new(
+                "InvalidProtocol",
+                format!("protocol {other:?} is not tcp or udp"),
+            ));
+        }
+    };
+    Ok((
+        port("externalPort", external)?,
+        port("internalPort", internal)?,
+        protocol,
+    ))
+}
+
+/// The oldest of `rules` other than `rule` that uses `eip` as its FIP already, if any.
+fn fip_holder<K: Resource<DynamicType = ()>>(
+    rules: &[Arc<K>],
+    rule: &K,
+    eip_of: impl Fn(&K) -> &str,
+) -> Option<String> {
+    let age = |f: &K| (f.meta().creation_timestamp.clone(), f.name_any());
+    rules
+        .iter()
+        .find(|f| {
+            eip_of(f) == eip_of(rule) && f.name_any() != rule.name_any() && age(f) < age(rule)
+        })
+        .map(|f| f.name_any())
+}
+
 /// The internal address a FIP or DNAT rule names: `v4Ip`, else its IP object's (with that
 /// object's subnet, from which its VPC follows).
 fn internal_address(
@@ -391,18 +469,12 @@ impl NatRuleKind for OvnFip {
     fn resolve(&self, ctx: &Context) -> Result<Resolved<OvnFipStatus>, Refusal> {
         let eip = eip(ctx, &self.spec.ovn_eip, true)?;
         // One EIP, one FIP: the oldest keeps it.
-        let age = |f: &OvnFip| (f.metadata.creation_timestamp.clone(), f.name_any());
-        if let Some(other) = ctx.stores.ovn_fips.state().iter().find(|f| {
-            f.spec.ovn_eip == self.spec.ovn_eip
-                && f.name_any() != self.name_any()
-                && age(f) < age(self)
-        }) {
+        if let Some(other) = fip_holder(&ctx.stores.ovn_fips.state(), self, |f| &f.spec.ovn_eip) {
             return Err(Refusal::new(
                 "EipInUse",
                 format!(
-                    "ovn-eip {} is the FIP of {} already",
-                    self.spec.ovn_eip,
-                    other.name_any()
+                    "ovn-eip {} is the FIP of {other} already",
+                    self.spec.ovn_eip
                 ),
             ));
         }
@@ -427,24 +499,7 @@ impl NatRuleKind for OvnFip {
         })
     }
 
-    fn nothing() -> Translation {
-        Translation::Nat(Vec::new())
-    }
-
-    fn status(&self) -> Option<&OvnFipStatus> {
-        self.status.as_ref()
-    }
-
-    fn with_conditions(status: OvnFipStatus, conditions: Vec<Condition>) -> OvnFipStatus {
-        OvnFipStatus {
-            conditions,
-            ..status
-        }
-    }
-
-    fn unsupported_fields(&self) -> Vec<String> {
-        self.spec.unsupported_fields()
-    }
+    accessors!(OvnFipStatus, Translation::Nat(Vec::new()));
 }
 
 // ---- OvnSnatRule: snat ----
@@ -516,31 +571,15 @@ impl NatRuleKind for OvnSnatRule {
         })
     }
 
-    fn nothing() -> Translation {
-        Translation::Nat(Vec::new())
-    }
-
-    fn status(&self) -> Option<&OvnSnatRuleStatus> {
-        self.status.as_ref()
-    }
-
-    fn with_conditions(status: OvnSnatRuleStatus, conditions: Vec<Condition>) -> OvnSnatRuleStatus {
-        OvnSnatRuleStatus {
-            conditions,
-            ..status
-        }
-    }
-
-    fn unsupported_fields(&self) -> Vec<String> {
-        self.spec.unsupported_fields()
-    }
+    accessors!(OvnSnatRuleStatus, Translation::Nat(Vec::new()));
 }
 
 // ---- OvnDnatRule: a port forward (a load balancer on the router) ----
 
-/// The load balancer of a DNAT rule (prefixed: it shares the table with Services' ones).
-fn dnat_load_balancer(rule: &str) -> String {
-    format!("ovn-dnat-{rule}")
+/// The load balancer of a DNAT rule, `<kind>-<name>` (prefixed: it shares the table with
+/// Services' ones, and both DNAT kinds may use one name).
+fn dnat_load_balancer<K: Resource<DynamicType = ()>>(rule: &K) -> String {
+    format!("{}-{}", K::kind(&()).to_lowercase(), rule.name_any())
 }
 
 impl NatRuleKind for OvnDnatRule {
@@ -604,22 +643,147 @@ impl NatRuleKind for OvnDnatRule {
         })
     }
 
-    fn nothing() -> Translation {
-        Translation::Forward(None)
-    }
+    accessors!(OvnDnatRuleStatus, Translation::Forward(None));
+}
 
-    fn status(&self) -> Option<&OvnDnatRuleStatus> {
-        self.status.as_ref()
-    }
+// ---- The VPC NAT gateway's rules: the same translations, their EIP an IptablesEIP ----
 
-    fn with_conditions(status: OvnDnatRuleStatus, conditions: Vec<Condition>) -> OvnDnatRuleStatus {
-        OvnDnatRuleStatus {
-            conditions,
-            ..status
+/// An IptablesEIP a rule can use, and the VPC of its gateway.
+fn iptables_eip(ctx: &Context, name: &str) -> Result<(Eip, String, String), Refusal> {
+    let eip = ctx
+        .stores
+        .iptables_eips
+        .get(&ObjectRef::new(name))
+        .ok_or_else(|| {
+            Refusal::new(
+                "EipNotFound",
+                format!("iptables-eip {name:?} does not exist"),
+            )
+        })?;
+    let status = eip.status.clone().unwrap_or_default();
+    let v4 = status
+        .ip
+        .parse()
+        .ok()
+        .filter(|_| status.ready)
+        .ok_or_else(|| {
+            Refusal::new(
+                "EipNotReady",
+                format!("iptables-eip {name} has no address yet"),
+            )
+        })?;
+    let vpc = super::vpc_nat_gateway::vpc_of(&eip, ctx)?;
+    let eip_ = Eip {
+        v4,
+        subnet: super::vpc_nat_gateway::subnet_of(&eip, ctx),
+    };
+    check_external(ctx, &vpc, &eip_)?;
+    Ok((eip_, vpc, eip.spec.nat_gw_dp.clone()))
+}
+
+fn ready_status(eip: &Eip, gateway: String) -> IptablesRuleStatus {
+    IptablesRuleStatus {
+        ready: true,
+        v4ip: eip.v4.to_string(),
+        nat_gw_dp: gateway,
+        ..IptablesRuleStatus::default()
+    }
+}
+
+impl NatRuleKind for IptablesFIPRule {
+    type Status = IptablesRuleStatus;
+
+    fn resolve(&self, ctx: &Context) -> Result<Resolved<IptablesRuleStatus>, Refusal> {
+        let (eip, vpc, gateway) = iptables_eip(ctx, &self.spec.eip)?;
+        if let Some(other) = fip_holder(&ctx.stores.iptables_fip_rules.state(), self, |f| {
+            &f.spec.eip
+        }) {
+            return Err(Refusal::new(
+                "EipInUse",
+                format!(
+                    "iptables-eip {} is the FIP of {other} already",
+                    self.spec.eip
+                ),
+            ));
         }
+        let (internal, _) = internal_address(ctx, &self.spec.internal_ip, "")?;
+        Ok(Resolved {
+            published: publish(ctx, &vpc, internal, None, None),
+            translation: Translation::Nat(vec![NatRule {
+                kind: NatType::DnatAndSnat,
+                external_ip: eip.v4.to_string(),
+                logical_ip: internal.to_string(),
+            }]),
+            status: IptablesRuleStatus {
+                internal_ip: internal.to_string(),
+                ..ready_status(&eip, gateway)
+            },
+            vpc,
+        })
     }
 
-    fn unsupported_fields(&self) -> Vec<String> {
-        self.spec.unsupported_fields()
+    accessors!(IptablesRuleStatus, Translation::Nat(Vec::new()));
+}
+
+impl NatRuleKind for IptablesSnatRule {
+    type Status = IptablesRuleStatus;
+
+    fn resolve(&self, ctx: &Context) -> Result<Resolved<IptablesRuleStatus>, Refusal> {
+        let (eip, vpc, gateway) = iptables_eip(ctx, &self.spec.eip)?;
+        let cidr = self.spec.internal_cidr.trim();
+        let valid =
+            cidr.parse::<ipnet::Ipv4Net>().is_ok() || cidr.parse::<std::net::Ipv4Addr>().is_ok();
+        if !valid {
+            return Err(Refusal::new(
+                "InvalidInternalCIDR",
+                format!("internalCIDR {cidr:?} is not an IPv4 CIDR or address"),
+            ));
+        }
+        Ok(Resolved {
+            published: None,
+            translation: Translation::Nat(vec![NatRule {
+                kind: NatType::Snat,
+                external_ip: eip.v4.to_string(),
+                logical_ip: cidr.to_owned(),
+            }]),
+            status: IptablesRuleStatus {
+                internal_cidr: cidr.to_owned(),
+                ..ready_status(&eip, gateway)
+            },
+            vpc,
+        })
     }
+
+    accessors!(IptablesRuleStatus, Translation::Nat(Vec::new()));
+}
+
+impl NatRuleKind for IptablesDnatRule {
+    type Status = IptablesRuleStatus;
+
+    fn resolve(&self, ctx: &Context) -> Result<Resolved<IptablesRuleStatus>, Refusal> {
+        let spec = &self.spec;
+        let (eip, vpc, gateway) = iptables_eip(ctx, &spec.eip)?;
+        let protocol = spec.protocol();
+        let (external, internal_port, lb_protocol) =
+            forward_ports(&spec.external_port, &spec.internal_port, &protocol)?;
+        let (internal, _) = internal_address(ctx, &spec.internal_ip, "")?;
+        Ok(Resolved {
+            published: publish(ctx, &vpc, internal, None, Some((&protocol, internal_port))),
+            translation: Translation::Forward(Some(PortForward {
+                vip: format!("{}:{external}", eip.v4),
+                backend: format!("{internal}:{internal_port}"),
+                protocol: lb_protocol,
+            })),
+            status: IptablesRuleStatus {
+                internal_ip: internal.to_string(),
+                protocol,
+                internal_port: spec.internal_port.clone(),
+                external_port: spec.external_port.clone(),
+                ..ready_status(&eip, gateway)
+            },
+            vpc,
+        })
+    }
+
+    accessors!(IptablesRuleStatus, Translation::Forward(None));
 }

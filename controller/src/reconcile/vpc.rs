@@ -7,8 +7,9 @@
 //! `ovn-external-gw-config` ConfigMap's `external-gw-switch`, an underlay Subnet), and once it
 //! has an address, the router's port on the external switch with that address, scheduled on
 //! the external gateway nodes (Gateway_Chassis, failing over in their order), and a default
-//! route to the external subnet's gateway unless the spec routes 0.0.0.0/0 itself. Disabled,
-//! the port, the route and the EIP go.
+//! route to the external subnet's gateway unless the spec routes 0.0.0.0/0 itself. A
+//! `VpcNatGateway` naming the VPC asks for the same (kovn's NAT gateway is the router itself).
+//! Disabled, the port, the route and the EIP go.
 
 use std::sync::Arc;
 
@@ -226,7 +227,14 @@ fn router_eip_name(vpc: &str, switch: &str) -> String {
 
 /// Where `vpc`'s external connectivity stands; creates its router port's OvnEip if missing.
 async fn external_of(vpc: &Vpc, ctx: &Context) -> Result<External> {
-    if !vpc.spec.enable_external || is_default(vpc, ctx) {
+    let name = vpc.name_any();
+    let nat_gateway = ctx
+        .stores
+        .vpc_nat_gateways
+        .state()
+        .iter()
+        .any(|g| g.spec.vpc == name);
+    if !(vpc.spec.enable_external || nat_gateway) || is_default(vpc, ctx) {
         return Ok(External::Off);
     }
     let config = ctx.stores.external_gateway();
