@@ -219,6 +219,38 @@ fn fast_hits(cluster: &KovnCluster, i: usize) -> u64 {
         .unwrap()
 }
 
+/// A TCP connection from the external router to `address:port`, accepted by `to` on port 22
+/// (which sees the router's own address): what `to` wrote back.
+fn tcp_through(router: &str, to: &RunningPod, address: Ipv4Addr, port: u16) -> String {
+    let ip = to.ip;
+    let listener = netns::run_in(&to.netns, move || TcpListener::bind((ip, 22)))
+        .unwrap()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().unwrap();
+        stream.write_all(b"hello").unwrap();
+        peer
+    });
+    let mut answer = String::new();
+    wait(&format!("a TCP connection to {address}:{port}"), || {
+        netns::run_in(router, || {
+            TcpStream::connect_timeout(
+                &SocketAddr::from((address, port)),
+                Duration::from_millis(500),
+            )
+        })
+        .unwrap()
+        .is_ok_and(|mut s| s.read_to_string(&mut answer).is_ok())
+    });
+    let peer = server.join().unwrap();
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(EXTERNAL_GATEWAY),
+        "the pod sees the external client's own address"
+    );
+    answer
+}
+
 fn pings(from: &RunningPod, to: Ipv4Addr) -> bool {
     sandbox::Cmd::new("ping")
         .args(["-c", "2", "-i", "0.2", "-W", "1", "-q"])
@@ -328,32 +360,9 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
             "spec": {"ovnEip": "dnat-b", "ipName": "b.t1", "protocol": "tcp",
                 "internalPort": "22", "externalPort": "2222"}}),
     );
-    let ip = b.ip;
-    let listener = netns::run_in(&b.netns, move || TcpListener::bind((ip, 22)))
-        .unwrap()
-        .unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut stream, peer) = listener.accept().unwrap();
-        stream.write_all(b"hello").unwrap();
-        peer
-    });
-    let mut answer = String::new();
-    wait("a TCP connection to dnat-b:2222", || {
-        netns::run_in(&external.router, || {
-            TcpStream::connect_timeout(
-                &SocketAddr::from((dnat_address, 2222)),
-                Duration::from_millis(500),
-            )
-        })
-        .unwrap()
-        .is_ok_and(|mut s| s.read_to_string(&mut answer).is_ok())
-    });
-    assert_eq!(answer, "hello");
-    let peer = server.join().unwrap();
     assert_eq!(
-        peer.ip(),
-        std::net::IpAddr::V4(EXTERNAL_GATEWAY),
-        "b sees the external client's own address"
+        tcp_through(&external.router, &b, dnat_address, 2222),
+        "hello"
     );
 
     // The fast path inside the VPC: a to b (one node) is fast-pathed, every datagram once.
@@ -428,6 +437,13 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
         || reaches_from_outside(&external.router, eip3f, &e),
     );
     assert_eq!(source_seen_outside(&external.router, &e), Some(eip3f));
+    put::<api::IptablesDnatRule>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "IptablesDnatRule", "metadata": {"name": "dnat3"},
+            "spec": {"eip": "eip3", "externalPort": "8022", "protocol": "TCP",
+                "internalIp": f.ip.to_string(), "internalPort": "22"}}),
+    );
+    assert_eq!(tcp_through(&external.router, &f, eip3, 8022), "hello");
     let gateway = cluster
         .api
         .all::<api::VpcNatGateway>()

@@ -435,3 +435,51 @@ fn ovn_nat_objects_read_as_kube_ovn_writes_them() {
     assert_eq!(back["spec"]["ipName"], "vpc-1-busybox01.vpc1");
     assert_eq!(back["spec"]["externalPort"], "22");
 }
+
+#[test]
+fn vpc_nat_gateway_objects_read_as_kube_ovn_writes_them() {
+    // The examples of Kube-OVN's VPC NAT gateway guide.
+    let gw: api::VpcNatGateway = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "VpcNatGateway", "metadata": {"name": "gw1"},
+        "spec": {"vpc": "test-vpc-1", "subnet": "net1", "lanIp": "10.0.1.254",
+                 "selector": ["kubernetes.io/hostname: kube-ovn-worker", "kubernetes.io/os: linux"],
+                 "externalSubnets": ["ovn-vpc-external-network"]}
+    }))
+    .unwrap();
+    assert_eq!(gw.spec.vpc, "test-vpc-1");
+    let named = gw.spec.unsupported_fields();
+    assert!(named.contains(&"lanIp".to_owned()) && named.contains(&"selector".to_owned()));
+    let eip: api::IptablesEIP = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "IptablesEIP", "metadata": {"name": "eip-static"},
+        "spec": {"natGwDp": "gw1", "v4ip": "10.0.1.111"}
+    }))
+    .unwrap();
+    assert_eq!(
+        (eip.spec.nat_gw_dp.as_str(), eip.spec.v4ip.as_str()),
+        ("gw1", "10.0.1.111")
+    );
+    let dnat: api::IptablesDnatRule = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "IptablesDnatRule", "metadata": {"name": "dnat01"},
+        "spec": {"eip": "eipd01", "externalPort": "8888", "internalIp": "10.0.1.10",
+                 "internalPort": "80", "protocol": "TCP"}
+    }))
+    .unwrap();
+    assert_eq!(dnat.spec.protocol(), "tcp");
+    let back = serde_json::to_value(&dnat).unwrap();
+    assert_eq!(back["spec"]["internalIp"], "10.0.1.10");
+    let snat: api::IptablesSnatRule = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "IptablesSnatRule", "metadata": {"name": "snat01"},
+        "spec": {"eip": "eip-static", "internalCIDR": "10.0.1.0/24"}
+    }))
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&snat).unwrap()["spec"]["internalCIDR"],
+        "10.0.1.0/24"
+    );
+    let fip: api::IptablesFIPRule = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "IptablesFIPRule", "metadata": {"name": "fip01"},
+        "spec": {"eip": "eipf01", "internalIp": "10.0.1.5"}
+    }))
+    .unwrap();
+    assert_eq!(fip.spec.internal_ip, "10.0.1.5");
+}
