@@ -324,6 +324,21 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
     });
     assert_eq!(source_seen_outside(&external.router, &b), Some(snat_t1));
     assert_eq!(source_seen_outside(&external.router, &c), Some(snat_t2));
+    // A NATed conversation with the outside (requests and replies) stays OVS's: the fast
+    // path learns nothing to or from the outside address or the EIP.
+    assert!(
+        pings(&b, INTERNET),
+        "b does not reach the internet through SNAT"
+    );
+    let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
+    assert_eq!(
+        (
+            common::flows_involving(&pins, INTERNET),
+            common::flows_involving(&pins, snat_t1)
+        ),
+        (0, 0),
+        "the fast path learned a NATed flow"
+    );
 
     // FIP: pod a leaves from it and is reached at it; b is not reached at it.
     put::<api::OvnFip>(
