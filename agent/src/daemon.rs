@@ -34,9 +34,20 @@ pub struct DaemonOptions {
     pub ovs_db: String,
     #[arg(long, default_value = "br-int")]
     pub bridge: String,
-    /// Pod MTU: the underlay's less the Geneve header (Kube-OVN: MTU − 100).
-    #[arg(long, default_value_t = 1400)]
+    /// Pod MTU; 0 (the default): the tunnel interface's MTU less the encapsulation's
+    /// overhead (Geneve 100, VXLAN 50, STT 72), as Kube-OVN derives it (see [`crate::tunnel`]).
+    #[arg(long, default_value_t = 0)]
     pub mtu: u32,
+    /// The tunnel interface: names or regular expressions, comma-separated, the first that
+    /// names a link wins (Kube-OVN's `--iface`). The node annotation
+    /// `ovn.kubernetes.io/tunnel_interface` overrides it. Empty: the interface holding
+    /// `--encap-ip`, else the default route's.
+    #[arg(long, default_value = "")]
+    pub iface: String,
+    /// Checksums in the tunnel's outer UDP header (Kube-OVN's `--encap-checksum`,
+    /// `ovn-encap-csum`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub encap_checksum: bool,
     /// How long a CNI ADD waits for the controller's annotations (seconds).
     #[arg(long, default_value_t = 30)]
     pub annotation_timeout: u64,
@@ -68,6 +79,7 @@ pub struct DaemonOptions {
     /// ovs-ovn does; when not, it leaves them to whoever set up OVS.
     #[arg(long)]
     pub ovn_remote: Option<String>,
+    /// `geneve` (the default), `vxlan` or `stt`.
     #[arg(long, default_value = "geneve")]
     pub encap_type: String,
     /// The node's tunnel endpoint address.
@@ -92,6 +104,38 @@ pub struct DaemonOptions {
     /// (Kube-OVN's `--enable-tproxy`; on by default here: without it those probes fail).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_tproxy: bool,
+}
+
+/// The tunnel this node uses: the flags, this Node's `ovn.kubernetes.io/tunnel_interface`
+/// annotation (read once at start; without API access to it, the flags alone) and its links.
+async fn tunnel_of(
+    kube: &kube::Client,
+    options: &DaemonOptions,
+) -> anyhow::Result<crate::tunnel::TunnelPlan> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(kube.clone());
+    let annotation = match nodes.get_opt(&options.node_name).await {
+        Ok(node) => node.and_then(|n| {
+            n.metadata
+                .annotations
+                .and_then(|a| a.get(crate::tunnel::TUNNEL_INTERFACE_ANNOTATION).cloned())
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "this Node's tunnel_interface annotation not read");
+            None
+        }
+    };
+    let links = crate::tunnel::node_links()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading this node's links for the tunnel: {e}"))?;
+    crate::tunnel::plan(
+        &options.encap_type,
+        &options.iface,
+        annotation.as_deref(),
+        options.encap_ip.as_deref(),
+        options.mtu,
+        &links,
+    )
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
@@ -198,10 +242,19 @@ fn start_datapath_tasks(
     })
 }
 
-pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
+pub async fn run(mut options: DaemonOptions) -> anyhow::Result<()> {
     let kube = kube::Client::try_default()
         .await
         .context("no Kubernetes API access (in-cluster config or KUBECONFIG)")?;
+    let tunnel = tunnel_of(&kube, &options).await?;
+    tracing::info!(
+        encap = tunnel.encap.as_str(),
+        interface = ?tunnel.interface,
+        encap_ip = ?tunnel.encap_ip,
+        pod_mtu = tunnel.pod_mtu,
+        "tunnel"
+    );
+    options.mtu = tunnel.pod_mtu;
     // One client to the node's Open_vSwitch database for everything the agent does there.
     let ovs = ovs::connect(&options.ovs_db).await?;
     if let Some(ovn_remote) = &options.ovn_remote {
@@ -209,8 +262,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             &ovs,
             &ovs::chassis::OvnChassisSettings {
                 ovn_remote: ovn_remote.clone(),
-                encap_type: options.encap_type.clone(),
-                encap_ip: options.encap_ip.clone(),
+                encap_type: tunnel.encap.as_str().to_owned(),
+                encap_ip: tunnel.encap_ip.clone(),
+                encap_checksum: options.encap_checksum,
                 default_system_id: options.node_name.clone(),
                 hostname: options.node_name.clone(),
                 datapath_type: options.datapath_type.clone(),

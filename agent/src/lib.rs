@@ -17,4 +17,5 @@ pub mod probe_proxy;
 pub mod provider_networks;
 pub mod readiness;
 pub mod services;
+pub mod tunnel;
 pub mod uninstall;

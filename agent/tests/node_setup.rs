@@ -40,6 +40,7 @@ async fn chassis_settings_are_merged_into_the_open_vswitch_row() {
         ovn_remote: "tcp:172.18.0.2:6642".into(),
         encap_type: "geneve".into(),
         encap_ip: Some("172.18.0.10".into()),
+        encap_checksum: false,
         default_system_id: "n0".into(),
         hostname: "n0".into(),
         datapath_type: Some("netdev".into()),
@@ -56,6 +57,7 @@ async fn chassis_settings_are_merged_into_the_open_vswitch_row() {
     };
     assert_eq!(get("ovn-remote"), "\"tcp:172.18.0.2:6642\"");
     assert_eq!(get("ovn-encap-type"), "geneve");
+    assert_eq!(get("ovn-encap-csum"), "\"false\"");
     assert_eq!(get("ovn-encap-ip"), "\"172.18.0.10\"");
     assert_eq!(get("system-id"), "n0");
     assert_eq!(get("hostname"), "n0");
@@ -86,6 +88,7 @@ async fn an_existing_system_id_is_kept() {
             ovn_remote: "tcp:172.18.0.2:6642".into(),
             encap_type: "geneve".into(),
             encap_ip: None,
+            encap_checksum: true,
             default_system_id: "n0".into(),
             hostname: "n0".into(),
             datapath_type: None,

@@ -18,6 +18,8 @@ pub struct OvnChassisSettings {
     pub ovn_remote: String,
     pub encap_type: String,
     pub encap_ip: Option<String>,
+    /// `ovn-encap-csum`: checksums in the tunnel's outer UDP header.
+    pub encap_checksum: bool,
     /// The chassis name written only when the row has no `system-id` yet.
     pub default_system_id: String,
     pub hostname: String,
@@ -43,6 +45,14 @@ pub async fn configure(client: &Client, settings: &OvnChassisSettings) -> Result
     };
     set("ovn-remote", &settings.ovn_remote);
     set("ovn-encap-type", &settings.encap_type);
+    set(
+        "ovn-encap-csum",
+        if settings.encap_checksum {
+            "true"
+        } else {
+            "false"
+        },
+    );
     if !has_chassis_name {
         set("system-id", &settings.default_system_id);
     }
