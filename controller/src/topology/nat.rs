@@ -4,10 +4,13 @@
 //!   rows (`<port>-<node>`, the first gateway node with the highest priority) say which
 //!   chassis carries the router's traffic to and from the external network, OVN failing over
 //!   to the next when one goes;
-//! - NAT rows on the router for OvnFip (`dnat_and_snat`) and OvnSnatRule (`snat`), each
+//! - NAT rows on the router for FIP rules (`dnat_and_snat`) and SNAT rules (`snat`), each
 //!   owned by its object ([`super::owned`]), applied by OVN on the gateway chassis;
-//! - a load balancer on the router per OvnDnatRule (`EIP:port` to `pod:port`; OVN's NAT rows
+//! - a load balancer on the router per DNAT rule (`EIP:port` to `pod:port`; OVN's NAT rows
 //!   cannot translate ports).
+//!
+//! Both Kube-OVN's OVN-native kinds (`Ovn*`) and its VPC NAT gateway's (`Iptables*`) are
+//! written here the same way.
 
 use std::collections::BTreeMap;
 
@@ -52,7 +55,7 @@ fn external_switch_port(router: &str, switch: &str) -> String {
 const TOP_PRIORITY: i64 = 100;
 
 /// Appends to `t` what makes the VPC's external port match `plan`. Fails when the external
-/// switch does not exist (yet). Returns whether the port's gateway chassis changed.
+/// switch does not exist (yet).
 pub fn external_port_ops(
     cache: &Cache,
     t: &mut Transaction,
