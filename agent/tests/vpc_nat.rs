@@ -521,6 +521,33 @@ fn custom_vpcs_leave_and_are_reached_through_eips_fips_and_dnat() {
         !reaches_from_outside(&external.router, fip_address, &a)
     });
     assert_eq!(source_seen_outside(&external.router, &a), Some(snat_t1));
+
+    // enableExternal turned off: t2's router port, its default route and its lrp EIP go,
+    // and its pods no longer reach the outside (its SNAT rule says why it is not ready).
+    put::<api::Vpc>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "t2"},
+            "spec": {"enableExternal": false}}),
+    );
+    wait("t2's external port gone", || {
+        nbctl
+            .run([
+                "--if-exists",
+                "get",
+                "Logical_Router_Port",
+                "t2-external",
+                "name",
+            ])
+            .is_ok_and(|out| out.trim().is_empty())
+            && eip_status(&cluster, "t2-external").is_none()
+            && vpc_status(&cluster, "t2").is_some_and(|s| !s.enable_external)
+    });
+    let routes = nbctl.run(["lr-route-list", "t2"]).unwrap();
+    assert!(
+        !routes.contains("0.0.0.0/0"),
+        "t2 still routes to the outside:\n{routes}"
+    );
+    assert_eq!(source_seen_outside(&external.router, &c), None);
     cluster.teardown().expect("teardown");
 }
 
