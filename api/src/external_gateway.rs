@@ -64,8 +64,9 @@ impl ExternalGatewayConfig {
     }
 
     /// The gateway chassis of VPC routers' external ports, highest priority first: the
-    /// listed nodes in their order, then nodes labelled [`GATEWAY_LABEL`]`=true`, by name.
-    /// A node must exist to be one (a typo names no chassis).
+    /// listed nodes in their order (not for `type: distributed`, as Kube-OVN reads it), then
+    /// nodes labelled [`GATEWAY_LABEL`]`=true`, by name. A node must exist to be one (a typo
+    /// names no chassis).
     pub fn gateway_nodes(&self, nodes: &[&Node]) -> Vec<String> {
         if !self.enabled {
             return Vec::new();
@@ -75,7 +76,12 @@ impl ExternalGatewayConfig {
                 .iter()
                 .any(|n| n.metadata.name.as_deref() == Some(name))
         };
-        let mut out: Vec<String> = self.nodes.iter().filter(|n| exists(n)).cloned().collect();
+        let mut out: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !self.distributed && exists(n))
+            .cloned()
+            .collect();
         let mut labelled: Vec<String> = nodes
             .iter()
             .filter(|n| {
@@ -129,5 +135,14 @@ mod tests {
         );
         // n2 does not exist: it names no chassis.
         assert_eq!(c.gateway_nodes(&[&n1]), ["n1"]);
+        // Distributed: the labelled nodes only.
+        let distributed = ExternalGatewayConfig {
+            distributed: true,
+            ..c.clone()
+        };
+        assert_eq!(
+            distributed.gateway_nodes(&[&n1, &n2, &n3, &n4]),
+            ["n3", "n4"]
+        );
     }
 }

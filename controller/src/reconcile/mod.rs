@@ -81,6 +81,34 @@ pub fn uses_node_gateway(subnet: &Subnet, settings: &Settings) -> bool {
         && subnet.name_any() != settings.names.join_subnet
 }
 
+/// Writes `status` as the status of cluster-scoped `object` (a merge patch of the status
+/// subresource) unless `current`, what the object shows, is that already.
+pub async fn write_status<K, S>(
+    ctx: &Context,
+    object: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: PartialEq + serde::Serialize,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    kube::Api::<K>::all(ctx.kube.clone())
+        .patch_status(
+            &object.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Runs a reconciler with metrics and backoff bookkeeping.
 pub async fn measured<K, F, Fut>(object: Arc<K>, ctx: Arc<Context>, f: F) -> Result<Action, Error>
 where

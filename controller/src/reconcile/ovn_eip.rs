@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::{OvnEip, OvnEipStatus, Owner};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::FINALIZER;
 use super::ovn_nat::{Refusal, conditions};
@@ -157,20 +155,6 @@ async fn apply(eip: &OvnEip, ctx: &Context) -> Result<Action> {
         v6_ip: String::new(),
         mac_address: mac,
     };
-    write_status(ctx, eip, &status).await?;
+    super::write_status(ctx, eip, eip.status.as_ref(), &status).await?;
     Ok(action)
-}
-
-async fn write_status(ctx: &Context, eip: &OvnEip, status: &OvnEipStatus) -> Result<()> {
-    if eip.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api: Api<OvnEip> = Api::all(ctx.kube.clone());
-    api.patch_status(
-        &eip.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await?;
-    Ok(())
 }

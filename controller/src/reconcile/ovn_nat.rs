@@ -20,7 +20,6 @@ use api::{
     IptablesSnatRule, OvnDnatRule, OvnDnatRuleStatus, OvnEip, OvnFip, OvnFipStatus, OvnSnatRule,
     OvnSnatRuleStatus,
 };
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -28,7 +27,6 @@ use kube::{Api, Resource, ResourceExt};
 use ovsdb::models::ovn_northbound::{Acl, LoadBalancerProtocol, LogicalRouterPort, NatType};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use super::FINALIZER;
 use crate::context::Context;
@@ -126,7 +124,7 @@ fn eip(ctx: &Context, name: &str, for_fip: bool) -> Result<Eip, Refusal> {
 }
 
 /// An IP object's IPv4 address and subnet.
-fn ip_object(ctx: &Context, name: &str) -> Result<(IpAddr, String), Refusal> {
+fn ip_object_address(ctx: &Context, name: &str) -> Result<(IpAddr, String), Refusal> {
     let ip = ctx
         .stores
         .ips
@@ -374,20 +372,44 @@ async fn apply<K: NatRuleKind>(rule: &K, ctx: &Context) -> Result<Action> {
         status,
         conditions(refusal.as_ref(), rule.unsupported_fields()),
     );
-    if rule.status() != Some(&status) {
-        let api: Api<K> = Api::all(ctx.kube.clone());
-        api.patch_status(
-            &rule.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    }
+    super::write_status(ctx, rule, rule.status(), &status).await?;
     Ok(Action::requeue(if refusal.is_some() {
         RETRY
     } else {
         REFRESH
     }))
+}
+
+/// The one-to-one translation of a FIP rule.
+fn fip_translation(eip: &Eip, internal: IpAddr) -> Translation {
+    Translation::Nat(vec![NatRule {
+        kind: NatType::DnatAndSnat,
+        external_ip: eip.v4.to_string(),
+        logical_ip: internal.to_string(),
+    }])
+}
+
+/// The egress translation of an SNAT rule, for `internal` (checked: an IPv4 CIDR or address;
+/// a refusal has `reason` and names `field`).
+fn snat_translation(
+    eip: &Eip,
+    internal: &str,
+    reason: &'static str,
+    field: &str,
+) -> Result<Translation, Refusal> {
+    let valid = internal.parse::<ipnet::Ipv4Net>().is_ok()
+        || internal.parse::<std::net::Ipv4Addr>().is_ok();
+    if !valid {
+        return Err(Refusal::new(
+            reason,
+            format!("{field} {internal:?} is not an IPv4 CIDR or address"),
+        ));
+    }
+    Ok(Translation::Nat(vec![NatRule {
+        kind: NatType::Snat,
+        external_ip: eip.v4.to_string(),
+        logical_ip: internal.to_owned(),
+    }]))
 }
 
 /// A DNAT rule's ports and protocol, checked.
@@ -450,7 +472,7 @@ fn internal_address(
     match (v4_ip, ip_name) {
         ("", "") => Err(Refusal::new("IpNotFound", "neither v4Ip nor ipName is set")),
         ("", ip_name) => {
-            let (ip, subnet) = ip_object(ctx, ip_name)?;
+            let (ip, subnet) = ip_object_address(ctx, ip_name)?;
             Ok((ip, Some(subnet)))
         }
         (v4, _) => Ok((
@@ -483,11 +505,7 @@ impl NatRuleKind for OvnFip {
         check_external(ctx, &vpc, &eip)?;
         Ok(Resolved {
             published: publish(ctx, &vpc, internal, subnet.as_deref(), None),
-            translation: Translation::Nat(vec![NatRule {
-                kind: NatType::DnatAndSnat,
-                external_ip: eip.v4.to_string(),
-                logical_ip: internal.to_string(),
-            }]),
+            translation: fip_translation(&eip, internal),
             status: OvnFipStatus {
                 vpc: vpc.clone(),
                 v4_eip: eip.v4.to_string(),
@@ -527,14 +545,6 @@ impl NatRuleKind for OvnSnatRule {
         let eip = eip(ctx, &self.spec.ovn_eip, false)?;
         let spec = &self.spec;
         let (internal, subnet) = if !spec.v4_ip_cidr.is_empty() {
-            let valid = spec.v4_ip_cidr.parse::<ipnet::Ipv4Net>().is_ok()
-                || spec.v4_ip_cidr.parse::<std::net::Ipv4Addr>().is_ok();
-            if !valid {
-                return Err(Refusal::new(
-                    "InvalidV4IpCidr",
-                    format!("v4IpCidr {:?} is not a CIDR or address", spec.v4_ip_cidr),
-                ));
-            }
             (spec.v4_ip_cidr.clone(), None)
         } else if !spec.vpc_subnet.is_empty() {
             (
@@ -542,7 +552,7 @@ impl NatRuleKind for OvnSnatRule {
                 Some(spec.vpc_subnet.clone()),
             )
         } else if !spec.ip_name.is_empty() {
-            let (ip, subnet) = ip_object(ctx, &spec.ip_name)?;
+            let (ip, subnet) = ip_object_address(ctx, &spec.ip_name)?;
             (ip.to_string(), Some(subnet))
         } else {
             return Err(Refusal::new(
@@ -550,16 +560,13 @@ impl NatRuleKind for OvnSnatRule {
                 "none of v4IpCidr, vpcSubnet and ipName is set",
             ));
         };
+        let translation = snat_translation(&eip, &internal, "InvalidV4IpCidr", "v4IpCidr")?;
         let vpc = choose_vpc(ctx, &spec.vpc, subnet.as_deref())?;
         check_external(ctx, &vpc, &eip)?;
         Ok(Resolved {
             // Egress: the replies it gets are allowed by conntrack, nothing is published.
             published: None,
-            translation: Translation::Nat(vec![NatRule {
-                kind: NatType::Snat,
-                external_ip: eip.v4.to_string(),
-                logical_ip: internal.clone(),
-            }]),
+            translation,
             status: OvnSnatRuleStatus {
                 vpc: vpc.clone(),
                 v4_eip: eip.v4.to_string(),
@@ -709,11 +716,7 @@ impl NatRuleKind for IptablesFIPRule {
         let (internal, _) = internal_address(ctx, &self.spec.internal_ip, "")?;
         Ok(Resolved {
             published: publish(ctx, &vpc, internal, None, None),
-            translation: Translation::Nat(vec![NatRule {
-                kind: NatType::DnatAndSnat,
-                external_ip: eip.v4.to_string(),
-                logical_ip: internal.to_string(),
-            }]),
+            translation: fip_translation(&eip, internal),
             status: IptablesRuleStatus {
                 internal_ip: internal.to_string(),
                 ..ready_status(&eip, gateway)
@@ -731,21 +734,9 @@ impl NatRuleKind for IptablesSnatRule {
     fn resolve(&self, ctx: &Context) -> Result<Resolved<IptablesRuleStatus>, Refusal> {
         let (eip, vpc, gateway) = iptables_eip(ctx, &self.spec.eip)?;
         let cidr = self.spec.internal_cidr.trim();
-        let valid =
-            cidr.parse::<ipnet::Ipv4Net>().is_ok() || cidr.parse::<std::net::Ipv4Addr>().is_ok();
-        if !valid {
-            return Err(Refusal::new(
-                "InvalidInternalCIDR",
-                format!("internalCIDR {cidr:?} is not an IPv4 CIDR or address"),
-            ));
-        }
         Ok(Resolved {
             published: None,
-            translation: Translation::Nat(vec![NatRule {
-                kind: NatType::Snat,
-                external_ip: eip.v4.to_string(),
-                logical_ip: cidr.to_owned(),
-            }]),
+            translation: snat_translation(&eip, cidr, "InvalidInternalCIDR", "internalCIDR")?,
             status: IptablesRuleStatus {
                 internal_cidr: cidr.to_owned(),
                 ..ready_status(&eip, gateway)

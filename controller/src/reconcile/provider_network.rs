@@ -105,15 +105,7 @@ pub async fn reconcile(pn: Arc<ProviderNetwork>, ctx: Arc<Context>) -> Result<Ac
         .map(|v| (**v).clone())
         .collect();
     let status = status_of(&pn, &nodes, &vlans);
-    if pn.status.as_ref() != Some(&status) {
-        Api::<ProviderNetwork>::all(ctx.kube.clone())
-            .patch_status(
-                &pn.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await?;
-    }
+    super::write_status(&ctx, &*pn, pn.status.as_ref(), &status).await?;
     // Its Vlans' subnets.
     for vlan in vlans.iter().filter(|v| v.spec.provider == pn.name_any()) {
         let mut subnets: Vec<String> = ctx

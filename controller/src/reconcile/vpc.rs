@@ -18,7 +18,6 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::FINALIZER;
 
@@ -184,15 +183,7 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action> {
         conditions: vpc_conditions(vpc, default, &external),
         ..VpcStatus::default()
     };
-    if vpc.status.as_ref() != Some(&status) {
-        let api: Api<Vpc> = Api::all(ctx.kube.clone());
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    }
+    super::write_status(ctx, vpc, vpc.status.as_ref(), &status).await?;
     if let External::Refused(r) | External::Pending(r) = &external {
         ctx.event(vpc, true, r.reason, r.message.clone()).await;
         return Ok(Action::requeue(EXTERNAL_RETRY));

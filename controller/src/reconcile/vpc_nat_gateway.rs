@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::{IptablesEIP, IptablesEIPStatus, Owner, VpcNatGateway, VpcNatGatewayStatus};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::FINALIZER;
 use super::ovn_eip::allocate_eip;
@@ -124,15 +122,7 @@ async fn apply_eip(eip: &IptablesEIP, ctx: &Context) -> Result<Action> {
         nat: nat_users(ctx, &name),
         ..IptablesEIPStatus::default()
     };
-    if eip.status.as_ref() != Some(&status) {
-        let api: Api<IptablesEIP> = Api::all(ctx.kube.clone());
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    }
+    super::write_status(ctx, eip, eip.status.as_ref(), &status).await?;
     Ok(Action::requeue(if outcome.is_ok() {
         REFRESH
     } else {
@@ -177,15 +167,7 @@ pub async fn reconcile_gateway(gw: Arc<VpcNatGateway>, ctx: Arc<Context>) -> Res
         conditions: conditions(refusal.as_ref(), gw.spec.unsupported_fields()),
         ..VpcNatGatewayStatus::default()
     };
-    if gw.status.as_ref() != Some(&status) {
-        let api: Api<VpcNatGateway> = Api::all(ctx.kube.clone());
-        api.patch_status(
-            &gw.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    }
+    super::write_status(&ctx, &*gw, gw.status.as_ref(), &status).await?;
     Ok(Action::requeue(if refusal.is_some() {
         RETRY
     } else {
