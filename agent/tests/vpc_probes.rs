@@ -120,10 +120,11 @@ fn the_node_reaches_a_custom_vpc_pods_probe_port_and_nothing_else_of_it() {
         nat.contains("masquerade") && nat.contains("10.16.0.0/16") && !nat.contains(CIDR),
         "the node's natOutgoing table:\n{nat}"
     );
-    assert_eq!(
-        from_the_node(&cluster, p.ip, PROBED).as_deref(),
-        Some("hello 8080"),
-        "the node's connection to the probe port did not reach the pod"
+    // The set element can be seen a moment before the proxy serves it (CI once saw the
+    // first connection miss): the kubelet retries its probes, so the test waits as well.
+    wait(
+        "the node's connection to the probe port reaching the pod",
+        || from_the_node(&cluster, p.ip, PROBED).as_deref() == Some("hello 8080"),
     );
     assert_eq!(
         from_the_node(&cluster, p.ip, NOT_PROBED),
