@@ -168,6 +168,10 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
 fn readopt_pods(ovs: &ovsdb::Client, datapath: &mut Datapath) {
     let mut adopted = 0;
     for (port, pod) in pod_port::kovn_ports(ovs) {
+        // A secondary attachment keeps its kernel hand-off (tc filters outlive the agent).
+        if !pod.fast_path() {
+            continue;
+        }
         let interfaces = match pod.datapath_interfaces() {
             Ok(interfaces) => interfaces,
             Err(e) => {

@@ -16,7 +16,7 @@ use crate::datapath::{PodInterfaces, parse_mac};
 use crate::pod_network::PodLinks;
 
 /// Kube-OVN's provider name of a pod's default network.
-pub const DEFAULT_PROVIDER: &str = "ovn";
+pub const DEFAULT_PROVIDER: &str = api::annotations::DEFAULT_PROVIDER;
 /// The interface a CNI request names when it names none.
 pub const DEFAULT_INTERFACE: &str = "eth0";
 
@@ -79,13 +79,27 @@ pub struct LocalPod {
 }
 
 impl LocalPod {
+    /// The holder of the attachment's port and IP object: the pod on its own network, its
+    /// attachment of `provider` on a secondary one.
     pub fn owner(&self) -> Owner {
+        Owner::pod_network(&self.namespace, &self.name, &self.provider)
+    }
+
+    /// The pod the attachment belongs to.
+    pub fn pod(&self) -> Owner {
         Owner::pod(&self.namespace, &self.name)
+    }
+
+    /// Whether the datapath serves the attachment. Only a pod's own network is fast-pathed:
+    /// the datapath's trust and invalidation key a pod by its own address in its VPC, so a
+    /// secondary attachment's traffic is all OVS's (through the kernel's hand-off).
+    pub fn fast_path(&self) -> bool {
+        self.provider == DEFAULT_PROVIDER
     }
 
     /// The node-side interface names of the attachment.
     pub fn links(&self) -> PodLinks {
-        PodLinks::for_container(&self.attachment.container_id)
+        PodLinks::for_attachment(&self.attachment)
     }
 
     pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {

@@ -323,7 +323,12 @@ pub(crate) fn apply_nft(ruleset: &str) -> Result<(), NodeSetupError> {
 }
 
 /// A Subnet's CIDRs (`cidrBlock` is one CIDR or "v4,v6"; the controller refuses bad ones).
+/// None for a subnet of an IPAM-only provider: another plugin's network, not reached
+/// through OVN, so the node neither routes nor masquerades it.
 fn cidrs_of(subnet: &Subnet) -> Vec<IpNet> {
+    if subnet.spec.is_ipam_only() {
+        return Vec::new();
+    }
     subnet
         .spec
         .cidr_block

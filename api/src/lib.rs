@@ -6,6 +6,7 @@ pub mod annotations;
 pub mod external_gateway;
 mod ip;
 pub mod names;
+pub mod network_attachment;
 mod ovn_nat;
 mod owner;
 mod provider_network;
@@ -17,12 +18,16 @@ mod vpc_nat_gateway;
 
 pub use ip::{IP, IPSpec};
 pub use names::TopologyNames;
+pub use network_attachment::{
+    AttachmentKind, AttachmentNetwork, NetworkAttachmentDefinition,
+    NetworkAttachmentDefinitionSpec, NetworkSelection,
+};
 pub use ovn_nat::{
     EIP_TYPE_LRP, EIP_TYPE_NAT, OvnDnatRule, OvnDnatRuleSpec, OvnDnatRuleStatus, OvnEip,
     OvnEipSpec, OvnEipStatus, OvnFip, OvnFipSpec, OvnFipStatus, OvnSnatRule, OvnSnatRuleSpec,
     OvnSnatRuleStatus,
 };
-pub use owner::{IpObjectRole, Owner, PORT_OWNER_KEY};
+pub use owner::{Owner, PORT_OWNER_KEY};
 pub use provider_network::{
     CustomInterface, ProviderNetwork, ProviderNetworkCondition, ProviderNetworkSpec,
     ProviderNetworkStatus, Vlan, VlanSpec, VlanStatus, interface_label, provider_of_ready_label,

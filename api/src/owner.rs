@@ -9,6 +9,14 @@ use std::fmt;
 pub enum Owner {
     /// A pod: port and IP object `<name>.<namespace>`, as Kube-OVN names them.
     Pod { namespace: String, name: String },
+    /// One of a pod's secondary attachments (a Multus network served by kovn): port and IP
+    /// object `<name>.<namespace>.<provider>`, as Kube-OVN names them. Its own addresses in
+    /// its own subnet; the pod it belongs to is [`Owner::pod_of`].
+    Attachment {
+        namespace: String,
+        name: String,
+        provider: String,
+    },
     /// A node: join port and IP object `node-<name>`, as Kube-OVN names them.
     Node { name: String },
     /// An `OvnEip` (an address of an external subnet, for NAT or a VPC router's external
@@ -28,6 +36,39 @@ impl Owner {
         Owner::Pod {
             namespace: namespace.into(),
             name: name.into(),
+        }
+    }
+
+    /// The holder of a pod's network `provider`: the pod itself for Kube-OVN's default
+    /// provider (`ovn`, or none named), else its attachment of that provider.
+    pub fn pod_network(namespace: &str, name: &str, provider: &str) -> Owner {
+        if provider.is_empty() || provider == crate::annotations::DEFAULT_PROVIDER {
+            Owner::pod(namespace, name)
+        } else {
+            Owner::Attachment {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                provider: provider.to_owned(),
+            }
+        }
+    }
+
+    /// The pod a pod's or an attachment's holder belongs to (`None` for nodes and EIPs).
+    pub fn pod_of(&self) -> Option<Owner> {
+        match self {
+            Owner::Pod { .. } => Some(self.clone()),
+            Owner::Attachment {
+                namespace, name, ..
+            } => Some(Owner::pod(namespace, name)),
+            _ => None,
+        }
+    }
+
+    /// Kube-OVN's provider of the network this holder is on (`ovn` for a pod's own).
+    pub fn provider(&self) -> &str {
+        match self {
+            Owner::Attachment { provider, .. } => provider,
+            _ => crate::annotations::DEFAULT_PROVIDER,
         }
     }
 
@@ -56,6 +97,11 @@ impl Owner {
     pub fn port_name(&self) -> String {
         match self {
             Owner::Pod { namespace, name } => format!("{name}.{namespace}"),
+            Owner::Attachment {
+                namespace,
+                name,
+                provider,
+            } => format!("{name}.{namespace}.{provider}"),
             Owner::Node { name } => format!("node-{name}"),
             Owner::Eip { name } => name.clone(),
             Owner::IptablesEip { name } => format!("iptables-eip.{name}"),
@@ -66,6 +112,12 @@ impl Owner {
     pub fn port_owner_id(&self) -> String {
         match self {
             Owner::Pod { namespace, name } => format!("{namespace}/{name}"),
+            // Kube-OVN writes the pod alone; the provider is kovn's, so the holder reads back.
+            Owner::Attachment {
+                namespace,
+                name,
+                provider,
+            } => format!("{namespace}/{name}/{provider}"),
             Owner::Node { name } => format!("/{name}"),
             // Never on a port; a form from_port_owner_id does not read back.
             Owner::Eip { name } => format!("eip:{name}"),
@@ -76,7 +128,15 @@ impl Owner {
     /// Reads back [`Owner::port_owner_id`]; `None` for a value kovn did not write.
     pub fn from_port_owner_id(value: &str) -> Option<Owner> {
         let (namespace, name) = value.split_once('/')?;
-        if name.is_empty() || name.contains('/') {
+        if let Some((name, provider)) = name.split_once('/') {
+            let valid = !namespace.is_empty()
+                && !name.is_empty()
+                && !provider.is_empty()
+                && !provider.contains('/')
+                && provider != crate::annotations::DEFAULT_PROVIDER;
+            return valid.then(|| Owner::pod_network(namespace, name, provider));
+        }
+        if name.is_empty() {
             return None;
         }
         Some(if namespace.is_empty() {
@@ -86,57 +146,33 @@ impl Owner {
         })
     }
 
-    /// What an IP object is: the owner's own record (named `<pod>.<namespace>` or
-    /// `node-<name>`), or one of a pod's secondary attachments that Kube-OVN records as
-    /// `<pod>.<namespace>.<provider>` with the same `podName` and `namespace`. Read from the
-    /// object's fields first (the owner) and its name second (which record of that owner).
-    pub fn ip_object_role(ip: &crate::IP) -> IpObjectRole {
-        let Some(owner) = Owner::of_ip_object(ip) else {
-            return IpObjectRole::Unowned;
-        };
-        let name = ip.metadata.name.as_deref().unwrap_or_default();
-        let own = owner.port_name();
-        match name
-            .strip_prefix(own.as_str())
-            .and_then(|rest| rest.strip_prefix('.'))
-        {
-            Some(provider) if !provider.is_empty() && owner.is_pod() => IpObjectRole::Attachment {
-                owner,
-                provider: provider.to_owned(),
-            },
-            _ => IpObjectRole::Primary(owner),
-        }
-    }
-
     pub fn is_pod(&self) -> bool {
         matches!(self, Owner::Pod { .. })
     }
 
-    /// The owner an IP object records (its `podName` and `namespace`; a node's has none).
+    /// The holder an IP object records: its `podName` and `namespace` (a node's has none),
+    /// and, for a pod, which of its networks — its own record is named `<pod>.<namespace>`, a
+    /// secondary attachment's `<pod>.<namespace>.<provider>`. The owner comes from the
+    /// object's fields, never from its name alone.
     pub fn of_ip_object(ip: &crate::IP) -> Option<Owner> {
         let spec = &ip.spec;
         if spec.pod_name.is_empty() {
             return None;
         }
-        Some(if spec.namespace.is_empty() {
-            Owner::node(&spec.pod_name)
-        } else {
-            Owner::pod(&spec.namespace, &spec.pod_name)
+        if spec.namespace.is_empty() {
+            return Some(Owner::node(&spec.pod_name));
+        }
+        let pod = Owner::pod(&spec.namespace, &spec.pod_name);
+        let name = ip.metadata.name.as_deref().unwrap_or_default();
+        let provider = name
+            .strip_prefix(pod.port_name().as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .filter(|p| !p.is_empty());
+        Some(match provider {
+            Some(provider) => Owner::pod_network(&spec.namespace, &spec.pod_name, provider),
+            None => pod,
         })
     }
-}
-
-/// See [`Owner::ip_object_role`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpObjectRole {
-    /// The record of the owner's own port (its eth0, or a node's join port).
-    Primary(Owner),
-    /// A pod's secondary attachment (Multus, `<nad>.<namespace>.<provider>`): not the pod's
-    /// own address, which kovn does not serve yet; never restored as, or released as, the
-    /// pod's own.
-    Attachment { owner: Owner, provider: String },
-    /// No `podName`: nobody's.
-    Unowned,
 }
 
 impl fmt::Display for Owner {
@@ -175,25 +211,32 @@ mod tests {
         };
         let owner = Owner::pod("default", "web-0");
         assert_eq!(
-            Owner::ip_object_role(&ip("web-0.default", "web-0", "default")),
-            IpObjectRole::Primary(owner.clone())
+            Owner::of_ip_object(&ip("web-0.default", "web-0", "default")),
+            Some(owner.clone())
         );
+        let attachment =
+            Owner::of_ip_object(&ip("web-0.default.net1.default.ovn", "web-0", "default")).unwrap();
         assert_eq!(
-            Owner::ip_object_role(&ip("web-0.default.net1.default.ovn", "web-0", "default")),
-            IpObjectRole::Attachment {
-                owner,
-                provider: "net1.default.ovn".into()
-            }
+            attachment,
+            Owner::pod_network("default", "web-0", "net1.default.ovn")
+        );
+        assert_eq!(attachment.pod_of(), Some(owner));
+        assert_eq!(attachment.port_name(), "web-0.default.net1.default.ovn");
+        assert_eq!(
+            Owner::from_port_owner_id(&attachment.port_owner_id()),
+            Some(attachment)
+        );
+        // `ovn` is the pod's own network.
+        assert_eq!(
+            Owner::pod_network("default", "web-0", "ovn"),
+            Owner::pod("default", "web-0")
         );
         // A node's record is never an attachment, dots or not.
         assert_eq!(
-            Owner::ip_object_role(&ip("node-a.b", "a.b", "")),
-            IpObjectRole::Primary(Owner::node("a.b"))
+            Owner::of_ip_object(&ip("node-a.b", "a.b", "")),
+            Some(Owner::node("a.b"))
         );
-        assert_eq!(
-            Owner::ip_object_role(&ip("x", "", "")),
-            IpObjectRole::Unowned
-        );
+        assert_eq!(Owner::of_ip_object(&ip("x", "", "")), None);
     }
 
     #[test]
@@ -206,5 +249,7 @@ mod tests {
         assert_eq!(Owner::from_port_owner_id(&pod.port_owner_id()), Some(pod));
         assert_eq!(Owner::from_port_owner_id("no-slash"), None);
         assert_eq!(Owner::from_port_owner_id("ns/"), None);
+        assert_eq!(Owner::from_port_owner_id("ns/a/"), None);
+        assert_eq!(Owner::from_port_owner_id("ns/a/ovn"), None);
     }
 }

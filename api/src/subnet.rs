@@ -240,6 +240,21 @@ pub struct GatewayNode {
 }
 
 impl SubnetSpec {
+    /// A subnet of an IPAM-only provider (`<nad>.<namespace>`, another plugin's network using
+    /// kovn's IPAM): addresses only, no logical switch.
+    pub fn is_ipam_only(&self) -> bool {
+        !crate::AttachmentNetwork::is_ovn_provider(&self.provider)
+    }
+
+    /// Kube-OVN's provider of the subnet (`ovn` when unset).
+    pub fn provider(&self) -> &str {
+        if self.provider.is_empty() {
+            crate::annotations::DEFAULT_PROVIDER
+        } else {
+            &self.provider
+        }
+    }
+
     /// An underlay subnet: on a Vlan of a provider network.
     pub fn is_underlay(&self) -> bool {
         !self.vlan.is_empty()
@@ -295,10 +310,6 @@ impl SubnetSpec {
             }
         };
         flag(self.mtu.is_some(), "mtu");
-        flag(
-            !self.provider.is_empty() && self.provider != "ovn",
-            "provider",
-        );
         flag(
             !self.gateway_node_selectors.is_empty(),
             "gatewayNodeSelectors",

@@ -262,7 +262,6 @@ fn every_field_kovn_does_not_act_on_is_named_unsupported() {
     let named = subnet.spec.unsupported_fields();
     for field in [
         "mtu",
-        "provider",
         "gatewayNodeSelectors",
         "externalEgressGateway",
         "policyRoutingPriority",

@@ -9,21 +9,22 @@ use api::{IP, IPSpec, Owner};
 
 use crate::ipam::{Allocation, SubnetAllocator};
 
-/// The annotations of an allocated pod: ip_address, mac_address, cidr, gateway,
+/// The annotations of an allocated pod (or of its attachment, under its provider's keys): ip_address, mac_address, cidr, gateway,
 /// logical_switch, allocated=true (routed=true is added once the port and routes are in NB).
 pub fn annotations_for(
     allocation: &Allocation,
     subnet: &SubnetAllocator,
+    keys: &annotations::NetworkKeys,
 ) -> BTreeMap<String, String> {
     let join = |items: Vec<String>| items.join(",");
     BTreeMap::from([
         (
-            annotations::IP_ADDRESS.to_owned(),
+            keys.ip_address.clone(),
             join(allocation.ips.iter().map(ToString::to_string).collect()),
         ),
-        (annotations::MAC_ADDRESS.to_owned(), allocation.mac.clone()),
+        (keys.mac_address.clone(), allocation.mac.clone()),
         (
-            annotations::CIDR.to_owned(),
+            keys.cidr.clone(),
             join(
                 subnet
                     .pools()
@@ -33,7 +34,7 @@ pub fn annotations_for(
             ),
         ),
         (
-            annotations::GATEWAY.to_owned(),
+            keys.gateway.clone(),
             join(
                 subnet
                     .pools()
@@ -42,18 +43,18 @@ pub fn annotations_for(
                     .collect(),
             ),
         ),
-        (
-            annotations::LOGICAL_SWITCH.to_owned(),
-            allocation.subnet.clone(),
-        ),
-        (annotations::ALLOCATED.to_owned(), "true".to_owned()),
+        (keys.logical_switch.clone(), allocation.subnet.clone()),
+        (keys.allocated.clone(), "true".to_owned()),
     ])
 }
 
 /// The `IP` object recording a pod's allocation, named as its port (`<pod>.<namespace>`).
 pub fn ip_object(owner: &Owner, node: &str, allocation: &Allocation) -> IP {
     let (namespace, pod) = match owner {
-        Owner::Pod { namespace, name } => (namespace.as_str(), name.as_str()),
+        Owner::Pod { namespace, name }
+        | Owner::Attachment {
+            namespace, name, ..
+        } => (namespace.as_str(), name.as_str()),
         // Kube-OVN's node IP objects record the node as the pod, in no namespace.
         Owner::Node { name } => ("", name.as_str()),
         // An EIP's record is its OvnEip; an IP object made for one anyway names no owner, so

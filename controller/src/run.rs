@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use api::{IP, IpObjectRole, Owner, Subnet, SubnetSpec, Vpc, VpcSpec};
+use api::{IP, Owner, Subnet, SubnetSpec, Vpc, VpcSpec};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
@@ -464,7 +464,7 @@ pub async fn run(
                     Some(pod) = deleted_pods.recv() => {
                         let pod: Pod = pod;
                         let owner = Owner::of_pod(&pod);
-                        if let Err(e) = reconcile::pod::release(&ctx, &owner).await {
+                        if let Err(e) = reconcile::pod::release_pod(&ctx, &owner).await {
                             tracing::warn!(%owner, error = %e, "releasing a deleted pod failed");
                         }
                         let ns = pod.namespace().unwrap_or_default();
@@ -629,24 +629,13 @@ async fn restore(ctx: &Context) -> Result<()> {
                 accepted.push(subnet);
             }
         }
-        let mut attachments = 0;
         for ip in ctx.stores.ips.state() {
             // The owner is what the object records, never a guess from its name; the name
             // only tells the pod's own record from its secondary attachments'.
-            let owner = match Owner::ip_object_role(&ip) {
-                IpObjectRole::Primary(owner) => owner,
-                IpObjectRole::Attachment { owner, provider } => {
-                    // Kube-OVN's record of a Multus attachment: its address is in another
-                    // subnet and is not the pod's own; kovn neither restores nor releases it.
-                    tracing::debug!(ip = %ip.name_any(), %owner, %provider, "a secondary attachment's IP object: left as it is");
-                    attachments += 1;
-                    continue;
-                }
-                IpObjectRole::Unowned => {
-                    tracing::warn!(ip = %ip.name_any(), "an IP object without podName: not restored");
-                    ctx.metrics.ipam_conflicts.inc();
-                    continue;
-                }
+            let Some(owner) = Owner::of_ip_object(&ip) else {
+                tracing::warn!(ip = %ip.name_any(), "an IP object without podName: not restored");
+                ctx.metrics.ipam_conflicts.inc();
+                continue;
             };
             records.push(Record {
                 source: RecordSource::IpObject,
@@ -708,12 +697,6 @@ async fn restore(ctx: &Context) -> Result<()> {
                 mac,
             });
         }
-        if attachments > 0 {
-            tracing::info!(
-                attachments,
-                "IP objects of secondary attachments (<pod>.<namespace>.<provider>) left as they are"
-            );
-        }
         let conflicts = ipam.restore(records);
         for c in &conflicts {
             tracing::warn!(owner = %c.record.owner, source = ?c.record.source, reason = %c.reason, "IPAM restore conflict");
@@ -757,11 +740,15 @@ async fn restore(ctx: &Context) -> Result<()> {
         .map(|(o, _)| o)
         .collect();
     let mut leaked = 0;
-    for owner in holders.into_iter().filter(|o| !alive.contains(o)) {
+    // An attachment lives as long as its pod.
+    let is_alive = |o: &Owner| alive.contains(&o.pod_of().unwrap_or_else(|| o.clone()));
+    for owner in holders.into_iter().filter(|o| !is_alive(o)) {
         leaked += 1;
         match &owner {
             Owner::Node { name } => reconcile::node::release(ctx, name).await?,
-            Owner::Pod { .. } => reconcile::pod::release(ctx, &owner).await?,
+            Owner::Pod { .. } | Owner::Attachment { .. } => {
+                reconcile::pod::release(ctx, &owner).await?
+            }
             Owner::Eip { .. } | Owner::IptablesEip { .. } => ctx.ipam().release(&owner),
         }
     }

@@ -1,10 +1,11 @@
 //! Waiting for the controller's pod annotations, and reading them: the addresses, MAC and
-//! gateways kovn-controller (or Kube-OVN's controller) allocated for the pod.
+//! gateways kovn-controller (or Kube-OVN's controller) allocated for one of the pod's
+//! networks, under that network's keys (`<provider>.kubernetes.io/*`).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use api::annotations;
+use api::annotations::NetworkKeys;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::wait::await_condition;
 use kube::{Api, ResourceExt};
@@ -20,10 +21,10 @@ pub struct PodNetwork {
     pub logical_switch: String,
 }
 
-fn ready(pod: &Pod) -> bool {
+fn ready(pod: &Pod, keys: &NetworkKeys) -> bool {
     let a = pod.annotations();
-    a.get(annotations::ALLOCATED).map(String::as_str) == Some("true")
-        && a.get(annotations::ROUTED).map(String::as_str) == Some("true")
+    a.get(&keys.allocated).map(String::as_str) == Some("true")
+        && a.get(&keys.routed).map(String::as_str) == Some("true")
 }
 
 /// Waits (a watch, not a poll) until the pod is allocated and routed, at most `timeout`.
@@ -32,16 +33,19 @@ pub async fn wait_for(
     namespace: &str,
     name: &str,
     timeout: Duration,
+    keys: &NetworkKeys,
 ) -> Result<Pod, CniError> {
     let pod = pods
         .get_opt(name)
         .await
         .map_err(|e| CniError::Kubernetes(format!("reading pod {namespace}/{name}: {e}")))?
         .ok_or_else(|| CniError::PodNotFound(format!("{namespace}/{name}")))?;
-    if ready(&pod) {
+    if ready(&pod, keys) {
         return Ok(pod);
     }
-    let condition = await_condition(pods.clone(), name, |p: Option<&Pod>| p.is_some_and(ready));
+    let condition = await_condition(pods.clone(), name, |p: Option<&Pod>| {
+        p.is_some_and(|p| ready(p, keys))
+    });
     match tokio::time::timeout(timeout, condition).await {
         Ok(Ok(Some(pod))) => Ok(pod),
         Ok(Ok(None)) => Err(CniError::PodNotFound(format!("{namespace}/{name}"))),
@@ -50,14 +54,12 @@ pub async fn wait_for(
         ))),
         Err(_) => {
             let missing = match pods.get_opt(name).await.ok().flatten() {
-                Some(p) if p.annotations().get(annotations::ALLOCATED).is_none() => {
-                    annotations::ALLOCATED
-                }
-                _ => annotations::ROUTED,
+                Some(p) if p.annotations().get(&keys.allocated).is_none() => &keys.allocated,
+                _ => &keys.routed,
             };
             Err(CniError::AnnotationTimeout {
                 pod: format!("{namespace}/{name}"),
-                missing: missing.to_owned(),
+                missing: missing.clone(),
                 waited: timeout,
             })
         }
@@ -65,7 +67,7 @@ pub async fn wait_for(
 }
 
 /// Reads the addresses out of a ready pod's annotations.
-pub fn parse(pod: &Pod) -> Result<PodNetwork, CniError> {
+pub fn parse(pod: &Pod, keys: &NetworkKeys) -> Result<PodNetwork, CniError> {
     let a = pod.annotations();
     let get = |key: &str| {
         a.get(key)
@@ -79,13 +81,9 @@ pub fn parse(pod: &Pod) -> Result<PodNetwork, CniError> {
             .map(str::to_owned)
             .collect()
     };
-    let ips = list(&get(annotations::IP_ADDRESS)?);
-    let cidrs = list(&get(annotations::CIDR)?);
-    let gateways = list(
-        a.get(annotations::GATEWAY)
-            .map(String::as_str)
-            .unwrap_or(""),
-    );
+    let ips = list(&get(&keys.ip_address)?);
+    let cidrs = list(&get(&keys.cidr)?);
+    let gateways = list(a.get(&keys.gateway).map(String::as_str).unwrap_or(""));
     let mut out = Vec::new();
     for ip in ips {
         let address: IpAddr = ip
@@ -110,11 +108,8 @@ pub fn parse(pod: &Pod) -> Result<PodNetwork, CniError> {
         return Err(CniError::BadAnnotation("ip_address is empty".into()));
     }
     Ok(PodNetwork {
-        mac: get(annotations::MAC_ADDRESS)?,
+        mac: get(&keys.mac_address)?,
         ips: out,
-        logical_switch: a
-            .get(annotations::LOGICAL_SWITCH)
-            .cloned()
-            .unwrap_or_default(),
+        logical_switch: a.get(&keys.logical_switch).cloned().unwrap_or_default(),
     })
 }

@@ -28,6 +28,7 @@ use crate::datapath::{Datapath, PodInterfaces, install_kernel_handoff, parse_mac
 use crate::local_pod::{AttachmentId, DEFAULT_PROVIDER, LocalPod};
 use crate::ovs::pod_port;
 use crate::pod_network::{self, NetworkError, PodAddressing, PodLinks, PodRoute, SpareLinks};
+use api::annotations::NetworkKeys;
 
 #[derive(Debug, Clone)]
 pub struct CniServerConfig {
@@ -229,6 +230,8 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         return Err(CniError::BadRequest("net_ns is required for ADD".into()));
     }
     let attachment = AttachmentId::new(&request.container_id, &request.if_name);
+    let provider = provider_of(&request);
+    let keys = NetworkKeys::of(&provider);
     let started = Instant::now();
     let pods: Api<Pod> = Api::namespaced(server.kube.clone(), &request.pod_namespace);
     let pod = annotations::wait_for(
@@ -236,11 +239,12 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         &request.pod_namespace,
         &request.pod_name,
         server.config.annotation_timeout,
+        &keys,
     )
     .await?;
     let annotated = started.elapsed();
-    let network = annotations::parse(&pod)?;
-    let owner = Owner::pod(&request.pod_namespace, &request.pod_name);
+    let network = annotations::parse(&pod, &keys)?;
+    let owner = Owner::pod_network(&request.pod_namespace, &request.pod_name, &provider);
     let ips: Api<api::IP> = Api::all(server.kube.clone());
     let recorded = ips.get_opt(&owner.port_name()).await.map_err(|e| {
         CniError::Kubernetes(format!("reading IP object {}: {e}", owner.port_name()))
@@ -256,9 +260,23 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         pod: owner.to_string(),
         reason,
     })?;
+    // IPAM only: another plugin (macvlan, …) builds the interface with these addresses.
+    if request.cni_type != api::network_attachment::CNI_TYPE
+        || !api::AttachmentNetwork::is_ovn_provider(&provider)
+    {
+        return Ok(CniResponse {
+            ips: ip_configs(&network),
+            mac_address: network.mac,
+            nic_name: attachment.if_name,
+            routes: request.routes,
+            ..CniResponse::default()
+        });
+    }
     let vpc = vpc_of(server, recorded.as_ref()).await?;
     let mac = parse_mac(&network.mac).map_err(CniError::BadAnnotation)?;
-    let routes: Vec<PodRoute> = if request.routes.is_empty() {
+    // The default route is the pod's own network's; a secondary one routes its subnet only
+    // (the prefix on its address), unless the netconf lists routes.
+    let routes: Vec<PodRoute> = if request.routes.is_empty() && !local_is_secondary(&provider) {
         network
             .ips
             .iter()
@@ -275,6 +293,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
             .map(parse_route)
             .collect::<Result<_, _>>()?
     };
+    let secondary = local_is_secondary(&provider);
     let addresses = network
         .ips
         .iter()
@@ -289,10 +308,14 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         attachment: attachment.clone(),
         addresses: addresses.clone(),
         mac: network.mac.clone(),
-        provider: DEFAULT_PROVIDER.to_owned(),
+        provider: provider.clone(),
         vpc,
         netns: Some(request.net_ns.clone()),
-        probe_ports: crate::probe_proxy::probe_ports(&pod),
+        probe_ports: if secondary {
+            Vec::new()
+        } else {
+            crate::probe_proxy::probe_ports(&pod)
+        },
     };
     let addressing = PodAddressing {
         if_name: attachment.if_name.clone(),
@@ -304,7 +327,12 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
     let interfaces = local
         .datapath_interfaces()
         .map_err(CniError::BadAnnotation)?;
-    let spare = server.spares.as_ref().and_then(|s| s.take());
+    // A spare's peer carries the datapath's delivery program: pods' own networks only.
+    let spare = if local.fast_path() {
+        server.spares.as_ref().and_then(|s| s.take())
+    } else {
+        None
+    };
     let attached = pod_network::attach(
         &server.ovs,
         &server.config.bridge,
@@ -312,7 +340,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         Path::new(&request.net_ns),
         &addressing,
         spare.as_ref(),
-        hand_to_datapath(server, &interfaces, spare.as_ref()),
+        hand_off(server, &local, &interfaces, spare.as_ref()),
     )
     .await;
     if let Err(e) = attached {
@@ -338,24 +366,59 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         "CNI ADD done"
     );
     Ok(CniResponse {
-        ips: network
-            .ips
-            .iter()
-            .map(|(ip, prefix, gw)| IpConfig {
-                protocol: if ip.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
-                ip: ip.to_string(),
-                cidr: IpNet::new(*ip, *prefix)
-                    .map(|n| n.trunc().to_string())
-                    .unwrap_or_default(),
-                gateway: gw.map(|g| g.to_string()).unwrap_or_default(),
-            })
-            .collect(),
+        ips: ip_configs(&network),
         mac_address: network.mac,
         mtu: server.config.mtu,
         nic_name: attachment.if_name,
         routes: request.routes,
         ..CniResponse::default()
     })
+}
+
+/// The provider a request is for: the netconf's, Kube-OVN's default when it names none.
+fn provider_of(request: &CniRequest) -> String {
+    if request.provider.is_empty() {
+        DEFAULT_PROVIDER.to_owned()
+    } else {
+        request.provider.clone()
+    }
+}
+
+fn local_is_secondary(provider: &str) -> bool {
+    provider != DEFAULT_PROVIDER
+}
+
+/// The addresses of a network, as the plugin's result lists them.
+fn ip_configs(network: &annotations::PodNetwork) -> Vec<IpConfig> {
+    network
+        .ips
+        .iter()
+        .map(|(ip, prefix, gw)| IpConfig {
+            protocol: if ip.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
+            ip: ip.to_string(),
+            cidr: IpNet::new(*ip, *prefix)
+                .map(|n| n.trunc().to_string())
+                .unwrap_or_default(),
+            gateway: gw.map(|g| g.to_string()).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The hand-off of an attachment between its veth and its OVS port: the datapath's for a
+/// pod's own network, the kernel's for a secondary attachment (see [`LocalPod::fast_path`]).
+async fn hand_off(
+    server: &CniServer,
+    local: &LocalPod,
+    interfaces: &PodInterfaces,
+    spare: Option<&SpareLinks>,
+) -> Result<(), CniError> {
+    if local.fast_path() {
+        hand_to_datapath(server, interfaces, spare).await
+    } else {
+        install_kernel_handoff(interfaces)
+            .await
+            .map_err(|e| CniError::Datapath(e.to_string()))
+    }
 }
 
 /// The VPC of the subnet the pod's IP object (verified) records: the address space the
@@ -472,11 +535,7 @@ async fn forget(server: &CniServer, attachment: &AttachmentId) -> Result<(), Cni
             .unwrap_or_else(|e| e.into_inner())
             .remove_pod(&attachment.to_string());
     }
-    pod_network::detach(
-        &server.ovs,
-        &PodLinks::for_container(&attachment.container_id),
-    )
-    .await?;
+    pod_network::detach(&server.ovs, &PodLinks::for_attachment(attachment)).await?;
     Ok(())
 }
 
@@ -493,7 +552,25 @@ async fn check(State(server): State<Shared>, body: axum::body::Bytes) -> Respons
 /// What ADD built is still there and still matches the pod's annotations.
 async fn check_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
     let request = parse_request(body)?;
-    let links = PodLinks::for_container(&request.container_id);
+    let attachment = AttachmentId::new(&request.container_id, &request.if_name);
+    let provider = provider_of(&request);
+    let keys = NetworkKeys::of(&provider);
+    let pods: Api<Pod> = Api::namespaced(server.kube.clone(), &request.pod_namespace);
+    let owner = Owner::pod_network(&request.pod_namespace, &request.pod_name, &provider);
+    let pod = pods
+        .get_opt(&request.pod_name)
+        .await
+        .map_err(|e| CniError::Kubernetes(e.to_string()))?
+        .ok_or_else(|| CniError::PodNotFound(owner.to_string()))?;
+    let network = annotations::parse(&pod, &keys)?;
+    let if_name = attachment.if_name.as_str();
+    if request.cni_type != api::network_attachment::CNI_TYPE
+        || !api::AttachmentNetwork::is_ovn_provider(&provider)
+    {
+        // IPAM only: the addresses are still the pod's; the interface is the other plugin's.
+        return Ok(());
+    }
+    let links = PodLinks::for_attachment(&attachment);
     let missing: Vec<String> = pod_network::links::present(&links)
         .await?
         .into_iter()
@@ -503,7 +580,7 @@ async fn check_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
     if !missing.is_empty() {
         return Err(NetworkError::Check(format!("missing interfaces {missing:?}")).into());
     }
-    let owner = Owner::pod(&request.pod_namespace, &request.pod_name).port_name();
+    let owner = owner.port_name();
     let bound = pod_port::bound(&server.ovs, &links.ovs_port);
     if bound.as_ref().and_then(|ids| ids.get("iface-id")) != Some(&owner) {
         return Err(NetworkError::Check(format!(
@@ -512,18 +589,6 @@ async fn check_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
         ))
         .into());
     }
-    let pods: Api<Pod> = Api::namespaced(server.kube.clone(), &request.pod_namespace);
-    let pod = pods
-        .get_opt(&request.pod_name)
-        .await
-        .map_err(|e| CniError::Kubernetes(e.to_string()))?
-        .ok_or_else(|| CniError::PodNotFound(owner.clone()))?;
-    let network = annotations::parse(&pod)?;
-    let if_name = if request.if_name.is_empty() {
-        "eth0"
-    } else {
-        &request.if_name
-    };
     let (mac, _, addresses) =
         pod_network::links::observe_pod_end(Path::new(&request.net_ns), if_name).await?;
     if Some(mac) != parse_mac(&network.mac).ok() {
@@ -599,7 +664,7 @@ pub async fn collect_garbage(server: &CniServer) -> Result<usize, CniError> {
         on_node.items.iter().map(Owner::of_pod).collect();
     let mut removed = 0;
     for (port, pod) in pod_port::kovn_ports(&server.ovs) {
-        if alive.contains(&pod.owner()) {
+        if alive.contains(&pod.pod()) {
             continue;
         }
         tracing::info!(%port, owner = %pod.owner(), "garbage-collecting the network of a pod that is gone");

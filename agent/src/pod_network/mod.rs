@@ -36,6 +36,21 @@ pub struct PodLinks {
 }
 
 impl PodLinks {
+    /// The names of one attachment: a pod's own interface (`eth0`) is named from its
+    /// container ID alone, as Kube-OVN names it; a secondary one (Multus's `net1`, …) from
+    /// the first 7 characters of the container ID, `~` and 4 hex digits of the interface's
+    /// name. `~` is in no container ID, so a secondary stem never meets a pod's own.
+    pub fn for_attachment(attachment: &crate::local_pod::AttachmentId) -> PodLinks {
+        if attachment.if_name == crate::local_pod::DEFAULT_INTERFACE {
+            return PodLinks::for_container(&attachment.container_id);
+        }
+        let hash = attachment.if_name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let id: String = attachment.container_id.chars().take(7).collect();
+        PodLinks::for_container(&format!("{id}~{:04x}", hash & 0xffff))
+    }
+
     pub fn for_container(container_id: &str) -> PodLinks {
         let id: String = container_id.chars().take(12).collect();
         PodLinks {
@@ -172,6 +187,22 @@ mod tests {
     #[test]
     fn link_names_fit_an_interface_name_and_follow_the_container() {
         let links = PodLinks::for_container("3f1c2a9b8d7e6f5a4b3c2d1e0f");
+        let own = PodLinks::for_attachment(&crate::local_pod::AttachmentId::new(
+            "3f1c2a9b8d7e6f5a4b3c2d1e0f",
+            "eth0",
+        ));
+        assert_eq!(own, links);
+        let net1 = PodLinks::for_attachment(&crate::local_pod::AttachmentId::new(
+            "3f1c2a9b8d7e6f5a4b3c2d1e0f",
+            "net1",
+        ));
+        let net2 = PodLinks::for_attachment(&crate::local_pod::AttachmentId::new(
+            "3f1c2a9b8d7e6f5a4b3c2d1e0f",
+            "net2",
+        ));
+        assert!(net1.host_veth.starts_with("3f1c2a9~") && net1.host_veth.len() <= 15);
+        assert_ne!(net1, net2);
+        assert_ne!(net1, links);
         assert_eq!(links.host_veth, "3f1c2a9b8d7e_h");
         assert_eq!(links.ovs_port, "3f1c2a9b8d7e_o");
         assert_eq!(links.ovs_peer, "3f1c2a9b8d7e_p");

@@ -250,6 +250,24 @@ impl Ipam {
         }
     }
 
+    /// The secondary attachments of `pod` that hold addresses.
+    pub fn attachments_of(&self, pod: &Owner) -> Vec<Owner> {
+        let Owner::Pod { namespace, name } = pod else {
+            return Vec::new();
+        };
+        let first = Owner::Attachment {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            provider: String::new(),
+        };
+        self.owner_macs
+            .range(first..)
+            .map(|(o, _)| o)
+            .take_while(|o| o.pod_of().as_ref() == Some(pod))
+            .cloned()
+            .collect()
+    }
+
     /// What `owner` holds, if anything.
     pub fn lookup(&self, owner: &Owner) -> Option<Allocation> {
         for sub in self.subnets.values() {

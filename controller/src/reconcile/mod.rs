@@ -1,6 +1,7 @@
 //! One reconciler per Kubernetes kind, each a function of the object and the observed state
 //! (reflector stores, the NB cache, IPAM) that is safe to run any number of times.
 
+pub mod attachment;
 pub mod network_policy;
 pub mod node;
 pub mod ovn_eip;
@@ -50,14 +51,32 @@ pub fn allocate_for(
     owner: &Owner,
     object_annotations: &BTreeMap<String, String>,
 ) -> Result<(Allocation, BTreeMap<String, String>), Error> {
+    allocate_network(
+        ctx,
+        subnet,
+        owner,
+        object_annotations,
+        &annotations::NetworkKeys::of(owner.provider()),
+    )
+}
+
+/// As [`allocate_for`], with the annotation keys of the owner's network (a pod's attachment
+/// reads its static addresses from, and is described in, `<provider>.kubernetes.io/*`).
+pub fn allocate_network(
+    ctx: &Context,
+    subnet: &str,
+    owner: &Owner,
+    object_annotations: &BTreeMap<String, String>,
+    keys: &annotations::NetworkKeys,
+) -> Result<(Allocation, BTreeMap<String, String>), Error> {
     let wanted_ips = static_ips(
         object_annotations
-            .get(annotations::IP_ADDRESS)
+            .get(&keys.ip_address)
             .map(String::as_str)
             .unwrap_or_default(),
     )
     .map_err(Error::BadAnnotation)?;
-    let wanted_mac = object_annotations.get(annotations::MAC_ADDRESS);
+    let wanted_mac = object_annotations.get(&keys.mac_address);
     let mut ipam = ctx.ipam();
     if ipam.subnet(subnet).is_none() {
         return Err(Error::SubnetNotReady(subnet.to_owned()));
@@ -69,7 +88,7 @@ pub fn allocate_for(
     let pools = ipam
         .subnet(subnet)
         .ok_or_else(|| Error::SubnetNotReady(subnet.to_owned()))?;
-    let desired = annotations_for(&allocation, pools);
+    let desired = annotations_for(&allocation, pools, keys);
     Ok((allocation, desired))
 }
 

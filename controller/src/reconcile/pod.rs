@@ -73,7 +73,6 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     let name = pod.name_any();
     let namespace = pod.namespace().unwrap_or_default();
     let owner = Owner::of_pod(&pod);
-    let port_name = owner.port_name();
     let subnet_name = subnet_for(&pod, &ctx);
     if subnet_name == ctx.settings.names.join_subnet {
         // The join subnet is the nodes' (their ovn0 ports), and every private subnet's ACLs
@@ -135,21 +134,15 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         })
         .await?;
 
-    // The IP object: the allocation's record, from which a restarted controller restores.
-    let ip = ip_object(&owner, &node, &allocation);
-    let recorded = ctx.stores.ips.get(&ObjectRef::new(&port_name));
-    if recorded.is_none_or(|r| r.spec != ip.spec) {
-        let ips: Api<IP> = Api::all(ctx.kube.clone());
-        ips.patch(
-            &port_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&ip),
-        )
-        .await?;
-    }
+    record_allocation(&ctx, &owner, &node, &allocation).await?;
 
-    // The port and its routes are in NB: the pod may start.
+    // The port and its routes are in NB: the pod may start. Its attachments' annotations
+    // join the same patch; a failed attachment leaves the pod's own network written.
     desired.insert(annotations::ROUTED.to_owned(), "true".to_owned());
+    let attachments = super::attachment::reconcile(&pod, &ctx, &node).await;
+    if let Ok(more) = &attachments {
+        desired.extend(more.clone());
+    }
     if desired
         .iter()
         .any(|(k, v)| pod_annotations.get(k) != Some(v))
@@ -157,7 +150,41 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         let pods: Api<Pod> = Api::namespaced(ctx.kube.clone(), &namespace);
         patch_annotations(&pods, &name, &desired).await?;
     }
+    attachments?;
     Ok(Action::await_change())
+}
+
+/// Writes the IP object recording `owner`'s allocation (the record a restarted controller
+/// restores from, and the agent trusts), unless it says that already. An IP object of that
+/// name recording another holder is never overwritten: names of attachments
+/// (`<pod>.<namespace>.<provider>`) can be made to collide with another pod's own.
+pub async fn record_allocation(
+    ctx: &Context,
+    owner: &Owner,
+    node: &str,
+    allocation: &crate::ipam::Allocation,
+) -> Result<()> {
+    let ip = ip_object(owner, node, allocation);
+    let name = owner.port_name();
+    let recorded = ctx.stores.ips.get(&ObjectRef::new(&name));
+    if let Some(r) = &recorded
+        && Owner::of_ip_object(r).as_ref() != Some(owner)
+    {
+        return Err(Error::BadSpec(format!(
+            "IP object {name} records another holder ({}): {owner} cannot have that name",
+            Owner::of_ip_object(r).map_or_else(|| "nobody".to_owned(), |o| o.to_string())
+        )));
+    }
+    if recorded.is_none_or(|r| r.spec != ip.spec) {
+        let ips: Api<IP> = Api::all(ctx.kube.clone());
+        ips.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&ip),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A merge patch of `metadata.annotations`.
@@ -178,7 +205,16 @@ where
     Ok(())
 }
 
-/// Releases what a deleted pod held: its addresses, its port (bumping the NB config
+/// Releases what a deleted pod held on its own network and on each of its attachments.
+pub async fn release_pod(ctx: &Context, pod: &Owner) -> Result<()> {
+    let attachments = ctx.ipam().attachments_of(pod);
+    for attachment in &attachments {
+        release(ctx, attachment).await?;
+    }
+    release(ctx, pod).await
+}
+
+/// Releases what a deleted pod (or one of its attachments) held: its addresses, its port (bumping the NB config
 /// generation, so node agents drop its fast-path flows) and its IP object.
 pub async fn release(ctx: &Context, owner: &Owner) -> Result<()> {
     ctx.ipam().release(owner);

@@ -103,12 +103,15 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
             logical_gateway: subnet.spec.logical_gateway,
         });
     }
+    // A subnet of an IPAM-only provider (another plugin's network on kovn's IPAM) has
+    // addresses and nothing in OVN, as in Kube-OVN.
+    let ipam_only = subnet.spec.is_ipam_only();
     let router = router_of(subnet, ctx);
     let router_exists = ctx
         .nb
         .client()
         .read(|c| find::<LogicalRouter>(c, &router).is_some());
-    if !router_exists {
+    if !ipam_only && !router_exists {
         return Err(Error::SubnetNotReady(format!(
             "{name}: VPC router {router} missing"
         )));
@@ -206,25 +209,27 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action> {
     }
     let plan = valid.plan.clone();
     let subnet_name = name.clone();
-    ctx.nb
-        .apply(move |cache, t| {
-            topology::subnet_ops(cache, &plan, t);
-            gateway::subnet_policy_ops(
-                cache,
-                t,
-                &plan.router,
-                &subnet_name,
-                &cidrs,
-                &centralized_hops,
-            );
-            let acl_sync = acl::subnet_acl_ops(cache, t, &subnet_name, acls.clone());
-            if acl_sync.changed() {
-                // A new drop or a removed allow revokes traffic.
-                topology::bump_nb_cfg(t);
-            }
-            Ok(())
-        })
-        .await?;
+    if !ipam_only {
+        ctx.nb
+            .apply(move |cache, t| {
+                topology::subnet_ops(cache, &plan, t);
+                gateway::subnet_policy_ops(
+                    cache,
+                    t,
+                    &plan.router,
+                    &subnet_name,
+                    &cidrs,
+                    &centralized_hops,
+                );
+                let acl_sync = acl::subnet_acl_ops(cache, t, &subnet_name, acls.clone());
+                if acl_sync.changed() {
+                    // A new drop or a removed allow revokes traffic.
+                    topology::bump_nb_cfg(t);
+                }
+                Ok(())
+            })
+            .await?;
+    }
 
     let mut status = SubnetStatus {
         conditions: valid.conditions.clone(),
