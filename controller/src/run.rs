@@ -637,6 +637,12 @@ async fn restore(ctx: &Context) -> Result<()> {
                 ctx.metrics.ipam_conflicts.inc();
                 continue;
             };
+            // An attachment of a network kovn has no subnet for (another plugin's, or one
+            // not defined yet) is left as it is: not a conflict, never released.
+            if matches!(owner, Owner::Attachment { .. }) && ipam.subnet(&ip.spec.subnet).is_none() {
+                tracing::debug!(ip = %ip.name_any(), subnet = %ip.spec.subnet, "an attachment's IP object of a subnet kovn does not have: left as it is");
+                continue;
+            }
             records.push(Record {
                 source: RecordSource::IpObject,
                 owner,

@@ -885,8 +885,8 @@ async fn a_non_default_cluster_router_is_the_only_router_and_routes_between_subn
 
 /// A node moved from Kube-OVN keeps a pod's secondary attachment record
 /// (`<pod>.<namespace>.<provider>`, same podName and namespace as the pod's own): kovn's
-/// restore does not take it for the pod's address (it is in another subnet), does not count
-/// it as a conflict, and never deletes it, across restarts.
+/// restore does not take it for the pod's address (it is the attachment's own holder), and
+/// while its subnet is not kovn's it is no conflict and is never deleted, across restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kube_ovn_attachment_ip_object_is_neither_restored_nor_released() {
     const ATTACHMENT: &str = "a.default.net1.default.ovn";

@@ -552,6 +552,48 @@ impl KovnCluster {
         Ok(pod)
     }
 
+    /// Runs a NetworkAttachmentDefinition's CNI config for `pod` as Multus delegates it: the
+    /// NAD's config (a plugin or a conflist, named after the NAD) through the kubelet's CNI
+    /// path on the pod's node, for interface `if_name`. `del` runs DEL instead of ADD. Returns
+    /// the result (Null for DEL).
+    pub fn run_attachment(
+        &self,
+        pod: &RunningPod,
+        nad: &api::NetworkAttachmentDefinition,
+        if_name: &str,
+        del: bool,
+    ) -> Result<Value> {
+        let config: Value = serde_json::from_str(&nad.spec.config)
+            .map_err(|e| SandboxError::Invalid(format!("NAD config: {e}")))?;
+        let conflist = if config.get("plugins").is_some() {
+            config
+        } else {
+            serde_json::json!({
+                "cniVersion": config["cniVersion"].clone(),
+                "name": nad.metadata.name.clone().unwrap_or_default(),
+                "plugins": [config],
+            })
+        };
+        let kubelet = Kubelet {
+            conflist,
+            ..self.kubelets[pod.node].clone()
+        };
+        let sandbox = crate::kubelet::PodSandbox {
+            name: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+            container_id: pod.container_id.clone(),
+            netns: pod.netns.clone(),
+            if_name: if_name.to_owned(),
+            port_mappings: vec![],
+        };
+        let outcome = if del {
+            kubelet.del(&sandbox, None).map(|()| Value::Null)
+        } else {
+            kubelet.add(&sandbox)
+        };
+        outcome.map_err(|e| SandboxError::Invalid(format!("CNI {if_name} of {}: {e}", pod.name)))
+    }
+
     /// Stops kovn and tears the sandbox down.
     pub fn teardown(self) -> Result<crate::TeardownReport> {
         let KovnCluster {
