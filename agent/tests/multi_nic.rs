@@ -147,3 +147,104 @@ fn a_pod_gets_an_ovn_attachment_beside_eth0_and_loses_only_it_on_del() {
     assert_eq!(gone.received, 0, "a's net1 still answers after its DEL");
     cluster.teardown().expect("teardown");
 }
+
+/// IPAM only, as another plugin uses kovn: the reference `macvlan` plugin with `"ipam":
+/// {"type": "kube-ovn"}` gets its addresses from the subnet of provider `macvlan.default`
+/// (which has no logical switch), and two pods' macvlan interfaces reach each other; the
+/// agent builds nothing of its own for them.
+#[test]
+fn the_macvlan_plugin_gets_its_addresses_from_kovns_ipam() {
+    if !sandbox::privileged("the_macvlan_plugin_gets_its_addresses_from_kovns_ipam") {
+        return;
+    }
+    const MACVLAN_CIDR: &str = "192.168.77.0/24";
+    let cluster = KovnCluster::start(1, common::binaries()).expect("kovn on a sandbox");
+    let subnet: api::Subnet = serde_json::from_value(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "macvlan-net"},
+        "spec": {"cidrBlock": MACVLAN_CIDR, "provider": "macvlan.default"}
+    }))
+    .unwrap();
+    cluster.api.put(&subnet);
+    // The macvlan's master: a veth of the node's own (the node's eth0 is OVS's).
+    let node = cluster.sb.node(0).netns.clone();
+    for line in [
+        "link add mvl0 type veth peer name mvl1",
+        "link set mvl0 up",
+        "link set mvl1 up",
+    ] {
+        let ok = std::process::Command::new("ip")
+            .args(["-n", &node])
+            .args(line.split_whitespace())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip {line}");
+    }
+    let nad: api::NetworkAttachmentDefinition = serde_json::from_value(json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "macvlan", "namespace": "default"},
+        "spec": {"config": json!({
+            "cniVersion": "1.0.0", "type": "macvlan", "master": "mvl0", "mode": "bridge",
+            "ipam": {"type": "kube-ovn", "provider": "macvlan.default",
+                "server_socket": cluster.socket(0).display().to_string()}
+        }).to_string()}
+    }))
+    .unwrap();
+    cluster.api.put(&nad);
+    let with_macvlan = |name: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default",
+                "annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan@net2"}},
+            "spec": {"containers": [{"name": "c"}]}
+        }))
+        .unwrap()
+    };
+    let a = cluster
+        .start_pod_object(with_macvlan("mv-a"), 0)
+        .expect("pod a");
+    let b = cluster
+        .start_pod_object(with_macvlan("mv-b"), 0)
+        .expect("pod b");
+    let address = |result: &serde_json::Value| -> std::net::Ipv4Addr {
+        result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {result}"))
+    };
+    let ra = cluster
+        .run_attachment(&a, &nad, "net2", false)
+        .expect("net2 of a");
+    let rb = cluster
+        .run_attachment(&b, &nad, "net2", false)
+        .expect("net2 of b");
+    let (a2, b2) = (address(&ra), address(&rb));
+    let cidr: ipnet::Ipv4Net = MACVLAN_CIDR.parse().unwrap();
+    assert!(
+        cidr.contains(&a2) && cidr.contains(&b2) && a2 != b2,
+        "{a2} {b2}"
+    );
+    let ips = cluster.api.all::<api::IP>();
+    assert!(
+        ips.iter().any(
+            |i| i.metadata.name.as_deref() == Some("mv-a.default.macvlan.default")
+                && i.spec.v4_ip_address == a2.to_string()
+        ),
+        "no IP object of a's macvlan attachment"
+    );
+    let report = sandbox::traffic::ping(&a.as_pod(&cluster), b2, 20).unwrap();
+    assert!(report.received >= 18, "a -> b over macvlan: {report:?}");
+    assert_eq!(report.duplicates, 0);
+    // The agent built nothing for it: no OVS port of the attachment.
+    let ports = std::process::Command::new("ip")
+        .args(["-n", &node, "-o", "link"])
+        .output()
+        .unwrap();
+    let ports = String::from_utf8_lossy(&ports.stdout);
+    let stem = format!("{}~", &a.container_id[..7]);
+    assert!(
+        !ports.contains(&stem),
+        "the agent built links for an IPAM-only attachment: {ports}"
+    );
+    cluster.teardown().expect("teardown");
+}
