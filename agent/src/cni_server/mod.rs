@@ -261,9 +261,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
         reason,
     })?;
     // IPAM only: another plugin (macvlan, …) builds the interface with these addresses.
-    if request.cni_type != api::network_attachment::CNI_TYPE
-        || !api::AttachmentNetwork::is_ovn_provider(&provider)
-    {
+    if serves_addresses_only(&request, &provider) {
         return Ok(CniResponse {
             ips: ip_configs(&network),
             mac_address: network.mac,
@@ -382,6 +380,12 @@ fn provider_of(request: &CniRequest) -> String {
     } else {
         request.provider.clone()
     }
+}
+
+/// IPAM only: another plugin (macvlan, …) builds the interface with kovn's addresses.
+fn serves_addresses_only(request: &CniRequest, provider: &str) -> bool {
+    request.cni_type != api::network_attachment::CNI_TYPE
+        || !api::AttachmentNetwork::is_ovn_provider(provider)
 }
 
 fn local_is_secondary(provider: &str) -> bool {
@@ -564,9 +568,7 @@ async fn check_pod(server: &CniServer, body: &[u8]) -> Result<(), CniError> {
         .ok_or_else(|| CniError::PodNotFound(owner.to_string()))?;
     let network = annotations::parse(&pod, &keys)?;
     let if_name = attachment.if_name.as_str();
-    if request.cni_type != api::network_attachment::CNI_TYPE
-        || !api::AttachmentNetwork::is_ovn_provider(&provider)
-    {
+    if serves_addresses_only(&request, &provider) {
         // IPAM only: the addresses are still the pod's; the interface is the other plugin's.
         return Ok(());
     }
