@@ -58,10 +58,13 @@ impl Podman {
     fn new(test: &str) -> Podman {
         let dir = std::env::temp_dir().join(format!("kovn-podman-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // Here crun cannot set rlimits and cgroups are hybrid: runc, no default ulimits.
+        // Here crun cannot set rlimits and cgroups are hybrid: runc, no default ulimits. File
+        // locks live in the store's tmpdir: the default shm locks are one /dev/shm/libpod_lock
+        // for every store, which two tests' first podman calls race to create (CI saw
+        // "failed to create 2048 locks in /libpod_lock: file exists").
         std::fs::write(
             dir.join("containers.conf"),
-            "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+            "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nlock_type = \"file\"\n",
         )
         .unwrap();
         Podman { dir }
