@@ -1,125 +1,152 @@
-//! Several networks per pod, as Multus drives kovn: pods asking for a NetworkAttachmentDefinition
+//! Several networks per pod, as Multus drives kovn: pods asking for two NetworkAttachmentDefinitions
 //! of `"type": "kube-ovn"` (`k8s.v1.cni.cncf.io/networks`) get, besides eth0 in the default
-//! subnet, `net1` in the subnet of provider `attachnet.default.ovn` — a custom VPC's — with
-//! Kube-OVN's `<provider>.kubernetes.io/*` annotations and an IP object
-//! `<pod>.<namespace>.<provider>`. The NAD's config runs through the kubelet's CNI path for
-//! `net1` as Multus delegates it. Both networks carry traffic across nodes; a DEL of `net1`
-//! removes that attachment only, and the pod's eth0 keeps working.
+//! subnet, `net1` and `net2` in the subnets of providers `attach1.default.ovn` and
+//! `attach2.default.ovn` — each a different custom VPC's — with Kube-OVN's
+//! `<provider>.kubernetes.io/*` annotations and IP objects `<pod>.<namespace>.<provider>`. The
+//! sandbox's kubelet runs each NAD's config as Multus delegates it, in the annotation's order.
+//! All three networks carry traffic across nodes; a DEL of `net1` removes that attachment only,
+//! and eth0 and net2 keep working.
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use sandbox::kovn::KovnCluster;
+use sandbox::kovn::{KovnCluster, RunningPod};
 use serde_json::json;
 
-const PROVIDER: &str = "attachnet.default.ovn";
-const ATTACH_CIDR: &str = "172.31.7.0/24";
-
-fn net1_address(cluster: &KovnCluster, pod: &str) -> std::net::Ipv4Addr {
-    let key = format!("{PROVIDER}.kubernetes.io/ip_address");
-    let pods = cluster.api.all::<Pod>();
-    let object = pods
-        .iter()
-        .find(|p| p.metadata.name.as_deref() == Some(pod))
-        .expect("the pod");
-    object
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(&key))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{pod} has no {key}: {:?}", object.metadata.annotations))
-}
-
-#[test]
-fn a_pod_gets_an_ovn_attachment_beside_eth0_and_loses_only_it_on_del() {
-    if !sandbox::privileged("a_pod_gets_an_ovn_attachment_beside_eth0_and_loses_only_it_on_del") {
-        return;
-    }
-    let cluster = KovnCluster::start(2, common::binaries()).expect("kovn on a sandbox");
+/// A VPC, its subnet for provider `<nad>.default.ovn`, and the NAD of `"type": "kube-ovn"`
+/// that attaches it, as Kube-OVN documents them (the daemon socket at its standard path).
+fn attachment_network(cluster: &KovnCluster, nad: &str, vpc: &str, cidr: &str) {
+    let provider = format!("{nad}.default.ovn");
     let vpc: api::Vpc = serde_json::from_value(json!({
-        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "vpc-att"}, "spec": {}
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": vpc}, "spec": {}
     }))
     .unwrap();
     cluster.api.put(&vpc);
     let subnet: api::Subnet = serde_json::from_value(json!({
-        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "attach"},
-        "spec": {"cidrBlock": ATTACH_CIDR, "vpc": "vpc-att", "provider": PROVIDER}
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": nad},
+        "spec": {"cidrBlock": cidr, "vpc": vpc.metadata.name, "provider": provider}
     }))
     .unwrap();
     cluster.api.put(&subnet);
     cluster
-        .wait_for_switch("attach", Duration::from_secs(30))
+        .wait_for_switch(nad, Duration::from_secs(30))
         .expect("the attachment subnet's switch");
-    let socket = cluster.socket(0);
     let nad: api::NetworkAttachmentDefinition = serde_json::from_value(json!({
         "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-        "metadata": {"name": "attachnet", "namespace": "default"},
+        "metadata": {"name": nad, "namespace": "default"},
         "spec": {"config": json!({
-            "cniVersion": "1.0.0", "type": "kube-ovn", "provider": PROVIDER,
-            "server_socket": socket.display().to_string()
+            "cniVersion": "1.0.0", "type": "kube-ovn", "provider": provider,
+            "server_socket": cni::wire::DEFAULT_SOCKET
         }).to_string()}
     }))
     .unwrap();
     cluster.api.put(&nad);
-    let with_net1 = |name: &str| -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default",
-                "annotations": {"k8s.v1.cni.cncf.io/networks": "attachnet"}},
-            "spec": {"containers": [{"name": "c"}]}
-        }))
-        .unwrap()
-    };
-    let a = cluster
-        .start_pod_object(with_net1("mn-a"), 0)
+}
+
+/// A pod of the default namespace asking Multus for `networks`.
+fn pod_with(name: &str, networks: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default",
+            "annotations": {"k8s.v1.cni.cncf.io/networks": networks}},
+        "spec": {"containers": [{"name": "c"}]}
+    }))
+    .unwrap()
+}
+
+/// The IPv4 address of `pod`'s attachment on `interface`, as its CNI result gave it.
+fn address_on(pod: &RunningPod, interface: &str) -> Ipv4Addr {
+    pod.attachments
+        .iter()
+        .find(|a| a.interface == interface)
+        .and_then(|a| a.ipv4())
+        .unwrap_or_else(|| panic!("{} has no address on {interface}", pod.name))
+}
+
+/// The annotation `key` of pod `name`, as the controller wrote it.
+fn annotation(cluster: &KovnCluster, name: &str, key: &str) -> Option<String> {
+    cluster
+        .api
+        .all::<Pod>()
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))?
+        .metadata
+        .annotations?
+        .get(key)
+        .cloned()
+}
+
+#[test]
+fn a_three_nic_pod_reaches_each_network_and_loses_only_the_attachment_deleted() {
+    if !sandbox::privileged(
+        "a_three_nic_pod_reaches_each_network_and_loses_only_the_attachment_deleted",
+    ) {
+        return;
+    }
+    const NET1: &str = "172.31.7.0/24";
+    const NET2: &str = "172.31.8.0/24";
+    let cluster = KovnCluster::start(2, common::binaries()).expect("kovn on a sandbox");
+    attachment_network(&cluster, "attach1", "vpc-one", NET1);
+    attachment_network(&cluster, "attach2", "vpc-two", NET2);
+    // Both forms of the annotation: names (net1, net2 by order) and JSON with an interface.
+    let mut a = cluster
+        .start_pod_object(pod_with("mn-a", "attach1,attach2"), 0)
         .expect("pod a");
     let b = cluster
-        .start_pod_object(with_net1("mn-b"), 1)
+        .start_pod_object(
+            pod_with(
+                "mn-b",
+                r#"[{"name":"attach1","interface":"net1"},{"name":"attach2","interface":"net2"}]"#,
+            ),
+            1,
+        )
         .expect("pod b");
-    // Each node's agent serves its own pods: the NAD's socket is node 0's, so node 1's
-    // delegate is pointed at its own agent, as each node's Multus reads the same NAD and
-    // reaches the agent on its node.
-    let nad_on = |node: usize| {
-        let mut n = nad.clone();
-        n.spec.config = json!({
-            "cniVersion": "1.0.0", "type": "kube-ovn", "provider": PROVIDER,
-            "server_socket": cluster.socket(node).display().to_string()
-        })
-        .to_string();
-        n
-    };
-    let result_a = cluster
-        .run_attachment(&a, &nad_on(0), "net1", false)
-        .expect("net1 of a");
-    cluster
-        .run_attachment(&b, &nad_on(1), "net1", false)
-        .expect("net1 of b");
-    let (a1, b1) = (
-        net1_address(&cluster, "mn-a"),
-        net1_address(&cluster, "mn-b"),
+    let (net1, net2): (ipnet::Ipv4Net, ipnet::Ipv4Net) =
+        (NET1.parse().unwrap(), NET2.parse().unwrap());
+    let (a1, a2, b1, b2) = (
+        address_on(&a, "net1"),
+        address_on(&a, "net2"),
+        address_on(&b, "net1"),
+        address_on(&b, "net2"),
     );
-    let cidr: ipnet::Ipv4Net = ATTACH_CIDR.parse().unwrap();
-    assert!(
-        cidr.contains(&a1) && cidr.contains(&b1),
-        "{a1} {b1} not in {cidr}"
+    assert!(net1.contains(&a1) && net1.contains(&b1), "net1: {a1} {b1}");
+    assert!(net2.contains(&a2) && net2.contains(&b2), "net2: {a2} {b2}");
+    assert_eq!(a.attachments[0].result["interfaces"][0]["name"], "net1");
+    // The controller's annotations per provider say what the agent plugged.
+    assert_eq!(
+        annotation(
+            &cluster,
+            "mn-a",
+            "attach1.default.ovn.kubernetes.io/ip_address"
+        ),
+        Some(a1.to_string())
     );
     assert_eq!(
-        result_a["interfaces"][0]["name"], "net1",
-        "the result names net1: {result_a}"
+        annotation(
+            &cluster,
+            "mn-a",
+            "attach2.default.ovn.kubernetes.io/logical_switch"
+        ),
+        Some("attach2".into())
     );
-    // The attachment's IP object is its own, the pod's is untouched.
+    // Each attachment's IP object is its own; the pod's is untouched.
     let ips = cluster.api.all::<api::IP>();
-    let named = |n: &str| ips.iter().find(|i| i.metadata.name.as_deref() == Some(n));
+    let subnet_of = |n: &str| {
+        ips.iter()
+            .find(|i| i.metadata.name.as_deref() == Some(n))
+            .map(|i| i.spec.subnet.clone())
+    };
     assert_eq!(
-        named(&format!("mn-a.default.{PROVIDER}")).map(|i| i.spec.subnet.as_str()),
-        Some("attach")
+        subnet_of("mn-a.default.attach1.default.ovn").as_deref(),
+        Some("attach1")
     );
-    assert_ne!(
-        named("mn-a.default").map(|i| i.spec.subnet.as_str()),
-        Some("attach")
+    assert_eq!(
+        subnet_of("mn-a.default.attach2.default.ovn").as_deref(),
+        Some("attach2")
     );
+    assert_eq!(subnet_of("mn-a.default").as_deref(), Some("ovn-default"));
 
     let (pa, pb) = (a.as_pod(&cluster), b.as_pod(&cluster));
     let ping = |from: &sandbox::Pod, to, what: &str| {
@@ -127,24 +154,38 @@ fn a_pod_gets_an_ovn_attachment_beside_eth0_and_loses_only_it_on_del() {
         assert!(report.received >= 18, "{what}: {report:?}");
         assert_eq!(report.duplicates, 0, "{what}: duplicates {report:?}");
     };
-    ping(&pa, b1, "a -> b over net1, across nodes");
     ping(&pa, b.ip, "a -> b over eth0, across nodes");
+    ping(&pa, b1, "a -> b over net1 (vpc-one)");
+    ping(&pa, b2, "a -> b over net2 (vpc-two)");
     ping(&pb, a1, "b -> a over net1");
+    ping(&pb, a2, "b -> a over net2");
 
     // DEL of net1 removes it alone.
-    cluster
-        .run_attachment(&a, &nad_on(0), "net1", true)
-        .expect("DEL net1 of a");
+    cluster.detach(&mut a, "net1").expect("DEL net1 of a");
     let links = std::process::Command::new("ip")
         .args(["-n", &a.netns, "-o", "link"])
         .output()
         .unwrap();
     let links = String::from_utf8_lossy(&links.stdout);
     assert!(!links.contains("net1"), "net1 is still in the pod: {links}");
-    assert!(links.contains("eth0"), "eth0 went with net1: {links}");
+    assert!(
+        links.contains("eth0") && links.contains("net2"),
+        "eth0 or net2 went with net1: {links}"
+    );
     ping(&pa, b.ip, "a -> b over eth0 after net1's DEL");
+    ping(&pa, b2, "a -> b over net2 after net1's DEL");
     let gone = sandbox::traffic::ping(&pb, a1, 5).unwrap();
     assert_eq!(gone.received, 0, "a's net1 still answers after its DEL");
+    assert_eq!(
+        cluster
+            .api
+            .all::<api::IP>()
+            .iter()
+            .filter(|i| i.metadata.name.as_deref() == Some("mn-a.default.attach2.default.ovn"))
+            .count(),
+        1,
+        "net2's IP object went with net1's DEL"
+    );
     cluster.teardown().expect("teardown");
 }
 
@@ -186,39 +227,18 @@ fn the_macvlan_plugin_gets_its_addresses_from_kovns_ipam() {
         "spec": {"config": json!({
             "cniVersion": "1.0.0", "type": "macvlan", "master": "mvl0", "mode": "bridge",
             "ipam": {"type": "kube-ovn", "provider": "macvlan.default",
-                "server_socket": cluster.socket(0).display().to_string()}
+                "server_socket": cni::wire::DEFAULT_SOCKET}
         }).to_string()}
     }))
     .unwrap();
     cluster.api.put(&nad);
-    let with_macvlan = |name: &str| -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default",
-                "annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan@net2"}},
-            "spec": {"containers": [{"name": "c"}]}
-        }))
-        .unwrap()
-    };
     let a = cluster
-        .start_pod_object(with_macvlan("mv-a"), 0)
+        .start_pod_object(pod_with("mv-a", "macvlan@net2"), 0)
         .expect("pod a");
     let b = cluster
-        .start_pod_object(with_macvlan("mv-b"), 0)
+        .start_pod_object(pod_with("mv-b", "macvlan@net2"), 0)
         .expect("pod b");
-    let address = |result: &serde_json::Value| -> std::net::Ipv4Addr {
-        result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {result}"))
-    };
-    let ra = cluster
-        .run_attachment(&a, &nad, "net2", false)
-        .expect("net2 of a");
-    let rb = cluster
-        .run_attachment(&b, &nad, "net2", false)
-        .expect("net2 of b");
-    let (a2, b2) = (address(&ra), address(&rb));
+    let (a2, b2) = (address_on(&a, "net2"), address_on(&b, "net2"));
     let cidr: ipnet::Ipv4Net = MACVLAN_CIDR.parse().unwrap();
     assert!(
         cidr.contains(&a2) && cidr.contains(&b2) && a2 != b2,

@@ -152,6 +152,70 @@ pub struct RunningPod {
     /// Its IPv6 address, in a dual-stack subnet.
     pub ipv6: Option<std::net::Ipv6Addr>,
     pub container_id: String,
+    /// The networks attached beside eth0 from its `k8s.v1.cni.cncf.io/networks`, in order.
+    pub attachments: Vec<Attachment>,
+}
+
+/// One network Multus attached to a pod: its interface, the NAD it ran and the CNI result.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub interface: String,
+    pub nad: api::NetworkAttachmentDefinition,
+    pub result: Value,
+}
+
+impl Attachment {
+    /// The first IPv4 address of the result.
+    pub fn ipv4(&self) -> Option<std::net::Ipv4Addr> {
+        first_ipv4(&self.result)
+    }
+}
+
+/// The first IPv4 address of a CNI result.
+fn first_ipv4(result: &Value) -> Option<std::net::Ipv4Addr> {
+    result["ips"]
+        .as_array()?
+        .iter()
+        .filter_map(|entry| entry["address"].as_str()?.split('/').next()?.parse().ok())
+        .next()
+}
+
+/// A NAD's config as the node's Multus delegates it: a single plugin wrapped in a conflist
+/// named after the NAD, and Kube-OVN's daemon socket (`/run/openvswitch/kube-ovn-daemon.sock`,
+/// the same path on every node of a real cluster) read as this node's agent socket, as a
+/// node's mount namespace would resolve it.
+fn delegate_conflist(nad: &api::NetworkAttachmentDefinition, socket: &Path) -> Result<Value> {
+    let mut config: Value = serde_json::from_str(&nad.spec.config).map_err(|e| {
+        SandboxError::Invalid(format!(
+            "NAD {}: config: {e}",
+            nad.metadata.name.as_deref().unwrap_or_default()
+        ))
+    })?;
+    fn on_node(value: &mut Value, socket: &Path) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    if key == "server_socket" && v.as_str() == Some(cni::wire::DEFAULT_SOCKET) {
+                        *v = json!(socket);
+                    } else {
+                        on_node(v, socket);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| on_node(v, socket)),
+            _ => {}
+        }
+    }
+    on_node(&mut config, socket);
+    Ok(if config.get("plugins").is_some() {
+        config
+    } else {
+        json!({
+            "cniVersion": config["cniVersion"].clone(),
+            "name": nad.metadata.name.clone().unwrap_or_default(),
+            "plugins": [config],
+        })
+    })
 }
 
 impl RunningPod {
@@ -503,6 +567,15 @@ impl KovnCluster {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
+        let networks = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(api::network_attachment::NETWORKS_ANNOTATION))
+            .map(|a| api::network_attachment::parse_networks(a, &namespace))
+            .transpose()
+            .map_err(SandboxError::Invalid)?
+            .unwrap_or_default();
         self.api.put(&self.scheduled(pod, i));
         // Default-namespace pods keep their short names (tests look them up by them).
         let qualified = if namespace == "default" {
@@ -524,6 +597,7 @@ impl KovnCluster {
             ipv6: None,
             // Distinct in the first 12 characters: the agent names interfaces after them.
             container_id: format!("{:016x}{:048x}", fnv(&qualified), 0),
+            attachments: Vec::new(),
         };
         let result = self.kubelets[i]
             .add(&crate::kubelet::PodSandbox {
@@ -535,27 +609,61 @@ impl KovnCluster {
                 port_mappings: vec![],
             })
             .map_err(|e| SandboxError::Invalid(format!("CNI ADD {qualified}: {e}")))?;
-        let ip = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| {
-                SandboxError::Invalid(format!("no IPv4 address for {qualified}: {result}"))
-            })?;
-        pod.ip = ip;
+        pod.ip = first_ipv4(&result).ok_or_else(|| {
+            SandboxError::Invalid(format!("no IPv4 address for {qualified}: {result}"))
+        })?;
         pod.ipv6 = result["ips"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|entry| entry["address"].as_str()?.split('/').next()?.parse().ok())
             .next();
+        // Then every network of the annotation, in its order, as Multus delegates them after
+        // the cluster network; a NAD that is not there fails the pod, as it does Multus's ADD.
+        for selection in networks {
+            let nad = self
+                .api
+                .all::<api::NetworkAttachmentDefinition>()
+                .into_iter()
+                .find(|n| {
+                    n.metadata.name.as_deref() == Some(selection.name.as_str())
+                        && n.metadata.namespace.as_deref() == Some(selection.namespace.as_str())
+                })
+                .ok_or_else(|| {
+                    SandboxError::Invalid(format!(
+                        "pod {qualified}: no NetworkAttachmentDefinition {}/{}",
+                        selection.namespace, selection.name
+                    ))
+                })?;
+            let result = self.run_attachment(&pod, &nad, &selection.interface, false)?;
+            pod.attachments.push(Attachment {
+                interface: selection.interface,
+                nad,
+                result,
+            });
+        }
         Ok(pod)
     }
 
-    /// Runs a NetworkAttachmentDefinition's CNI config for `pod` as Multus delegates it: the
-    /// NAD's config (a plugin or a conflist, named after the NAD) through the kubelet's CNI
-    /// path on the pod's node, for interface `if_name`. `del` runs DEL instead of ADD. Returns
-    /// the result (Null for DEL).
+    /// The attachment of `pod` on interface `interface`, removed as a DEL of that attachment
+    /// alone (what Multus's dynamic networks do when a network is taken off a running pod).
+    pub fn detach(&self, pod: &mut RunningPod, interface: &str) -> Result<()> {
+        let at = pod
+            .attachments
+            .iter()
+            .position(|a| a.interface == interface)
+            .ok_or_else(|| {
+                SandboxError::Invalid(format!("{} has no attachment {interface}", pod.name))
+            })?;
+        let attachment = pod.attachments[at].clone();
+        self.run_attachment(pod, &attachment.nad, interface, true)?;
+        pod.attachments.remove(at);
+        Ok(())
+    }
+
+    /// Runs a NetworkAttachmentDefinition's CNI config for `pod` as Multus delegates it (see
+    /// [`delegate_conflist`]) through the kubelet's CNI path on the pod's node, for interface
+    /// `if_name`. `del` runs DEL instead of ADD. Returns the result (Null for DEL).
     pub fn run_attachment(
         &self,
         pod: &RunningPod,
@@ -563,19 +671,8 @@ impl KovnCluster {
         if_name: &str,
         del: bool,
     ) -> Result<Value> {
-        let config: Value = serde_json::from_str(&nad.spec.config)
-            .map_err(|e| SandboxError::Invalid(format!("NAD config: {e}")))?;
-        let conflist = if config.get("plugins").is_some() {
-            config
-        } else {
-            serde_json::json!({
-                "cniVersion": config["cniVersion"].clone(),
-                "name": nad.metadata.name.clone().unwrap_or_default(),
-                "plugins": [config],
-            })
-        };
         let kubelet = Kubelet {
-            conflist,
+            conflist: delegate_conflist(nad, &self.socket(pod.node))?,
             ..self.kubelets[pod.node].clone()
         };
         let sandbox = crate::kubelet::PodSandbox {
