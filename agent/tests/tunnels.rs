@@ -1,13 +1,16 @@
 //! Tunnels as Kube-OVN chooses them: Geneve (the default) or VXLAN (`--encap-type`), the pod
 //! MTU derived from the tunnel interface's MTU less the encapsulation's overhead (Geneve 100,
-//! VXLAN 50), the tunnel interface named by `--iface` (here by regular expression). For each
-//! encapsulation, on two nodes: the pods' MTU, a full-size packet with DF across nodes (one
-//! byte more is refused at the sender), cross-node TCP, and the packets on the fabric in that
-//! encapsulation (counted by a capture on the fabric's switch).
+//! VXLAN 50), the tunnel interface named by `--iface` (names or regular expressions) or by the
+//! node's `ovn.kubernetes.io/tunnel_interface`. For each encapsulation, on two nodes: the pods'
+//! MTU, a full-size packet with DF across nodes (one byte more is refused at the sender),
+//! cross-node TCP, and the packets on the fabric in that encapsulation (counted by a capture on
+//! the fabric's switch). The Geneve cluster's nodes name their tunnel NICs differently: node 0
+//! finds its own by `--iface`'s pattern, node 1 (whose NIC the pattern does not match, which
+//! would stop its agent) names its own in its Node annotation.
 
 mod common;
 
-use sandbox::kovn::{KovnCluster, RunningPod};
+use sandbox::kovn::{KovnCluster, NodeOptions, RunningPod};
 use sandbox::{Cmd, traffic};
 
 /// The sandbox nodes' tunnel interface (it holds the fabric address) and its MTU.
@@ -37,8 +40,8 @@ fn ping_df(from: &RunningPod, to: &RunningPod, size: u32) -> bool {
         .is_ok_and(|out| out.contains(" 3 received"))
 }
 
-fn check(encap: &str, port: u16, overhead: u32, agent_args: &[&str]) {
-    let cluster = KovnCluster::start_with_agent_args(2, common::binaries(), agent_args)
+fn check(encap: &str, port: u16, overhead: u32, nodes: &[NodeOptions], agent_args: &[&str]) {
+    let cluster = KovnCluster::start_with_nodes(nodes, common::binaries(), agent_args)
         .expect("kovn on a sandbox");
     let vsctl = cluster.sb.node(0).vsctl();
     let ids = vsctl
@@ -84,11 +87,23 @@ fn vxlan_and_geneve_tunnels_carry_full_size_packets_across_nodes() {
     if !sandbox::privileged("vxlan_and_geneve_tunnels_carry_full_size_packets_across_nodes") {
         return;
     }
+    let same_names = [NodeOptions::default(), NodeOptions::default()];
     check(
         "vxlan",
         4789,
         50,
+        &same_names,
         &["--encap-type=vxlan", "--iface=eth9,br-p[a-z]+"],
     );
-    check("geneve", 6081, 100, &[]);
+    let own_names = [
+        NodeOptions::default(),
+        NodeOptions {
+            uplink: Some("uplink0".into()),
+            annotations: vec![(
+                "ovn.kubernetes.io/tunnel_interface".into(),
+                "uplink0".into(),
+            )],
+        },
+    ];
+    check("geneve", 6081, 100, &own_names, &["--iface=br-p[a-z]+"]);
 }

@@ -100,6 +100,9 @@ pub struct SandboxConfig {
     pub handoff: Handoff,
     /// Who runs each node's OVS and ovn-controller.
     pub node_daemons: NodeDaemons,
+    /// The name of node i's uplink bridge (its tunnel interface), where given; the others
+    /// are `br-phy`. Nodes of one cluster may name it differently, as real NICs are.
+    pub uplinks: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -108,6 +111,7 @@ impl Default for SandboxConfig {
             nodes: 2,
             handoff: Handoff::KernelRedirect,
             node_daemons: NodeDaemons::Host,
+            uplinks: Vec::new(),
         }
     }
 }
@@ -246,6 +250,10 @@ impl Sandbox {
                 &address,
                 FABRIC_PREFIX_LEN,
                 &central.sb_remote(),
+                config
+                    .uplinks
+                    .get(i)
+                    .map_or(crate::node::PHYSICAL_BRIDGE, String::as_str),
             )?;
             self.nodes.push(node);
         }

@@ -265,6 +265,15 @@ fn fnv(name: &str) -> u64 {
     })
 }
 
+/// What a test sets on one node of a [`KovnCluster`] before its agent starts.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// The name of its uplink bridge (its tunnel interface); `br-phy` when not given.
+    pub uplink: Option<String>,
+    /// Annotations of its Node object.
+    pub annotations: Vec<(String, String)>,
+}
+
 pub struct KovnCluster {
     pub sb: Sandbox,
     pub api: FakeApi,
@@ -316,10 +325,51 @@ impl KovnCluster {
         launcher: AgentLauncher,
         node_daemons: crate::NodeDaemons,
     ) -> Result<KovnCluster> {
+        KovnCluster::start_on(
+            &vec![NodeOptions::default(); nodes],
+            binaries,
+            agent_args,
+            launcher,
+            node_daemons,
+        )
+    }
+
+    /// As [`KovnCluster::start_with_agent_args`], with one node per entry of `nodes`, each as
+    /// it says (its uplink's name, its Node's annotations before its agent starts).
+    pub fn start_with_nodes(
+        nodes: &[NodeOptions],
+        binaries: KovnBinaries,
+        agent_args: &[&str],
+    ) -> Result<KovnCluster> {
+        KovnCluster::start_on(
+            nodes,
+            binaries,
+            agent_args,
+            std::sync::Arc::new(run_agent_binary),
+            crate::NodeDaemons::Host,
+        )
+    }
+
+    fn start_on(
+        options: &[NodeOptions],
+        binaries: KovnBinaries,
+        agent_args: &[&str],
+        launcher: AgentLauncher,
+        node_daemons: crate::NodeDaemons,
+    ) -> Result<KovnCluster> {
+        let nodes = options.len();
         let sb = Sandbox::start_empty(SandboxConfig {
             nodes,
             handoff: Handoff::Datapath,
             node_daemons,
+            uplinks: options
+                .iter()
+                .map(|o| {
+                    o.uplink
+                        .clone()
+                        .unwrap_or_else(|| crate::PHYSICAL_BRIDGE.to_owned())
+                })
+                .collect(),
         })?;
         let runtime = tokio::runtime::Runtime::new()
             .map_err(|e| SandboxError::Invalid(format!("a runtime for the API stand-in: {e}")))?;
@@ -333,10 +383,12 @@ impl KovnCluster {
             },
             ..Namespace::default()
         });
-        for node in sb.nodes() {
+        for (node, option) in sb.nodes().iter().zip(options) {
             api.put(&KubeNode {
                 metadata: ObjectMeta {
                     name: Some(node.name.clone()),
+                    annotations: (!option.annotations.is_empty())
+                        .then(|| option.annotations.iter().cloned().collect()),
                     ..ObjectMeta::default()
                 },
                 ..KubeNode::default()

@@ -37,6 +37,9 @@ pub struct Node {
     pub dir: PathBuf,
     /// Its underlay (Geneve endpoint) address.
     pub address: String,
+    /// The netdev bridge holding `eth0` and the underlay address: the node's tunnel
+    /// interface ([`PHYSICAL_BRIDGE`] unless the sandbox was told another name for it).
+    pub uplink: String,
     pub db: DbServer,
 }
 
@@ -132,9 +135,10 @@ impl Node {
         address: &str,
         prefix_len: u8,
         sb_remote: &str,
+        uplink: &str,
     ) -> Result<Node> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-        let node = match daemons {
+        let mut node = match daemons {
             NodeDaemons::Host => {
                 Node::start_host_daemons(supervisor, name, netns, dir, address, sb_remote)?
             }
@@ -156,19 +160,20 @@ impl Node {
                 node
             }
         };
+        node.uplink = uplink.to_owned();
         node.vsctl().run([
             "--may-exist",
             "add-br",
-            PHYSICAL_BRIDGE,
+            uplink,
             "--",
             "set",
             "Bridge",
-            PHYSICAL_BRIDGE,
+            uplink,
             "datapath_type=netdev",
             "--",
             "--may-exist",
             "add-port",
-            PHYSICAL_BRIDGE,
+            uplink,
             UNDERLAY_IF,
         ])?;
         node.ip(&[
@@ -176,9 +181,9 @@ impl Node {
             "add",
             &format!("{address}/{prefix_len}"),
             "dev",
-            PHYSICAL_BRIDGE,
+            uplink,
         ])?;
-        node.ip(&["link", "set", PHYSICAL_BRIDGE, "up"])?;
+        node.ip(&["link", "set", uplink, "up"])?;
         if matches!(daemons, NodeDaemons::Host) {
             node.start_host_ovn_controller(supervisor)?;
         }
@@ -209,6 +214,7 @@ impl Node {
             netns: netns.to_owned(),
             dir: dir.to_owned(),
             address: address.to_owned(),
+            uplink: PHYSICAL_BRIDGE.to_owned(),
             db,
         };
         let vsctl = node.vsctl();
@@ -321,6 +327,7 @@ impl Node {
             netns: netns.to_owned(),
             dir: dir.to_owned(),
             address: address.to_owned(),
+            uplink: PHYSICAL_BRIDGE.to_owned(),
             db,
         })
     }
