@@ -4,7 +4,7 @@
 //! Pods of the subnet on two nodes reach the gateway with their own addresses and MACs, and
 //! each other through the physical network (its switch carries their packets, no tunnel);
 //! two of them on one node are fast-pathed with no duplicate; a pod of a tagged Vlan's subnet
-//! sends tagged frames; the nodes do not route the subnet through ovn0. With
+//! sends tagged frames, and its broadcasts reach its own VLAN only; the nodes do not route the subnet through ovn0. With
 //! `logicalGateway`, an underlay subnet's gateway is OVN's router port: overlay pods and
 //! nodes reach its pods.
 
@@ -262,6 +262,63 @@ fn underlay_pods_reach_the_physical_gateway_and_each_other_over_the_physical_net
         "v's ARP requests on the physical network: {tagged} tagged 10, {untagged} not:\n{}",
         seen.join("\n")
     );
+
+    // VLAN isolation: a third Vlan, tag 20, on the same provider network and the same
+    // physical switch. v's broadcasts (ARP for w's address, on-link) reach a pod of its own
+    // VLAN on the other node and never w, the VLAN 20 pod beside it.
+    put::<api::Vlan>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Vlan",
+            "metadata": {"name": "vlan20"}, "spec": {"id": 20, "provider": "net1"}}),
+    );
+    put::<api::Subnet>(
+        &cluster,
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "underlay20"},
+            "spec": {"cidrBlock": "192.168.211.0/24", "gateway": "192.168.211.254",
+                "vlan": "vlan20", "namespaces": ["ul20"]}}),
+    );
+    put::<Namespace>(
+        &cluster,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "ul20", "annotations": {"ovn.kubernetes.io/logical_switch": "underlay20"}}}),
+    );
+    cluster
+        .wait_for_switch("underlay20", Duration::from_secs(30))
+        .unwrap();
+    let in_namespace = |namespace: &str, name: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"containers": [{"name": "c"}]}
+        }))
+        .unwrap()
+    };
+    let v2 = cluster
+        .start_pod_object(in_namespace("ul10", "v2"), 0)
+        .expect("pod ul10/v2");
+    let w = cluster
+        .start_pod_object(in_namespace("ul20", "w"), 0)
+        .expect("pod ul20/w");
+    Cmd::new("ip")
+        .args(["route", "add", "192.168.211.0/24", "dev", "eth0"])
+        .netns(&v.netns)
+        .run()
+        .expect("an on-link route to VLAN 20's subnet in v");
+    let asks_for_w = format!("who-has {} tell {}", w.ip, v.ip);
+    let own_vlan =
+        Capture::start(&v2.netns, "eth0", "arp", cluster.dir.join("vlan10-v2.pcap")).unwrap();
+    let other_vlan =
+        Capture::start(&w.netns, "eth0", "arp", cluster.dir.join("vlan20-w.pcap")).unwrap();
+    assert!(!pings(&v, w.ip, 3), "v (VLAN 10) reached w (VLAN 20)");
+    let heard = |lines: Vec<String>| lines.iter().filter(|l| l.contains(&asks_for_w)).count();
+    let (same, other) = (
+        heard(own_vlan.stop_and_decode(&[]).unwrap()),
+        heard(other_vlan.stop_and_decode(&[]).unwrap()),
+    );
+    assert!(
+        same > 0,
+        "v's ARP broadcast did not reach v2 of its own VLAN on the other node"
+    );
+    assert_eq!(other, 0, "VLAN 20's pod heard VLAN 10's broadcast");
 
     // logicalGateway: an underlay subnet of a layer-2-only network, its gateway OVN's router
     // port; an overlay pod and a node reach its pod through OVN's router.
