@@ -5,6 +5,14 @@
 //!   userspace datapath, handed over by the same eBPF programs);
 //! - `fastpath`: the same pods with the fast path on.
 //!
+//! Then across nodes (`cross_node`), the same way:
+//! - `kernel_tunnel`: two "pods" in two "node" namespaces, routed over a plain kernel VXLAN
+//!   tunnel on a veth underlay, no OVS (the limit of this machine for a tunnelled path; the
+//!   pods' MTU is the sandbox pods' 1400, so only the path differs);
+//! - `ovs`: two sandbox pods on two nodes with the fast path off (OVS's userspace Geneve on
+//!   both nodes);
+//! - `fastpath`: the same pods with the fast path on (what kovn does across nodes today).
+//!
 //! Each path: iperf3 TCP throughput (one stream), sockperf TCP ping-pong p50/p99, and TCP
 //! connections per second (connect, 1-byte request, 1-byte response, close). Then what the
 //! fast path's program costs per packet in the kernel (`same_node.from_pod_fast_hit_ns`,
@@ -96,6 +104,101 @@ fn direct_pair() -> Result<(ScratchNamespaces, Pod, Pod)> {
     Ok((hosts, pa, pb))
 }
 
+/// Two pods on two nodes routed over a kernel VXLAN tunnel (no OVS): pod a (10.98.1.2) in
+/// node n0, pod b (10.98.2.2) in node n1, the nodes joined by a veth underlay
+/// (172.31.250.0/24) carrying VXLAN 42 between them.
+fn kernel_tunnel_pair() -> Result<(ScratchNamespaces, Pod, Pod)> {
+    let hosts = ScratchNamespaces::new(&["kt-n0", "kt-n1", "kt-a", "kt-b"])?;
+    let [n0, n1, a, b] = [0, 1, 2, 3].map(|i| hosts.name(i).to_owned());
+    let ip = |ns: &str, args: &str| -> Result<()> {
+        Cmd::new("ip")
+            .arg("-n")
+            .arg(ns)
+            .args(args.split_whitespace())
+            .run()
+            .with_context(|| format!("ip -n {ns} {args}"))?;
+        Ok(())
+    };
+    ip(
+        &n0,
+        &format!("link add ul type veth peer name ul netns {n1}"),
+    )?;
+    for (node, pod, own, peer, pod_net, peer_net) in [
+        (
+            &n0,
+            &a,
+            "172.31.250.1",
+            "172.31.250.2",
+            "10.98.1",
+            "10.98.2",
+        ),
+        (
+            &n1,
+            &b,
+            "172.31.250.2",
+            "172.31.250.1",
+            "10.98.2",
+            "10.98.1",
+        ),
+    ] {
+        ip(node, &format!("addr add {own}/24 dev ul"))?;
+        ip(node, "link set ul up")?;
+        ip(
+            node,
+            &format!("link add vx0 type vxlan id 42 local {own} remote {peer} dstport 4789 dev ul"),
+        )?;
+        let tunnel_own = if own.ends_with(".1") {
+            "10.98.0.1"
+        } else {
+            "10.98.0.2"
+        };
+        let tunnel_peer = if own.ends_with(".1") {
+            "10.98.0.2"
+        } else {
+            "10.98.0.1"
+        };
+        ip(node, &format!("addr add {tunnel_own}/30 dev vx0"))?;
+        ip(node, "link set vx0 up")?;
+        ip(
+            node,
+            &format!("route add {peer_net}.0/24 via {tunnel_peer} dev vx0"),
+        )?;
+        ip(
+            node,
+            &format!("link add pod type veth peer name eth0 netns {pod}"),
+        )?;
+        ip(node, &format!("addr add {pod_net}.1/24 dev pod"))?;
+        ip(node, "link set pod up")?;
+        Cmd::new("sysctl")
+            .args(["-qw", "net.ipv4.ip_forward=1"])
+            .netns(node)
+            .run()?;
+        ip(pod, &format!("addr add {pod_net}.2/24 dev eth0"))?;
+        ip(pod, "link set eth0 mtu 1400 up")?;
+        ip(pod, "link set lo up")?;
+        ip(pod, &format!("route add default via {pod_net}.1"))?;
+    }
+    let pod = |ns: &str, net: &str, node: &str| -> Pod {
+        let address: Ipv4Addr = format!("{net}.2").parse().expect("an address");
+        Pod {
+            name: format!("kernel-tunnel-{net}"),
+            node: node.to_owned(),
+            node_netns: node.to_owned(),
+            netns: ns.to_owned(),
+            ip: address,
+            prefix_len: 24,
+            gateway: format!("{net}.1").parse().expect("an address"),
+            mac: sandbox::mac_for(address),
+            lsp: String::new(),
+            host_veth: String::new(),
+            ovs_port: String::new(),
+            ovs_peer: String::new(),
+        }
+    };
+    let (pa, pb) = (pod(&a, "10.98.1", &n0), pod(&b, "10.98.2", &n1));
+    Ok((hosts, pa, pb))
+}
+
 /// TCP connections per second from `client` to `server` for `seconds`.
 fn connections_per_second(client: &Pod, server: &Pod, seconds: u64) -> Result<f64> {
     const PORT: u16 = 12865;
@@ -151,14 +254,16 @@ fn measure(client: &Pod, server: &Pod, seconds: u32) -> Result<Measurement> {
     })
 }
 
-fn set_fast_path(datapath: &Mutex<Datapath>, on: bool) -> Result<()> {
-    datapath
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_config(&DatapathConfig {
-            fast_path_enabled: u32::from(on),
-            ..DatapathConfig::default()
-        })?;
+fn set_fast_path(datapaths: &[Arc<Mutex<Datapath>>], on: bool) -> Result<()> {
+    for datapath in datapaths {
+        datapath
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_config(&DatapathConfig {
+                fast_path_enabled: u32::from(on),
+                ..DatapathConfig::default()
+            })?;
+    }
     Ok(())
 }
 
@@ -185,61 +290,12 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     })?;
     let a = sb.add_pod(0, "a")?;
     let b = sb.add_pod(0, "b")?;
-    let object = locate_object()?;
-    let datapath = Arc::new(Mutex::new(Datapath::load(
-        &object,
-        &LoadOptions::default(),
-    )?));
-    for pod in [&a, &b] {
-        let interfaces = PodInterfaces {
-            name: pod.lsp.clone(),
-            owner: pod.lsp.clone(),
-            host_veth: pod.host_veth.clone(),
-            ovs_peer: pod.ovs_peer.clone(),
-            ip: pod.ip.into(),
-            mac: agent::datapath::parse_mac(&pod.mac).map_err(anyhow::Error::msg)?,
-            other_ips: Vec::new(),
-            vpc: Some(api::names::DEFAULT_CLUSTER_ROUTER.into()),
-        };
-        let dp = datapath.clone();
-        netns::run_in(&pod.node_netns, move || {
-            dp.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .attach_pod(&interfaces)
-        })??;
-    }
-    let mut results: Vec<Vec<Measurement>> = vec![Vec::new(); PATHS.len()];
-    for round in 1..=rounds {
-        for (i, path) in PATHS.iter().enumerate() {
-            println!("    round {round}/{rounds}: {path} …");
-            let m = match *path {
-                "direct" => measure(&da, &db, seconds)?,
-                "ovs" => {
-                    set_fast_path(&datapath, false)?;
-                    measure(&a, &b, seconds)?
-                }
-                _ => {
-                    set_fast_path(&datapath, true)?;
-                    measure(&a, &b, seconds)?
-                }
-            };
-            results[i].push(m);
-        }
-    }
+    let datapath = datapath_for(&[&a, &b])?;
+    let [direct, ovs, fast] =
+        interleaved(&PATHS, rounds, seconds, &datapath, (&da, &db), (&a, &b))?;
     sb.check_daemons()?;
     drop(datapath);
     sb.teardown()?;
-
-    let summary: Vec<Measurement> = results
-        .iter()
-        .map(|runs| Measurement {
-            tcp_gbps: median(runs.iter().map(|m| m.tcp_gbps).collect()),
-            rr_p50_us: median(runs.iter().map(|m| m.rr_p50_us).collect()),
-            rr_p99_us: median(runs.iter().map(|m| m.rr_p99_us).collect()),
-            crr_per_s: median(runs.iter().map(|m| m.crr_per_s).collect()),
-        })
-        .collect();
-    let (direct, ovs, fast) = (summary[0], summary[1], summary[2]);
     let mut table = String::new();
     table.push_str("| same node (medians) | iperf3 TCP Gbit/s | sockperf p50 µs | sockperf p99 µs | TCP conn/s |\n");
     table.push_str("|---|---:|---:|---:|---:|\n");
@@ -271,6 +327,10 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     println!(
         "targets: fast path ≥ 0.95× direct throughput, p50 ≤ 1.1× direct; ≥ 2× OVS throughput, p99 ≤ 0.5× OVS"
     );
+    let cross = cross_node(rounds, seconds)?;
+    println!("\n{}", cross.table);
+    table.push('\n');
+    table.push_str(&cross.table);
     let cost = program_cost()?;
     println!(
         "kovn_from_pod on a fast-path hit (a learned TCP data packet, BPF_PROG_TEST_RUN × {}): {:.0} ns per packet; kovn_count_ingress (one per-CPU counter): {:.0} ns",
@@ -279,6 +339,8 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     let report = json!({"same_node": {"direct": direct.json(), "ovs": ovs.json(), "fastpath": fast.json(),
                                       "from_pod_fast_hit_ns": cost.fast_hit_ns,
                                       "count_ingress_ns": cost.counter_ns},
+                        "cross_node": {"kernel_tunnel": cross.kernel_tunnel.json(),
+                                       "ovs": cross.ovs.json(), "fastpath": cross.fast.json()},
                         "rounds": rounds, "seconds": seconds});
     std::fs::write(
         out_dir.join("fastpath.json"),
@@ -297,6 +359,152 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
         out_dir.display()
     );
     Ok(())
+}
+
+/// kovn's datapath attached to `pods`: one datapath (programs and maps) per node, as each
+/// node's agent has its own (one set of maps for two nodes would mix their ifindexes).
+fn datapath_for(pods: &[&Pod]) -> Result<Vec<Arc<Mutex<Datapath>>>> {
+    let object = locate_object()?;
+    let mut nodes: Vec<(String, Arc<Mutex<Datapath>>)> = Vec::new();
+    for pod in pods {
+        let datapath = match nodes.iter().find(|(node, _)| *node == pod.node_netns) {
+            Some((_, datapath)) => datapath.clone(),
+            None => {
+                let datapath = Arc::new(Mutex::new(Datapath::load(
+                    &object,
+                    &LoadOptions::default(),
+                )?));
+                nodes.push((pod.node_netns.clone(), datapath.clone()));
+                datapath
+            }
+        };
+        let interfaces = PodInterfaces {
+            name: pod.lsp.clone(),
+            owner: pod.lsp.clone(),
+            host_veth: pod.host_veth.clone(),
+            ovs_peer: pod.ovs_peer.clone(),
+            ip: pod.ip.into(),
+            mac: agent::datapath::parse_mac(&pod.mac).map_err(anyhow::Error::msg)?,
+            other_ips: Vec::new(),
+            vpc: Some(api::names::DEFAULT_CLUSTER_ROUTER.into()),
+        };
+        netns::run_in(&pod.node_netns, move || {
+            datapath
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .attach_pod(&interfaces)
+        })??;
+    }
+    Ok(nodes.into_iter().map(|(_, datapath)| datapath).collect())
+}
+
+/// Three paths measured round by round, interleaved: the first between the `reference`
+/// pair (no kovn), then the `kovn` pair with the fast path off (OVS only), then on. Medians.
+fn interleaved(
+    paths: &[&str; 3],
+    rounds: u32,
+    seconds: u32,
+    datapath: &[Arc<Mutex<Datapath>>],
+    reference: (&Pod, &Pod),
+    kovn: (&Pod, &Pod),
+) -> Result<[Measurement; 3]> {
+    let mut results: [Vec<Measurement>; 3] = Default::default();
+    for round in 1..=rounds {
+        for (i, path) in paths.iter().enumerate() {
+            println!("    round {round}/{rounds}: {path} …");
+            let m = match i {
+                0 => measure(reference.0, reference.1, seconds)?,
+                1 => {
+                    set_fast_path(datapath, false)?;
+                    measure(kovn.0, kovn.1, seconds)?
+                }
+                _ => {
+                    set_fast_path(datapath, true)?;
+                    measure(kovn.0, kovn.1, seconds)?
+                }
+            };
+            results[i].push(m);
+        }
+    }
+    Ok(results.map(|runs| Measurement {
+        tcp_gbps: median(runs.iter().map(|m| m.tcp_gbps).collect()),
+        rr_p50_us: median(runs.iter().map(|m| m.rr_p50_us).collect()),
+        rr_p99_us: median(runs.iter().map(|m| m.rr_p99_us).collect()),
+        crr_per_s: median(runs.iter().map(|m| m.crr_per_s).collect()),
+    }))
+}
+
+/// The cross-node section's medians and its table.
+struct CrossNode {
+    kernel_tunnel: Measurement,
+    ovs: Measurement,
+    fast: Measurement,
+    table: String,
+}
+
+/// Across two nodes: the kernel VXLAN tunnel (the limit), OVS only, kovn's fast path.
+fn cross_node(rounds: u32, seconds: u32) -> Result<CrossNode> {
+    println!(
+        "==> fast path: across nodes, {rounds} round(s) of {seconds} s per measurement, paths interleaved"
+    );
+    println!("    kernel VXLAN tunnel between two node namespaces (no OVS) …");
+    let (_tunnel_hosts, ka, kb) = kernel_tunnel_pair()?;
+    println!("    sandbox (2 nodes, Geneve, pods wired by kovn's datapath) …");
+    let mut sb = Sandbox::start(SandboxConfig {
+        nodes: 2,
+        handoff: Handoff::Datapath,
+        ..Default::default()
+    })?;
+    let a = sb.add_pod(0, "a")?;
+    let b = sb.add_pod(1, "b")?;
+    let datapath = datapath_for(&[&a, &b])?;
+    let [kernel_tunnel, ovs, fast] = interleaved(
+        &["kernel_tunnel", "ovs", "fastpath"],
+        rounds,
+        seconds,
+        &datapath,
+        (&ka, &kb),
+        (&a, &b),
+    )?;
+    sb.check_daemons()?;
+    drop(datapath);
+    sb.teardown()?;
+    let mut table = String::new();
+    table.push_str("| across nodes (medians) | iperf3 TCP Gbit/s | sockperf p50 µs | sockperf p99 µs | TCP conn/s |\n");
+    table.push_str("|---|---:|---:|---:|---:|\n");
+    for (name, m) in [
+        ("kernel VXLAN tunnel, no OVS (limit)", kernel_tunnel),
+        ("OVS only (fast path off)", ovs),
+        ("kovn fast path", fast),
+    ] {
+        table.push_str(&format!(
+            "| {name} | {:.2} | {:.1} | {:.1} | {:.0} |\n",
+            m.tcp_gbps, m.rr_p50_us, m.rr_p99_us, m.crr_per_s
+        ));
+    }
+    table.push_str(&format!(
+        "| fast path ÷ kernel tunnel | {:.2}× | {:.2}× | {:.2}× | {:.2}× |\n",
+        fast.tcp_gbps / kernel_tunnel.tcp_gbps,
+        fast.rr_p50_us / kernel_tunnel.rr_p50_us,
+        fast.rr_p99_us / kernel_tunnel.rr_p99_us,
+        fast.crr_per_s / kernel_tunnel.crr_per_s
+    ));
+    table.push_str(&format!(
+        "| fast path ÷ OVS | {:.2}× | {:.2}× | {:.2}× | {:.2}× |\n",
+        fast.tcp_gbps / ovs.tcp_gbps,
+        fast.rr_p50_us / ovs.rr_p50_us,
+        fast.rr_p99_us / ovs.rr_p99_us,
+        fast.crr_per_s / ovs.crr_per_s
+    ));
+    table.push_str(
+        "\ntargets across nodes: fast path ≥ 0.8× the kernel tunnel and ≥ 4× OVS throughput, p99 ≤ 0.5× OVS\n",
+    );
+    Ok(CrossNode {
+        kernel_tunnel,
+        ovs,
+        fast,
+        table,
+    })
 }
 
 /// What the fast path's program costs per packet, measured in the kernel.

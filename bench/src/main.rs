@@ -33,8 +33,9 @@ enum Command {
     /// The OVSDB client against ovn-nbctl: insert, update and delete Logical_Switch_Ports;
     /// cache memory for many rows.
     Ovsdb(ovsdb_bench::Options),
-    /// Same-node pod-to-pod: a direct veth pair, OVS only, and kovn's fast path, side by
-    /// side: TCP throughput, request/response latency, connections per second.
+    /// Pod-to-pod on one node (a direct veth pair, OVS only, kovn's fast path) and across two
+    /// (a kernel VXLAN tunnel without OVS, OVS only, kovn's fast path), side by side: TCP
+    /// throughput, request/response latency, connections per second.
     Fastpath(fastpath_bench::Options),
     /// The controller on a simulated cluster (1,000 nodes, 50,000 pods, 200 subnets by
     /// default) against a real OVN_Northbound: cold start, restart, NB transactions, peak RSS.
