@@ -94,7 +94,13 @@ impl LocalPod {
     /// the datapath's trust and invalidation key a pod by its own address in its VPC, so a
     /// secondary attachment's traffic is all OVS's (through the kernel's hand-off).
     pub fn fast_path(&self) -> bool {
-        self.provider == DEFAULT_PROVIDER
+        LocalPod::is_pod_network(&self.provider)
+    }
+
+    /// Whether `provider` is the pod's own network (eth0's: the default route, the fast path),
+    /// not a secondary attachment.
+    pub fn is_pod_network(provider: &str) -> bool {
+        provider == DEFAULT_PROVIDER
     }
 
     /// The node-side interface names of the attachment.

@@ -274,7 +274,8 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
     let mac = parse_mac(&network.mac).map_err(CniError::BadAnnotation)?;
     // The default route is the pod's own network's; a secondary one routes its subnet only
     // (the prefix on its address), unless the netconf lists routes.
-    let routes: Vec<PodRoute> = if request.routes.is_empty() && !local_is_secondary(&provider) {
+    let routes: Vec<PodRoute> = if request.routes.is_empty() && LocalPod::is_pod_network(&provider)
+    {
         network
             .ips
             .iter()
@@ -291,7 +292,7 @@ async fn add_pod(server: &CniServer, body: &[u8]) -> Result<CniResponse, CniErro
             .map(parse_route)
             .collect::<Result<_, _>>()?
     };
-    let secondary = local_is_secondary(&provider);
+    let secondary = !LocalPod::is_pod_network(&provider);
     let addresses = network
         .ips
         .iter()
@@ -386,10 +387,6 @@ fn provider_of(request: &CniRequest) -> String {
 fn serves_addresses_only(request: &CniRequest, provider: &str) -> bool {
     request.cni_type != api::network_attachment::CNI_TYPE
         || !api::AttachmentNetwork::is_ovn_provider(provider)
-}
-
-fn local_is_secondary(provider: &str) -> bool {
-    provider != DEFAULT_PROVIDER
 }
 
 /// The addresses of a network, as the plugin's result lists them.
