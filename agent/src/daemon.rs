@@ -159,8 +159,29 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
         tracing::error!(error = %e, "writing the datapath's settings; pods stay on OVS");
         return None;
     }
-    datapath.set_default_vpc(&options.names.cluster_router);
+    if let Err(e) = datapath.set_default_vpc(&options.names.cluster_router) {
+        tracing::error!(error = %e, "writing the default VPC's scope; pods stay on OVS");
+        return None;
+    }
     Some(datapath)
+}
+
+/// The tunnel observer on every NIC the node's tunnels leave through: the datapath learns how
+/// OVS encapsulated its pods' flows to other nodes. Passive; without it (no tunnel interface,
+/// an attach error) cross-node traffic is OVS's alone, as it is anyway today.
+fn observe_tunnels(ovs: &ovsdb::Client, datapath: &mut Datapath, interface: Option<&str>) {
+    let Some(interface) = interface else {
+        tracing::info!("no tunnel interface: cross-node flows are not observed");
+        return;
+    };
+    for nic in ovs::egress_nics(ovs, interface) {
+        match datapath.attach_tunnel_observer(&nic) {
+            Ok(()) => tracing::info!(%nic, tunnel = interface, "tunnel observer attached"),
+            Err(e) => {
+                tracing::warn!(%nic, error = %e, "tunnel observer not attached: cross-node flows of this NIC are not learned")
+            }
+        }
+    }
 }
 
 /// After a restart: the pods this node's OVS still has are attached again, which adopts their
@@ -296,6 +317,7 @@ pub async fn run(mut options: DaemonOptions) -> anyhow::Result<()> {
     }
     if let Some(datapath) = datapath.as_mut() {
         readopt_pods(&ovs, datapath);
+        observe_tunnels(&ovs, datapath, tunnel.interface.as_deref());
         // Each concern gets its own handle on the maps (datapath/handles.rs): the CNI server
         // keeps the datapath itself, and nothing else takes it.
         let started = start_datapath_tasks(&ovs, datapath, options.names.cluster_router.clone());

@@ -384,7 +384,35 @@ fn random_bytes_are_handed_on_never_dropped() {
         );
         let verdict = h.dp.test_run(programs::TO_POD, &packet).unwrap();
         assert_eq!(verdict, TC_ACT_REDIRECT, "packet {i} not delivered");
+        // The tunnel observer changes nothing, whatever it reads: the packet as it is, and
+        // the packet as the inner frame of a Geneve packet with OVN's option.
+        let verdict = h.dp.test_run(programs::TUNNEL_EGRESS, &packet).unwrap();
+        assert_eq!(
+            verdict, TC_ACT_UNSPEC,
+            "packet {i} not passed on by the observer"
+        );
+        let verdict =
+            h.dp.test_run(programs::TUNNEL_EGRESS, &geneve(&packet))
+                .unwrap();
+        assert_eq!(verdict, TC_ACT_UNSPEC, "Geneve packet {i} not passed on");
     }
+}
+
+/// `inner` as OVS encapsulates it for another node: outer Ethernet, IPv4, UDP to 6081, Geneve
+/// with one 8-byte option of OVN's class.
+fn geneve(inner: &[u8]) -> Vec<u8> {
+    let mut p = ethernet(0x0800, false);
+    let total = (20 + 8 + 16 + inner.len()) as u16;
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 172, 18, 0, 10, 172, 18, 0, 11]);
+    p.extend(ports(49152, 6081));
+    p.extend_from_slice(&((8 + 16 + inner.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(&[0x02, 0, 0x65, 0x58, 0, 0, 0x05, 0]);
+    p.extend_from_slice(&[0x01, 0x02, 0x80, 0x01, 0, 0x01, 0, 0x02]);
+    p.extend_from_slice(inner);
+    p
 }
 
 #[test]
@@ -581,4 +609,83 @@ fn a_full_decision_counter_map_is_a_fault_and_the_packet_is_still_handled() {
     );
     assert!(fault(dp) >= 1, "the uncounted decision is not a fault");
     assert_eq!(dp.reason_count(LO, Reason::Miss).unwrap(), 0);
+}
+
+#[test]
+fn the_tunnel_observer_learns_local_pods_flows_only_and_retires_them_on_fin() {
+    if !sandbox::privileged(
+        "the_tunnel_observer_learns_local_pods_flows_only_and_retires_them_on_fin",
+    ) {
+        return;
+    }
+    let mut h = Harness::new();
+    // A local pod of the default VPC (the scope the observer learns in), on a made-up port.
+    const LOCAL: [u8; 4] = [10, 16, 0, 9];
+    let scope = h.dp.default_scope();
+    h.dp.register_port(
+        PodPort {
+            host_ifindex: 1000,
+            ovs_peer_ifindex: 1001,
+            scope,
+            mac: PEER_MAC,
+            _pad: [0; 2],
+            ip: ipv4_mapped(LOCAL),
+        },
+        ipv4_mapped(LOCAL),
+    )
+    .unwrap();
+    let from = |source: [u8; 4], flags: u8| {
+        let mut inner = tcp_v4(flags);
+        inner[26..30].copy_from_slice(&source);
+        geneve(&inner)
+    };
+    let key = FlowKey {
+        scope,
+        src: ipv4_mapped(LOCAL),
+        dst: ipv4_mapped(PEER_IP),
+        sport: 40000,
+        dport: 80,
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let learned = |h: &Harness| h.dp.tunnel_flows().unwrap();
+    // Not a local pod's flow (scope 0's pod is not the default VPC's, and nobody holds
+    // 10.16.0.99): nothing learned.
+    for source in [POD_IP, [10, 16, 0, 99]] {
+        let verdict =
+            h.dp.test_run(programs::TUNNEL_EGRESS, &from(source, 0x10))
+                .unwrap();
+        assert_eq!(verdict, TC_ACT_UNSPEC);
+    }
+    assert!(learned(&h).is_empty(), "{:?}", learned(&h));
+    assert!(h.count(Reason::TunnelNotLearned) >= 2);
+    // A data packet of the local pod: learned, with the packet's first bytes.
+    let packet = from(LOCAL, 0x10);
+    assert_eq!(
+        h.dp.test_run(programs::TUNNEL_EGRESS, &packet).unwrap(),
+        TC_ACT_UNSPEC
+    );
+    let flows = learned(&h);
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    let (learned_key, entry) = &flows[0];
+    assert_eq!(*learned_key, key);
+    assert_eq!(entry.inner_offset, 58);
+    assert_eq!(entry.egress_ifindex, LO);
+    assert_eq!(entry.header[..], packet[..80]);
+    assert_eq!(h.count(Reason::TunnelLearned), 1);
+    // FIN: the entry goes (the connection ends through OVS).
+    h.dp.test_run(programs::TUNNEL_EGRESS, &from(LOCAL, 0x11))
+        .unwrap();
+    assert!(learned(&h).is_empty(), "FIN left {:?}", learned(&h));
+    // A UDP packet to port 6081 that is not Geneve (version 1) is not read at all.
+    let mut not_geneve = from(LOCAL, 0x10);
+    not_geneve[42] |= 0x40;
+    let before = h.count(Reason::TunnelNotLearned);
+    h.dp.test_run(programs::TUNNEL_EGRESS, &not_geneve).unwrap();
+    assert!(learned(&h).is_empty());
+    assert_eq!(
+        h.count(Reason::TunnelNotLearned),
+        before,
+        "counted a non-tunnel packet"
+    );
 }

@@ -377,10 +377,17 @@ pub enum Reason {
     /// A packet from a pod with a source address or MAC not its own: handed to OVS (whose
     /// port security drops it) without touching the flow or Service maps.
     ForeignSource = 14,
+    /// A packet OVS encapsulated for another node, of a local pod's flow: how OVS
+    /// encapsulated it was recorded ([`TUNNEL_FLOWS_MAP`]); the packet went on untouched.
+    TunnelLearned = 15,
+    /// A packet OVS encapsulated for another node that taught nothing (a control packet, an
+    /// inner frame not parsed, a source that is no local pod of the default VPC): it went
+    /// on untouched.
+    TunnelNotLearned = 16,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 17] = [
         Reason::FastHit,
         Reason::Miss,
         Reason::HandoffToOvs,
@@ -396,6 +403,8 @@ impl Reason {
         Reason::UnknownPort,
         Reason::RefreshUnconfirmed,
         Reason::ForeignSource,
+        Reason::TunnelLearned,
+        Reason::TunnelNotLearned,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -415,6 +424,8 @@ impl Reason {
             Reason::UnknownPort => "unknown_port",
             Reason::RefreshUnconfirmed => "refresh_unconfirmed",
             Reason::ForeignSource => "foreign_source",
+            Reason::TunnelLearned => "tunnel_learned",
+            Reason::TunnelNotLearned => "tunnel_not_learned",
         }
     }
 
@@ -433,6 +444,41 @@ impl Reason {
 pub struct ReasonKey {
     pub ifindex: u32,
     pub reason: u32,
+}
+
+// ---- Tunnels (a local pod's flows to other nodes, as OVS encapsulated them) --------------------
+
+/// UDP port of Geneve (OVN's default encapsulation).
+pub const GENEVE_PORT: u16 = 6081;
+/// UDP port of VXLAN.
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes of an encapsulated packet kept per flow: the outer Ethernet, IPv4, UDP and tunnel
+/// headers (Geneve with up to 16 bytes of options) and the inner Ethernet header.
+pub const TUNNEL_HEADER_MAX: usize = 80;
+
+/// LRU hash `FlowKey -> TunnelEntry`: how OVS encapsulated a local pod's flow to another node,
+/// learned at the egress of the NIC the tunnel leaves through. The key is the inner flow, in
+/// the source pod's scope.
+pub const TUNNEL_FLOWS_MAP: &str = "KOVN_TUNNEL_FLOWS";
+pub const TUNNEL_FLOWS_MAX_ENTRIES: u32 = 65_536;
+/// Array of one [`Scope`]: the default VPC's, the scope whose cross-node flows are learned
+/// (an encapsulated packet says which logical datapath it belongs to, not which VPC scope of
+/// this node; a source address is only taken as a local pod's within this one).
+pub const DEFAULT_SCOPE_MAP: &str = "KOVN_DEFAULT_SCOPE";
+
+/// What OVS emitted for one [`FlowKey`] leaving for another node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelEntry {
+    /// The NIC the encapsulated packet left through.
+    pub egress_ifindex: u32,
+    /// Where the inner Ethernet header starts in `header` (the outer headers' length).
+    pub inner_offset: u32,
+    /// The policy generation the entry was learned in.
+    pub generation: u64,
+    pub last_seen_ns: u64,
+    /// The packet's first [`TUNNEL_HEADER_MAX`] bytes: outer headers, then the inner frame.
+    pub header: [u8; TUNNEL_HEADER_MAX],
 }
 
 // ---- Services (ClusterIP load balancing) -------------------------------------------------------
@@ -631,6 +677,9 @@ pub mod programs {
     pub const FROM_POD: &str = "kovn_from_pod";
     /// On the outer end of a pod's OVS port pair (ingress): learn, then deliver into the pod.
     pub const TO_POD: &str = "kovn_to_pod";
+    /// On the NIC the node's tunnels leave through (egress): learn how OVS encapsulated a
+    /// local pod's flow; changes nothing.
+    pub const TUNNEL_EGRESS: &str = "kovn_tunnel_egress";
 }
 
 #[cfg(feature = "user")]
@@ -645,6 +694,8 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TunnelEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PodPort {}
     // SAFETY: as above.
@@ -716,6 +767,7 @@ mod tests {
     fn map_abi_has_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 44);
         assert_eq!(core::mem::size_of::<FlowEntry>(), 48);
+        assert_eq!(core::mem::size_of::<TunnelEntry>(), 104);
         assert_eq!(core::mem::size_of::<PodPort>(), 36);
         assert_eq!(core::mem::size_of::<EndpointKey>(), 20);
         assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);

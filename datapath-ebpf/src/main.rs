@@ -15,6 +15,7 @@ mod nat;
 mod parse;
 mod reject;
 mod to_pod;
+mod tunnel;
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use datapath_common::Direction;
@@ -44,6 +45,13 @@ pub fn kovn_from_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn kovn_to_pod(ctx: TcContext) -> i32 {
     to_pod::to_pod(&ctx)
+}
+
+/// The NIC the node's tunnels leave through, egress: learn how OVS encapsulated a local
+/// pod's flow to another node; the packet goes on untouched.
+#[classifier]
+pub fn kovn_tunnel_egress(ctx: TcContext) -> i32 {
+    tunnel::tunnel_egress(&ctx)
 }
 
 #[cfg(not(test))]

@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use datapath_common::{
     DatapathConfig, ENDPOINTS_MAX_ENTRIES, EndpointKey, FLOWS_MAX_ENTRIES, Fault, FlowEntry,
-    FlowKey, PORTS_MAX_ENTRIES, PodPort, REASONS_MAX_ENTRIES, Reason, ReasonKey,
+    FlowKey, PORTS_MAX_ENTRIES, PodPort, REASONS_MAX_ENTRIES, Reason, ReasonKey, Scope,
+    TUNNEL_FLOWS_MAX_ENTRIES, TunnelEntry,
 };
 
 #[map(name = "KOVN_FLOWS")]
@@ -20,6 +21,13 @@ pub(crate) static PORTS: HashMap<u32, PodPort> = HashMap::with_max_entries(PORTS
 #[map(name = "KOVN_ENDPOINTS")]
 pub(crate) static ENDPOINTS: HashMap<EndpointKey, PodPort> =
     HashMap::with_max_entries(ENDPOINTS_MAX_ENTRIES, 0);
+
+#[map(name = "KOVN_TUNNEL_FLOWS")]
+pub(crate) static TUNNEL_FLOWS: LruHashMap<FlowKey, TunnelEntry> =
+    LruHashMap::with_max_entries(TUNNEL_FLOWS_MAX_ENTRIES, 0);
+
+#[map(name = "KOVN_DEFAULT_SCOPE")]
+static DEFAULT_SCOPE: Array<Scope> = Array::with_max_entries(1, 0);
 
 #[map(name = "KOVN_GENERATION")]
 static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
@@ -35,6 +43,12 @@ static REASONS: PerCpuHashMap<ReasonKey, u64> =
 #[inline(always)]
 pub(crate) fn generation() -> u64 {
     GENERATION.get(0).copied().unwrap_or(0)
+}
+
+/// The default VPC's scope, as the agent wrote it (None before it did).
+#[inline(always)]
+pub(crate) fn default_scope() -> Option<Scope> {
+    DEFAULT_SCOPE.get(0).copied().filter(|s| *s != 0)
 }
 
 /// The agent's settings; the defaults until it writes some.

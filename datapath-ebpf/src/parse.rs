@@ -93,20 +93,27 @@ fn load_u16_be(ctx: &TcContext, offset: usize) -> Result<u16, ParseError> {
 /// handle it). A BPF-to-BPF call: its load buffers stay off the callers' stack frames, which the
 /// service balancer's call chain needs (512 bytes for the whole chain). No Rust enum in the
 /// signature: the kernel rejects the BTF rustc emits for enums with data.
-#[inline(never)]
+#[inline(always)]
 pub(crate) fn parse(ctx: &TcContext, packet: &mut Packet) -> bool {
-    parse_into(ctx, packet).is_ok()
+    parse_at(ctx, 0, packet)
+}
+
+/// [`parse`] of the frame that starts `base` bytes into the packet (an encapsulated one's
+/// inner frame); the offsets in `packet` count from the packet's start.
+#[inline(never)]
+pub(crate) fn parse_at(ctx: &TcContext, base: usize, packet: &mut Packet) -> bool {
+    parse_into(ctx, base, packet).is_ok()
 }
 
 /// Fills `packet` in place (a Packet built here and copied out costs two of them on the stack).
 #[inline(always)]
-fn parse_into(ctx: &TcContext, packet: &mut Packet) -> Result<(), ParseError> {
-    packet.dst_mac = load(ctx, 0)?;
-    packet.src_mac = load(ctx, 6)?;
-    let mut ethertype = load_u16_be(ctx, 12)?;
-    let mut l3 = ETH_HLEN;
+fn parse_into(ctx: &TcContext, base: usize, packet: &mut Packet) -> Result<(), ParseError> {
+    packet.dst_mac = load(ctx, base)?;
+    packet.src_mac = load(ctx, base + 6)?;
+    let mut ethertype = load_u16_be(ctx, base + 12)?;
+    let mut l3 = base + ETH_HLEN;
     if ethertype == ETH_P_8021Q {
-        ethertype = load_u16_be(ctx, ETH_HLEN + 2)?;
+        ethertype = load_u16_be(ctx, base + ETH_HLEN + 2)?;
         l3 += VLAN_HLEN;
     }
     packet.l3 = l3;

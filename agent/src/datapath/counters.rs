@@ -4,7 +4,7 @@ use aya::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap};
 use datapath_common::{
     Direction, ENDPOINTS_MAP, EndpointKey, FAULTS_MAP, FLOWS_MAP, Fault, FlowEntry, FlowKey,
     GENERATION_MAP, IF_COUNTERS_MAP, IfCounterKey, IfCounters, PodPort, REASONS_MAP, Reason,
-    ReasonKey,
+    ReasonKey, TUNNEL_FLOWS_MAP, TunnelEntry,
 };
 
 use super::{DatapathError, MapSource, MapSourceMut, map_error};
@@ -135,6 +135,14 @@ pub trait ReadMaps: MapSource {
         let map = self.map(FLOWS_MAP)?;
         let flows: HashMap<_, FlowKey, FlowEntry> =
             HashMap::try_from(map).map_err(|e| map_error(FLOWS_MAP, e))?;
+        Ok(flows.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Every local pod flow to another node, with how OVS encapsulated it.
+    fn tunnel_flows(&self) -> Result<Vec<(FlowKey, TunnelEntry)>, DatapathError> {
+        let map = self.map(TUNNEL_FLOWS_MAP)?;
+        let flows: HashMap<_, FlowKey, TunnelEntry> =
+            HashMap::try_from(map).map_err(|e| map_error(TUNNEL_FLOWS_MAP, e))?;
         Ok(flows.iter().filter_map(Result::ok).collect())
     }
 

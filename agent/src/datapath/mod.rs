@@ -217,6 +217,7 @@ impl Datapath {
             programs::COUNT_EGRESS,
             programs::FROM_POD,
             programs::TO_POD,
+            programs::TUNNEL_EGRESS,
         ] {
             classifier(&mut ebpf, name)?
                 .load()
@@ -257,15 +258,44 @@ impl Datapath {
         std::thread::sleep(invalidation::SECOND_BUMP_DELAY);
         datapath.bump_generation()?;
         datapath.set_config(&datapath_common::DatapathConfig::default())?;
+        datapath.write_default_scope()?;
         Ok(datapath)
     }
 
-    /// Names the default VPC (its scope serves the eBPF Service balancer): before any pod is
-    /// attached, or the pods attached so far keep the scopes they have.
-    pub fn set_default_vpc(&mut self, vpc: &str) {
+    /// Names the default VPC (its scope serves the eBPF Service balancer, and is the one whose
+    /// cross-node flows are learned): before any pod is attached, or the pods attached so far
+    /// keep the scopes they have.
+    pub fn set_default_vpc(&mut self, vpc: &str) -> Result<(), DatapathError> {
         if self.pods.is_empty() {
             self.scopes = Scopes::new(vpc);
         }
+        self.write_default_scope()
+    }
+
+    fn write_default_scope(&mut self) -> Result<(), DatapathError> {
+        let name = datapath_common::DEFAULT_SCOPE_MAP;
+        let scope = self.default_scope();
+        let mut array: aya::maps::Array<_, datapath_common::Scope> = self.map_mut_typed(name)?;
+        array.set(0, scope, 0).map_err(|e| map_error(name, e))
+    }
+
+    /// Attaches the tunnel observer to the egress of `interface` (a NIC the node's tunnels
+    /// leave through), looked up in the calling thread's network namespace: it learns how OVS
+    /// encapsulated local pods' flows to other nodes and changes nothing.
+    pub fn attach_tunnel_observer(&mut self, interface: &str) -> Result<(), DatapathError> {
+        if !has_tcx() {
+            let _ = tc::qdisc_add_clsact(interface);
+        }
+        let name = programs::TUNNEL_EGRESS;
+        classifier(&mut self.ebpf, name)?
+            .attach(interface, TcAttachType::Egress)
+            .map_err(|source| DatapathError::Attach {
+                name,
+                interface: interface.to_owned(),
+                direction: Direction::Egress.as_str(),
+                source: Box::new(source),
+            })?;
+        Ok(())
     }
 
     /// The default VPC's address scope: the Services the agent programs are reached there.
@@ -328,6 +358,8 @@ impl Datapath {
 /// The maps that hold state across agent restarts.
 const PINNED_MAPS: &[&str] = &[
     datapath_common::FLOWS_MAP,
+    datapath_common::TUNNEL_FLOWS_MAP,
+    datapath_common::DEFAULT_SCOPE_MAP,
     datapath_common::PORTS_MAP,
     datapath_common::ENDPOINTS_MAP,
     datapath_common::GENERATION_MAP,

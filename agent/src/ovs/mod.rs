@@ -117,6 +117,28 @@ pub(crate) fn add_port_ops(
     );
 }
 
+/// The NICs this node's packets to `interface`'s network leave through: the system interfaces
+/// of the bridge whose internal port `interface` is (OVS's userspace datapath sends its
+/// tunnels out of them), else `interface` itself (the kernel routes them out of it).
+pub fn egress_nics(client: &Client, interface: &str) -> Vec<String> {
+    let of_bridge = client.read(|c| {
+        let bridge = by_name::<Bridge>(c, interface)?;
+        let ports = c.table(Port::TABLE)?.typed::<Port>();
+        let interfaces = c.table(Interface::TABLE)?.typed::<Interface>();
+        Some(
+            ports
+                .iter()
+                .filter(|p| bridge.ports.contains(&p.uuid))
+                .flat_map(|p| p.interfaces.iter())
+                .filter_map(|u| interfaces.iter().find(|i| i.uuid == *u))
+                .filter(|i| i.r#type.is_empty() || i.r#type == "system")
+                .map(|i| i.name.clone())
+                .collect::<Vec<_>>(),
+        )
+    });
+    of_bridge.unwrap_or_else(|| vec![interface.to_owned()])
+}
+
 /// The bridge named `name`, or an error that says it is missing.
 pub(crate) fn bridge(client: &Client, name: &str) -> Result<Bridge, OvsError> {
     client
