@@ -62,6 +62,11 @@ pub struct DaemonOptions {
     #[arg(long, default_value_t = datapath_common::DEFAULT_REFRESH_NS / 1_000_000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub fast_path_refresh_ms: u64,
+    /// Replay the encapsulation OVS gave a pod's flow to another node (the cross-node fast
+    /// path). Off by default until it is measured and tested as widely as the local one;
+    /// the encapsulations are learned either way.
+    #[arg(long)]
+    pub cross_node_fast_path: bool,
     /// Where maps and links are pinned; a restart adopts what is there.
     #[arg(long, default_value = "/sys/fs/bpf/kovn")]
     pub pin_dir: PathBuf,
@@ -157,6 +162,10 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
     };
     if let Err(e) = datapath.set_config(&config) {
         tracing::error!(error = %e, "writing the datapath's settings; pods stay on OVS");
+        return None;
+    }
+    if let Err(e) = datapath.set_cross_node(options.cross_node_fast_path) {
+        tracing::error!(error = %e, "writing the cross-node switch; pods stay on OVS");
         return None;
     }
     if let Err(e) = datapath.set_default_vpc(&options.names.cluster_router) {

@@ -104,3 +104,69 @@ fn the_encapsulation_ovs_emits_for_a_local_pods_flow_is_learned_on_the_sending_n
     drop((a, b));
     cluster.teardown().expect("teardown");
 }
+
+/// The sandbox's NICs pass segments on as a wire does: the kernel finishes checksums and
+/// segments encapsulated packets before they leave (the receiving OVS reads with AF_PACKET,
+/// which cannot take a tunnel's GSO packet).
+fn segment_on_the_wire(cluster: &KovnCluster) {
+    for node in cluster.sb.nodes() {
+        Cmd::new("ethtool")
+            .args(["-K", "eth0", "tx", "off", "tx-udp_tnl-segmentation", "off"])
+            .args(["tx-udp_tnl-csum-segmentation", "off"])
+            .netns(&node.netns)
+            .run()
+            .expect("ethtool on the node's NIC");
+    }
+}
+
+fn reason_total(maps: &PinnedMaps, reason: Reason) -> u64 {
+    maps.reason_counts()
+        .unwrap()
+        .iter()
+        .filter(|c| c.reason == reason)
+        .map(|c| c.packets)
+        .sum()
+}
+
+#[test]
+fn cross_node_flows_are_encapsulated_by_the_fast_path_once_ovs_has_sent_them() {
+    if !sandbox::privileged(
+        "cross_node_flows_are_encapsulated_by_the_fast_path_once_ovs_has_sent_them",
+    ) {
+        return;
+    }
+    let cluster =
+        KovnCluster::start_with_agent_args(2, common::binaries(), &["--cross-node-fast-path"])
+            .expect("kovn on a sandbox");
+    segment_on_the_wire(&cluster);
+    let a = cluster.start_pod("ya", 0).expect("pod a");
+    let b = cluster.start_pod("yb", 1).expect("pod b");
+    let (pa, pb) = (a.as_pod(&cluster), b.as_pod(&cluster));
+    let pins0 = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
+    let pins1 = cluster.sb.bpffs_dir().join(&cluster.sb.node(1).name);
+    let report = sandbox::traffic::ping(&pa, b.ip, 50).unwrap();
+    assert!(report.received >= 48, "a -> b across nodes: {report:?}");
+    assert_eq!(report.duplicates, 0, "duplicates: {report:?}");
+    let maps0 = PinnedMaps::open(&pins0).unwrap();
+    let maps1 = PinnedMaps::open(&pins1).unwrap();
+    let (hits0, hits1) = (
+        reason_total(&maps0, Reason::TunnelFastHit),
+        reason_total(&maps1, Reason::TunnelFastHit),
+    );
+    eprintln!("ICMP: {hits0} encapsulated by n0's fast path, {hits1} by n1's");
+    assert!(
+        hits0 >= 30 && hits1 >= 30,
+        "{hits0} / {hits1} fast hits for 50 echoes"
+    );
+    let tcp = sandbox::traffic::iperf3(&pa, &pb, 2).expect("TCP across nodes");
+    let hits_tcp = reason_total(&maps0, Reason::TunnelFastHit) - hits0;
+    eprintln!(
+        "TCP: {:.2} Gbit/s, {hits_tcp} packets encapsulated by n0's fast path",
+        tcp.gbit_per_second()
+    );
+    assert!(tcp.bits_per_second > 1e7, "{tcp:?}");
+    assert!(hits_tcp > 1000, "{hits_tcp} fast hits in a TCP stream");
+    assert_eq!(reason_total(&maps0, Reason::TunnelEncapFailed), 0);
+    drop((a, b));
+    cluster.teardown().expect("teardown");
+}

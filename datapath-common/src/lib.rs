@@ -384,10 +384,15 @@ pub enum Reason {
     /// inner frame not parsed, a source that is no local pod of the default VPC): it went
     /// on untouched.
     TunnelNotLearned = 16,
+    /// Encapsulated by the fast path as OVS did, and sent out of the tunnel NIC.
+    TunnelFastHit = 17,
+    /// The kernel refused to make room for the outer headers (or to write them): handed to
+    /// OVS unchanged.
+    TunnelEncapFailed = 18,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::FastHit,
         Reason::Miss,
         Reason::HandoffToOvs,
@@ -405,6 +410,8 @@ impl Reason {
         Reason::ForeignSource,
         Reason::TunnelLearned,
         Reason::TunnelNotLearned,
+        Reason::TunnelFastHit,
+        Reason::TunnelEncapFailed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -426,6 +433,8 @@ impl Reason {
             Reason::ForeignSource => "foreign_source",
             Reason::TunnelLearned => "tunnel_learned",
             Reason::TunnelNotLearned => "tunnel_not_learned",
+            Reason::TunnelFastHit => "tunnel_fast_hit",
+            Reason::TunnelEncapFailed => "tunnel_encap_failed",
         }
     }
 
@@ -477,9 +486,24 @@ pub struct TunnelEntry {
     /// The policy generation the entry was learned in.
     pub generation: u64,
     pub last_seen_ns: u64,
+    /// When OVS last emitted a packet of the flow (learned or confirmed), or a re-judged
+    /// packet was last sent to it.
+    pub last_slow_ns: u64,
+    /// [`flow_flags`]: `REFRESH_PENDING` while a re-judged packet waits for OVS.
+    pub flags: u32,
+    pub _pad: u32,
     /// The packet's first [`TUNNEL_HEADER_MAX`] bytes: outer headers, then the inner frame.
     pub header: [u8; TUNNEL_HEADER_MAX],
 }
+
+/// Array of one u32: non-zero lets `kovn_from_pod` replay learned encapsulations (the
+/// cross-node fast path); zero (the default, until it is measured and on by default) only
+/// learns them.
+pub const CROSS_NODE_MAP: &str = "KOVN_CROSS_NODE";
+/// The mark of a packet the fast path encapsulated itself: the tunnel observer does not take
+/// it for OVS's (only OVS's own packets confirm an entry). Outside the probe proxy's
+/// `0x6b760000/0xffff0000`.
+pub const REPLAY_MARK: u32 = 0x6b77_0001;
 
 // ---- Services (ClusterIP load balancing) -------------------------------------------------------
 
@@ -767,7 +791,7 @@ mod tests {
     fn map_abi_has_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 44);
         assert_eq!(core::mem::size_of::<FlowEntry>(), 48);
-        assert_eq!(core::mem::size_of::<TunnelEntry>(), 104);
+        assert_eq!(core::mem::size_of::<TunnelEntry>(), 120);
         assert_eq!(core::mem::size_of::<PodPort>(), 36);
         assert_eq!(core::mem::size_of::<EndpointKey>(), 20);
         assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);

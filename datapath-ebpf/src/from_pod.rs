@@ -11,9 +11,10 @@ use aya_ebpf::{
 use datapath_common::{PodPort, Reason, flow_flags};
 
 use crate::lb;
-use crate::maps::{self, FLOWS};
+use crate::maps::{self, FLOWS, TUNNEL_FLOWS};
 use crate::parse::{IPPROTO_TCP, Packet, parse};
 use crate::reject;
+use crate::tunnel;
 
 #[inline(always)]
 pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
@@ -61,8 +62,12 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
         if verdict != lb::CONTINUE {
             return verdict;
         }
-        if packet.ends_connection() && FLOWS.remove(&packet.key).is_ok() {
-            maps::count(ifindex, Reason::Retired);
+        if packet.ends_connection() {
+            let local = FLOWS.remove(&packet.key).is_ok();
+            let remote = TUNNEL_FLOWS.remove(&packet.key).is_ok();
+            if local || remote {
+                maps::count(ifindex, Reason::Retired);
+            }
         }
         maps::count(ifindex, Reason::Control);
         return handoff(ifindex, &port);
@@ -74,6 +79,10 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
     let Some(entry) = FLOWS.get_ptr_mut(&packet.key) else {
         let verdict = lb::hairpin_reply(ctx, &mut packet, ifindex);
         if verdict != lb::CONTINUE {
+            return verdict;
+        }
+        // Not a local pod's flow: one to another node, if OVS encapsulated it before.
+        if let Some(verdict) = tunnel::replay(ctx, &packet, &port, ifindex) {
             return verdict;
         }
         maps::count(ifindex, Reason::Miss);
@@ -137,7 +146,7 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
 
 /// To OVS: out of the OVS port pair's outer end, into the OVS port.
 #[inline(always)]
-fn handoff(ifindex: u32, port: &PodPort) -> i32 {
+pub(crate) fn handoff(ifindex: u32, port: &PodPort) -> i32 {
     maps::count(ifindex, Reason::HandoffToOvs);
     // SAFETY: a helper call with plain arguments.
     unsafe { bpf_redirect(port.ovs_peer_ifindex, 0) as i32 }
@@ -146,7 +155,7 @@ fn handoff(ifindex: u32, port: &PodPort) -> i32 {
 /// Decrements the IPv4 TTL (fixing the header checksum) or the IPv6 hop limit; false if it
 /// would reach zero or the packet cannot be written.
 #[inline(always)]
-fn decrement_ttl(ctx: &TcContext, l3: usize, ipv6: bool) -> bool {
+pub(crate) fn decrement_ttl(ctx: &TcContext, l3: usize, ipv6: bool) -> bool {
     if ipv6 {
         let Ok(hop_limit) = ctx.load::<u8>(l3 + 7) else {
             return false;

@@ -29,6 +29,9 @@ pub(crate) static TUNNEL_FLOWS: LruHashMap<FlowKey, TunnelEntry> =
 #[map(name = "KOVN_DEFAULT_SCOPE")]
 static DEFAULT_SCOPE: Array<Scope> = Array::with_max_entries(1, 0);
 
+#[map(name = "KOVN_CROSS_NODE")]
+static CROSS_NODE: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "KOVN_GENERATION")]
 static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
 
@@ -49,6 +52,12 @@ pub(crate) fn generation() -> u64 {
 #[inline(always)]
 pub(crate) fn default_scope() -> Option<Scope> {
     DEFAULT_SCOPE.get(0).copied().filter(|s| *s != 0)
+}
+
+/// Whether learned encapsulations are replayed (the cross-node fast path is switched on).
+#[inline(always)]
+pub(crate) fn cross_node_enabled() -> bool {
+    CROSS_NODE.get(0).is_some_and(|on| *on != 0)
 }
 
 /// The agent's settings; the defaults until it writes some.

@@ -272,6 +272,15 @@ impl Datapath {
         self.write_default_scope()
     }
 
+    /// Switches the replay of learned encapsulations (the cross-node fast path) on or off.
+    pub fn set_cross_node(&mut self, on: bool) -> Result<(), DatapathError> {
+        let name = datapath_common::CROSS_NODE_MAP;
+        let mut array: aya::maps::Array<_, u32> = self.map_mut_typed(name)?;
+        array
+            .set(0, u32::from(on), 0)
+            .map_err(|e| map_error(name, e))
+    }
+
     fn write_default_scope(&mut self) -> Result<(), DatapathError> {
         let name = datapath_common::DEFAULT_SCOPE_MAP;
         let scope = self.default_scope();
@@ -360,6 +369,7 @@ const PINNED_MAPS: &[&str] = &[
     datapath_common::FLOWS_MAP,
     datapath_common::TUNNEL_FLOWS_MAP,
     datapath_common::DEFAULT_SCOPE_MAP,
+    datapath_common::CROSS_NODE_MAP,
     datapath_common::PORTS_MAP,
     datapath_common::ENDPOINTS_MAP,
     datapath_common::GENERATION_MAP,
