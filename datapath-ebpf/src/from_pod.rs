@@ -14,6 +14,7 @@ use crate::lb;
 use crate::maps::{self, FLOWS, TUNNEL_FLOWS};
 use crate::parse::{IPPROTO_TCP, Packet, parse};
 use crate::reject;
+use crate::rejudge;
 use crate::tunnel;
 
 #[inline(always)]
@@ -91,35 +92,21 @@ pub(crate) fn from_pod(ctx: &TcContext) -> i32 {
     // SAFETY: the pointer comes from the lookup and stays valid while the program runs; a
     // concurrent update of the same entry can only mix in another valid entry's fields.
     let entry = unsafe { &mut *entry };
-    if entry.generation != maps::generation() {
-        maps::count(ifindex, Reason::Invalidated);
-        return handoff(ifindex, &port);
-    }
     let now = maps::now_ns();
-    let timeout = if packet.key.proto == IPPROTO_TCP {
-        config.tcp_timeout_ns
-    } else {
-        config.udp_timeout_ns
-    };
-    if now.saturating_sub(entry.last_seen_ns) > timeout {
-        maps::count(ifindex, Reason::Expired);
-        return handoff(ifindex, &port);
-    }
-    // Every verdict is re-judged, whoever changed it: now and then a packet goes through OVS
-    // (its conntrack stays alive too), and only OVS delivering one of the flow's packets
-    // confirms the entry (to_pod clears the pending mark). Unconfirmed past the grace, it
-    // goes: OVS judges every packet until it delivers one again.
-    let since_slow = now.saturating_sub(entry.last_slow_ns);
-    if entry.flags & flow_flags::REFRESH_PENDING != 0 {
-        if since_slow > config.refresh_grace_ns() {
+    if let Some(reason) = rejudge::stale(
+        entry.generation,
+        entry.last_seen_ns,
+        &mut entry.last_slow_ns,
+        &mut entry.flags,
+        packet.key.proto == IPPROTO_TCP,
+        now,
+        maps::generation(),
+        &config,
+    ) {
+        if reason == Reason::RefreshUnconfirmed {
             let _ = FLOWS.remove(&packet.key);
-            maps::count(ifindex, Reason::RefreshUnconfirmed);
-            return handoff(ifindex, &port);
         }
-    } else if since_slow > config.refresh_ns {
-        entry.flags |= flow_flags::REFRESH_PENDING;
-        entry.last_slow_ns = now;
-        maps::count(ifindex, Reason::Refresh);
+        maps::count(ifindex, reason);
         return handoff(ifindex, &port);
     }
     if entry.flags & flow_flags::ROUTED != 0 && !decrement_ttl(ctx, packet.l3, packet.ipv6) {

@@ -23,11 +23,11 @@ use aya_ebpf::{
 };
 use datapath_common::{
     GENEVE_PORT, PodPort, REPLAY_MARK, Reason, TUNNEL_HEADER_MAX, TunnelEntry, VXLAN_PORT,
-    flow_flags,
 };
 
 use crate::maps::{self, TUNNEL_FLOWS};
 use crate::parse::{IPPROTO_TCP, Packet, parse_at};
+use crate::rejudge;
 
 const ETH_P_IP: u16 = 0x0800;
 /// Geneve's protocol type of an inner Ethernet frame.
@@ -155,33 +155,23 @@ pub(crate) fn replay(
     let entry = TUNNEL_FLOWS.get_ptr_mut(&packet.key)?;
     // SAFETY: the pointer comes from the lookup and stays valid while the program runs.
     let entry = unsafe { &mut *entry };
-    if entry.generation != maps::generation() {
-        maps::count(ifindex, Reason::Invalidated);
-        return Some(crate::from_pod::handoff(ifindex, port));
-    }
     let now = maps::now_ns();
-    let timeout = if packet.key.proto == IPPROTO_TCP {
-        config.tcp_timeout_ns
-    } else {
-        config.udp_timeout_ns
-    };
-    if now.saturating_sub(entry.last_seen_ns) > timeout {
-        maps::count(ifindex, Reason::Expired);
-        return Some(crate::from_pod::handoff(ifindex, port));
-    }
     // Re-judged as on one node: OVS emitting the refresh packet (seen by the observer)
-    // confirms the entry; unconfirmed past the grace, it goes.
-    let since_slow = now.saturating_sub(entry.last_slow_ns);
-    if entry.flags & flow_flags::REFRESH_PENDING != 0 {
-        if since_slow > config.refresh_grace_ns() {
+    // confirms the entry.
+    if let Some(reason) = rejudge::stale(
+        entry.generation,
+        entry.last_seen_ns,
+        &mut entry.last_slow_ns,
+        &mut entry.flags,
+        packet.key.proto == IPPROTO_TCP,
+        now,
+        maps::generation(),
+        &config,
+    ) {
+        if reason == Reason::RefreshUnconfirmed {
             let _ = TUNNEL_FLOWS.remove(&packet.key);
-            maps::count(ifindex, Reason::RefreshUnconfirmed);
-            return Some(crate::from_pod::handoff(ifindex, port));
         }
-    } else if since_slow > config.refresh_ns {
-        entry.flags |= flow_flags::REFRESH_PENDING;
-        entry.last_slow_ns = now;
-        maps::count(ifindex, Reason::Refresh);
+        maps::count(ifindex, reason);
         return Some(crate::from_pod::handoff(ifindex, port));
     }
     let inner_offset = entry.inner_offset;
