@@ -296,33 +296,15 @@ pub fn run(options: &Options, out_dir: &Path) -> Result<()> {
     sb.check_daemons()?;
     drop(datapath);
     sb.teardown()?;
-    let mut table = String::new();
-    table.push_str("| same node (medians) | iperf3 TCP Gbit/s | sockperf p50 µs | sockperf p99 µs | TCP conn/s |\n");
-    table.push_str("|---|---:|---:|---:|---:|\n");
-    for (name, m) in [
-        ("direct veth pair (limit)", direct),
-        ("OVS only (fast path off)", ovs),
-        ("kovn fast path", fast),
-    ] {
-        table.push_str(&format!(
-            "| {name} | {:.2} | {:.1} | {:.1} | {:.0} |\n",
-            m.tcp_gbps, m.rr_p50_us, m.rr_p99_us, m.crr_per_s
-        ));
-    }
-    table.push_str(&format!(
-        "| fast path ÷ direct | {:.2}× | {:.2}× | {:.2}× | {:.2}× |\n",
-        fast.tcp_gbps / direct.tcp_gbps,
-        fast.rr_p50_us / direct.rr_p50_us,
-        fast.rr_p99_us / direct.rr_p99_us,
-        fast.crr_per_s / direct.crr_per_s
-    ));
-    table.push_str(&format!(
-        "| fast path ÷ OVS | {:.2}× | {:.2}× | {:.2}× | {:.2}× |\n",
-        fast.tcp_gbps / ovs.tcp_gbps,
-        fast.rr_p50_us / ovs.rr_p50_us,
-        fast.rr_p99_us / ovs.rr_p99_us,
-        fast.crr_per_s / ovs.crr_per_s
-    ));
+    let mut table = paths_table(
+        "same node",
+        [
+            ("direct veth pair (limit)", direct),
+            ("OVS only (fast path off)", ovs),
+            ("kovn fast path", fast),
+        ],
+        "direct",
+    );
     println!("\n{table}");
     println!(
         "targets: fast path ≥ 0.95× direct throughput, p50 ≤ 1.1× direct; ≥ 2× OVS throughput, p99 ≤ 0.5× OVS"
@@ -434,6 +416,32 @@ fn interleaved(
     }))
 }
 
+/// The Markdown table of three paths' medians (the limit, OVS only, the fast path), with the
+/// fast path's ratios to the first two.
+fn paths_table(section: &str, rows: [(&str, Measurement); 3], limit: &str) -> String {
+    let mut table = format!(
+        "| {section} (medians) | iperf3 TCP Gbit/s | sockperf p50 µs | sockperf p99 µs | TCP conn/s |\n"
+    );
+    table.push_str("|---|---:|---:|---:|---:|\n");
+    for (name, m) in rows {
+        table.push_str(&format!(
+            "| {name} | {:.2} | {:.1} | {:.1} | {:.0} |\n",
+            m.tcp_gbps, m.rr_p50_us, m.rr_p99_us, m.crr_per_s
+        ));
+    }
+    let fast = rows[2].1;
+    for (name, base) in [(limit, rows[0].1), ("OVS", rows[1].1)] {
+        table.push_str(&format!(
+            "| fast path ÷ {name} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |\n",
+            fast.tcp_gbps / base.tcp_gbps,
+            fast.rr_p50_us / base.rr_p50_us,
+            fast.rr_p99_us / base.rr_p99_us,
+            fast.crr_per_s / base.crr_per_s
+        ));
+    }
+    table
+}
+
 /// The cross-node section's medians and its table.
 struct CrossNode {
     kernel_tunnel: Measurement,
@@ -469,33 +477,15 @@ fn cross_node(rounds: u32, seconds: u32) -> Result<CrossNode> {
     sb.check_daemons()?;
     drop(datapath);
     sb.teardown()?;
-    let mut table = String::new();
-    table.push_str("| across nodes (medians) | iperf3 TCP Gbit/s | sockperf p50 µs | sockperf p99 µs | TCP conn/s |\n");
-    table.push_str("|---|---:|---:|---:|---:|\n");
-    for (name, m) in [
-        ("kernel VXLAN tunnel, no OVS (limit)", kernel_tunnel),
-        ("OVS only (fast path off)", ovs),
-        ("kovn fast path", fast),
-    ] {
-        table.push_str(&format!(
-            "| {name} | {:.2} | {:.1} | {:.1} | {:.0} |\n",
-            m.tcp_gbps, m.rr_p50_us, m.rr_p99_us, m.crr_per_s
-        ));
-    }
-    table.push_str(&format!(
-        "| fast path ÷ kernel tunnel | {:.2}× | {:.2}× | {:.2}× | {:.2}× |\n",
-        fast.tcp_gbps / kernel_tunnel.tcp_gbps,
-        fast.rr_p50_us / kernel_tunnel.rr_p50_us,
-        fast.rr_p99_us / kernel_tunnel.rr_p99_us,
-        fast.crr_per_s / kernel_tunnel.crr_per_s
-    ));
-    table.push_str(&format!(
-        "| fast path ÷ OVS | {:.2}× | {:.2}× | {:.2}× | {:.2}× |\n",
-        fast.tcp_gbps / ovs.tcp_gbps,
-        fast.rr_p50_us / ovs.rr_p50_us,
-        fast.rr_p99_us / ovs.rr_p99_us,
-        fast.crr_per_s / ovs.crr_per_s
-    ));
+    let mut table = paths_table(
+        "across nodes",
+        [
+            ("kernel VXLAN tunnel, no OVS (limit)", kernel_tunnel),
+            ("OVS only (fast path off)", ovs),
+            ("kovn fast path", fast),
+        ],
+        "kernel tunnel",
+    );
     table.push_str(
         "\ntargets across nodes: fast path ≥ 0.8× the kernel tunnel and ≥ 4× OVS throughput, p99 ≤ 0.5× OVS\n",
     );
