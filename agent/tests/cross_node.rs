@@ -12,6 +12,7 @@ use agent::datapath::{PinnedMaps, ReadMaps};
 use datapath_common::{GENEVE_PORT, Reason, TunnelEntry, ipv4_mapped};
 use sandbox::Cmd;
 use sandbox::kovn::KovnCluster;
+use sandbox::kubelet::PodSandbox;
 
 fn ifindex_of(netns: &str, link: &str) -> u32 {
     let out = Cmd::new("ip")
@@ -100,6 +101,27 @@ fn the_encapsulation_ovs_emits_for_a_local_pods_flow_is_learned_on_the_sending_n
     assert!(
         on_n1.iter().any(|(k, _)| k.src == b_ip && k.dst == a_ip),
         "n1 did not learn b -> a: {on_n1:?}"
+    );
+
+    // a is deleted: its flows to other nodes go with it (a pod given its address later must
+    // not have them replayed).
+    cluster.kubelets[0]
+        .del(
+            &PodSandbox {
+                name: a.name.clone(),
+                namespace: a.namespace.clone(),
+                container_id: a.container_id.clone(),
+                netns: a.netns.clone(),
+                if_name: "eth0".into(),
+                port_mappings: vec![],
+            },
+            None,
+        )
+        .expect("CNI DEL of a");
+    let left = maps.tunnel_flows().unwrap();
+    assert!(
+        !left.iter().any(|(k, _)| k.src == a_ip),
+        "a's flows to other nodes outlived its DEL: {left:?}"
     );
     drop((a, b));
     cluster.teardown().expect("teardown");

@@ -6,7 +6,7 @@
 //! | handle | maps | owner |
 //! |---|---|---|
 //! | [`super::Datapath`] | programs, pod ports and endpoints | the CNI server (attach, detach) |
-//! | [`FlowTable`] | flows, generation, config | the nb-cfg follower; the flow GC (one each) |
+//! | [`FlowTable`] | flows (local and to other nodes), generation, config | the nb-cfg follower; the flow GC (one each) |
 //! | [`ServiceMaps`] | services, backends, Maglev, LB conntrack, affinity, counters | the Service sync |
 //! | [`LbConntrack`] | LB conntrack, reverse NAT, config | the flow GC (expiry) |
 //! | [`MapReader`] | the counters, generation, LB conntrack, read only | metrics; the GC's counts |
@@ -22,7 +22,7 @@ use aya::maps::{Map, MapData};
 use datapath_common::{
     BACKENDS_MAP, CONFIG_MAP, FAULTS_MAP, FLOWS_MAP, GENERATION_MAP, IF_COUNTERS_MAP,
     LB_AFFINITY_MAP, LB_CONNTRACK_MAP, LB_REVERSE_NAT_MAP, MAGLEV_MAP, REASONS_MAP,
-    SERVICE_COUNTERS_MAP, SERVICES_MAP,
+    SERVICE_COUNTERS_MAP, SERVICES_MAP, TUNNEL_FLOWS_MAP,
 };
 
 use super::{
@@ -116,9 +116,10 @@ macro_rules! handle {
 }
 
 handle!(
-    /// The learned flows and the policy generation: GC and invalidation.
+    /// The learned flows (local and to other nodes) and the policy generation: GC and
+    /// invalidation.
     FlowTable,
-    [FLOWS_MAP, GENERATION_MAP, CONFIG_MAP]
+    [FLOWS_MAP, TUNNEL_FLOWS_MAP, GENERATION_MAP, CONFIG_MAP]
 );
 
 handle!(

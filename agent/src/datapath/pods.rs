@@ -278,6 +278,8 @@ impl Datapath {
             key.scope == pod.port.scope && (owns(&key.src) || owns(&key.dst))
                 || entry.dst_host_ifindex == pod.port.host_ifindex
         })?;
+        // Its flows to other nodes: a later pod given the address must not replay them.
+        self.purge_tunnel_flows(|key, _| key.scope == pod.port.scope && owns(&key.src))?;
         Ok(())
     }
 

@@ -3,7 +3,10 @@
 //! judged by OVS again.
 
 use aya::maps::{Array, HashMap};
-use datapath_common::{CONFIG_MAP, DatapathConfig, FLOWS_MAP, FlowEntry, FlowKey, GENERATION_MAP};
+use datapath_common::{
+    CONFIG_MAP, DatapathConfig, FLOWS_MAP, FlowEntry, FlowKey, GENERATION_MAP, TUNNEL_FLOWS_MAP,
+    TunnelEntry,
+};
 
 use super::{Datapath, DatapathError, MapSourceMut, ReadMaps, map_error};
 
@@ -61,54 +64,54 @@ pub trait FlowTableOps: MapSourceMut {
         array.get(&0, 0).map_err(|e| map_error(CONFIG_MAP, e))
     }
 
-    /// Deletes expired and stale entries. The programs already treat them as misses; this
-    /// frees their slots so live flows are not evicted from the LRU map instead.
+    /// Deletes expired and stale entries, local and to other nodes. The programs already
+    /// treat them as misses; this frees their slots so live flows are not evicted from the LRU
+    /// maps instead.
     fn collect_garbage(&mut self) -> Result<GcReport, DatapathError> {
         let now = monotonic_ns();
         let config = self.config()?;
         let generation = self.generation()?;
-        // One pass over the map; the predicate counts why each entry goes.
+        // One pass over each map; the predicate counts why each entry goes.
         let stale = std::cell::Cell::new(0);
-        let (removed, kept) = self.purge_flows(|k, e| {
-            if e.generation != generation {
+        let doomed = |proto: u8, entry_generation: u64, last_seen_ns: u64| {
+            if entry_generation != generation {
                 stale.set(stale.get() + 1);
                 return true;
             }
-            let timeout = if k.proto == datapath_common::L4Proto::Tcp.number() {
+            let timeout = if proto == datapath_common::L4Proto::Tcp.number() {
                 config.tcp_timeout_ns
             } else {
                 config.udp_timeout_ns
             };
-            now.saturating_sub(e.last_seen_ns) > timeout
-        })?;
+            now.saturating_sub(last_seen_ns) > timeout
+        };
+        let (removed, kept) =
+            self.purge_flows(|k, e| doomed(k.proto, e.generation, e.last_seen_ns))?;
+        let (tunnel_removed, tunnel_kept) =
+            self.purge_tunnel_flows(|k, e| doomed(k.proto, e.generation, e.last_seen_ns))?;
         Ok(GcReport {
-            expired: removed - stale.get(),
+            expired: removed + tunnel_removed - stale.get(),
             stale: stale.get(),
-            kept,
+            kept: kept + tunnel_kept,
         })
     }
 
-    /// Deletes the flows for which `doomed` is true; returns how many went and how many stay.
+    /// Deletes the local flows for which `doomed` is true; returns how many went and how many
+    /// stay.
     fn purge_flows(
         &mut self,
         doomed: impl Fn(&FlowKey, &FlowEntry) -> bool,
     ) -> Result<(usize, usize), DatapathError> {
-        let mut flows: HashMap<_, FlowKey, FlowEntry> = self.map_mut_typed(FLOWS_MAP)?;
-        let mut kept = 0;
-        let victims: Vec<FlowKey> = flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, e)| {
-                let doomed = doomed(k, e);
-                kept += usize::from(!doomed);
-                doomed
-            })
-            .map(|(k, _)| k)
-            .collect();
-        for key in &victims {
-            let _ = flows.remove(key);
-        }
-        Ok((victims.len(), kept))
+        purge(&mut self.map_mut_typed(FLOWS_MAP)?, doomed)
+    }
+
+    /// Deletes the flows to other nodes for which `doomed` is true; returns how many went and
+    /// how many stay.
+    fn purge_tunnel_flows(
+        &mut self,
+        doomed: impl Fn(&FlowKey, &TunnelEntry) -> bool,
+    ) -> Result<(usize, usize), DatapathError> {
+        purge(&mut self.map_mut_typed(TUNNEL_FLOWS_MAP)?, doomed)
     }
 
     /// Writes a flow entry directly (tests and tooling; the programs learn flows themselves).
@@ -118,4 +121,27 @@ pub trait FlowTableOps: MapSourceMut {
             .insert(key, entry, 0)
             .map_err(|e| map_error(FLOWS_MAP, e))
     }
+}
+
+/// One pass over a flow map: deletes the entries for which `doomed` is true; returns how many
+/// went and how many stay.
+fn purge<V: aya::Pod>(
+    map: &mut HashMap<&mut aya::maps::MapData, FlowKey, V>,
+    doomed: impl Fn(&FlowKey, &V) -> bool,
+) -> Result<(usize, usize), DatapathError> {
+    let mut kept = 0;
+    let victims: Vec<FlowKey> = map
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, e)| {
+            let doomed = doomed(k, e);
+            kept += usize::from(!doomed);
+            doomed
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for key in &victims {
+        let _ = map.remove(key);
+    }
+    Ok((victims.len(), kept))
 }
