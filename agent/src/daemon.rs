@@ -20,6 +20,7 @@ use crate::ovs::{self, pod_port};
 use crate::probe_proxy::ProbeProxy;
 use crate::readiness::{DatapathMode, Readiness};
 use crate::services::ServiceSync;
+use crate::split_uplink;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonOptions {
@@ -177,8 +178,15 @@ fn load_datapath(options: &DaemonOptions) -> Option<Datapath> {
 
 /// The tunnel observer on every NIC the node's tunnels leave through: the datapath learns how
 /// OVS encapsulated its pods' flows to other nodes. Passive; without it (no tunnel interface,
-/// an attach error) cross-node traffic is OVS's alone, as it is anyway today.
-fn observe_tunnels(ovs: &ovsdb::Client, datapath: &mut Datapath, interface: Option<&str>) {
+/// an attach error) cross-node traffic is OVS's alone. With the cross-node fast path on, the
+/// receive side too: what arrives on the NIC may go straight into a pod, and a NIC that OVS's
+/// userspace datapath reads is split first (crate::split_uplink).
+async fn observe_tunnels(
+    ovs: &ovsdb::Client,
+    datapath: &mut Datapath,
+    interface: Option<&str>,
+    cross_node: bool,
+) {
     let Some(interface) = interface else {
         tracing::info!("no tunnel interface: cross-node flows are not observed");
         return;
@@ -190,7 +198,40 @@ fn observe_tunnels(ovs: &ovsdb::Client, datapath: &mut Datapath, interface: Opti
                 tracing::warn!(%nic, error = %e, "tunnel observer not attached: cross-node flows of this NIC are not learned")
             }
         }
+        if cross_node {
+            match serve_arrivals(ovs, datapath, interface, &nic).await {
+                Ok(split) => tracing::info!(%nic, split, "receive fast path attached"),
+                Err(e) => {
+                    tracing::warn!(%nic, error = %e, "receive fast path not attached: what arrives on this NIC is OVS's alone")
+                }
+            }
+        }
     }
+}
+
+/// Attaches the receive side to `nic`; splits it first when `bridge` is a userspace-datapath
+/// bridge holding it (OVS reads it with AF_PACKET). Returns whether it is split.
+async fn serve_arrivals(
+    ovs: &ovsdb::Client,
+    datapath: &mut Datapath,
+    bridge: &str,
+    nic: &str,
+) -> anyhow::Result<bool> {
+    let uplink = split_uplink::SplitUplink::of(nic);
+    let read_by_ovs = ovs::bridge(ovs, bridge).is_ok_and(|b| b.datapath_type == "netdev")
+        && split_uplink::state(ovs, &uplink).is_some();
+    if !read_by_ovs {
+        datapath.attach_uplink(nic, None)?;
+        return Ok(false);
+    }
+    split_uplink::prepare(&uplink).await?;
+    datapath.attach_uplink(nic, Some(&uplink.pair))?;
+    if let Err(e) = split_uplink::swap_in(ovs, bridge, &uplink).await {
+        // OVS still reads the NIC: nothing may be delivered beside it.
+        datapath.unpair_uplink(nic)?;
+        return Err(e.into());
+    }
+    Ok(true)
 }
 
 /// After a restart: the pods this node's OVS still has are attached again, which adopts their
@@ -326,7 +367,13 @@ pub async fn run(mut options: DaemonOptions) -> anyhow::Result<()> {
     }
     if let Some(datapath) = datapath.as_mut() {
         readopt_pods(&ovs, datapath);
-        observe_tunnels(&ovs, datapath, tunnel.interface.as_deref());
+        observe_tunnels(
+            &ovs,
+            datapath,
+            tunnel.interface.as_deref(),
+            options.cross_node_fast_path,
+        )
+        .await;
         // Each concern gets its own handle on the maps (datapath/handles.rs): the CNI server
         // keeps the datapath itself, and nothing else takes it.
         let started = start_datapath_tasks(&ovs, datapath, options.names.cluster_router.clone());

@@ -17,5 +17,6 @@ pub mod probe_proxy;
 pub mod provider_networks;
 pub mod readiness;
 pub mod services;
+pub mod split_uplink;
 pub mod tunnel;
 pub mod uninstall;

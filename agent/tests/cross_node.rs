@@ -176,14 +176,20 @@ fn cross_node_flows_are_encapsulated_by_the_fast_path_once_ovs_has_sent_them() {
         reason_total(&maps1, Reason::TunnelFastHit),
     );
     eprintln!("ICMP: {hits0} encapsulated by n0's fast path, {hits1} by n1's");
+    let (rx0, rx1) = (
+        reason_total(&maps0, Reason::TunnelRxFastHit),
+        reason_total(&maps1, Reason::TunnelRxFastHit),
+    );
+    eprintln!("ICMP: {rx0} delivered by n0's receive fast path, {rx1} by n1's");
     assert!(
         hits0 >= 30 && hits1 >= 30,
         "{hits0} / {hits1} fast hits for 50 echoes"
     );
     let tcp = sandbox::traffic::iperf3(&pa, &pb, 2).expect("TCP across nodes");
     let hits_tcp = reason_total(&maps0, Reason::TunnelFastHit) - hits0;
+    let rx_tcp = reason_total(&maps1, Reason::TunnelRxFastHit) - rx1;
     eprintln!(
-        "TCP: {:.2} Gbit/s, {hits_tcp} packets encapsulated by n0's fast path",
+        "TCP: {:.2} Gbit/s, {hits_tcp} packets encapsulated by n0's fast path, {rx_tcp} delivered by n1's",
         tcp.gbit_per_second()
     );
     assert!(tcp.bits_per_second > 1e7, "{tcp:?}");

@@ -389,10 +389,19 @@ pub enum Reason {
     /// The kernel refused to make room for the outer headers (or to write them): handed to
     /// OVS unchanged.
     TunnelEncapFailed = 18,
+    /// A tunnel packet from another node delivered into a local pod by the fast path: its
+    /// flow was delivered by OVS with the same outer source and tunnel header.
+    TunnelRxFastHit = 19,
+    /// A tunnel packet from another node handed to OVS (through the split uplink) with its
+    /// outer headers recorded: OVS delivering it confirms the flow for the receive fast path.
+    TunnelRxPending = 20,
+    /// A packet on a split uplink with nowhere to go (its pair is not registered): passed
+    /// to the node's stack, counted.
+    UplinkUnpaired = 21,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 22] = [
         Reason::FastHit,
         Reason::Miss,
         Reason::HandoffToOvs,
@@ -412,6 +421,9 @@ impl Reason {
         Reason::TunnelNotLearned,
         Reason::TunnelFastHit,
         Reason::TunnelEncapFailed,
+        Reason::TunnelRxFastHit,
+        Reason::TunnelRxPending,
+        Reason::UplinkUnpaired,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -435,6 +447,9 @@ impl Reason {
             Reason::TunnelNotLearned => "tunnel_not_learned",
             Reason::TunnelFastHit => "tunnel_fast_hit",
             Reason::TunnelEncapFailed => "tunnel_encap_failed",
+            Reason::TunnelRxFastHit => "tunnel_rx_fast_hit",
+            Reason::TunnelRxPending => "tunnel_rx_pending",
+            Reason::UplinkUnpaired => "uplink_unpaired",
         }
     }
 
@@ -495,6 +510,57 @@ pub struct TunnelEntry {
     /// The packet's first [`TUNNEL_HEADER_MAX`] bytes: outer headers, then the inner frame.
     pub header: [u8; TUNNEL_HEADER_MAX],
 }
+
+/// LRU hash `FlowKey -> TunnelRxEntry`: a flow from another node's pod to a local pod of the
+/// default VPC, as it arrives on the node's uplink (outer source, tunnel header) and as OVS
+/// delivered it (the pod's port, the MACs). The key is the inner flow in the default VPC's
+/// scope.
+pub const TUNNEL_RX_MAP: &str = "KOVN_TUNNEL_RX";
+pub const TUNNEL_RX_MAX_ENTRIES: u32 = 65_536;
+/// Bytes of the tunnel header (after outer UDP) an arriving packet must repeat: Geneve's base
+/// header and OVN's 8-byte option (VNI = logical datapath, the option = logical in and out
+/// ports), or VXLAN's header and the start of the inner frame.
+pub const TUNNEL_RX_HEADER: usize = 16;
+
+/// One flow arriving from another node ([`TUNNEL_RX_MAP`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelRxEntry {
+    /// The local pod's host veth (0 until OVS delivered the flow).
+    pub dst_host_ifindex: u32,
+    /// [`rx_flags`], and [`flow_flags::REFRESH_PENDING`].
+    pub flags: u32,
+    /// The policy generation the entry was recorded (pending) or confirmed in.
+    pub generation: u64,
+    pub last_seen_ns: u64,
+    /// When the uplink last handed one of the flow's packets to OVS.
+    pub last_slow_ns: u64,
+    /// The outer IPv4 source (another node's tunnel endpoint), network order.
+    pub outer_src: [u8; 4],
+    /// Where the inner Ethernet header starts (the outer headers' length).
+    pub inner_offset: u32,
+    /// The [`TUNNEL_RX_HEADER`] bytes after the outer UDP header.
+    pub tunnel: [u8; TUNNEL_RX_HEADER],
+    /// The MACs OVS delivered the flow with (inner source, the pod's).
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub _pad: u32,
+}
+
+/// [`TunnelRxEntry::flags`].
+pub mod rx_flags {
+    /// OVS delivered a packet of the flow that arrived with the recorded outer headers, in
+    /// the entry's generation: the fast path may deliver the flow's later packets.
+    pub const CONFIRMED: u32 = 1;
+}
+
+/// Hash `ifindex -> ifindex` of the split uplink (OVS's userspace datapath reads a NIC with
+/// AF_PACKET taps, which run before TC: a NIC the receive fast path serves leaves OVS, and a
+/// veth pair takes its place). For the NIC: the pair's end whose egress OVS reads from (where
+/// slow-path packets go). For that end: the NIC (where OVS's packets leave). A NIC OVS does not
+/// read (the kernel's tunnels) maps to 0: slow-path packets go up the node's stack.
+pub const UPLINKS_MAP: &str = "KOVN_UPLINKS";
+pub const UPLINKS_MAX_ENTRIES: u32 = 64;
 
 /// Array of one u32: non-zero lets `kovn_from_pod` replay learned encapsulations (the
 /// cross-node fast path); zero (the default, until it is measured and on by default) only
@@ -704,6 +770,10 @@ pub mod programs {
     /// On the NIC the node's tunnels leave through (egress): learn how OVS encapsulated a
     /// local pod's flow; changes nothing.
     pub const TUNNEL_EGRESS: &str = "kovn_tunnel_egress";
+    /// On the node's uplink NIC (ingress): the receive fast path, else to OVS.
+    pub const UPLINK_INGRESS: &str = "kovn_uplink_ingress";
+    /// On the split uplink's pair (ingress): what OVS sends leaves through the NIC.
+    pub const UPLINK_RETURN: &str = "kovn_uplink_return";
 }
 
 #[cfg(feature = "user")]
@@ -720,6 +790,8 @@ mod user {
     unsafe impl aya::Pod for super::FlowEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TunnelEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TunnelRxEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PodPort {}
     // SAFETY: as above.
@@ -792,6 +864,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<FlowKey>(), 44);
         assert_eq!(core::mem::size_of::<FlowEntry>(), 48);
         assert_eq!(core::mem::size_of::<TunnelEntry>(), 120);
+        assert_eq!(core::mem::size_of::<TunnelRxEntry>(), 72);
         assert_eq!(core::mem::size_of::<PodPort>(), 36);
         assert_eq!(core::mem::size_of::<EndpointKey>(), 20);
         assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);

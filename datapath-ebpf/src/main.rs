@@ -17,6 +17,7 @@ mod reject;
 mod rejudge;
 mod to_pod;
 mod tunnel;
+mod uplink;
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use datapath_common::Direction;
@@ -53,6 +54,19 @@ pub fn kovn_to_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn kovn_tunnel_egress(ctx: TcContext) -> i32 {
     tunnel::tunnel_egress(&ctx)
+}
+
+/// The node's uplink NIC, ingress: a tunnel packet of a flow OVS delivered into a local pod
+/// goes straight into the pod; everything else to OVS (through the split uplink's pair).
+#[classifier]
+pub fn kovn_uplink_ingress(ctx: TcContext) -> i32 {
+    uplink::uplink_ingress(&ctx)
+}
+
+/// The split uplink's pair, ingress: what OVS sends out of its port leaves through the NIC.
+#[classifier]
+pub fn kovn_uplink_return(ctx: TcContext) -> i32 {
+    uplink::uplink_return(&ctx)
 }
 
 #[cfg(not(test))]

@@ -8,7 +8,8 @@ use aya_ebpf::{
 use datapath_common::{
     DatapathConfig, ENDPOINTS_MAX_ENTRIES, EndpointKey, FLOWS_MAX_ENTRIES, Fault, FlowEntry,
     FlowKey, PORTS_MAX_ENTRIES, PodPort, REASONS_MAX_ENTRIES, Reason, ReasonKey, Scope,
-    TUNNEL_FLOWS_MAX_ENTRIES, TunnelEntry,
+    TUNNEL_FLOWS_MAX_ENTRIES, TUNNEL_RX_MAX_ENTRIES, TunnelEntry, TunnelRxEntry,
+    UPLINKS_MAX_ENTRIES,
 };
 
 #[map(name = "KOVN_FLOWS")]
@@ -25,6 +26,13 @@ pub(crate) static ENDPOINTS: HashMap<EndpointKey, PodPort> =
 #[map(name = "KOVN_TUNNEL_FLOWS")]
 pub(crate) static TUNNEL_FLOWS: LruHashMap<FlowKey, TunnelEntry> =
     LruHashMap::with_max_entries(TUNNEL_FLOWS_MAX_ENTRIES, 0);
+
+#[map(name = "KOVN_TUNNEL_RX")]
+pub(crate) static TUNNEL_RX: LruHashMap<FlowKey, TunnelRxEntry> =
+    LruHashMap::with_max_entries(TUNNEL_RX_MAX_ENTRIES, 0);
+
+#[map(name = "KOVN_UPLINKS")]
+static UPLINKS: HashMap<u32, u32> = HashMap::with_max_entries(UPLINKS_MAX_ENTRIES, 0);
 
 #[map(name = "KOVN_DEFAULT_SCOPE")]
 static DEFAULT_SCOPE: Array<Scope> = Array::with_max_entries(1, 0);
@@ -58,6 +66,14 @@ pub(crate) fn default_scope() -> Option<Scope> {
 #[inline(always)]
 pub(crate) fn cross_node_enabled() -> bool {
     CROSS_NODE.get(0).is_some_and(|on| *on != 0)
+}
+
+/// Where a split uplink's interface `ifindex` sends what is not the fast path's: Some(0) up the
+/// node's stack, Some(n) out of interface n; None when the agent has not paired it.
+#[inline(always)]
+pub(crate) fn uplink_pair(ifindex: u32) -> Option<u32> {
+    // SAFETY: a plain-data value copied out at once.
+    unsafe { UPLINKS.get(&ifindex).copied() }
 }
 
 /// The agent's settings; the defaults until it writes some.

@@ -8,6 +8,7 @@ use datapath_common::{FlowEntry, FlowKey, Reason, flow_flags};
 use crate::lb;
 use crate::maps::{self, FLOWS};
 use crate::parse::{Packet, parse};
+use crate::uplink;
 
 #[inline(always)]
 pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
@@ -58,6 +59,10 @@ pub(crate) fn to_pod(ctx: &TcContext) -> i32 {
                         last_slow_ns: 0,
                     },
                 );
+            } else {
+                // From another node's pod, perhaps: the delivery confirms the receive fast
+                // path's entry, if the uplink recorded one.
+                uplink::confirm(&key, &port, &packet, service_reply);
             }
         }
     }

@@ -33,7 +33,7 @@ const ETH_P_IP: u16 = 0x0800;
 /// Geneve's protocol type of an inner Ethernet frame.
 const ETH_P_TEB: u16 = 0x6558;
 /// Outer Ethernet (14), IPv4 without options (20), UDP (8).
-const OUTER_UDP_END: usize = 42;
+pub(crate) const OUTER_UDP_END: usize = 42;
 /// Geneve's and VXLAN's fixed header.
 const TUNNEL_HLEN: usize = 8;
 const ETH_HLEN: usize = 14;
@@ -59,7 +59,7 @@ pub(crate) fn tunnel_egress(ctx: &TcContext) -> i32 {
 /// Where the inner Ethernet frame of a Geneve or VXLAN packet over IPv4 starts; None for
 /// anything else (or a header that would not fit the template).
 #[inline(always)]
-fn inner_frame(ctx: &TcContext) -> Option<usize> {
+pub(crate) fn inner_frame(ctx: &TcContext) -> Option<usize> {
     let ethertype: u16 = u16::from_be(ctx.load(12).ok()?);
     if ethertype != ETH_P_IP {
         return None;

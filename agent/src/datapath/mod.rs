@@ -14,6 +14,7 @@ mod pods;
 mod policy;
 mod scope;
 mod services;
+mod uplink;
 
 use std::path::{Path, PathBuf};
 
@@ -218,6 +219,8 @@ impl Datapath {
             programs::FROM_POD,
             programs::TO_POD,
             programs::TUNNEL_EGRESS,
+            programs::UPLINK_INGRESS,
+            programs::UPLINK_RETURN,
         ] {
             classifier(&mut ebpf, name)?
                 .load()
@@ -368,6 +371,8 @@ impl Datapath {
 const PINNED_MAPS: &[&str] = &[
     datapath_common::FLOWS_MAP,
     datapath_common::TUNNEL_FLOWS_MAP,
+    datapath_common::TUNNEL_RX_MAP,
+    datapath_common::UPLINKS_MAP,
     datapath_common::DEFAULT_SCOPE_MAP,
     datapath_common::CROSS_NODE_MAP,
     datapath_common::PORTS_MAP,

@@ -95,7 +95,7 @@ pub fn ip_from_bytes(bytes: &IpBytes) -> IpAddr {
     }
 }
 
-fn ifindex(name: &str) -> Result<u32, DatapathError> {
+pub(super) fn ifindex(name: &str) -> Result<u32, DatapathError> {
     nix::net::if_::if_nametoindex(name).map_err(|e| DatapathError::Interface {
         interface: name.to_owned(),
         source: e.into(),
@@ -459,7 +459,7 @@ fn link_pin(dir: &Path, interface: &str, program: &str) -> PathBuf {
 /// Attaches `program` to the ingress of `interface`. With a pin directory, a link pinned
 /// by an earlier agent is adopted and its program replaced atomically (no window without
 /// a program); a new link is pinned.
-fn attach_program(
+pub(super) fn attach_program(
     prog: &mut SchedClassifier,
     pin_dir: Option<&Path>,
     program: &'static str,

@@ -129,10 +129,18 @@ pub fn egress_nics(client: &Client, interface: &str) -> Vec<String> {
             ports
                 .iter()
                 .filter(|p| bridge.ports.contains(&p.uuid))
-                .flat_map(|p| p.interfaces.iter())
-                .filter_map(|u| interfaces.iter().find(|i| i.uuid == *u))
-                .filter(|i| i.r#type.is_empty() || i.r#type == "system")
-                .map(|i| i.name.clone())
+                .flat_map(|p| {
+                    // A split uplink's port stands in for its NIC, which packets leave through.
+                    let split = p.external_ids.get(crate::split_uplink::UPLINK_OF).cloned();
+                    p.interfaces.iter().map(move |u| (u, split.clone()))
+                })
+                .filter_map(|(u, split)| {
+                    let i = interfaces.iter().find(|i| i.uuid == *u)?;
+                    // The bridge's local port is the node's side, not a NIC (its type may be
+                    // left empty: OVS makes it internal).
+                    (i.name != bridge.name && (i.r#type.is_empty() || i.r#type == "system"))
+                        .then(|| split.unwrap_or_else(|| i.name.clone()))
+                })
                 .collect::<Vec<_>>(),
         )
     });
