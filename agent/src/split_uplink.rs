@@ -96,6 +96,10 @@ pub async fn prepare(uplink: &SplitUplink) -> Result<(), NetworkError> {
             .await
             .map_err(netlink(format!("setting {name} up")))?;
     }
+    // Slow-path packets are redirected into the pair: the kernel finishes their checksums
+    // and segments them there (a GSO packet from another node's fast path included), before
+    // OVS reads them, as for a pod's OVS port.
+    crate::pod_network::links::offloads_off(&uplink.pair)?;
     handle
         .link()
         .set(

@@ -8,6 +8,10 @@ mod common;
 
 use std::net::Ipv4Addr;
 
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde_json::json;
+
 use agent::datapath::{PinnedMaps, ReadMaps};
 use datapath_common::{GENEVE_PORT, Reason, TunnelEntry, ipv4_mapped};
 use sandbox::Cmd;
@@ -127,20 +131,6 @@ fn the_encapsulation_ovs_emits_for_a_local_pods_flow_is_learned_on_the_sending_n
     cluster.teardown().expect("teardown");
 }
 
-/// The sandbox's NICs pass segments on as a wire does: the kernel finishes checksums and
-/// segments encapsulated packets before they leave (the receiving OVS reads with AF_PACKET,
-/// which cannot take a tunnel's GSO packet).
-fn segment_on_the_wire(cluster: &KovnCluster) {
-    for node in cluster.sb.nodes() {
-        Cmd::new("ethtool")
-            .args(["-K", "eth0", "tx", "off", "tx-udp_tnl-segmentation", "off"])
-            .args(["tx-udp_tnl-csum-segmentation", "off"])
-            .netns(&node.netns)
-            .run()
-            .expect("ethtool on the node's NIC");
-    }
-}
-
 fn reason_total(maps: &PinnedMaps, reason: Reason) -> u64 {
     maps.reason_counts()
         .unwrap()
@@ -150,6 +140,15 @@ fn reason_total(maps: &PinnedMaps, reason: Reason) -> u64 {
         .sum()
 }
 
+/// A pod labelled `pod=<name>` in the default namespace.
+fn labelled_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "labels": {"pod": name}},
+        "spec": {"containers": [{"name": "c"}]}
+    }))
+    .unwrap()
+}
+
 #[test]
 fn cross_node_flows_are_encapsulated_by_the_fast_path_once_ovs_has_sent_them() {
     if !sandbox::privileged(
@@ -157,44 +156,138 @@ fn cross_node_flows_are_encapsulated_by_the_fast_path_once_ovs_has_sent_them() {
     ) {
         return;
     }
-    let cluster =
+    let mut cluster =
         KovnCluster::start_with_agent_args(2, common::binaries(), &["--cross-node-fast-path"])
             .expect("kovn on a sandbox");
-    segment_on_the_wire(&cluster);
-    let a = cluster.start_pod("ya", 0).expect("pod a");
-    let b = cluster.start_pod("yb", 1).expect("pod b");
+    let a = cluster
+        .start_pod_object(labelled_pod("ya"), 0)
+        .expect("pod a");
+    let b = cluster
+        .start_pod_object(labelled_pod("yb"), 1)
+        .expect("pod b");
     let (pa, pb) = (a.as_pod(&cluster), b.as_pod(&cluster));
     let pins0 = cluster.sb.bpffs_dir().join(&cluster.sb.node(0).name);
     let pins1 = cluster.sb.bpffs_dir().join(&cluster.sb.node(1).name);
+    let maps0 = PinnedMaps::open(&pins0).unwrap();
+    let maps1 = PinnedMaps::open(&pins1).unwrap();
+    let counts = || {
+        [
+            reason_total(&maps0, Reason::TunnelFastHit),
+            reason_total(&maps1, Reason::TunnelRxFastHit),
+            reason_total(&maps1, Reason::TunnelFastHit),
+            reason_total(&maps0, Reason::TunnelRxFastHit),
+        ]
+    };
+
+    // ICMP: after the first echo, both directions bypass OVS on both nodes.
     let report = sandbox::traffic::ping(&pa, b.ip, 50).unwrap();
     assert!(report.received >= 48, "a -> b across nodes: {report:?}");
     assert_eq!(report.duplicates, 0, "duplicates: {report:?}");
-    let maps0 = PinnedMaps::open(&pins0).unwrap();
-    let maps1 = PinnedMaps::open(&pins1).unwrap();
-    let (hits0, hits1) = (
-        reason_total(&maps0, Reason::TunnelFastHit),
-        reason_total(&maps1, Reason::TunnelFastHit),
-    );
-    eprintln!("ICMP: {hits0} encapsulated by n0's fast path, {hits1} by n1's");
-    let (rx0, rx1) = (
-        reason_total(&maps0, Reason::TunnelRxFastHit),
-        reason_total(&maps1, Reason::TunnelRxFastHit),
-    );
-    eprintln!("ICMP: {rx0} delivered by n0's receive fast path, {rx1} by n1's");
-    assert!(
-        hits0 >= 30 && hits1 >= 30,
-        "{hits0} / {hits1} fast hits for 50 echoes"
-    );
-    let tcp = sandbox::traffic::iperf3(&pa, &pb, 2).expect("TCP across nodes");
-    let hits_tcp = reason_total(&maps0, Reason::TunnelFastHit) - hits0;
-    let rx_tcp = reason_total(&maps1, Reason::TunnelRxFastHit) - rx1;
+    let [tx0, rx1, tx1, rx0] = counts();
     eprintln!(
-        "TCP: {:.2} Gbit/s, {hits_tcp} packets encapsulated by n0's fast path, {rx_tcp} delivered by n1's",
-        tcp.gbit_per_second()
+        "ICMP: requests sent by n0's fast path {tx0}, delivered by n1's {rx1}; replies sent by n1's {tx1}, delivered by n0's {rx0}"
     );
-    assert!(tcp.bits_per_second > 1e7, "{tcp:?}");
-    assert!(hits_tcp > 1000, "{hits_tcp} fast hits in a TCP stream");
+    for (what, n) in [
+        ("n0 sent", tx0),
+        ("n1 delivered", rx1),
+        ("n1 sent", tx1),
+        ("n0 delivered", rx0),
+    ] {
+        assert!(n >= 30, "{what} {n} of 50 echoes by the fast path");
+    }
+
+    // TCP: a stream (TSO packets encapsulated whole, decapsulated whole).
+    let tcp = sandbox::traffic::iperf3(&pa, &pb, 2).expect("TCP across nodes");
+    let [tx0_t, rx1_t, ..] = counts();
+    eprintln!(
+        "TCP: {:.2} Gbit/s; n0's fast path sent {} packets, n1's delivered {}",
+        tcp.gbit_per_second(),
+        tx0_t - tx0,
+        rx1_t - rx1
+    );
+    assert!(tcp.bits_per_second > 1e8, "{tcp:?}");
+    assert!(
+        tx0_t - tx0 > 1000 && rx1_t - rx1 > 1000,
+        "a TCP stream off the fast path"
+    );
     assert_eq!(reason_total(&maps0, Reason::TunnelEncapFailed), 0);
+    assert_eq!(reason_total(&maps1, Reason::TunnelEncapFailed), 0);
+
+    // UDP: a one-way stream, fast-pathed on both nodes; it survives an agent restart on
+    // either node (the pinned programs and maps carry it meanwhile).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sink, sending) = common::udp_stream(&pa, &pb, 5001, stop.clone());
+    sink.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let receiving = {
+        let (received, stop) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if sink.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let [tx0_u, rx1_u, ..] = counts();
+    assert!(
+        tx0_u - tx0_t > 100 && rx1_u - rx1_t > 100,
+        "UDP off the fast path: {} sent, {} delivered",
+        tx0_u - tx0_t,
+        rx1_u - rx1_t
+    );
+    for node in [0, 1] {
+        let before = received.load(std::sync::atomic::Ordering::SeqCst);
+        cluster.restart_agent(node).expect("agent restart");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let after = received.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            after > before + 100,
+            "the stream stalled in n{node}'s agent restart"
+        );
+    }
+    let [tx0_r, rx1_r, ..] = counts();
+    assert!(
+        tx0_r > tx0_u && rx1_r > rx1_u,
+        "the fast path carries the stream after the restarts"
+    );
+
+    // A NetworkPolicy on the receiver ends the stream within 200 ms, measured at b.
+    let capture = sandbox::traffic::Capture::start(
+        &b.netns,
+        "eth0",
+        &format!("udp and src host {} and dst port 5001", a.ip),
+        cluster.sb.dir().join("xn-revocation.pcap"),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let written = common::epoch_seconds();
+    let deny: NetworkPolicy = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-yb", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "yb"}}}
+    }))
+    .unwrap();
+    cluster.api.put(&deny);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = sending.join().unwrap();
+    receiving.join().unwrap();
+    let times = capture.stop_with_times().unwrap();
+    let last = times.iter().map(|t| t - written).fold(f64::MIN, f64::max);
+    eprintln!(
+        "UDP: {sent} sent, {} received; the last at b {:.0} ms after the NetworkPolicy was written",
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        last * 1e3
+    );
+    let before = common::assert_none_200ms_after(&times, written, "a NetworkPolicy's write");
+    assert!(
+        before > 50,
+        "b received the stream before the policy ({before})"
+    );
     drop((a, b));
     cluster.teardown().expect("teardown");
 }

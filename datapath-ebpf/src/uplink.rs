@@ -13,7 +13,7 @@
 //! [`uplink_return`] sends what OVS emits into the pair out of the NIC.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_UNSPEC, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
+    bindings::{BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_UNSPEC, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
     helpers::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
 };
@@ -115,7 +115,10 @@ fn receive(ctx: &TcContext, ifindex: u32, inner: usize) -> Option<i32> {
                 maps::generation(),
                 &maps::config(),
             ) {
-                None => return deliver(ctx, ifindex, entry, inner, now),
+                None => {
+                    let tcp = packet.key.proto == IPPROTO_TCP;
+                    return deliver(ctx, ifindex, entry, inner, tcp, now);
+                }
                 // Sent to OVS to be re-judged: the entry serves on until the grace ends.
                 Some(Reason::Refresh) => {
                     maps::count(ifindex, Reason::Refresh);
@@ -170,11 +173,18 @@ fn deliver(
     ifindex: u32,
     entry: &mut TunnelRxEntry,
     inner: usize,
+    tcp: bool,
     now: u64,
 ) -> Option<i32> {
-    // A GSO packet would keep its tunnel segmentation type without the tunnel: OVS's.
+    if entry.dst_host_ifindex == 0 {
+        return None;
+    }
+    // A GSO packet keeps its segment size (FIXED_GSO) and, on this kernel (no decap flags for
+    // L4 tunnels), its UDP-tunnel segmentation type: harmless for TCP, which the pod receives
+    // (and segments, should it forward it, by its TCP type). Any other GSO packet is OVS's
+    // (the pair segments it before OVS reads it).
     // SAFETY: reading a field of the context the kernel handed us.
-    if unsafe { (*ctx.skb.skb).gso_segs } > 1 || entry.dst_host_ifindex == 0 {
+    if unsafe { (*ctx.skb.skb).gso_size } != 0 && !tcp {
         return None;
     }
     let macs: [u8; 12] = ctx.load(inner).ok()?;
@@ -184,7 +194,11 @@ fn deliver(
     // The outer headers and the inner Ethernet header go; the outer Ethernet header takes
     // the inner MACs (both frames carry IPv4).
     if ctx
-        .adjust_room(-(inner as i32), BPF_ADJ_ROOM_MAC, 0)
+        .adjust_room(
+            -(inner as i32),
+            BPF_ADJ_ROOM_MAC,
+            u64::from(BPF_F_ADJ_ROOM_FIXED_GSO),
+        )
         .is_err()
     {
         maps::count(ifindex, Reason::TunnelEncapFailed);

@@ -391,7 +391,7 @@ pub async fn observe_pod_end(
 }
 
 /// `ethtool -K <name> tx off tso off gso off`, through the ethtool ioctl.
-fn offloads_off(name: &str) -> Result<(), NetworkError> {
+pub(crate) fn offloads_off(name: &str) -> Result<(), NetworkError> {
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
     const ETHTOOL_STXCSUM: u32 = 0x17;
     const ETHTOOL_STSO: u32 = 0x1f;
