@@ -4,7 +4,9 @@
 //! (never dropped) and counted under exactly one decision.
 
 use agent::datapath::{Datapath, FlowTableOps, LoadOptions, ReadMaps, locate_object};
-use datapath_common::{FlowEntry, FlowKey, PodPort, Reason, flow_flags, ipv4_mapped, programs};
+use datapath_common::{
+    FlowEntry, FlowKey, PodPort, Reason, flow_flags, ipv4_mapped, programs, rx_flags,
+};
 
 /// The test device: packets "arrive" on loopback.
 const LO: u32 = 1;
@@ -687,5 +689,155 @@ fn the_tunnel_observer_learns_local_pods_flows_only_and_retires_them_on_fin() {
         h.count(Reason::TunnelNotLearned),
         before,
         "counted a non-tunnel packet"
+    );
+}
+
+#[test]
+fn the_receive_side_delivers_only_flows_ovs_delivered_with_the_same_outer_headers() {
+    if !sandbox::privileged(
+        "the_receive_side_delivers_only_flows_ovs_delivered_with_the_same_outer_headers",
+    ) {
+        return;
+    }
+    let mut h = Harness::new();
+    h.dp.set_cross_node(true).unwrap();
+    // A local pod of the default VPC whose OVS port pair's outer end is loopback (where
+    // BPF_PROG_TEST_RUN presents packets), so kovn_to_pod delivers to it.
+    const LOCAL: [u8; 4] = [10, 16, 0, 9];
+    const REMOTE: [u8; 4] = [10, 16, 0, 50];
+    let scope = h.dp.default_scope();
+    h.dp.register_port(
+        PodPort {
+            host_ifindex: 1000,
+            ovs_peer_ifindex: LO,
+            scope,
+            mac: PEER_MAC,
+            _pad: [0; 2],
+            ip: ipv4_mapped(LOCAL),
+        },
+        ipv4_mapped(LOCAL),
+    )
+    .unwrap();
+    // A TCP packet from another node's pod to the local one, as it arrives in Geneve.
+    let inner = |flags: u8| {
+        let mut p = tcp_v4(flags);
+        p[26..30].copy_from_slice(&REMOTE);
+        p[30..34].copy_from_slice(&LOCAL);
+        p
+    };
+    let arriving = |flags: u8| geneve(&inner(flags));
+    let rx = |h: &Harness| h.dp.tunnel_rx().unwrap();
+    // Unpaired, the NIC's program delivers nothing and passes everything on.
+    assert_eq!(
+        h.dp.test_run(programs::UPLINK_INGRESS, &arriving(0x10))
+            .unwrap(),
+        TC_ACT_UNSPEC
+    );
+    assert!(rx(&h).is_empty(), "{:?}", rx(&h));
+    assert_eq!(h.count(Reason::UplinkUnpaired), 1);
+    // Paired with the node's stack (OVS does not read the NIC).
+    h.dp.pair_uplink(LO, None).unwrap();
+
+    // First packet: to OVS, its outer headers recorded, not confirmed.
+    assert_eq!(
+        h.dp.test_run(programs::UPLINK_INGRESS, &arriving(0x10))
+            .unwrap(),
+        TC_ACT_UNSPEC
+    );
+    let entries = rx(&h);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].1.flags & rx_flags::CONFIRMED, 0);
+    assert_eq!(entries[0].1.outer_src, [172, 18, 0, 10]);
+    assert_eq!(entries[0].1.inner_offset, 58);
+    assert_eq!(h.count(Reason::TunnelRxPending), 1);
+    // Still pending: a second packet goes to OVS too.
+    assert_eq!(
+        h.dp.test_run(programs::UPLINK_INGRESS, &arriving(0x10))
+            .unwrap(),
+        TC_ACT_UNSPEC
+    );
+    // OVS delivers it: the flow is confirmed, for the pod's veth.
+    assert_eq!(
+        h.dp.test_run(programs::TO_POD, &inner(0x10)).unwrap(),
+        TC_ACT_REDIRECT
+    );
+    let entries = rx(&h);
+    assert_ne!(entries[0].1.flags & rx_flags::CONFIRMED, 0, "{entries:?}");
+    assert_eq!(entries[0].1.dst_host_ifindex, 1000);
+    // Now the fast path delivers it.
+    assert_eq!(
+        h.dp.test_run(programs::UPLINK_INGRESS, &arriving(0x10))
+            .unwrap(),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(h.count(Reason::TunnelRxFastHit), 1);
+
+    // Another outer source (not the node OVS accepted the flow from): OVS's, recorded anew.
+    let mut forged = arriving(0x10);
+    forged[29] = 99;
+    assert_eq!(
+        h.dp.test_run(programs::UPLINK_INGRESS, &forged).unwrap(),
+        TC_ACT_UNSPEC
+    );
+    assert_eq!(rx(&h)[0].1.flags & rx_flags::CONFIRMED, 0);
+    assert_eq!(h.count(Reason::TunnelRxFastHit), 1);
+    // The same for another logical port in OVN's option.
+    h.dp.test_run(programs::UPLINK_INGRESS, &arriving(0x10))
+        .unwrap();
+    h.dp.test_run(programs::TO_POD, &inner(0x10)).unwrap();
+    let mut other_port = arriving(0x10);
+    other_port[57] ^= 1;
+    assert_eq!(
+        h.dp.test_run(programs::UPLINK_INGRESS, &other_port)
+            .unwrap(),
+        TC_ACT_UNSPEC
+    );
+    // A new policy generation: nothing is delivered until OVS delivers again.
+    h.dp.test_run(programs::UPLINK_INGRESS, &arriving(0x10))
+        .unwrap();
+    h.dp.test_run(programs::TO_POD, &inner(0x10)).unwrap();
+    h.dp.bump_generation().unwrap();
+    assert_eq!(
+        h.dp.test_run(programs::UPLINK_INGRESS, &arriving(0x10))
+            .unwrap(),
+        TC_ACT_UNSPEC
+    );
+    assert_eq!(h.count(Reason::TunnelRxFastHit), 1);
+    // FIN goes to OVS and retires the flow.
+    h.dp.test_run(programs::TO_POD, &inner(0x10)).unwrap();
+    assert_eq!(
+        h.dp.test_run(programs::UPLINK_INGRESS, &arriving(0x11))
+            .unwrap(),
+        TC_ACT_UNSPEC
+    );
+    assert!(rx(&h).is_empty(), "FIN left {:?}", rx(&h));
+
+    // Random bytes, bare or as Geneve's inner frame: passed on, never dropped.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..1000 {
+        let len = 34 + (next() % 200) as usize;
+        let mut packet: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 2 == 0 {
+            packet[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        }
+        for p in [&packet, &geneve(&packet)] {
+            assert_eq!(
+                h.dp.test_run(programs::UPLINK_INGRESS, p).unwrap(),
+                TC_ACT_UNSPEC,
+                "packet {i} not passed on: {p:02x?}"
+            );
+        }
+    }
+    // The pair's program with no NIC to send to passes on, counted.
+    assert_eq!(
+        h.dp.test_run(programs::UPLINK_RETURN, &udp_v4(false))
+            .unwrap(),
+        TC_ACT_UNSPEC
     );
 }

@@ -11,7 +11,8 @@
 //!   pods' MTU is the sandbox pods' 1400, so only the path differs);
 //! - `ovs`: two sandbox pods on two nodes with the fast path off (OVS's userspace Geneve on
 //!   both nodes);
-//! - `fastpath`: the same pods with the fast path on (what kovn does across nodes today).
+//! - `fastpath`: the same pods with the fast path on, across nodes too (each node's uplink
+//!   split and served as the agent does with `--cross-node-fast-path`).
 //!
 //! Each path: iperf3 TCP throughput (one stream), sockperf TCP ping-pong p50/p99, and TCP
 //! connections per second (connect, 1-byte request, 1-byte response, close). Then what the
@@ -254,15 +255,44 @@ fn measure(client: &Pod, server: &Pod, seconds: u32) -> Result<Measurement> {
     })
 }
 
+/// The fast path on or off, on one node and across nodes alike.
 fn set_fast_path(datapaths: &[Arc<Mutex<Datapath>>], on: bool) -> Result<()> {
     for datapath in datapaths {
-        datapath
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_config(&DatapathConfig {
-                fast_path_enabled: u32::from(on),
-                ..DatapathConfig::default()
-            })?;
+        let mut datapath = datapath.lock().unwrap_or_else(|e| e.into_inner());
+        datapath.set_config(&DatapathConfig {
+            fast_path_enabled: u32::from(on),
+            ..DatapathConfig::default()
+        })?;
+        datapath.set_cross_node(on)?;
+    }
+    Ok(())
+}
+
+/// What the agent does on each node with `--cross-node-fast-path`: the tunnel observer on the
+/// uplink NIC's egress, the NIC split out of `br-phy` (OVS reads it with AF_PACKET) and the
+/// receive side on its ingress. `datapaths[i]` is node `i`'s.
+fn serve_cross_node(sb: &Sandbox, datapaths: &[Arc<Mutex<Datapath>>]) -> Result<()> {
+    use agent::split_uplink::{self, SplitUplink};
+    for (i, datapath) in datapaths.iter().enumerate() {
+        let node = sb.node(i);
+        let uplink = SplitUplink::of("eth0");
+        let remote = format!("unix:{}", node.db.socket.display());
+        let bridge = node.uplink.clone();
+        let datapath = datapath.clone();
+        netns::run_in(&node.netns, move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let ovs = agent::ovs::connect(&remote).await?;
+                let mut datapath = datapath.lock().unwrap_or_else(|e| e.into_inner());
+                datapath.attach_tunnel_observer(&uplink.nic)?;
+                split_uplink::prepare(&uplink).await?;
+                datapath.attach_uplink(&uplink.nic, Some(&uplink.pair))?;
+                split_uplink::swap_in(&ovs, &bridge, &uplink).await?;
+                Ok(())
+            })
+        })??;
     }
     Ok(())
 }
@@ -466,6 +496,7 @@ fn cross_node(rounds: u32, seconds: u32) -> Result<CrossNode> {
     let a = sb.add_pod(0, "a")?;
     let b = sb.add_pod(1, "b")?;
     let datapath = datapath_for(&[&a, &b])?;
+    serve_cross_node(&sb, &datapath)?;
     let [kernel_tunnel, ovs, fast] = interleaved(
         &["kernel_tunnel", "ovs", "fastpath"],
         rounds,

@@ -4,7 +4,7 @@ use aya::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap};
 use datapath_common::{
     Direction, ENDPOINTS_MAP, EndpointKey, FAULTS_MAP, FLOWS_MAP, Fault, FlowEntry, FlowKey,
     GENERATION_MAP, IF_COUNTERS_MAP, IfCounterKey, IfCounters, PodPort, REASONS_MAP, Reason,
-    ReasonKey, TUNNEL_FLOWS_MAP, TunnelEntry,
+    ReasonKey, TUNNEL_FLOWS_MAP, TUNNEL_RX_MAP, TunnelEntry, TunnelRxEntry,
 };
 
 use super::{DatapathError, MapSource, MapSourceMut, map_error};
@@ -143,6 +143,15 @@ pub trait ReadMaps: MapSource {
         let map = self.map(TUNNEL_FLOWS_MAP)?;
         let flows: HashMap<_, FlowKey, TunnelEntry> =
             HashMap::try_from(map).map_err(|e| map_error(TUNNEL_FLOWS_MAP, e))?;
+        Ok(flows.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Every flow from another node's pod to a local pod, as it arrived and (once confirmed)
+    /// as OVS delivered it.
+    fn tunnel_rx(&self) -> Result<Vec<(FlowKey, TunnelRxEntry)>, DatapathError> {
+        let map = self.map(TUNNEL_RX_MAP)?;
+        let flows: HashMap<_, FlowKey, TunnelRxEntry> =
+            HashMap::try_from(map).map_err(|e| map_error(TUNNEL_RX_MAP, e))?;
         Ok(flows.iter().filter_map(Result::ok).collect())
     }
 

@@ -18,17 +18,7 @@ impl Datapath {
     pub fn attach_uplink(&mut self, nic: &str, pair: Option<&str>) -> Result<(), DatapathError> {
         let nic_index = ifindex(nic)?;
         let pair_index = pair.map(ifindex).transpose()?;
-        {
-            let mut uplinks: HashMap<_, u32, u32> = self.map_mut_typed(UPLINKS_MAP)?;
-            if let Some(pair_index) = pair_index {
-                uplinks
-                    .insert(pair_index, nic_index, 0)
-                    .map_err(|e| map_error(UPLINKS_MAP, e))?;
-            }
-            uplinks
-                .insert(nic_index, pair_index.unwrap_or(0), 0)
-                .map_err(|e| map_error(UPLINKS_MAP, e))?;
-        }
+        self.pair_uplink(nic_index, pair_index)?;
         let pin_dir = self.pin_dir.clone();
         if let Some(pair) = pair {
             let prog = classifier(&mut self.ebpf, programs::UPLINK_RETURN)?;
@@ -37,6 +27,20 @@ impl Datapath {
         let prog = classifier(&mut self.ebpf, programs::UPLINK_INGRESS)?;
         attach_program(prog, pin_dir.as_deref(), programs::UPLINK_INGRESS, nic)?;
         Ok(())
+    }
+
+    /// Writes the pairing of a split uplink by interface index ([`Self::attach_uplink`] does
+    /// this; tests driving the programs with BPF_PROG_TEST_RUN use it directly).
+    pub fn pair_uplink(&mut self, nic: u32, pair: Option<u32>) -> Result<(), DatapathError> {
+        let mut uplinks: HashMap<_, u32, u32> = self.map_mut_typed(UPLINKS_MAP)?;
+        if let Some(pair) = pair {
+            uplinks
+                .insert(pair, nic, 0)
+                .map_err(|e| map_error(UPLINKS_MAP, e))?;
+        }
+        uplinks
+            .insert(nic, pair.unwrap_or(0), 0)
+            .map_err(|e| map_error(UPLINKS_MAP, e))
     }
 
     /// Stops the receive fast path on `nic` (when OVS could not be swapped onto the pair and
