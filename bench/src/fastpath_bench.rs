@@ -285,10 +285,12 @@ fn serve_cross_node(sb: &Sandbox, datapaths: &[Arc<Mutex<Datapath>>]) -> Result<
                 .build()?;
             runtime.block_on(async {
                 let ovs = agent::ovs::connect(&remote).await?;
-                let mut datapath = datapath.lock().unwrap_or_else(|e| e.into_inner());
-                datapath.attach_tunnel_observer(&uplink.nic)?;
                 split_uplink::prepare(&uplink).await?;
-                datapath.attach_uplink(&uplink.nic, Some(&uplink.pair))?;
+                {
+                    let mut datapath = datapath.lock().unwrap_or_else(|e| e.into_inner());
+                    datapath.attach_tunnel_observer(&uplink.nic)?;
+                    datapath.attach_uplink(&uplink.nic, Some(&uplink.pair))?;
+                }
                 split_uplink::swap_in(&ovs, &bridge, &uplink).await?;
                 Ok(())
             })
