@@ -847,3 +847,68 @@ fn vips_beyond_a_full_services_map_are_served_by_ovn_until_there_is_room() {
     drop((be1, be2, client, ovn_client));
     cluster.teardown().expect("teardown");
 }
+
+/// The packets of `reason` counted on node `i`, over all its interfaces.
+fn node_reason_total(cluster: &KovnCluster, i: usize, reason: datapath_common::Reason) -> u64 {
+    use agent::datapath::ReadMaps;
+    let pins = cluster.sb.bpffs_dir().join(&cluster.sb.node(i).name);
+    agent::datapath::PinnedMaps::open(&pins)
+        .and_then(|m| m.reason_counts())
+        .unwrap()
+        .iter()
+        .filter(|c| c.reason == reason)
+        .map(|c| c.packets)
+        .sum()
+}
+
+#[test]
+fn a_service_backend_on_another_node_is_reached_through_the_cross_node_fast_path() {
+    use datapath_common::Reason;
+    if !sandbox::privileged(
+        "a_service_backend_on_another_node_is_reached_through_the_cross_node_fast_path",
+    ) {
+        return;
+    }
+    let cluster =
+        KovnCluster::start_with_agent_args(2, common::binaries(), &["--cross-node-fast-path"])
+            .expect("kovn on the sandbox");
+    let remote = cluster.start_pod("far", 1).expect("backend on n1");
+    let client = cluster.start_pod("near-client", 0).expect("client on n0");
+    serve(&remote);
+    wait_ports_up(&cluster, &["far", "near-client"]);
+    let vip = Ipv4Addr::new(10, 96, 0, 110);
+    let web = SocketAddr::from((vip, 80));
+    cluster.api.put(&service("far-web", vip, false));
+    cluster.api.put(&endpoints("far-web", &[&remote]));
+    wait_programmed(&cluster, 0, web, 6, 1);
+    let before = [
+        node_reason_total(&cluster, 0, Reason::TunnelFastHit),
+        node_reason_total(&cluster, 1, Reason::TunnelRxFastHit),
+        node_reason_total(&cluster, 1, Reason::TunnelFastHit),
+    ];
+    // Balanced in eBPF on n0 (the VIP translated before OVS), then to the backend's node.
+    let mut c = Connection::open(&client, web).expect("a connection to the VIP");
+    assert_eq!(c.backend, "far");
+    let line = "y".repeat(200);
+    for i in 0..300 {
+        assert!(c.echo(&line).expect("echo"), "echo {i} through the VIP");
+    }
+    let [sent, delivered, replied] = [
+        node_reason_total(&cluster, 0, Reason::TunnelFastHit) - before[0],
+        node_reason_total(&cluster, 1, Reason::TunnelRxFastHit) - before[1],
+        node_reason_total(&cluster, 1, Reason::TunnelFastHit) - before[2],
+    ];
+    eprintln!(
+        "300 echoes through {web} to a backend on n1: {sent} requests encapsulated by n0's fast path, {delivered} delivered by n1's, {replied} replies encapsulated by n1's"
+    );
+    // The first packets of the connection go through OVS on both nodes; the rest do not.
+    for (what, n) in [
+        ("n0 encapsulated", sent),
+        ("n1 delivered", delivered),
+        ("n1 encapsulated", replied),
+    ] {
+        assert!(n >= 200, "{what} {n} of 300 requests or replies");
+    }
+    drop(c);
+    cluster.teardown().expect("teardown");
+}

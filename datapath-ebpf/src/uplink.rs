@@ -38,6 +38,7 @@ pub(crate) fn uplink_ingress(ctx: &TcContext) -> i32 {
         return TC_ACT_UNSPEC;
     };
     if maps::cross_node_enabled()
+        && maps::config().fast_path_enabled != 0
         && let Some(inner) = inner_frame(ctx)
         && let Some(verdict) = receive(ctx, ifindex, inner)
     {
