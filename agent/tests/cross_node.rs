@@ -288,6 +288,36 @@ fn cross_node_flows_are_encapsulated_by_the_fast_path_once_ovs_has_sent_them() {
         before > 50,
         "b received the stream before the policy ({before})"
     );
+
+    // b is deleted: what n1 delivered to it from other nodes goes with it (a pod given its
+    // address or its veth's index later must not receive those flows past n1's OVS).
+    let b_ip = ipv4_mapped(b.ip.octets());
+    assert!(
+        maps1
+            .tunnel_rx()
+            .unwrap()
+            .iter()
+            .any(|(k, _)| k.dst == b_ip),
+        "n1 holds no flow to b"
+    );
+    cluster.kubelets[1]
+        .del(
+            &PodSandbox {
+                name: b.name.clone(),
+                namespace: b.namespace.clone(),
+                container_id: b.container_id.clone(),
+                netns: b.netns.clone(),
+                if_name: "eth0".into(),
+                port_mappings: vec![],
+            },
+            None,
+        )
+        .expect("CNI DEL of b");
+    let left = maps1.tunnel_rx().unwrap();
+    assert!(
+        !left.iter().any(|(k, _)| k.dst == b_ip),
+        "b's flows from other nodes outlived its DEL: {left:?}"
+    );
     drop((a, b));
     cluster.teardown().expect("teardown");
 }

@@ -6,7 +6,7 @@
 //! | handle | maps | owner |
 //! |---|---|---|
 //! | [`super::Datapath`] | programs, pod ports and endpoints | the CNI server (attach, detach) |
-//! | [`FlowTable`] | flows (local and to other nodes), generation, config | the nb-cfg follower; the flow GC (one each) |
+//! | [`FlowTable`] | flows (local, to and from other nodes), generation, config | the nb-cfg follower; the flow GC (one each) |
 //! | [`ServiceMaps`] | services, backends, Maglev, LB conntrack, affinity, counters | the Service sync |
 //! | [`LbConntrack`] | LB conntrack, reverse NAT, config | the flow GC (expiry) |
 //! | [`MapReader`] | the counters, generation, LB conntrack, read only | metrics; the GC's counts |
@@ -22,7 +22,7 @@ use aya::maps::{Map, MapData};
 use datapath_common::{
     BACKENDS_MAP, CONFIG_MAP, FAULTS_MAP, FLOWS_MAP, GENERATION_MAP, IF_COUNTERS_MAP,
     LB_AFFINITY_MAP, LB_CONNTRACK_MAP, LB_REVERSE_NAT_MAP, MAGLEV_MAP, REASONS_MAP,
-    SERVICE_COUNTERS_MAP, SERVICES_MAP, TUNNEL_FLOWS_MAP,
+    SERVICE_COUNTERS_MAP, SERVICES_MAP, TUNNEL_FLOWS_MAP, TUNNEL_RX_MAP,
 };
 
 use super::{
@@ -119,7 +119,13 @@ handle!(
     /// The learned flows (local and to other nodes) and the policy generation: GC and
     /// invalidation.
     FlowTable,
-    [FLOWS_MAP, TUNNEL_FLOWS_MAP, GENERATION_MAP, CONFIG_MAP]
+    [
+        FLOWS_MAP,
+        TUNNEL_FLOWS_MAP,
+        TUNNEL_RX_MAP,
+        GENERATION_MAP,
+        CONFIG_MAP
+    ]
 );
 
 handle!(

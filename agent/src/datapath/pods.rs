@@ -280,6 +280,12 @@ impl Datapath {
         })?;
         // Its flows to other nodes: a later pod given the address must not replay them.
         self.purge_tunnel_flows(|key, _| key.scope == pod.port.scope && owns(&key.src))?;
+        // And from other nodes: a later pod given the address (or the veth's index) must not
+        // receive them past its own node's OVS.
+        self.purge_tunnel_rx(|key, entry| {
+            key.scope == pod.port.scope && owns(&key.dst)
+                || entry.dst_host_ifindex == pod.port.host_ifindex
+        })?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 use aya::maps::{Array, HashMap};
 use datapath_common::{
     CONFIG_MAP, DatapathConfig, FLOWS_MAP, FlowEntry, FlowKey, GENERATION_MAP, TUNNEL_FLOWS_MAP,
-    TunnelEntry,
+    TUNNEL_RX_MAP, TunnelEntry, TunnelRxEntry,
 };
 
 use super::{Datapath, DatapathError, MapSourceMut, ReadMaps, map_error};
@@ -64,7 +64,7 @@ pub trait FlowTableOps: MapSourceMut {
         array.get(&0, 0).map_err(|e| map_error(CONFIG_MAP, e))
     }
 
-    /// Deletes expired and stale entries, local and to other nodes. The programs already
+    /// Deletes expired and stale entries, local, to and from other nodes. The programs already
     /// treat them as misses; this frees their slots so live flows are not evicted from the LRU
     /// maps instead.
     fn collect_garbage(&mut self) -> Result<GcReport, DatapathError> {
@@ -89,10 +89,12 @@ pub trait FlowTableOps: MapSourceMut {
             self.purge_flows(|k, e| doomed(k.proto, e.generation, e.last_seen_ns))?;
         let (tunnel_removed, tunnel_kept) =
             self.purge_tunnel_flows(|k, e| doomed(k.proto, e.generation, e.last_seen_ns))?;
+        let (rx_removed, rx_kept) =
+            self.purge_tunnel_rx(|k, e| doomed(k.proto, e.generation, e.last_seen_ns))?;
         Ok(GcReport {
-            expired: removed + tunnel_removed - stale.get(),
+            expired: removed + tunnel_removed + rx_removed - stale.get(),
             stale: stale.get(),
-            kept: kept + tunnel_kept,
+            kept: kept + tunnel_kept + rx_kept,
         })
     }
 
@@ -103,6 +105,15 @@ pub trait FlowTableOps: MapSourceMut {
         doomed: impl Fn(&FlowKey, &FlowEntry) -> bool,
     ) -> Result<(usize, usize), DatapathError> {
         purge(&mut self.map_mut_typed(FLOWS_MAP)?, doomed)
+    }
+
+    /// Deletes the flows from other nodes for which `doomed` is true; returns how many went and
+    /// how many stay.
+    fn purge_tunnel_rx(
+        &mut self,
+        doomed: impl Fn(&FlowKey, &TunnelRxEntry) -> bool,
+    ) -> Result<(usize, usize), DatapathError> {
+        purge(&mut self.map_mut_typed(TUNNEL_RX_MAP)?, doomed)
     }
 
     /// Deletes the flows to other nodes for which `doomed` is true; returns how many went and
