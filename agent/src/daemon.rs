@@ -63,10 +63,13 @@ pub struct DaemonOptions {
     #[arg(long, default_value_t = datapath_common::DEFAULT_REFRESH_NS / 1_000_000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub fast_path_refresh_ms: u64,
-    /// Replay the encapsulation OVS gave a pod's flow to another node (the cross-node fast
-    /// path). Off by default until it is measured and tested as widely as the local one;
-    /// the encapsulations are learned either way.
-    #[arg(long)]
+    /// The fast path across nodes: a pod's flow to another node leaves with the encapsulation
+    /// OVS gave it (sending side), and one from another node goes straight into the pod once
+    /// OVS delivered it (receiving side; a NIC OVS's userspace datapath reads is split out of
+    /// its bridge for it). On by default; `--cross-node-fast-path=false` leaves cross-node
+    /// traffic to OVS (the encapsulations are learned either way).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
     pub cross_node_fast_path: bool,
     /// Where maps and links are pinned; a restart adopts what is there.
     #[arg(long, default_value = "/sys/fs/bpf/kovn")]

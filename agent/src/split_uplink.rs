@@ -14,7 +14,7 @@
 //! transaction, made after the programs are attached (until then OVS still reads the NIC and
 //! what the NIC's program hands to the pair is dropped there, unread).
 
-use ovsdb::{Condition, Transaction};
+use ovsdb::{Condition, Model, Transaction};
 
 use crate::netlink::{connect, index_of, netlink};
 use ovsdb::models::open_vswitch::{Bridge, Interface, Port};
@@ -159,6 +159,65 @@ pub async fn swap_in(
         .map_err(ovs::transact_error(format!(
             "{bridge_name}: {} in {}'s place",
             uplink.ovs_port, uplink.nic
+        )))?;
+    Ok(())
+}
+
+/// Every split uplink in this node's OVS: the bridge holding the pair's port, and the uplink
+/// (from the port's `kovn.io/uplink-of`).
+pub fn split_uplinks(client: &ovsdb::Client) -> Vec<(String, SplitUplink)> {
+    client
+        .read(|c| {
+            let ports = c.table(Port::TABLE)?.typed::<Port>();
+            let bridges = c.table(Bridge::TABLE)?.typed::<Bridge>();
+            Some(
+                ports
+                    .iter()
+                    .filter_map(|p| {
+                        let nic = p.external_ids.get(UPLINK_OF)?;
+                        let bridge = bridges.iter().find(|b| b.ports.contains(&p.uuid))?;
+                        Some((bridge.name.clone(), SplitUplink::of(nic)))
+                    })
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Puts the NIC back into `bridge` in the pair's place (uninstall), in one transaction.
+/// Idempotent. The pair's links are the caller's to delete.
+pub async fn swap_out(
+    client: &ovsdb::Client,
+    bridge_name: &str,
+    uplink: &SplitUplink,
+) -> Result<(), OvsError> {
+    if state(client, uplink) == Some(false) {
+        return Ok(());
+    }
+    let bridge: Bridge = ovs::bridge(client, bridge_name)?;
+    let pair_port = client.read(|c| ovs::by_name::<Port>(c, &uplink.ovs_port));
+    let mut t = Transaction::new(ovs::DB);
+    if let Some(port) = pair_port {
+        t.mutate_where(
+            &[Condition::uuid(bridge.uuid)],
+            [Bridge::PORTS.delete([port.uuid])],
+        );
+    }
+    ovs::add_port_ops(
+        &mut t,
+        &bridge,
+        &Interface {
+            name: uplink.nic.clone(),
+            ..Interface::default()
+        },
+        Default::default(),
+    );
+    client
+        .transact_synced(&t)
+        .await
+        .map_err(ovs::transact_error(format!(
+            "{bridge_name}: {} back in {}'s place",
+            uplink.nic, uplink.ovs_port
         )))?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `kovn-agent uninstall`: removes from this node everything kovn-agent put there, in an order
-//! that leaves nothing half-done: the OVS ports it made (pods', spares', `ovn0`) and its
-//! provider bridges with their mappings, the pods' veths, the routes and rules it added, the
+//! that leaves nothing half-done: the OVS ports it made (pods', spares', `ovn0`), its split
+//! uplinks (the NIC back in its bridge), its provider bridges with their mappings, the pods' veths, the routes and rules it added, the
 //! pinned maps and links (unpinning a TCX link detaches its program), the `ip kovn` and
 //! `ip kovn_probe` nftables tables, the CNI conflist, the `kube-ovn` plugin and the CNI
 //! socket.
@@ -195,6 +195,26 @@ pub async fn run(options: &UninstallOptions) -> Result<Report, UninstallError> {
                     }
                 };
                 report.push(format!("OVS port {port}"), outcome);
+            }
+            // Split uplinks: the NIC goes back into its bridge (one transaction), the pair's
+            // links go below.
+            for (bridge, uplink) in crate::split_uplink::split_uplinks(&ovs) {
+                links.insert(uplink.ovs_port.clone());
+                let outcome = if options.dry_run {
+                    Outcome::WouldRemove
+                } else {
+                    match crate::split_uplink::swap_out(&ovs, &bridge, &uplink).await {
+                        Ok(()) => Outcome::Removed,
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    }
+                };
+                report.push(
+                    format!(
+                        "split uplink {} on {bridge} ({} back in its place)",
+                        uplink.ovs_port, uplink.nic
+                    ),
+                    outcome,
+                );
             }
             // Provider bridges (underlay, the external network) and their mappings.
             for provider in crate::ovs::provider_bridge::kovn_providers(&ovs) {

@@ -139,6 +139,9 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
         "no pod veths: {before_links:?}"
     );
     assert!(!kovn_ovs_interfaces(&node.db.socket).is_empty());
+    // The uplink is split for the cross-node fast path (on by default): eth0 is out of br-phy.
+    let uplink_ports = || node.vsctl().run(["list-ports", "br-phy"]).unwrap();
+    assert_eq!(uplink_ports().trim(), "ku-eth0", "the uplink is not split");
     assert!(!node_cmd(&node.netns, "ip", &["route", "show", "dev", "ovn0"]).is_empty());
     let tables = node_cmd(&node.netns, "nft", &["list", "tables"]);
     assert!(
@@ -197,6 +200,15 @@ fn uninstall_leaves_nothing_of_kovn_on_the_node() {
         .filter(|l| kovn_link(l))
         .collect();
     assert!(left.is_empty(), "links left on the node: {left:?}");
+    assert_eq!(uplink_ports().trim(), "eth0", "eth0 is not back in br-phy");
+    let pair_left: Vec<String> = links(&node.netns)
+        .into_iter()
+        .filter(|l| l.starts_with("ku-") || l.starts_with("kp-"))
+        .collect();
+    assert!(
+        pair_left.is_empty(),
+        "the split uplink's pair is left: {pair_left:?}"
+    );
     for pod in [&a, &b] {
         let inside = node_cmd(&pod.netns, "ip", &["-o", "link", "show"]);
         assert!(
